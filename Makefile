@@ -1,0 +1,27 @@
+# Two commands do everything on a fresh machine:
+#   make serve   run the router on the example zone (no probing: it names public hosts)
+#   make test    run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+
+.PHONY: serve test lint bench-dns clean
+
+$(BIN)/mirror-router: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+serve: $(BIN)/mirror-router
+	$(BIN)/mirror-router serve --zones zones --no-probe
+
+test: $(BIN)/mirror-router
+	$(BIN)/ruff check router tests bench
+	$(BIN)/pytest -q
+
+lint: $(BIN)/mirror-router
+	$(BIN)/ruff check router tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

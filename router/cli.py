@@ -1,0 +1,197 @@
+"""The ``mirror-router`` command: serve, check, explain."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from router import __version__, log
+from router.config import Config, ConfigError, load
+from router.geo import GeoError, Locator
+from router.health import Status
+from router.steering import Decision, Want, describe, rank
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    log.configure(getattr(args, "log_format", "console"), getattr(args, "log_level", "info"))
+    return int(args.func(args))
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mirror-router", description=__doc__)
+    p.add_argument("--version", action="version", version=f"mirror-router {__version__}")
+    sub = p.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="answer DNS and HTTP for the zones")
+    _zones_arg(serve)
+    serve.add_argument("--dns", action="append", type=host_port, metavar="HOST:PORT",
+                       help="DNS listen address, UDP and TCP (repeatable; "
+                            "default 127.0.0.1:5300)")
+    serve.add_argument("--http", action="append", type=host_port, metavar="HOST:PORT",
+                       help="HTTP listen address (repeatable; default 127.0.0.1:8300)")
+    serve.add_argument("--no-http", action="store_true", help="serve DNS only")
+    _geoip_arg(serve)
+    serve.add_argument("--no-probe", action="store_true",
+                       help="contact nothing: treat every target as healthy")
+    serve.add_argument("--edns-buffer", type=int, default=1232, metavar="BYTES",
+                       help="largest UDP reply, whatever the client offers (default 1232)")
+    serve.add_argument("--tcp-idle", type=float, default=10.0, metavar="SECONDS",
+                       help="close DNS TCP connections idle this long (default 10)")
+    serve.add_argument("--tcp-max", type=int, default=512, metavar="N",
+                       help="most DNS TCP connections open at once (default 512)")
+    serve.add_argument("--rcvbuf", type=int, metavar="BYTES",
+                       help="UDP socket receive buffer (default: the kernel's)")
+    _log_args(serve)
+    serve.set_defaults(func=_serve)
+
+    check = sub.add_parser("check", help="validate a folder of zone files")
+    _zones_arg(check)
+    check.set_defaults(func=_check)
+
+    explain = sub.add_parser("explain", help="show how a client's answer is decided")
+    _zones_arg(explain)
+    _geoip_arg(explain)
+    explain.add_argument("--client", required=True, type=ipaddress.ip_address, metavar="IP",
+                         help="the client (or ECS) address to decide for")
+    explain.add_argument("--type", choices=["A", "AAAA"], default="A",
+                         help="the DNS type asked (default A)")
+    explain.add_argument("--json", action="store_true", help="print JSON")
+    explain.add_argument("name", metavar="NAME",
+                         help="a steered DNS name (go.example.com) or a service name")
+    explain.set_defaults(func=_explain)
+    return p
+
+
+def _zones_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--zones", type=Path, default=Path("zones"), metavar="DIR",
+                   help="folder of zone files, or one file (default ./zones)")
+
+
+def _geoip_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--geoip", type=Path, metavar="FILE",
+                   help="MaxMind City database (default: the embedded GeoLite2 City)")
+
+
+def _log_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-format", choices=log.FORMATS, default="console")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """``127.0.0.1:5300``, ``[::1]:5300`` or ``:5300`` (all IPv4 addresses)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{host!r} is not an IP address") from None
+    return host, int(port)
+
+
+def _load_or_report(zones: Path) -> Config | None:
+    try:
+        return load(zones)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(e.problems)} problem(s) found", file=sys.stderr)
+        return None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from router.server import Settings, run
+
+    settings = Settings(
+        zones=args.zones,
+        dns=tuple(args.dns or [("127.0.0.1", 5300)]),
+        http=() if args.no_http else tuple(args.http or [("127.0.0.1", 8300)]),
+        geoip=args.geoip,
+        probe=not args.no_probe,
+        edns_payload=max(512, min(args.edns_buffer, 65535)),
+        tcp_idle=args.tcp_idle,
+        tcp_max=args.tcp_max,
+        rcvbuf=args.rcvbuf,
+    )
+    return run(settings)
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = _load_or_report(args.zones)
+    if config is None:
+        return 1
+    for zone in config.zones:
+        targets = sum(len(s.targets) for s in zone.services)
+        print(f"{zone.source}: ok: {zone.origin} with {len(zone.records)} record(s), "
+              f"{len(zone.services)} service(s), {targets} target(s)")
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    config = _load_or_report(args.zones)
+    if config is None:
+        return 1
+    service = config.service_for_name(args.name) or config.service(args.name)
+    if service is None:
+        print(f"{args.name}: not a steered name or a service in {args.zones}", file=sys.stderr)
+        return 1
+    try:
+        locator = Locator(args.geoip)
+    except GeoError as e:
+        print(e, file=sys.stderr)
+        return 1
+    client = locator.locate(args.client)
+    want = Want.IPV6 if args.type == "AAAA" else Want.IPV4
+    decision = rank(service, client, lambda _t: Status.UNKNOWN, want)
+    if args.json:
+        print(json.dumps({"name": args.name, "type": args.type, "client_address": str(args.client),
+                          **describe(decision), "answer": _answer(decision, want)}, indent=2))
+    else:
+        print(_explain_text(args, decision, want))
+    return 0
+
+
+def _answer(decision: Decision, want: Want) -> list[str]:
+    version = 6 if want is Want.IPV6 else 4
+    return [str(a) for t in decision.chosen() for a in t.addresses_of(version)]
+
+
+def _explain_text(args: argparse.Namespace, decision: Decision, want: Want) -> str:
+    d = describe(decision)
+    c = decision.client
+    where = ", ".join(x for x in (c.city, c.country, c.continent) if x) or "unknown place"
+    point = f"{c.point.lat:.2f}, {c.point.lon:.2f}" if c.point else "no coordinates"
+    lines = [f"{args.name} {args.type} for client {args.client}",
+             f"  client:  {c.network}  {where}  ({point})"]
+    if d["default_location_used"]:
+        lines.append("  GeoIP has no coordinates: measured from the service's default_location")
+    s = decision.service
+    lines += [f"  service: {s.name}  spread {s.spread:g}  cross_border_km {s.cross_border_km:g}  "
+              f"anycast_km {s.anycast_km:g}  answers {s.answers}  on_all_down {s.on_all_down}",
+              "  health:  not probed here; every target counts as up (see the server for live"
+              " state)", ""]
+    header = ("rank", "target", "state", "country", "km", "border", "weight", "cost", "reason")
+    rows = [header]
+    for row in d["candidates"]:  # type: ignore[union-attr]
+        rows.append((str(row["rank"] or "-") + ("*" if row["chosen"] else ""), row["id"],
+                     row["state"], row["country"] or "-", _num(row["distance_km"]),
+                     _num(row["border_km"]), str(row["weight"]), _num(row["cost"]),
+                     ("excluded: " if row["excluded"] else "") + row["reason"]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
+    for r in rows:
+        lines.append("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False))
+                     + "  " + r[-1])
+    answer = _answer(decision, want)
+    lines += ["", f"answer: {' '.join(answer) or '(none: NODATA)'}  ttl {decision.ttl}"
+              + ("  (degraded: all targets down)" if decision.degraded else "")]
+    return "\n".join(lines)
+
+
+def _num(v: object) -> str:
+    return "-" if v is None else f"{v:,.0f}" if isinstance(v, float) else str(v)

@@ -1,0 +1,160 @@
+"""The authoritative answer to one query: zone lookup, steering, negative answers.
+
+``Authority.handle()`` is the whole DNS path without the socket: bytes in, bytes (or
+nothing) out. Errors are translated here, in one place: a malformed query gets FORMERR
+or silence (``wire.QueryError``), and any bug while answering gets SERVFAIL instead of
+reaching the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import structlog
+from dnslib import AAAA, RR, A, DNSLabel
+
+from router.config import Service
+from router.dns import wire
+from router.dns.wire import CLASS_ANY, CLASS_IN, Query, QueryError, Rcode, Reply, Type
+from router.dns.zonedata import Name, Node, ZoneData, ZoneTable, to_name
+from router.geo import IPAddress, Location, Locator
+from router.health import Snapshot
+from router.steering import Want, rank
+
+log = structlog.get_logger("router.dns")
+
+MAX_CNAME_CHAIN = 8
+DEFAULT_PAYLOAD = 1232  # the EDNS buffer size we advertise and cap UDP replies at
+
+
+class Authority:
+    """Answers for every zone in ``table``; ``health`` returns the current snapshot."""
+
+    def __init__(self, table: ZoneTable, locator: Locator, health: Callable[[], Snapshot],
+                 payload: int = DEFAULT_PAYLOAD) -> None:
+        self.table = table
+        self.locator = locator
+        self.health = health
+        self.payload = payload
+
+    def handle(self, data: bytes, peer: IPAddress, tcp: bool = False) -> bytes | None:
+        """One packet in, one reply out (None: send nothing). Never raises."""
+        try:
+            query = wire.parse(data)
+        except QueryError as e:
+            if e.rcode is None or not e.header:
+                return None
+            return wire.error_reply(e.header, e.rcode)
+        limit = 65535 if tcp else wire.udp_limit(query, self.payload)
+        try:
+            return wire.render(query, self.respond(query, peer), limit, self.payload)
+        except Exception:
+            log.exception("dns_answer_failed", qname=_text(query.labels), qtype=query.qtype)
+            return wire.error_reply(data[:4], Rcode.SERVFAIL)
+
+    def respond(self, q: Query, peer: IPAddress) -> Reply:
+        if q.edns is not None and q.edns.version > 0:
+            return Reply(Rcode.BADVERS, authoritative=False)  # RFC 6891 6.1.3
+        if q.qclass not in (CLASS_IN, CLASS_ANY) or q.qtype in (Type.AXFR, Type.IXFR):
+            return Reply(Rcode.REFUSED, authoritative=False)
+        if q.qtype == Type.OPT:
+            return Reply(Rcode.FORMERR, authoritative=False)
+        name = q.name
+        zone = self.table.find(name)
+        if zone is None:
+            return Reply(Rcode.REFUSED, authoritative=False)  # not ours: never recursive
+        reply = Reply()
+        self._resolve(zone, q, name, q.labels, peer, reply, MAX_CNAME_CHAIN)
+        return reply
+
+    def _resolve(self, zone: ZoneData, q: Query, name: Name, owner: tuple[bytes, ...],
+                 peer: IPAddress, reply: Reply, hops: int) -> None:
+        cut = _cut_above(zone, name, q.qtype)
+        if cut is not None:
+            self._refer(zone, cut, reply)
+            return
+        node = zone.nodes.get(name)
+        if node is None:
+            if name not in zone.parents:
+                reply.rcode = Rcode.NXDOMAIN
+            reply.authority = [zone.negative_soa]
+            return
+        cname = node.rrsets.get(Type.CNAME)
+        if cname and q.qtype not in (Type.CNAME, Type.ANY):
+            reply.answer.append(_renamed(cname[0], owner))
+            self._chase(to_name(str(cname[0].rdata.label)), q, peer, reply, hops)
+            return
+        answer = self._records(node, q, owner, peer, reply)
+        if not answer:
+            reply.authority = [zone.negative_soa]  # NODATA
+            return
+        reply.answer.extend(answer)
+        if q.qtype == Type.NS and name == zone.origin:
+            reply.additional.extend(self._glue(answer))
+
+    def _chase(self, target: Name, q: Query, peer: IPAddress, reply: Reply, hops: int) -> None:
+        """Follow a CNAME inside our own zones; elsewhere the resolver follows it."""
+        zone = self.table.find(target)
+        if zone is None or hops <= 0:
+            return
+        self._resolve(zone, q, target, target, peer, reply, hops - 1)
+
+    def _records(self, node: Node, q: Query, owner: tuple[bytes, ...], peer: IPAddress,
+                 reply: Reply) -> list[RR]:
+        if node.service is not None and q.qtype in (Type.A, Type.AAAA, Type.ANY):
+            steered = self._steer(node.service, q, owner, peer, reply,
+                                  Want.IPV6 if q.qtype == Type.AAAA else Want.IPV4)
+            if steered or q.qtype != Type.ANY:
+                return steered
+        if q.qtype == Type.ANY:  # RFC 8482: one RRset is enough
+            first = next(iter(node.rrsets.values()), [])
+            return [_renamed(rr, owner) for rr in first]
+        return [_renamed(rr, owner) for rr in node.rrsets.get(q.qtype, [])]
+
+    def _steer(self, service: Service, q: Query, owner: tuple[bytes, ...], peer: IPAddress,
+               reply: Reply, want: Want) -> list[RR]:
+        client, scope = self._locate(q, peer)
+        decision = rank(service, client, self.health().view(service.name), want)
+        reply.scope = scope
+        version, rtype, rdata = (6, Type.AAAA, AAAA) if want is Want.IPV6 else (4, Type.A, A)
+        label = DNSLabel(owner)
+        return [RR(label, rtype, ttl=decision.ttl, rdata=rdata(str(address)))
+                for target in decision.chosen() for address in target.addresses_of(version)]
+
+    def _locate(self, q: Query, peer: IPAddress) -> tuple[Location, int]:
+        """By the Client Subnet when the query has one (RFC 7871), else by the sender."""
+        subnet = q.edns.subnet if q.edns is not None else None
+        if subnet is not None and subnet.source > 0:
+            client = self.locator.locate(subnet.address, subnet.source)
+            return client, client.network.prefixlen
+        return self.locator.locate(peer), 0
+
+    def _refer(self, zone: ZoneData, cut: Name, reply: Reply) -> None:
+        ns = zone.nodes[cut].rrsets[Type.NS]
+        reply.authoritative = bool(reply.answer)  # a referral is not an authoritative answer
+        reply.authority = list(ns)
+        reply.additional = self._glue(ns)
+
+    def _glue(self, ns_records: list[RR]) -> list[RR]:
+        return [rr for ns in ns_records
+                for rr in self.table.addresses(to_name(str(ns.rdata.label)))]
+
+
+def _cut_above(zone: ZoneData, name: Name, qtype: int) -> Name | None:
+    """The delegation point at or above ``name`` (below the apex), if there is one."""
+    if not zone.cuts:
+        return None
+    for i in range(len(name) - len(zone.origin) - 1, -1, -1):
+        ancestor = name[i:]
+        if ancestor in zone.cuts and not (i == 0 and qtype == Type.DS):
+            return ancestor
+    return None
+
+
+def _renamed(rr: RR, owner: tuple[bytes, ...]) -> RR:
+    """The record with the owner name spelled as the query spelled it."""
+    return RR(DNSLabel(owner), rr.rtype, rr.rclass, rr.ttl, rr.rdata)
+
+
+def _text(labels: tuple[bytes, ...]) -> str:
+    return b".".join(labels).decode("ascii", "backslashreplace") + "."

@@ -1,0 +1,215 @@
+"""DNS over UDP and TCP (RFC 7766) on asyncio: thin protocols around ``Authority.handle``.
+
+UDP and TCP share one address and port. TCP messages are length-prefixed; a connection
+may carry many queries, is closed after ``idle_timeout`` of silence, and the number of
+open connections is bounded (new ones past the bound are closed at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import socket
+import struct
+from typing import cast
+
+import structlog
+
+from router.dns.authority import Authority
+
+log = structlog.get_logger("router.dns")
+
+Address = tuple[str, int]
+
+
+class Dispatch:
+    """Holds the current ``Authority``; a reload swaps it without touching the sockets."""
+
+    def __init__(self, authority: Authority) -> None:
+        self.authority = authority
+        self.udp_replies = 0
+        self.tcp_replies = 0
+        self.dropped = 0
+
+
+class UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, dispatch: Dispatch) -> None:
+        self.dispatch = dispatch
+        self.transport: asyncio.DatagramTransport | None = None
+        self._peers: dict[str, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop's is not a subclass
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        reply = self.dispatch.authority.handle(data, self._peer(str(addr[0])), tcp=False)
+        if reply is None:
+            self.dispatch.dropped += 1
+            return
+        assert self.transport is not None
+        self.transport.sendto(reply, addr)
+        self.dispatch.udp_replies += 1
+
+    def _peer(self, host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        peer = self._peers.get(host)
+        if peer is None:
+            if len(self._peers) > 65536:
+                self._peers.clear()
+            peer = self._peers[host] = ipaddress.ip_address(host.partition("%")[0])
+        return peer
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("dns_udp_error", error=str(exc))  # e.g. ICMP port unreachable: harmless
+
+
+class TcpProtocol(asyncio.Protocol):
+    """One DNS-over-TCP connection: length-prefixed messages, pipelined in order."""
+
+    def __init__(self, pool: TcpPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.peer: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, transport)
+        if not self.pool.admit(self):
+            transport.abort()
+            return
+        host = transport.get_extra_info("peername")[0]
+        self.peer = ipaddress.ip_address(host.partition("%")[0])
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self._arm()
+        while len(self.buffer) >= 2:
+            (size,) = struct.unpack_from("!H", self.buffer)
+            if len(self.buffer) < 2 + size:
+                return
+            message = bytes(self.buffer[2:2 + size])
+            del self.buffer[:2 + size]
+            if not self._answer(message):
+                return
+
+    def _answer(self, message: bytes) -> bool:
+        assert self.transport is not None and self.peer is not None
+        reply = self.pool.dispatch.authority.handle(message, self.peer, tcp=True)
+        if reply is None:  # not even a header: nothing sensible to say; hang up
+            self.pool.dispatch.dropped += 1
+            self.transport.close()
+            return False
+        self.transport.write(struct.pack("!H", len(reply)) + reply)
+        self.pool.dispatch.tcp_replies += 1
+        return True
+
+    def pause_writing(self) -> None:
+        assert self.transport is not None
+        self.transport.pause_reading()  # the client is not reading: stop taking queries
+
+    def resume_writing(self) -> None:
+        assert self.transport is not None
+        self.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.pool.release(self)
+
+    def _arm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        loop = asyncio.get_running_loop()
+        self.timer = loop.call_later(self.pool.idle_timeout, self._idle)
+
+    def _idle(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class TcpPool:
+    """The open TCP connections, bounded in number."""
+
+    def __init__(self, dispatch: Dispatch, max_connections: int, idle_timeout: float) -> None:
+        self.dispatch = dispatch
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.open: set[TcpProtocol] = set()
+        self.refused = 0
+
+    def admit(self, conn: TcpProtocol) -> bool:
+        if len(self.open) >= self.max_connections:
+            self.refused += 1
+            return False
+        self.open.add(conn)
+        return True
+
+    def release(self, conn: TcpProtocol) -> None:
+        self.open.discard(conn)
+
+    def close_all(self) -> None:
+        for conn in list(self.open):
+            if conn.transport is not None:
+                conn.transport.close()
+
+
+def bind(host: str, port: int, reuse_port: bool = False,
+         rcvbuf: int | None = None) -> tuple[socket.socket, socket.socket]:
+    """A UDP and a TCP socket on the same address and port (port 0: any free one)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _attempt in range(50):
+        udp = socket.socket(family, socket.SOCK_DGRAM)
+        tcp = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            for sock in (udp, tcp):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if reuse_port:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if rcvbuf:
+                udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            udp.bind((host, port))
+            tcp.bind((host, udp.getsockname()[1]))
+            tcp.listen(1024)
+        except OSError:
+            udp.close()
+            tcp.close()
+            if port == 0:
+                continue  # the UDP port was free but its TCP twin was not: try another
+            raise
+        udp.setblocking(False)
+        tcp.setblocking(False)
+        return udp, tcp
+    raise OSError(f"no free port on {host} for both UDP and TCP")
+
+
+class DnsListener:
+    """UDP and TCP on one address; ``address`` is the bound (host, port)."""
+
+    def __init__(self, dispatch: Dispatch, max_tcp: int = 512, idle_timeout: float = 10.0) -> None:
+        self.dispatch = dispatch
+        self.pool = TcpPool(dispatch, max_tcp, idle_timeout)
+        self.udp: asyncio.DatagramTransport | None = None
+        self.tcp: asyncio.Server | None = None
+        self.address: Address = ("", 0)
+
+    async def start_on(self, udp_sock: socket.socket, tcp_sock: socket.socket) -> Address:
+        """Serve on sockets from ``bind()`` (bound early, so a busy port fails fast)."""
+        loop = asyncio.get_running_loop()
+        self.address = udp_sock.getsockname()[:2]
+        self.udp, _ = await loop.create_datagram_endpoint(
+            lambda: UdpProtocol(self.dispatch), sock=udp_sock)
+        self.tcp = await loop.create_server(lambda: TcpProtocol(self.pool), sock=tcp_sock)
+        return self.address
+
+    async def stop(self) -> None:
+        if self.udp is not None:
+            self.udp.close()
+        if self.tcp is not None:
+            self.tcp.close()
+            self.pool.close_all()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.tcp.wait_closed(), 2.0)

@@ -1,0 +1,301 @@
+"""DNS on the wire: bytes → ``Query``, and a ``Reply`` → bytes. Pure: no sockets, no zone.
+
+The query side is parsed straight from the bytes (header, one question, the OPT record
+and its Client Subnet option), strictly: anything malformed raises ``QueryError`` with
+the code the other side should be told (FORMERR), or none when the packet should be
+dropped (too short to have a header, or not a query at all). The reply side is encoded
+with dnslib, then cut down to the client's buffer size with TC=1 when it does not fit.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from dnslib import EDNS0, RR, DNSHeader, DNSLabel, DNSQuestion, DNSRecord, EDNSOption
+
+from router.errors import RouterError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class Rcode(IntEnum):
+    NOERROR = 0
+    FORMERR = 1
+    SERVFAIL = 2
+    NXDOMAIN = 3
+    NOTIMP = 4
+    REFUSED = 5
+    BADVERS = 16  # extended: the upper bits travel in the OPT record
+
+
+class Type(IntEnum):
+    A = 1
+    NS = 2
+    CNAME = 5
+    SOA = 6
+    PTR = 12
+    HINFO = 13
+    MX = 15
+    TXT = 16
+    AAAA = 28
+    SRV = 33
+    OPT = 41
+    DS = 43
+    IXFR = 251
+    AXFR = 252
+    ANY = 255
+    CAA = 257
+
+
+CLASS_IN = 1
+CLASS_ANY = 255
+OPCODE_QUERY = 0
+ECS_CODE = 8  # EDNS Client Subnet, RFC 7871
+MAX_NAME = 255
+
+_HEADER = struct.Struct("!HHHHHH")
+_QFIXED = struct.Struct("!HH")
+_RRFIXED = struct.Struct("!HHIH")
+
+QR, AA, TC, RD, RA, CD = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080, 0x0010
+
+
+class QueryError(RouterError):
+    """A packet we cannot serve. ``rcode`` is what to tell the sender (None: say nothing)."""
+
+    def __init__(self, reason: str, rcode: Rcode | None = None, header: bytes = b"") -> None:
+        super().__init__(reason)
+        self.rcode = rcode
+        self.header = header  # the first 4 bytes (ID and flags) when they could be read
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSubnet:
+    """An ECS option: the client network a resolver asks on behalf of."""
+
+    family: int  # 1 = IPv4, 2 = IPv6
+    source: int  # SOURCE PREFIX-LENGTH
+    address: IPAddress  # zero beyond the source prefix
+    raw: bytes  # the ADDRESS octets as sent, echoed back unchanged
+
+    def echo(self, scope: int) -> bytes:
+        return struct.pack("!HBB", self.family, self.source, scope) + self.raw
+
+
+@dataclass(frozen=True, slots=True)
+class Edns:
+    payload: int  # the client's UDP buffer size
+    version: int
+    do: bool
+    subnet: ClientSubnet | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    id: int
+    flags: int
+    labels: tuple[bytes, ...]  # the name as sent, case preserved
+    qtype: int
+    qclass: int
+    edns: Edns | None = None
+
+    @property
+    def name(self) -> tuple[bytes, ...]:
+        """The name in lower case, for lookups."""
+        return tuple(label.lower() for label in self.labels)
+
+    @property
+    def opcode(self) -> int:
+        return (self.flags >> 11) & 0xF
+
+
+def parse(data: bytes) -> Query:
+    """Parse a query; raise ``QueryError`` for anything that is not a well-formed one."""
+    if len(data) < _HEADER.size:
+        raise QueryError("shorter than a DNS header")
+    qid, flags, qd, an, ns, ar = _HEADER.unpack_from(data)
+    head = data[:4]
+    if flags & QR:
+        raise QueryError("a response, not a query")  # never answer: no reflection loops
+    if (flags >> 11) & 0xF != OPCODE_QUERY:
+        raise QueryError("opcode not implemented", Rcode.NOTIMP, head)
+    if qd != 1 or an or ns:
+        raise QueryError("a query has one question and no answer or authority records",
+                         Rcode.FORMERR, head)
+    try:
+        labels, offset = _read_name(data, _HEADER.size, pointers=False)
+        qtype, qclass = _QFIXED.unpack_from(data, offset)
+        offset += _QFIXED.size
+        edns, offset = _read_additional(data, offset, ar)
+    except (struct.error, IndexError) as e:
+        raise QueryError(f"truncated packet: {e}", Rcode.FORMERR, head) from None
+    except ValueError as e:
+        raise QueryError(str(e), Rcode.FORMERR, head) from None
+    if offset != len(data):
+        raise QueryError("trailing bytes after the last record", Rcode.FORMERR, head)
+    return Query(qid, flags, labels, qtype, qclass, edns)
+
+
+def _read_name(data: bytes, offset: int, pointers: bool) -> tuple[tuple[bytes, ...], int]:
+    """Read a domain name; return its labels and the offset just past it."""
+    labels: list[bytes] = []
+    length = 1
+    end = -1
+    hops = 0
+    while True:
+        size = data[offset]
+        if size == 0:
+            offset += 1
+            break
+        if size & 0xC0 == 0xC0:
+            if not pointers:
+                raise ValueError("compression pointer in the question")
+            hops += 1
+            if hops > 16:
+                raise ValueError("compression pointer loop")
+            target = ((size & 0x3F) << 8) | data[offset + 1]
+            if end < 0:
+                end = offset + 2
+            if target >= offset:
+                raise ValueError("forward compression pointer")
+            offset = target
+            continue
+        if size & 0xC0:
+            raise ValueError("unknown label type")
+        label = data[offset + 1:offset + 1 + size]
+        if len(label) != size:
+            raise IndexError("label runs past the end")
+        length += size + 1
+        if length > MAX_NAME:
+            raise ValueError("name longer than 255 octets")
+        labels.append(label)
+        offset += 1 + size
+    return tuple(labels), (end if end >= 0 else offset)
+
+
+def _read_additional(data: bytes, offset: int, count: int) -> tuple[Edns | None, int]:
+    edns = None
+    for _ in range(count):
+        owner, offset = _read_name(data, offset, pointers=True)
+        rtype, rclass, ttl, rdlength = _RRFIXED.unpack_from(data, offset)
+        offset += _RRFIXED.size
+        rdata = data[offset:offset + rdlength]
+        if len(rdata) != rdlength:
+            raise IndexError("record data runs past the end")
+        offset += rdlength
+        if rtype != Type.OPT:
+            continue  # e.g. TSIG: not supported, ignored
+        if edns is not None:
+            raise ValueError("more than one OPT record")
+        if owner:
+            raise ValueError("OPT record owner is not the root")
+        edns = Edns(payload=rclass, version=(ttl >> 16) & 0xFF, do=bool(ttl & 0x8000),
+                    subnet=_read_options(rdata))
+    return edns, offset
+
+
+def _read_options(rdata: bytes) -> ClientSubnet | None:
+    subnet = None
+    offset = 0
+    while offset < len(rdata):
+        code, length = struct.unpack_from("!HH", rdata, offset)
+        value = rdata[offset + 4:offset + 4 + length]
+        if len(value) != length:
+            raise IndexError("EDNS option runs past the end")
+        offset += 4 + length
+        if code == ECS_CODE:
+            if subnet is not None:
+                raise ValueError("more than one Client Subnet option")
+            subnet = _read_subnet(value)
+    return subnet
+
+
+def _read_subnet(value: bytes) -> ClientSubnet:
+    """RFC 7871 section 6, checked strictly (section 7.2.1: FORMERR when wrong)."""
+    if len(value) < 4:
+        raise ValueError("Client Subnet option shorter than 4 octets")
+    family, source, _scope = struct.unpack_from("!HBB", value)
+    raw = value[4:]
+    width = {1: 4, 2: 16}.get(family)
+    if width is None:
+        raise ValueError(f"Client Subnet family {family} is not IPv4 (1) or IPv6 (2)")
+    if source > width * 8:
+        raise ValueError(f"Client Subnet source prefix /{source} is too long")
+    if len(raw) != (source + 7) // 8:
+        raise ValueError("Client Subnet address length does not match its source prefix")
+    padded = raw + bytes(width - len(raw))
+    number = int.from_bytes(padded, "big")
+    if number & ((1 << (width * 8 - source)) - 1):
+        raise ValueError("Client Subnet address has bits set beyond its source prefix")
+    address = ipaddress.IPv4Address(padded) if family == 1 else ipaddress.IPv6Address(padded)
+    return ClientSubnet(family, source, address, raw)
+
+
+# ---------------------------------------------------------------- replies
+
+
+@dataclass(slots=True)
+class Reply:
+    """What the authority decided, before encoding."""
+
+    rcode: Rcode = Rcode.NOERROR
+    authoritative: bool = True
+    answer: list[RR] = field(default_factory=list)
+    authority: list[RR] = field(default_factory=list)
+    additional: list[RR] = field(default_factory=list)
+    scope: int = 0  # ECS SCOPE PREFIX-LENGTH to echo (0: the answer fits every client)
+
+
+def udp_limit(query: Query, server_payload: int) -> int:
+    """How large a UDP reply may be: the client's EDNS buffer, capped by ours, at least 512."""
+    if query.edns is None:
+        return 512
+    return max(512, min(query.edns.payload, server_payload))
+
+
+def render(query: Query, reply: Reply, limit: int, server_payload: int) -> bytes:
+    """Encode ``reply``; if it exceeds ``limit``, drop what it can and set TC=1."""
+    opt = _opt(query, reply, server_payload)
+    data = _pack(query, reply, reply.answer, reply.authority, reply.additional, opt, tc=False)
+    if len(data) <= limit:
+        return data
+    data = _pack(query, reply, reply.answer, reply.authority, [], opt, tc=False)
+    if len(data) <= limit:
+        return data  # additional data is optional (RFC 2181 9): no TC needed
+    return _pack(query, reply, [], [], [], opt, tc=True)
+
+
+def error_reply(header: bytes, rcode: Rcode) -> bytes:
+    """A bare reply (header only) to a packet whose question could not be used."""
+    qid, flags = struct.unpack("!HH", header)
+    flags = (flags & (0x7800 | RD | CD)) | QR | (int(rcode) & 0xF)
+    return _HEADER.pack(qid, flags, 0, 0, 0, 0)
+
+
+def _opt(query: Query, reply: Reply, server_payload: int) -> RR | None:
+    if query.edns is None:
+        return None
+    options = []
+    subnet = query.edns.subnet
+    if subnet is not None:
+        options.append(EDNSOption(ECS_CODE, subnet.echo(min(reply.scope, subnet.source))))
+    return EDNS0(udp_len=server_payload, ext_rcode=int(reply.rcode) >> 4, version=0,
+                 flags="do" if query.edns.do else "", opts=options)
+
+
+def _pack(query: Query, reply: Reply, answer: list[RR], authority: list[RR],
+          additional: list[RR], opt: RR | None, tc: bool) -> bytes:
+    flags = QR | (query.flags & (0x7800 | RD | CD)) | (int(reply.rcode) & 0xF)
+    if reply.authoritative:
+        flags |= AA
+    if tc:
+        flags |= TC
+    record = DNSRecord(
+        DNSHeader(id=query.id, bitmap=flags),
+        questions=[DNSQuestion(DNSLabel(query.labels), query.qtype, query.qclass)],
+        rr=answer, auth=authority, ar=[*additional, opt] if opt is not None else additional,
+    )
+    return bytes(record.pack())

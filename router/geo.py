@@ -1,0 +1,126 @@
+"""Where is a client? ``Locator`` answers from a MaxMind DB, with the network that matched.
+
+The matched network is what the answer depends on: it becomes the ECS scope of a DNS
+answer and the key of every per-client cache, so lookups are cached per network.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import maxminddb
+
+from router.earth import Point
+from router.errors import RouterError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class GeoError(RouterError):
+    """The GeoIP database cannot be opened or is not a City-style database."""
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """What GeoIP knows of one network. ``point`` is None when the client is unlocated."""
+
+    network: IPNetwork
+    point: Point | None = None
+    country: str | None = None
+    continent: str | None = None
+    city: str | None = None
+
+    @property
+    def located(self) -> bool:
+        return self.point is not None
+
+    @property
+    def key(self) -> bytes:
+        """A stable hash key for this network: its packed address and prefix length."""
+        return self.network.network_address.packed + bytes([self.network.prefixlen])
+
+
+def embedded_database() -> Path:
+    """The GeoLite2 City database shipped by the ``maxminddb-geolite2`` package."""
+    import _maxminddb_geolite2  # the package's module; it only marks where the file is
+
+    return Path(_maxminddb_geolite2.__file__).with_name("GeoLite2-City.mmdb")
+
+
+class Locator:
+    """GeoIP lookups, cached per matched network and bounded in size."""
+
+    def __init__(self, path: str | Path | None = None, cache_size: int = 200_000) -> None:
+        self.path = Path(path) if path else embedded_database()
+        try:
+            self._reader = maxminddb.open_database(str(self.path))
+        except (OSError, ValueError, maxminddb.InvalidDatabaseError) as e:
+            raise GeoError(f"{self.path}: cannot open GeoIP database: {e}") from e
+        meta = self._reader.metadata()
+        self.description = f"{meta.database_type} built {meta.build_epoch}"
+        self.build_epoch: int = meta.build_epoch
+        self._cache_size = cache_size
+        self._cache: dict[tuple[int, int, int], Location] = {}
+        self._lengths: dict[int, list[int]] = {4: [], 6: []}  # prefix lengths in the cache
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def locate(self, address: IPAddress | str, source_prefix: int | None = None) -> Location:
+        """Locate an address; with ``source_prefix`` (ECS) the network never exceeds it."""
+        addr = ipaddress.ip_address(address) if isinstance(address, str) else address
+        if addr.version == 6 and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+            source_prefix = None if source_prefix is None else max(0, source_prefix - 96)
+        found = self._cached(addr)
+        if found is None:
+            found = self._lookup(addr)
+        if source_prefix is not None and source_prefix < found.network.prefixlen:
+            net = ipaddress.ip_network((addr, source_prefix), strict=False)
+            return replace(found, network=net)
+        return found
+
+    def _cached(self, addr: IPAddress) -> Location | None:
+        bits = addr.max_prefixlen
+        value = int(addr)
+        for plen in self._lengths[addr.version]:
+            hit = self._cache.get((addr.version, value >> (bits - plen), plen))
+            if hit is not None:
+                return hit
+        return None
+
+    def _lookup(self, addr: IPAddress) -> Location:
+        record, plen = self._reader.get_with_prefix_len(addr)
+        network = ipaddress.ip_network((addr, plen), strict=False)
+        location = _location(network, record if addr.is_global else None)
+        if len(self._cache) >= self._cache_size:
+            self._cache.clear()
+            self._lengths = {4: [], 6: []}
+        key = (addr.version, int(addr) >> (addr.max_prefixlen - plen), plen)
+        self._cache[key] = location
+        lengths = self._lengths[addr.version]
+        if plen not in lengths:
+            lengths.append(plen)
+            lengths.sort(reverse=True)
+        return location
+
+
+def _location(network: IPNetwork, record: Any) -> Location:
+    """Turn a GeoIP2/GeoLite2 City (or Country) record into a ``Location``."""
+    if not isinstance(record, dict):
+        return Location(network)
+    loc = record.get("location") or {}
+    lat, lon = loc.get("latitude"), loc.get("longitude")
+    country = (record.get("country") or record.get("registered_country") or {}).get("iso_code")
+    names = (record.get("city") or {}).get("names") or {}
+    return Location(
+        network=network,
+        point=Point(float(lat), float(lon)) if lat is not None and lon is not None else None,
+        country=country,
+        continent=(record.get("continent") or {}).get("code"),
+        city=names.get("en"),
+    )

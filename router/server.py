@@ -1,0 +1,214 @@
+"""Wires the router together: load, probe, listen, reload on SIGHUP, drain on SIGTERM.
+
+Lifecycle (after uvicorn's ``Server``): ``startup()`` binds every socket first (so a
+busy port fails fast), serves ``/healthz`` and a not-yet-ready ``/readyz``, runs the
+first probe round, then starts answering DNS and logs ``ready``. Signal handlers only
+set events; the main loop acts on them. ``shutdown()`` stops the listeners, stops the
+probes, and drains open connections with a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from router import __version__
+from router.config import Config, ConfigError, load
+from router.dns.authority import DEFAULT_PAYLOAD, Authority
+from router.dns.server import Address, Dispatch, DnsListener, bind
+from router.dns.zonedata import ZoneTable
+from router.geo import GeoError, Locator
+from router.health import Board, Status
+from router.http.app import create_app
+from router.probe import Prober, log_change
+from router.runtime import Runtime
+
+log = structlog.get_logger("router.server")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every ``serve`` option, validated once by the CLI."""
+
+    zones: Path = Path("zones")
+    dns: tuple[Address, ...] = (("127.0.0.1", 5300),)
+    http: tuple[Address, ...] = (("127.0.0.1", 8300),)
+    geoip: Path | None = None
+    probe: bool = True
+    edns_payload: int = DEFAULT_PAYLOAD
+    tcp_idle: float = 10.0
+    tcp_max: int = 512
+    rcvbuf: int | None = None
+    drain_timeout: float = 5.0
+
+
+class Server:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stop = asyncio.Event()
+        self.reload_requested = asyncio.Event()
+        self.runtime: Runtime | None = None
+        self.dispatch: Dispatch | None = None
+        self.prober: Prober | None = None
+        self.dns: list[DnsListener] = []
+        self.http: web.AppRunner | None = None
+
+    async def run(self) -> int:
+        try:
+            await self.startup()
+        except (ConfigError, GeoError, OSError) as e:
+            log.error("startup_failed", error=str(e))
+            await self.shutdown()
+            return 1
+        self._install_signals()
+        await self.main_loop()
+        await self.shutdown()
+        return 0
+
+    async def startup(self) -> None:
+        s = self.settings
+        config = load(s.zones)
+        runtime = self.runtime = Runtime(config, Locator(s.geoip), Board(), probing=s.probe)
+        self.dispatch = Dispatch(self._authority(config))
+        dns_socks = [_bind_dns(host, port, s) for host, port in s.dns]
+        http_addrs = await self._start_http(runtime)
+        await self._first_probe_round(config)
+        for udp, tcp in dns_socks:
+            listener = DnsListener(self.dispatch, s.tcp_max, s.tcp_idle)
+            await listener.start_on(udp, tcp)
+            self.dns.append(listener)
+        runtime.ready = True
+        log.info("ready", version=__version__,
+                 dns=[_fmt(listener.address) for listener in self.dns],
+                 http=[_fmt(a) for a in http_addrs], zones=[z.origin for z in config.zones],
+                 services=len(config.services), probing=s.probe,
+                 geoip=runtime.locator.description,
+                 down=[f"{k[0]}/{k[1]}" for k, h in runtime.board.snapshot.health.items()
+                       if h.status is Status.DOWN])
+
+    async def main_loop(self) -> None:
+        while not self.stop.is_set():
+            stop = asyncio.ensure_future(self.stop.wait())
+            reload = asyncio.ensure_future(self.reload_requested.wait())
+            await asyncio.wait({stop, reload}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            reload.cancel()
+            if self.reload_requested.is_set() and not self.stop.is_set():
+                self.reload_requested.clear()
+                self.reload()
+
+    def reload(self) -> bool:
+        """Load the zones again; on any problem keep serving the old config."""
+        assert self.runtime is not None and self.dispatch is not None
+        try:
+            config = load(self.settings.zones)
+            authority = self._authority(config)
+        except ConfigError as e:
+            log.error("reload_failed", problems=[str(p) for p in e.problems],
+                      keeping="the previous config")
+            return False
+        self.runtime.config = config
+        self.dispatch.authority = authority
+        if self.prober is not None:
+            self.prober.reconfigure(config)
+        else:
+            _assume_up(self.runtime.board, config)
+        log.info("reloaded", zones=[z.origin for z in config.zones],
+                 services=len(config.services))
+        return True
+
+    async def shutdown(self) -> None:
+        for listener in self.dns:
+            await listener.stop()
+        if self.http is not None:
+            await self.http.cleanup()
+        if self.prober is not None:
+            await self.prober.close()
+        if self.runtime is not None:
+            self.runtime.locator.close()
+        log.info("stopped")
+
+    def _authority(self, config: Config) -> Authority:
+        assert self.runtime is not None
+        board = self.runtime.board
+        return Authority(ZoneTable(config), self.runtime.locator, lambda: board.snapshot,
+                         self.settings.edns_payload)
+
+    async def _start_http(self, runtime: Runtime) -> list[Address]:
+        if not self.settings.http:
+            return []
+        self.http = web.AppRunner(create_app(runtime), access_log=None,
+                                  shutdown_timeout=self.settings.drain_timeout)
+        await self.http.setup()
+        bound = []
+        for host, port in self.settings.http:
+            sock = _bind_http(host, port)
+            await web.SockSite(self.http, sock).start()
+            bound.append(sock.getsockname()[:2])
+        return bound
+
+    async def _first_probe_round(self, config: Config) -> None:
+        assert self.runtime is not None
+        board = self.runtime.board
+        if not self.settings.probe:
+            _assume_up(board, config)
+            return
+        self.prober = Prober(board, log_change)
+        await self.prober.start(config)
+        started = time.monotonic()
+        await self.prober.first_round()
+        log.info("first_probe_round", seconds=round(time.monotonic() - started, 3),
+                 checked=len(board.snapshot.health))
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
+
+
+def _assume_up(board: Board, config: Config) -> None:
+    """--no-probe: every target counts as up and nothing is contacted."""
+    keys = [(s.name, t.id) for s in config.services for t in s.targets]
+    board.retain(keys)
+    board.assume(keys, Status.UP, time.time())
+
+
+def _bind_dns(host: str, port: int, s: Settings) -> tuple[socket.socket, socket.socket]:
+    return bind(host, port, rcvbuf=s.rcvbuf)
+
+
+def _bind_http(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def _fmt(address: tuple[str, int] | tuple[str, int, int, int]) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def run(settings: Settings) -> int:
+    """Run the server until SIGTERM/SIGINT, on uvloop when it is installed."""
+    try:
+        import uvloop
+    except ImportError:  # not on Linux: the stdlib loop works too
+        return asyncio.run(Server(settings).run())
+    return uvloop.run(Server(settings).run())
+

@@ -1,0 +1,250 @@
+"""The one decision engine: rank a service's targets for one client. Pure and synchronous.
+
+``rank()`` is a short chain of stages, each with one job:
+
+1. **assess** every target: its distance and cost for this client, and the reason it is
+   excluded, if it is (disabled, wrong address family, country rules, health);
+2. **order** the usable ones: the near-equal best (within ``spread`` of the best cost) by
+   weighted rendezvous hashing on the client's network, then the rest by cost;
+3. **all down**: when nothing is usable, ``on_all_down`` picks the fallback targets, every
+   target (fail open), or nothing.
+
+Cost = (great-circle km + ``cross_border_km`` when the client's and the target's countries
+differ) / (weight / 100). An anycast target is ``anycast_km`` from everyone. A client that
+GeoIP cannot place is put at the service's ``default_location``; without one, distance
+plays no part and only weight and hashing order the targets.
+
+DNS, HTTP and ``explain`` all call ``rank()``; none of them scores on its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from enum import Enum
+
+from router.config import OnAllDown, Service, Target
+from router.earth import Point, distance_km
+from router.geo import Location
+from router.health import Status
+
+
+class Want(Enum):
+    """What the asker needs from a target."""
+
+    IPV4 = "A"  # an IPv4 address (DNS A)
+    IPV6 = "AAAA"  # an IPv6 address (DNS AAAA)
+    URL = "url"  # a base URL (HTTP redirect)
+    ANY = "any"  # nothing in particular (explain without a type)
+
+
+class Exclusion(Enum):
+    """Why a target cannot be chosen for this request."""
+
+    DISABLED = "disabled in the config (enabled = false)"
+    NO_ADDRESS = "has no address of the asked family"
+    NO_URL = "has no url, so it cannot take HTTP redirects"
+    NOT_FOR_COUNTRY = "the client's country is not in only_countries"
+    COUNTRY_EXCLUDED = "the client's country is in exclude_countries"
+    DOWN = "health check failing"
+
+
+class Standing(Enum):
+    """Why a usable target stands where it does in the ranking."""
+
+    NEAREST = "lowest cost"
+    SPREAD = "near-equal to the best (within spread), ordered by hashing the client network"
+    BY_COST = "ranked by cost"
+    FALLBACK = "all targets down: a fallback target, served regardless of health"
+    FAIL_OPEN = "all targets down: served anyway (on_all_down = all)"
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One target's figures for one client, and why it ranks or is excluded."""
+
+    target: Target
+    status: Status
+    distance_km: float | None  # None: the client has no location to measure from
+    border_km: float
+    cost: float
+    excluded: Exclusion | None = None
+    standing: Standing | None = None
+
+    @property
+    def reason(self) -> str:
+        if self.excluded is not None:
+            return self.excluded.value
+        return self.standing.value if self.standing else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of ``rank()``: the usable targets in order, and the excluded ones."""
+
+    service: Service
+    client: Location
+    origin: Point | None  # where distance was measured from (client or default location)
+    ranked: tuple[Candidate, ...]
+    excluded: tuple[Candidate, ...]
+    degraded: bool  # every target was down and on_all_down chose these
+    ttl: int
+
+    def chosen(self, count: int | None = None) -> tuple[Target, ...]:
+        n = self.service.answers if count is None else count
+        return tuple(c.target for c in self.ranked[:n])
+
+    @property
+    def best(self) -> Target | None:
+        return self.ranked[0].target if self.ranked else None
+
+
+# The health view steering reads: target id → status. Built once per request from the
+# board's snapshot, so one decision sees one consistent state.
+HealthView = Callable[[str], Status]
+
+
+def always_up(_target_id: str) -> Status:
+    return Status.UP
+
+
+def rank(service: Service, client: Location, health: HealthView, want: Want) -> Decision:
+    """Rank ``service``'s targets for ``client``; the hash key is the client's network."""
+    origin = client.point or service.default_location
+    assessed = [_assess(t, service, client, origin, health(t.id), want) for t in service.targets]
+    usable = [c for c in assessed if c.excluded is None]
+    degraded = False
+    if not usable:
+        usable, degraded = _when_all_down(service, assessed), True
+    ranked = _order(usable, service.spread, client.key) if usable else []
+    chosen_ids = {c.target.id for c in ranked}
+    excluded = tuple(c for c in assessed if c.target.id not in chosen_ids)
+    if degraded:
+        standing = Standing.FALLBACK if service.on_all_down is OnAllDown.FALLBACK \
+            else Standing.FAIL_OPEN
+        ranked = [replace(c, excluded=None, standing=standing) for c in ranked]
+    return Decision(service, client, origin, tuple(ranked), excluded, degraded,
+                    _ttl(service, degraded))
+
+
+def _assess(target: Target, service: Service, client: Location, origin: Point | None,
+            status: Status, want: Want) -> Candidate:
+    distance = _distance(target, service, origin)
+    border = _border_km(target, service, client)
+    cost = ((distance or 0.0) + border) / (target.weight / 100)
+    return Candidate(target, status, distance, border, cost,
+                     _exclusion(target, client, status, want))
+
+
+def _distance(target: Target, service: Service, origin: Point | None) -> float | None:
+    if origin is None:
+        return None
+    if target.location is None:
+        return service.anycast_km
+    return distance_km(origin, target.location)
+
+
+def _border_km(target: Target, service: Service, client: Location) -> float:
+    crosses = client.country and target.country and client.country != target.country
+    return service.cross_border_km if crosses else 0.0
+
+
+def _exclusion(target: Target, client: Location, status: Status, want: Want) -> Exclusion | None:
+    if not target.enabled:
+        return Exclusion.DISABLED
+    if want is Want.URL and target.url is None:
+        return Exclusion.NO_URL
+    if want in (Want.IPV4, Want.IPV6) and not target.addresses_of(4 if want is Want.IPV4 else 6):
+        return Exclusion.NO_ADDRESS
+    if target.only_countries and client.country not in target.only_countries:
+        return Exclusion.NOT_FOR_COUNTRY
+    if client.country in target.exclude_countries:
+        return Exclusion.COUNTRY_EXCLUDED
+    if status is Status.DOWN:
+        return Exclusion.DOWN
+    return None
+
+
+def _when_all_down(service: Service, assessed: list[Candidate]) -> list[Candidate]:
+    """Only health is overridden: a target excluded for any other reason stays out."""
+    down = [c for c in assessed if c.excluded is Exclusion.DOWN]
+    if service.on_all_down is OnAllDown.FALLBACK:
+        return [c for c in down if c.target.id in service.fallback]
+    if service.on_all_down is OnAllDown.ALL:
+        return down
+    return []
+
+
+def _order(usable: list[Candidate], spread: float, key: bytes) -> list[Candidate]:
+    best = min(c.cost for c in usable)
+    limit = best * spread + 1e-9
+    near = [c for c in usable if c.cost <= limit]
+    rest = sorted((c for c in usable if c.cost > limit), key=lambda c: (c.cost, c.target.id))
+    if len(near) > 1:
+        near.sort(key=lambda c: _rendezvous(key, c.target), reverse=True)
+        first = [replace(c, standing=Standing.SPREAD) for c in near]
+    else:
+        first = [replace(near[0], standing=Standing.NEAREST)]
+    return first + [replace(c, standing=Standing.BY_COST) for c in rest]
+
+
+def _rendezvous(key: bytes, target: Target) -> float:
+    """Weighted rendezvous (highest random weight) score: ``-weight / ln(u)``, u in (0, 1)."""
+    digest = hashlib.blake2b(key + b"\0" + target.id.encode(), digest_size=8).digest()
+    u = (int.from_bytes(digest, "big") + 1) / (2**64 + 1)
+    return -target.weight / math.log(u)
+
+
+def _ttl(service: Service, degraded: bool) -> int:
+    """A degraded answer lives no longer than a probe interval, so recovery shows quickly."""
+    if degraded:
+        return min(service.ttl, max(1, int(service.health.interval)))
+    return service.ttl
+
+
+def describe(decision: Decision) -> dict[str, object]:
+    """The decision as plain data, for ``explain --json`` and the HTTP mirror list."""
+    client = decision.client
+    chosen = {t.id for t in decision.chosen()}
+    rows = [_row(c, i + 1, c.target.id in chosen) for i, c in enumerate(decision.ranked)]
+    rows += [_row(c, None, False) for c in decision.excluded]
+    origin = decision.origin
+    return {
+        "service": decision.service.name,
+        "client": {
+            "network": str(client.network),
+            "country": client.country,
+            "continent": client.continent,
+            "city": client.city,
+            "lat": client.point.lat if client.point else None,
+            "lon": client.point.lon if client.point else None,
+        },
+        "measured_from": {"lat": origin.lat, "lon": origin.lon} if origin else None,
+        "default_location_used": client.point is None and origin is not None,
+        "degraded": decision.degraded,
+        "ttl": decision.ttl,
+        "candidates": rows,
+    }
+
+
+def _row(c: Candidate, position: int | None, chosen: bool) -> dict[str, object]:
+    t = c.target
+    return {
+        "rank": position,
+        "id": t.id,
+        "chosen": chosen,
+        "state": c.status.value,
+        "country": t.country,
+        "location": "anycast" if t.location is None else {"lat": t.location.lat,
+                                                           "lon": t.location.lon},
+        "distance_km": None if c.distance_km is None else round(c.distance_km, 1),
+        "border_km": round(c.border_km, 1),
+        "weight": t.weight,
+        "cost": round(c.cost, 1),
+        "excluded": c.excluded is not None,
+        "reason": c.reason,
+        "url": t.url,
+        "addresses": [str(a) for a in t.addresses],
+    }
