@@ -578,6 +578,7 @@ def _build_zone(doc: _Table, path: Path) -> Zone | None:
     origin = z.get("origin", _absolute_name) if z is not None else None
     if z is None or origin is None:
         if z is not None:
+            z.used.update(_ZONE_KEYS)  # unchecked without an origin, but not unknown
             z.finish()
         return None
     ttl = z.get("ttl", _integer(0, 604800), DEFAULT_ZONE_TTL)
@@ -598,6 +599,10 @@ def _build_zone(doc: _Table, path: Path) -> Zone | None:
     z.finish()
     _check_zone(zone, doc)
     return zone if len(doc.problems) == before else None
+
+
+_ZONE_KEYS = ("nameservers", "hostmaster", "ttl", "negative_ttl", "serial", "refresh", "retry",
+              "expire", "records")
 
 
 def _nonempty(convert: Callable[[Any], tuple[Any, ...]]) -> Callable[[Any], tuple[Any, ...]]:

@@ -61,13 +61,13 @@ class Server:
         self.http: web.AppRunner | None = None
 
     async def run(self) -> int:
+        self._install_signals()
         try:
             await self.startup()
         except (ConfigError, GeoError, OSError) as e:
             log.error("startup_failed", error=str(e))
             await self.shutdown()
             return 1
-        self._install_signals()
         await self.main_loop()
         await self.shutdown()
         return 0
@@ -79,6 +79,7 @@ class Server:
         self.dispatch = Dispatch(self._authority(config))
         dns_socks = [_bind_dns(host, port, s) for host, port in s.dns]
         http_addrs = await self._start_http(runtime)
+        log.info("listening", http=[_fmt(a) for a in http_addrs], ready=False)
         await self._first_probe_round(config)
         for udp, tcp in dns_socks:
             listener = DnsListener(self.dispatch, s.tcp_max, s.tcp_idle)

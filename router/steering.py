@@ -115,9 +115,10 @@ def rank(service: Service, client: Location, health: HealthView, want: Want) -> 
     origin = client.point or service.default_location
     assessed = [_assess(t, service, client, origin, health(t.id), want) for t in service.targets]
     usable = [c for c in assessed if c.excluded is None]
-    degraded = False
-    if not usable:
-        usable, degraded = _when_all_down(service, assessed), True
+    # Degraded only when health emptied the list, not when static rules did.
+    degraded = not usable and any(c.excluded is Exclusion.DOWN for c in assessed)
+    if degraded:
+        usable = _when_all_down(service, assessed)
     ranked = _order(usable, service.spread, client.key) if usable else []
     chosen_ids = {c.target.id for c in ranked}
     excluded = tuple(c for c in assessed if c.target.id not in chosen_ids)
@@ -193,7 +194,8 @@ def _order(usable: list[Candidate], spread: float, key: bytes) -> list[Candidate
 def _rendezvous(key: bytes, target: Target) -> float:
     """Weighted rendezvous (highest random weight) score: ``-weight / ln(u)``, u in (0, 1)."""
     digest = hashlib.blake2b(key + b"\0" + target.id.encode(), digest_size=8).digest()
-    u = (int.from_bytes(digest, "big") + 1) / (2**64 + 1)
+    # 53 bits, so that u stays below 1.0 as a float (2**64 / (2**64 + 1) rounds to 1.0).
+    u = ((int.from_bytes(digest, "big") >> 11) + 1) / (2**53 + 1)
     return -target.weight / math.log(u)
 
 

@@ -1,0 +1,262 @@
+"""Real parts for black-box tests: the router as a subprocess, mirrors as aiohttp servers.
+
+Everything listens on 127.0.0.1 with port 0. Nothing here sends traffic off the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.02,
+               what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class RouterProcess:
+    """``mirror-router serve`` in a subprocess, with its JSON log lines collected."""
+
+    def __init__(self, zones: Path, *args: str, ready_timeout: float = 30.0) -> None:
+        cmd = [sys.executable, "-m", "router", "serve", "--zones", str(zones),
+               "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-format", "json", *args]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.events: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        ready = self.wait_for("ready", ready_timeout)
+        self.dns_port = int(ready["dns"][0].rsplit(":", 1)[1])
+        self.http_port = int(ready["http"][0].rsplit(":", 1)[1]) if ready["http"] else 0
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._lock:
+                self.raw.append(line)
+                with contextlib.suppress(ValueError):
+                    self.events.append(json.loads(line))
+
+    def find(self, event: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [e for e in self.events if e.get("event") == event]
+
+    def wait_for(self, event: str, timeout: float = 10.0, count: int = 1) -> dict[str, Any]:
+        def seen() -> dict[str, Any] | None:
+            found = self.find(event)
+            if len(found) >= count:
+                return found[count - 1]
+            if self.proc.poll() is not None:
+                raise AssertionError(f"router exited ({self.proc.returncode}) before "
+                                     f"{event!r}:\n{''.join(self.raw)}")
+            return None
+        return wait_until(seen, timeout, what=f"log event {event!r}")
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(5)
+        return self.proc.returncode
+
+
+class Mirror:
+    """One loopback HTTP mirror. ``/health`` answers ``health_status``; files from ``files``.
+
+    It can be made slow (``delay``), unhealthy (``health_status = 503``), or stopped and
+    started again on the same port (connection refused in between).
+    """
+
+    def __init__(self, farm: MirrorFarm, name: str) -> None:
+        self.farm = farm
+        self.name = name
+        self.health_status = 200
+        self.delay = 0.0
+        self.files: dict[str, bytes] = {}
+        self.hits: list[str] = []
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.hits.append(request.path)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if request.path == "/health":
+            return web.Response(status=self.health_status, text=f"{self.name}\n")
+        body = self.files.get(request.path)
+        if body is None:
+            return web.Response(status=404, text="not found\n")
+        return web.Response(body=body, content_type="application/octet-stream")
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+        await site.start()
+        if not self.port:
+            self.port = self._runner.addresses[0][1]
+
+    async def _stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def start(self) -> Mirror:
+        self.farm.run(self._start())
+        return self
+
+    def stop(self) -> None:
+        self.farm.run(self._stop())
+
+
+class MirrorFarm:
+    """An event loop in a background thread that runs any number of mirrors."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.mirrors: list[Mirror] = []
+
+    def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 10.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def mirror(self, name: str) -> Mirror:
+        m = Mirror(self, name).start()
+        self.mirrors.append(m)
+        return m
+
+    def close(self) -> None:
+        for m in self.mirrors:
+            m.stop()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+# The five-city test zone (the same mirrors as ../shared/peers/mirrors.txt).
+CITIES = {
+    "bj": ("Beijing", 39.90, 116.40, "CN", 1),
+    "tyo": ("Tokyo", 35.68, 139.69, "JP", 2),
+    "fra": ("Frankfurt", 50.11, 8.68, "DE", 3),
+    "iad": ("Ashburn", 39.04, -77.49, "US", 4),
+    "gru": ("Sao Paulo", -23.55, -46.63, "BR", 5),
+}
+
+
+def five_city_zone(mirrors: dict[str, Mirror], *, interval: str = "500ms",
+                   timeout: str = "500ms", rise: int = 2, fall: int = 2,
+                   extra_service: str = "", extra_records: str = "") -> str:
+    """A zone steering test.example.com among the five cities, each probed on loopback."""
+    health = (f'path = "/health", interval = "{interval}", timeout = "{timeout}", '
+              f"rise = {rise}, fall = {fall}")
+    targets = []
+    for tid, (city, lat, lon, country, n) in CITIES.items():
+        targets.append(f'''
+[[services.downloads.targets]]
+id = "{tid}"   # {city}
+url = "https://{tid}.mirror.example.net/dl/"
+health_url = "{mirrors[tid].base}/health"
+location = {{ lat = {lat}, lon = {lon} }}
+country = "{country}"
+addresses = ["192.0.2.{n}", "2001:db8::{n}"]
+''')
+    return f'''
+[zone]
+origin = "test.example.com"
+nameservers = ["ns1.test.example.com", "ns2.elsewhere.example.net"]
+hostmaster = "hostmaster@example.com"
+ttl = 300
+negative_ttl = 60
+serial = 2024010101
+
+[[zone.records]]
+name = "ns1"
+type = "A"
+data = "198.51.100.53"
+
+[[zone.records]]
+name = "@"
+type = "TXT"
+data = "hello"
+
+[[zone.records]]
+name = "@"
+type = "MX"
+data = "10 mail.example.net"
+
+[[zone.records]]
+name = "big"
+type = "TXT"
+data = [{", ".join(f'"{"x" * 200} {i}"' for i in range(12))}]
+
+[[zone.records]]
+name = "medium"
+type = "TXT"
+data = [{", ".join(f'"{"y" * 200} {i}"' for i in range(3))}]
+
+[[zone.records]]
+name = "alias"
+type = "CNAME"
+data = "test.example.com"
+
+[[zone.records]]
+name = "_sip._tcp.deep"
+type = "SRV"
+data = "10 5 5060 sip.example.net"
+
+[[zone.records]]
+name = "sub"
+type = "NS"
+data = "ns.sub.test.example.com"
+
+[[zone.records]]
+name = "ns.sub"
+type = "A"
+data = "198.51.100.99"
+{extra_records}
+[services.downloads]
+dns_names = ["@", "www"]
+ttl = 30
+default_location = {{ lat = 39.04, lon = -77.49 }}
+health = {{ {health} }}
+{"".join(targets)}
+{extra_service}
+'''

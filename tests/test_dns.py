@@ -1,0 +1,328 @@
+"""The authoritative DNS server, black-box: a real router process, dnspython as the client."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import pytest
+
+from tests.harness import RouterProcess
+
+ZONE = "test.example.com."
+
+
+def ask(router: RouterProcess, name: str, rdtype: str = "A", *, ecs: tuple[str, int] | None = None,
+        tcp: bool = False, payload: int | None = None, edns: int | None = None,
+        want_dnssec: bool = False) -> dns.message.Message:
+    options = [dns.edns.ECSOption(*ecs)] if ecs else []
+    use_edns = edns if edns is not None else (0 if options or payload or want_dnssec else -1)
+    q = dns.message.make_query(name, rdtype, use_edns=use_edns, options=options,
+                               payload=payload or 1232, want_dnssec=want_dnssec)
+    send = dns.query.tcp if tcp else dns.query.udp
+    return send(q, "127.0.0.1", port=router.dns_port, timeout=3)
+
+
+def addresses(msg: dns.message.Message) -> list[str]:
+    return sorted(rd.address for rrset in msg.answer for rd in rrset
+                  if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA))
+
+
+def ecs_of(msg: dns.message.Message) -> dns.edns.ECSOption | None:
+    return next((o for o in msg.options if isinstance(o, dns.edns.ECSOption)), None)
+
+
+# Client subnet → the great-circle-nearest of the five cities, and GeoLite2's network.
+NEAREST = [
+    (("1.0.16.0", 24), "192.0.2.2", 20),        # Tokyo, JP
+    (("5.9.0.0", 16), "192.0.2.3", 16),         # Germany: GeoLite2 says /18, capped at /16
+    (("202.106.0.0", 24), "192.0.2.1", 18),     # Beijing, CN
+    (("8.8.8.0", 24), "192.0.2.4", 19),         # US (centre of the country)
+    (("200.160.0.0", 24), "192.0.2.5", 20),     # Rio, BR
+    (("41.0.0.0", 24), "192.0.2.5", 21),        # Pretoria: Sao Paulo is nearer than Frankfurt
+    (("2001:200::", 48), "192.0.2.2", 41),      # Japan, over IPv6 ECS
+]
+
+
+@pytest.mark.parametrize(("subnet", "expected", "scope"), NEAREST, ids=[s[0][0] for s in NEAREST])
+def test_ecs_query_gets_nearest_target(five_cities, subnet, expected, scope):
+    msg = ask(five_cities, ZONE, "A", ecs=subnet)
+    assert msg.rcode() == dns.rcode.NOERROR
+    assert msg.flags & dns.flags.AA
+    assert addresses(msg) == [expected]
+    assert msg.answer[0].ttl == 30
+    echoed = ecs_of(msg)
+    assert echoed is not None
+    assert (echoed.address, echoed.srclen) == subnet
+    assert echoed.scopelen == scope
+    assert echoed.scopelen <= subnet[1]
+
+
+def test_aaaa_is_steered_too(five_cities):
+    msg = ask(five_cities, "www." + ZONE, "AAAA", ecs=("1.0.16.0", 24))
+    assert addresses(msg) == ["2001:db8::2"]
+
+
+def test_no_ecs_in_query_means_none_in_answer(five_cities):
+    plain = ask(five_cities, ZONE, "A")
+    assert plain.edns == -1 and not plain.options
+    with_edns = ask(five_cities, ZONE, "A", edns=0)
+    assert with_edns.edns == 0
+    assert ecs_of(with_edns) is None
+
+
+def test_unlocated_client_uses_default_location(five_cities):
+    # The query comes from 127.0.0.1, which GeoIP cannot place: default_location is Ashburn.
+    assert addresses(ask(five_cities, ZONE, "A")) == ["192.0.2.4"]
+
+
+def test_ecs_source_prefix_zero_uses_the_sender_and_scope_zero(five_cities):
+    msg = ask(five_cities, ZONE, "A", ecs=("0.0.0.0", 0))
+    assert addresses(msg) == ["192.0.2.4"]
+    assert ecs_of(msg).scopelen == 0
+
+
+def test_static_answers_have_scope_zero(five_cities):
+    msg = ask(five_cities, ZONE, "TXT", ecs=("1.0.16.0", 24))
+    assert [rd.strings for rrset in msg.answer for rd in rrset] == [(b"hello",)]
+    assert ecs_of(msg).scopelen == 0
+
+
+def test_soa_and_ns_at_apex_with_glue(five_cities):
+    soa = ask(five_cities, ZONE, "SOA")
+    assert soa.flags & dns.flags.AA and not soa.flags & dns.flags.RA
+    (rd,) = soa.answer[0]
+    assert (str(rd.mname), str(rd.rname), rd.serial) == (
+        "ns1.test.example.com.", "hostmaster.example.com.", 2024010101)
+    ns = ask(five_cities, ZONE, "NS")
+    assert sorted(str(rd.target) for rd in ns.answer[0]) == [
+        "ns1.test.example.com.", "ns2.elsewhere.example.net."]
+    glue = {(str(r.name), rd.address) for r in ns.additional for rd in r}
+    assert glue == {("ns1.test.example.com.", "198.51.100.53")}
+
+
+def test_nxdomain_carries_soa_with_negative_ttl(five_cities):
+    msg = ask(five_cities, "nope." + ZONE, "A")
+    assert msg.rcode() == dns.rcode.NXDOMAIN
+    assert msg.flags & dns.flags.AA
+    assert msg.answer == []
+    (soa,) = msg.authority
+    assert soa.rdtype == dns.rdatatype.SOA and soa.ttl == 60
+
+
+@pytest.mark.parametrize(("name", "rdtype"), [
+    ("ns1." + ZONE, "AAAA"),        # a name with only an A record
+    (ZONE, "CNAME"),                # the apex, steered, asked for a type it lacks
+    ("deep." + ZONE, "A"),          # an empty non-terminal (_sip._tcp.deep exists below)
+    ("_tcp.deep." + ZONE, "TXT"),
+])
+def test_nodata_is_noerror_with_soa(five_cities, name, rdtype):
+    msg = ask(five_cities, name, rdtype)
+    assert msg.rcode() == dns.rcode.NOERROR
+    assert msg.answer == []
+    assert [r.rdtype for r in msg.authority] == [dns.rdatatype.SOA]
+    assert msg.flags & dns.flags.AA
+
+
+def test_outside_our_zones_is_refused(five_cities):
+    msg = ask(five_cities, "www.example.org.", "A")
+    assert msg.rcode() == dns.rcode.REFUSED
+    assert not msg.flags & dns.flags.AA and not msg.flags & dns.flags.RA
+
+
+def test_static_records_mx_srv(five_cities):
+    mx = ask(five_cities, ZONE, "MX")
+    assert [(rd.preference, str(rd.exchange)) for rd in mx.answer[0]] == [
+        (10, "mail.example.net.")]
+    srv = ask(five_cities, "_sip._tcp.deep." + ZONE, "SRV")
+    (rd,) = srv.answer[0]
+    assert (rd.priority, rd.weight, rd.port, str(rd.target)) == (10, 5, 5060, "sip.example.net.")
+
+
+def test_cname_is_followed_inside_the_zone(five_cities):
+    msg = ask(five_cities, "alias." + ZONE, "A", ecs=("5.9.0.0", 16))
+    kinds = [(str(r.name), r.rdtype) for r in msg.answer]
+    assert kinds == [("alias." + ZONE, dns.rdatatype.CNAME), (ZONE, dns.rdatatype.A)]
+    assert addresses(msg) == ["192.0.2.3"]
+
+
+def test_delegation_gets_a_referral(five_cities):
+    msg = ask(five_cities, "host.sub." + ZONE, "A")
+    assert msg.rcode() == dns.rcode.NOERROR
+    assert not msg.flags & dns.flags.AA
+    assert msg.answer == []
+    assert [(str(r.name), r.rdtype) for r in msg.authority] == [("sub." + ZONE, dns.rdatatype.NS)]
+    assert [rd.address for r in msg.additional for rd in r] == ["198.51.100.99"]
+
+
+def test_query_case_is_preserved(five_cities):
+    msg = ask(five_cities, "TeSt.ExAmPlE.cOm.", "A")
+    assert str(msg.question[0].name) == "TeSt.ExAmPlE.cOm."
+    assert str(msg.answer[0].name) == "TeSt.ExAmPlE.cOm."
+
+
+def test_any_gets_a_minimal_answer(five_cities):
+    msg = ask(five_cities, ZONE, "ANY")
+    assert msg.rcode() == dns.rcode.NOERROR
+    assert len(msg.answer) == 1  # one RRset (RFC 8482), not everything at the name
+
+
+def test_tcp_gives_the_same_answer(five_cities):
+    udp = ask(five_cities, ZONE, "A", ecs=("202.106.0.0", 24))
+    tcp = ask(five_cities, ZONE, "A", ecs=("202.106.0.0", 24), tcp=True)
+    assert addresses(tcp) == addresses(udp) == ["192.0.2.1"]
+    assert ecs_of(tcp).scopelen == ecs_of(udp).scopelen
+
+
+def test_tcp_pipelined_queries_are_answered_in_order(five_cities):
+    names = ["a." + ZONE, ZONE, "ns1." + ZONE, "nope." + ZONE]
+    queries = [dns.message.make_query(n, "A", id=1000 + i) for i, n in enumerate(names)]
+    with socket.create_connection(("127.0.0.1", five_cities.dns_port), timeout=3) as s:
+        s.sendall(b"".join(struct.pack("!H", len(w)) + w for w in (q.to_wire() for q in queries)))
+        replies = [dns.message.from_wire(_read_frame(s)) for _ in queries]
+    assert [r.id for r in replies] == [1000, 1001, 1002, 1003]
+    assert [r.rcode() for r in replies] == [dns.rcode.NXDOMAIN, dns.rcode.NOERROR,
+                                           dns.rcode.NOERROR, dns.rcode.NXDOMAIN]
+
+
+def _read_frame(s: socket.socket) -> bytes:
+    size = struct.unpack("!H", _read_exactly(s, 2))[0]
+    return _read_exactly(s, size)
+
+
+def _read_exactly(s: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = s.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return data
+
+
+def test_truncation_without_edns_at_512(five_cities):
+    msg = ask(five_cities, "medium." + ZONE, "TXT")  # ~650 bytes: too big without EDNS
+    assert msg.flags & dns.flags.TC
+    assert msg.answer == []
+
+
+def test_edns_buffer_is_honoured(five_cities):
+    msg = ask(five_cities, "medium." + ZONE, "TXT", payload=1232)
+    assert not msg.flags & dns.flags.TC
+    assert len(msg.answer[0]) == 3
+    assert msg.payload == 1232
+
+
+def test_answers_over_the_server_cap_are_truncated_and_complete_over_tcp(five_cities):
+    udp = ask(five_cities, "big." + ZONE, "TXT", payload=4096)  # ~2.5 kB: over our 1232 cap
+    assert udp.flags & dns.flags.TC and udp.answer == []
+    tcp = ask(five_cities, "big." + ZONE, "TXT", payload=4096, tcp=True)
+    assert not tcp.flags & dns.flags.TC
+    assert len(tcp.answer[0]) == 12
+
+
+def test_unknown_edns_version_gets_badvers(five_cities):
+    msg = ask(five_cities, ZONE, "A", edns=1)
+    assert msg.rcode() == dns.rcode.BADVERS
+    assert msg.edns == 0
+    assert msg.answer == []
+
+
+def test_do_bit_is_copied(five_cities):
+    msg = ask(five_cities, ZONE, "A", want_dnssec=True)
+    assert msg.ednsflags & dns.flags.DO
+
+
+def _raw_udp(router: RouterProcess, data: bytes, wait: float = 0.3) -> bytes | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(wait)
+        s.sendto(data, ("127.0.0.1", router.dns_port))
+        try:
+            return s.recv(65535)
+        except TimeoutError:
+            return None
+
+
+def _valid_query() -> bytes:
+    return dns.message.make_query(ZONE, "A", id=0x4242).to_wire()
+
+
+def _with_ecs_option(option: bytes) -> bytes:
+    """A query whose OPT record carries ``option`` (code 8) verbatim."""
+    header = struct.pack("!HHHHHH", 0x4242, 0x0100, 1, 0, 0, 1)
+    question = b"\x04test\x07example\x03com\x00" + struct.pack("!HH", 1, 1)
+    rdata = struct.pack("!HH", 8, len(option)) + option
+    opt = b"\x00" + struct.pack("!HHIH", 41, 1232, 0, len(rdata)) + rdata
+    return header + question + opt
+
+
+FORMERR, NOTIMP = dns.rcode.FORMERR, dns.rcode.NOTIMP
+MALFORMED = {  # packet → the rcode it must get, or None for silence (no header to answer)
+    "empty": (b"", None),
+    "short header": (b"\x12\x34\x01", None),
+    "header only, one question": (struct.pack("!HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0), FORMERR),
+    "truncated question": (_valid_query()[:-3], FORMERR),
+    "two questions": (struct.pack("!HHHHHH", 0x4242, 0x0100, 2, 0, 0, 0)
+                      + _valid_query()[12:] * 2, FORMERR),
+    "label too long": (struct.pack("!HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0)
+                       + b"\x50" + b"a" * 80, FORMERR),
+    "pointer in question": (struct.pack("!HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0) + b"\xc0\x0c",
+                            FORMERR),
+    "trailing junk": (_valid_query() + b"junk", FORMERR),
+    "ecs bits beyond prefix": (_with_ecs_option(struct.pack("!HBB", 1, 12, 0) + b"\x01\x0f"),
+                               FORMERR),
+    "ecs wrong family": (_with_ecs_option(struct.pack("!HBB", 7, 8, 0) + b"\x01"), FORMERR),
+    "ecs address too long": (_with_ecs_option(struct.pack("!HBB", 1, 8, 0) + b"\x01\x02"),
+                             FORMERR),
+    "ecs prefix too long": (_with_ecs_option(struct.pack("!HBB", 1, 33, 0) + b"\x01" * 5),
+                            FORMERR),
+    "random bytes (opcode 1)": (bytes(range(7, 200)), NOTIMP),
+}
+
+
+@pytest.mark.parametrize(("packet", "rcode"), MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_packets_get_formerr_or_silence(five_cities, packet, rcode):
+    reply = _raw_udp(five_cities, packet)
+    if rcode is None:
+        assert reply is None
+    else:
+        assert reply is not None
+        msg = dns.message.from_wire(reply, question_only=True)
+        assert msg.rcode() == rcode
+        assert msg.flags & dns.flags.QR
+    # ... and the server goes on answering.
+    assert addresses(ask(five_cities, ZONE, "A", ecs=("1.0.16.0", 24))) == ["192.0.2.2"]
+
+
+def test_formerr_echoes_the_id(five_cities):
+    reply = _raw_udp(five_cities, MALFORMED["trailing junk"][0])
+    assert reply is not None
+    msg = dns.message.from_wire(reply, question_only=True)
+    assert msg.id == 0x4242 and msg.rcode() == dns.rcode.FORMERR
+
+
+def test_responses_and_unknown_opcodes(five_cities):
+    response = bytearray(_valid_query())
+    response[2] |= 0x80  # QR: a response must never be answered (no reflection loops)
+    assert _raw_udp(five_cities, bytes(response)) is None
+    notify = bytearray(_valid_query())
+    notify[2] = (notify[2] & 0x87) | (4 << 3)  # opcode NOTIFY
+    reply = _raw_udp(five_cities, bytes(notify))
+    assert reply is not None
+    assert dns.message.from_wire(reply, question_only=True).rcode() == dns.rcode.NOTIMP
+
+
+def test_a_flood_of_garbage_does_not_stop_the_server(five_cities):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for i in range(2000):
+            s.sendto(bytes((i * 7 + j) % 256 for j in range(i % 90)),
+                     ("127.0.0.1", five_cities.dns_port))
+    assert addresses(ask(five_cities, ZONE, "A", ecs=("8.8.8.0", 24))) == ["192.0.2.4"]
+    assert five_cities.proc.poll() is None
+    assert not five_cities.find("dns_answer_failed")
