@@ -773,7 +773,7 @@ def _target_id(v: Any) -> str:
 def _check_service(service: Service, s: _Table) -> None:
     ids = [t.id for t in service.targets]
     for i, tid in enumerate(ids):
-        if tid in ids[:i]:
+        if tid is not None and tid in ids[:i]:  # a missing id is reported already
             s.report(f"{s.path}.targets[{tid}].id", f"duplicate target id {tid!r}")
     if not service.targets:
         s.report(s.key("targets"), "a service needs at least one target")

@@ -26,6 +26,7 @@ from router.config import (
     Problem,
     Srv,
     Txt,
+    _txt,
     load,
     parse_duration,
 )
@@ -33,6 +34,15 @@ from router.earth import Point
 
 ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "go.example.com."
+
+TARGET_A = """
+[[services.dl.targets]]
+id = "a"
+url = "https://a.example.net/go"
+location = { lat = 50.0, lon = 8.0 }
+country = "de"
+addresses = ["192.0.2.1", "2001:db8::1"]
+"""
 
 VALID = """\
 [zone]
@@ -51,14 +61,7 @@ dns_names = ["@"]
 ttl = 30
 health = { path = "/", interval = "10s", timeout = "3s" }
 fallback = ["a"]
-
-[[services.dl.targets]]
-id = "a"
-url = "https://a.example.net/go"
-location = { lat = 50.0, lon = 8.0 }
-country = "de"
-addresses = ["192.0.2.1", "2001:db8::1"]
-"""
+""" + TARGET_A
 
 SECOND_TARGET = """
 [[services.dl.targets]]
@@ -271,8 +274,6 @@ def test_long_txt_is_split_into_255_byte_strings(tmp_path):
 
 @given(st.text(max_size=1200))
 def test_txt_strings_are_at_most_255_bytes_and_join_back(text):
-    from router.config import _txt  # the converter itself: no files needed per example
-
     strings = _txt(text).strings
     assert strings
     assert all(len(s) <= 255 for s in strings)
@@ -357,12 +358,8 @@ INVALID = [
                  "must be an array, not a string", id="fallback-string"),
     pytest.param([('country = "de"', 'country = "de"\nenabled = "yes"')], "",
                  f"{TARGET}.enabled", "must be true or false, not a string", id="enabled-string"),
-    pytest.param([("[[services.dl.targets]]", "[services.dl.targets]")], "",
-                 "services.dl.targets", "must be an array of tables", id="targets-table"),
     pytest.param([], "\n[services]\nx = 1\n", "services.x", "must be a table, not an integer",
                  id="service-not-table"),
-    pytest.param([("[zone]", "zone = 1\n[zonex]")], "", "zone", "must be a table, not an integer",
-                 id="zone-not-table"),
     # fallback and on_all_down
     pytest.param([('fallback = ["a"]', 'fallback = ["a", "nope"]')], "", "services.dl.fallback",
                  "unknown target id 'nope'", id="fallback-unknown-id"),
@@ -409,7 +406,8 @@ INVALID = [
                  "is required", id="record-data-missing"),
     # target fields
     pytest.param([('addresses = ["192.0.2.1", "2001:db8::1"]',
-                   'addresses = ["192.0.2.1", "192.0.2.999"]')], "", f"{TARGET}.addresses",
+                   'addresses = ["192.0.2.1", "192.0.2.999"]')], SECOND_TARGET,
+                 f"{TARGET}.addresses",
                  "item 2 ('192.0.2.999'): '192.0.2.999' is not an IPv4 or IPv6 address",
                  id="target-bad-address"),
     pytest.param([], SECOND_TARGET.replace('id = "b"', 'id = "a"'), f"{TARGET}.id",
@@ -449,7 +447,7 @@ INVALID = [
     pytest.param([('addresses = ["192.0.2.1", "2001:db8::1"]', "")], "", "services.dl.dns_names",
                  "no target has addresses, so DNS could never answer",
                  id="dns-names-without-addresses"),
-    pytest.param([('fallback = ["a"]', 'fallback = ["a"]\ntargets = []')],
+    pytest.param([(TARGET_A, ""), ('fallback = ["a"]\n', "")],
                  "", "services.dl.targets", "a service needs at least one target",
                  id="service-without-targets"),
     # durations
@@ -544,6 +542,20 @@ def test_invalid_zone_reports_key_and_reason(tmp_path, edits, append, key, reaso
     assert str(problem) == f"{path}: {key}: {problem.reason}"
 
 
+def test_zone_must_be_a_table(tmp_path):
+    path = write(tmp_path, "zone = 1\n")
+    assert problems_of(path) == [Problem(str(path), "zone", "must be a table, not an integer")]
+
+
+def test_targets_must_be_an_array_of_tables(tmp_path):
+    path = write(tmp_path, zone_toml(("[[services.dl.targets]]", "[services.dl.targets]"),
+                                     ('fallback = ["a"]\n', "")))
+    assert problems_of(path) == [
+        Problem(str(path), "services.dl.targets",
+                "must be an array of tables ([[...]]), not a table"),
+        Problem(str(path), "services.dl.targets", "a service needs at least one target")]
+
+
 def test_missing_zone_table(tmp_path):
     path = write(tmp_path, '[services.dl]\nttl = 30\n')
     assert problems_of(path) == [Problem(str(path), "zone", "is required")]
@@ -553,6 +565,14 @@ def test_missing_origin_does_not_call_the_other_zone_keys_unknown(tmp_path):
     path = write(tmp_path, zone_toml(('origin = "go.example.com"', 'orign = "go.example.com"')))
     assert problems_of(path) == [Problem(str(path), "zone.origin", "is required"),
                                  Problem(str(path), "zone.orign", "unknown key")]
+
+
+def test_targets_without_ids_are_not_called_duplicates(tmp_path):
+    path = write(tmp_path, zone_toml(('id = "a"\n', ""), ('fallback = ["a"]\n', ""),
+                                     append=SECOND_TARGET.replace('id = "b"\n', "")))
+    assert problems_of(path) == [
+        Problem(str(path), "services.dl.targets[#1].id", "is required"),
+        Problem(str(path), "services.dl.targets[#2].id", "is required")]
 
 
 def test_every_problem_in_a_file_is_reported_in_one_load(tmp_path):

@@ -1,0 +1,305 @@
+"""GeoIP lookups: a small hand-written .mmdb, and the GeoLite2 database the package ships."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mmdb_writer import MmdbF64, MMDBWriter
+from netaddr import IPSet
+
+from router.earth import Point
+from router.errors import RouterError
+from router.geo import GeoError, Location, Locator, embedded_database
+
+
+def city(lat: float | None, lon: float | None, country: str | None = None,
+         continent: str | None = None, name: str | None = None,
+         registered: str | None = None) -> dict[str, Any]:
+    record: dict[str, Any] = {}
+    if lat is not None and lon is not None:
+        record["location"] = {"latitude": MmdbF64(lat), "longitude": MmdbF64(lon)}
+    if country:
+        record["country"] = {"iso_code": country}
+    if registered:
+        record["registered_country"] = {"iso_code": registered}
+    if continent:
+        record["continent"] = {"code": continent}
+    if name:
+        record["city"] = {"names": {"en": name}}
+    return record
+
+
+def plain(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The address as the locator sees it: IPv4-mapped IPv6 becomes IPv4."""
+    addr = ipaddress.ip_address(address)
+    mapped = addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) else None
+    return mapped or addr
+
+
+# Numbered networks for the cache tests: 11.<i>.0.0/16 at (i, i). 11/8 is global space.
+NUMBERED = [(f"11.{i}.0.0/16", city(float(i), float(i), "US", "NA")) for i in range(12)]
+
+RECORDS = [
+    ("1.2.3.0/24", city(35.0, 139.0, "JP", "AS", "Tokyo")),
+    ("81.2.69.0/24", city(51.5, -0.125, "GB", "EU", "London")),
+    ("2a00:1450::/32", city(50.0, 8.0, None, "EU", registered="DE")),
+    ("2400:cb00::/32", city(37.75, -97.8125, "US", "NA")),
+    ("5.5.5.0/24", city(None, None, "FR", "EU")),  # country known, coordinates not
+    # Reserved space with a record: unlocated all the same, by design.
+    ("10.0.0.0/8", city(52.0, 5.0, "NL", "EU", "Office")),
+    ("203.0.113.0/24", city(40.0, -74.0, "US", "NA", "Documentation")),
+    *NUMBERED,
+]
+
+
+@pytest.fixture(scope="module")
+def mmdb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    writer = MMDBWriter(ip_version=6, database_type="Test-City", ipv4_compatible=True)
+    for network, record in RECORDS:
+        writer.insert_network(IPSet([network]), record)
+    path = tmp_path_factory.mktemp("geo") / "test-city.mmdb"
+    writer.to_db_file(str(path))
+    return path
+
+
+@pytest.fixture
+def locator(mmdb: Path) -> Iterator[Locator]:
+    loc = Locator(mmdb)
+    yield loc
+    loc.close()
+
+
+@pytest.mark.parametrize(("address", "network", "point", "country", "continent", "name"), [
+    ("1.2.3.4", "1.2.3.0/24", Point(35.0, 139.0), "JP", "AS", "Tokyo"),
+    ("1.2.3.255", "1.2.3.0/24", Point(35.0, 139.0), "JP", "AS", "Tokyo"),
+    ("81.2.69.160", "81.2.69.0/24", Point(51.5, -0.125), "GB", "EU", "London"),
+    ("2a00:1450:4001::1", "2a00:1450::/32", Point(50.0, 8.0), "DE", "EU", None),
+    ("2400:cb00:2048::1", "2400:cb00::/32", Point(37.75, -97.8125), "US", "NA", None),
+    ("11.7.1.1", "11.7.0.0/16", Point(7.0, 7.0), "US", "NA", None),
+])
+def test_locates_with_the_matched_network(locator: Locator, address: str, network: str,
+                                          point: Point, country: str, continent: str,
+                                          name: str | None) -> None:
+    found = locator.locate(address)
+    assert found == Location(ipaddress.ip_network(network), point, country, continent, name)
+    assert found.located
+    assert found.network.version == ipaddress.ip_address(address).version
+
+
+def test_accepts_address_objects(locator: Locator) -> None:
+    assert locator.locate(ipaddress.ip_address("1.2.3.4")) == locator.locate("1.2.3.4")
+
+
+def test_registered_country_stands_in_for_a_missing_country(locator: Locator) -> None:
+    assert locator.locate("2a00:1450::1").country == "DE"
+
+
+def test_record_without_coordinates_is_unlocated(locator: Locator) -> None:
+    found = locator.locate("5.5.5.5")
+    assert not found.located
+    assert found.point is None
+    assert (found.country, found.continent) == ("FR", "EU")
+    assert found.network == ipaddress.ip_network("5.5.5.0/24")
+
+
+@pytest.mark.parametrize(("address", "source", "network"), [
+    ("1.2.3.4", 16, "1.2.0.0/16"),
+    ("1.2.3.4", 23, "1.2.2.0/23"),
+    ("1.2.3.4", 24, "1.2.3.0/24"),
+    ("1.2.3.4", 32, "1.2.3.0/24"),  # never longer than the GeoIP network
+    ("1.2.3.4", 0, "0.0.0.0/0"),
+    ("2a00:1450::1", 24, "2a00:1400::/24"),
+    ("2a00:1450::1", 56, "2a00:1450::/32"),
+    ("::ffff:1.2.3.4", 112, "1.2.0.0/16"),  # mapped: the prefix counts the 96 mapping bits
+    ("::ffff:1.2.3.4", 128, "1.2.3.0/24"),
+    ("::ffff:1.2.3.4", 64, "0.0.0.0/0"),
+])
+def test_ecs_source_prefix_caps_the_network(locator: Locator, address: str, source: int,
+                                            network: str) -> None:
+    whole = locator.locate(address)
+    capped = locator.locate(address, source_prefix=source)
+    assert capped.network == ipaddress.ip_network(network)
+    assert plain(address) in capped.network
+    assert (capped.point, capped.country, capped.city) == (whole.point, whole.country, whole.city)
+    assert capped.located
+
+
+def test_capped_lookup_does_not_change_the_cache(locator: Locator) -> None:
+    assert locator.locate("1.2.3.4", source_prefix=16).network.prefixlen == 16
+    assert locator.locate("1.2.3.4").network == ipaddress.ip_network("1.2.3.0/24")
+    assert locator.locate("1.2.3.4", source_prefix=20).network.prefixlen == 20
+
+
+@pytest.mark.parametrize("mapped", ["::ffff:1.2.3.4", "::ffff:81.2.69.160", "::ffff:11.3.0.1"])
+def test_ipv4_mapped_addresses_are_ipv4(locator: Locator, mapped: str) -> None:
+    address = ipaddress.IPv6Address(mapped)
+    plain = address.ipv4_mapped
+    assert plain is not None
+    for found in (locator.locate(mapped), locator.locate(address)):
+        assert found == locator.locate(plain)
+        assert found.network.version == 4
+        assert found.located
+
+
+@pytest.mark.parametrize(("address", "network"), [
+    ("127.0.0.1", None),  # loopback
+    ("10.1.2.3", "10.0.0.0/8"),  # private, though the database has a record for it
+    ("192.168.1.1", None),
+    ("172.16.5.4", None),
+    ("169.254.1.1", None),  # link-local
+    ("100.64.0.1", None),  # shared address space (CGNAT)
+    ("203.0.113.5", "203.0.113.0/24"),  # documentation, though the database has a record
+    ("9.9.9.9", None),  # public, but not in the database
+    ("::1", None),
+    ("fe80::1", None),
+    ("fc00::1", None),
+    ("2001:db8::1", None),
+    ("::ffff:127.0.0.1", None),
+    ("::ffff:10.1.2.3", "10.0.0.0/8"),
+])
+def test_unlocated_addresses(locator: Locator, address: str, network: str | None) -> None:
+    found = locator.locate(address)
+    assert not found.located
+    assert found.point is None
+    assert (found.country, found.continent, found.city) == (None, None, None)
+    assert plain(address) in found.network
+    if network is not None:
+        assert found.network == ipaddress.ip_network(network)
+    again = locator.locate(address)
+    assert again == found
+
+
+def test_unlocated_neighbours_do_not_hide_located_networks(locator: Locator) -> None:
+    """An empty network cached next to a located one must not swallow it."""
+    assert not locator.locate("1.2.2.1").located
+    assert not locator.locate("1.2.4.1").located
+    assert locator.locate("1.2.3.4").country == "JP"
+    assert not locator.locate("1.2.2.1").located
+
+
+def test_cached_lookups_give_the_same_result(locator: Locator) -> None:
+    first = locator.locate("81.2.69.160")
+    assert locator.locate("81.2.69.160") == first
+    assert locator.locate("81.2.69.1") == first  # the same network
+    assert locator.locate("81.2.69.1").key == first.key
+
+
+def test_a_tiny_cache_still_answers_correctly(mmdb: Path) -> None:
+    reference, tiny = Locator(mmdb, cache_size=1_000), Locator(mmdb, cache_size=2)
+    addresses = ([f"11.{i}.{i}.1" for i in range(12)]
+                 + ["1.2.3.4", "81.2.69.1", "2a00:1450::1", "::ffff:1.2.3.9", "5.5.5.5",
+                    "127.0.0.1", "9.9.9.9", "10.1.1.1", "2400:cb00::1"])
+    expected = {a: reference.locate(a) for a in addresses}
+    for order in (addresses, addresses[::-1], addresses[::3] + addresses[1::3] + addresses):
+        for a in order:
+            assert tiny.locate(a) == expected[a]
+            assert len(tiny._cache) <= 2
+    assert expected["11.5.5.1"].point == Point(5.0, 5.0)
+    reference.close()
+    tiny.close()
+
+
+def test_location_key_is_stable_and_per_network(mmdb: Path, locator: Locator) -> None:
+    found = locator.locate("1.2.3.4")
+    net = ipaddress.ip_network("1.2.3.0/24")
+    assert found.key == net.network_address.packed + bytes([24])
+    other = Locator(mmdb)
+    assert other.locate("1.2.3.200").key == found.key
+    other.close()
+    keys = {locator.locate(f"11.{i}.0.1").key for i in range(12)}
+    assert len(keys) == 12
+    assert found.key not in keys
+    assert locator.locate("1.2.3.4", source_prefix=16).key != found.key
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("1.2.0.0/16", "1.2.0.0/24"),  # same address, different prefix
+    ("0.0.0.0/0", "::/0"),  # IPv4 and IPv6
+    ("1.2.3.0/24", "1.2.4.0/24"),
+    ("::/96", "0.0.0.0/0"),
+])
+def test_location_keys_differ(a: str, b: str) -> None:
+    assert Location(ipaddress.ip_network(a)).key != Location(ipaddress.ip_network(b)).key
+
+
+def test_description(locator: Locator) -> None:
+    assert locator.description.startswith("Test-City built ")
+    assert locator.description.endswith(str(locator.build_epoch))
+    assert locator.build_epoch > 1_500_000_000
+
+
+def test_missing_database_raises(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.mmdb"
+    with pytest.raises(GeoError, match=r"nope\.mmdb"):
+        Locator(missing)
+
+
+@pytest.mark.parametrize("content", [
+    b"",
+    b"this is not a MaxMind database\n" * 20,
+    bytes(range(256)) * 64,
+])
+def test_corrupt_database_raises(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "corrupt.mmdb"
+    path.write_bytes(content)
+    with pytest.raises(GeoError) as info:
+        Locator(path)
+    assert isinstance(info.value, RouterError)
+    assert "corrupt.mmdb" in str(info.value)
+
+
+def test_directory_is_not_a_database(tmp_path: Path) -> None:
+    with pytest.raises(GeoError):
+        Locator(tmp_path)
+
+
+# ---------------------------------------------------------------- the shipped GeoLite2 database
+
+
+@pytest.fixture(scope="module")
+def geolite() -> Iterator[Locator]:
+    loc = Locator()
+    yield loc
+    loc.close()
+
+
+def test_embedded_database_exists() -> None:
+    path = embedded_database()
+    assert path.is_file()
+    assert path.name == "GeoLite2-City.mmdb"
+
+
+@pytest.mark.parametrize(("address", "country", "network"), [
+    ("1.0.16.1", "JP", "1.0.16.0/20"),
+    ("::ffff:1.0.16.1", "JP", "1.0.16.0/20"),
+    ("5.9.0.1", "DE", "5.9.0.0/18"),
+    ("202.106.0.20", "CN", "202.106.0.0/18"),
+    ("2001:200::1", "JP", "2001:200::/41"),
+])
+def test_geolite2_known_networks(geolite: Locator, address: str, country: str,
+                                 network: str) -> None:
+    found = geolite.locate(address)
+    assert found.located
+    assert found.country == country
+    assert found.network == ipaddress.ip_network(network)
+    assert plain(address) in found.network
+
+
+def test_geolite2_points_are_plausible(geolite: Locator) -> None:
+    tokyo = geolite.locate("1.0.16.1").point
+    beijing = geolite.locate("202.106.0.20").point
+    assert tokyo is not None and beijing is not None
+    assert 34 < tokyo.lat < 37 and 138 < tokyo.lon < 141
+    assert 39 < beijing.lat < 41 and 115 < beijing.lon < 118
+    assert geolite.locate("202.106.0.20").continent == "AS"
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "10.0.0.1", "::1", "192.168.0.1"])
+def test_geolite2_private_addresses_are_unlocated(geolite: Locator, address: str) -> None:
+    found = geolite.locate(address)
+    assert not found.located
+    assert found.country is None
