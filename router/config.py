@@ -8,20 +8,18 @@ beyond reading the files it is given.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, NamedTuple
-from urllib.parse import urlsplit
+from typing import Any
 
+from router import values as v
 from router.earth import Point
 from router.errors import RouterError
-
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+from router.values import RECORD_TYPES, Address, Caa, Mx, RData, Srv, Txt, parse_duration
 
 DEFAULT_ZONE_TTL = 300
 DEFAULT_NEGATIVE_TTL = 60
@@ -75,6 +73,7 @@ class Service:
     answers: int = 1
     ttl: int = 30
     spread: float = 1.0
+    spread_km: float = 0.0
     cross_border_km: float = 0.0
     anycast_km: float = DEFAULT_ANYCAST_KM
     default_location: Point | None = None
@@ -85,31 +84,6 @@ class Service:
 
     def target(self, target_id: str) -> Target | None:
         return next((t for t in self.targets if t.id == target_id), None)
-
-
-class Mx(NamedTuple):
-    preference: int
-    exchange: str
-
-
-class Srv(NamedTuple):
-    priority: int
-    weight: int
-    port: int
-    target: str
-
-
-class Caa(NamedTuple):
-    flags: int
-    tag: str
-    value: str
-
-
-class Txt(NamedTuple):
-    strings: tuple[bytes, ...]
-
-
-RData = Address | str | Mx | Srv | Caa | Txt
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +123,7 @@ class Config:
 
     def service_for_name(self, name: str) -> Service | None:
         """The service that steers a DNS name (any case, trailing dot optional)."""
-        wanted = _fqdn(name)
+        wanted = v.fqdn(name)
         return next((s for s in self.services if wanted in s.dns_names), None)
 
 
@@ -230,12 +204,6 @@ def _check_across_files(zones: list[Zone], problems: list[Problem]) -> None:
 
 # ---------------------------------------------------------------- the reader
 
-
-class _Invalid(Exception):
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
 _REQUIRED: Any = object()
 
 
@@ -260,20 +228,20 @@ class _Table:
             return None if default is _REQUIRED else default
         try:
             return convert(self.data[name])
-        except _Invalid as e:
+        except v.Invalid as e:
             self.report(self.key(name), e.reason)
             # Go on with the default so that later checks still run and report.
             return None if default is _REQUIRED else default
 
     def table(self, name: str, required: bool = False) -> _Table | None:
-        value = self.get(name, _table_value, _REQUIRED if required else None)
+        value = self.get(name, v.table_value, _REQUIRED if required else None)
         if value is None:
             return None
         return _Table(value, self.key(name), self.file, self.problems)
 
     def tables(self, name: str) -> list[tuple[str, _Table]]:
         """An array of tables; each comes with its key path."""
-        items = self.get(name, _list_of_tables, [])
+        items = self.get(name, v.list_of_tables, [])
         out = []
         for i, item in enumerate(items or []):
             label = item.get("id") if isinstance(item.get("id"), str) else f"#{i + 1}"
@@ -294,136 +262,7 @@ class _Table:
                 self.report(self.key(name), "unknown key")
 
 
-# ---------------------------------------------------------------- converters
-
-
-def _table_value(v: Any) -> dict[str, Any]:
-    if not isinstance(v, dict):
-        raise _Invalid(f"must be a table, not {_kind(v)}")
-    return v
-
-
-def _list_of_tables(v: Any) -> list[dict[str, Any]]:
-    if not isinstance(v, list) or not all(isinstance(i, dict) for i in v):
-        raise _Invalid(f"must be an array of tables ([[...]]), not {_kind(v)}")
-    return v
-
-
-def _kind(v: Any) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-             list: "an array", dict: "a table"}
-    return names.get(type(v), type(v).__name__)
-
-
-def _string(v: Any) -> str:
-    if not isinstance(v, str):
-        raise _Invalid(f"must be a string, not {_kind(v)}")
-    return v
-
-
-def _boolean(v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise _Invalid(f"must be true or false, not {_kind(v)}")
-    return v
-
-
-def _integer(lo: int, hi: int) -> Callable[[Any], int]:
-    def convert(v: Any) -> int:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise _Invalid(f"must be an integer, not {_kind(v)}")
-        if not lo <= v <= hi:
-            raise _Invalid(f"must be between {lo} and {hi}, not {v}")
-        return v
-    return convert
-
-
-def _number(lo: float, hi: float) -> Callable[[Any], float]:
-    def convert(v: Any) -> float:
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            raise _Invalid(f"must be a number, not {_kind(v)}")
-        if not lo <= v <= hi:
-            raise _Invalid(f"must be between {lo:g} and {hi:g}, not {v:g}")
-        return float(v)
-    return convert
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
-
-def parse_duration(v: Any) -> float:
-    """``"10s"``, ``"500ms"``, ``"2m"``, ``"1h"`` or a number of seconds → seconds."""
-    if isinstance(v, bool) or not isinstance(v, int | float | str):
-        raise _Invalid(f'must be a duration such as "10s" or "500ms", not {_kind(v)}')
-    if isinstance(v, str):
-        m = _DURATION.match(v)
-        if not m:
-            raise _Invalid(f'{v!r} is not a duration such as "10s", "500ms", "2m" or "1h"')
-        v = float(m.group(1)) * _UNIT[m.group(2)]
-    if v <= 0:
-        raise _Invalid("must be longer than zero")
-    return float(v)
-
-
-def _duration(lo: float, hi: float) -> Callable[[Any], float]:
-    def convert(v: Any) -> float:
-        seconds = parse_duration(v)
-        if not lo <= seconds <= hi:
-            raise _Invalid(f"must be between {lo:g}s and {hi:g}s, not {seconds:g}s")
-        return seconds
-    return convert
-
-
-def _list_of(convert: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
-    def convert_list(v: Any) -> tuple[Any, ...]:
-        if not isinstance(v, list):
-            raise _Invalid(f"must be an array, not {_kind(v)}")
-        out = []
-        for i, item in enumerate(v):
-            try:
-                out.append(convert(item))
-            except _Invalid as e:
-                raise _Invalid(f"item {i + 1} ({item!r}): {e.reason}") from None
-        return tuple(out)
-    return convert_list
-
-
-def _country(v: Any) -> str:
-    code = _string(v)
-    if not re.fullmatch(r"[A-Za-z]{2}", code):
-        raise _Invalid(f"{code!r} is not a two-letter ISO 3166 country code")
-    return code.upper()
-
-
-def _countries(v: Any) -> frozenset[str]:
-    return frozenset(_list_of(_country)(v))
-
-
-def _address(v: Any) -> Address:
-    try:
-        return ipaddress.ip_address(_string(v))
-    except ValueError:
-        raise _Invalid(f"{v!r} is not an IPv4 or IPv6 address") from None
-
-
-def _url(v: Any) -> str:
-    url = _string(v)
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise _Invalid(f"{url!r} is not an http:// or https:// URL with a host")
-    if parts.query or parts.fragment:
-        raise _Invalid(f"{url!r} must not carry a query or fragment")
-    try:
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        raise _Invalid(f"{url!r} has an invalid port") from None
-    return url
-
-
-def _base_url(v: Any) -> str:
-    """A mirror's base URL always ends with ``/`` so that ``url + path`` is well formed."""
-    url = _url(v)
-    return url if url.endswith("/") else url + "/"
+# ---------------------------------------------------------------- locations
 
 
 def _read_point(parent: _Table, name: str, anycast: bool = False) -> Point | None:
@@ -440,132 +279,15 @@ def _read_point(parent: _Table, name: str, anycast: bool = False) -> Point | Non
     table = parent.table(name)
     if table is None:
         return None
-    lat = table.get("lat", _number(-90, 90))
-    lon = table.get("lon", _number(-180, 180))
+    lat = table.get("lat", v.number(-90, 90))
+    lon = table.get("lon", v.number(-180, 180))
     table.finish()
     return Point(lat, lon) if lat is not None and lon is not None else None
 
 
 # ---------------------------------------------------------------- DNS names
 
-_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
-
-
-def _fqdn(name: str) -> str:
-    return name.lower().rstrip(".") + "."
-
-
-def _absolute_name(v: Any) -> str:
-    """A fully qualified name; the trailing dot is optional."""
-    name = _string(v).strip()
-    if not name or name == ".":
-        raise _Invalid("must be a domain name")
-    fq = _fqdn(name)
-    if len(fq) > 254:
-        raise _Invalid(f"{name!r} is longer than 253 characters")
-    for label in fq[:-1].split("."):
-        if label == "*":
-            raise _Invalid(f"{name!r}: wildcard names are not supported")
-        if not _LABEL.match(label):
-            raise _Invalid(f"{name!r}: {label!r} is not a valid DNS label")
-    return fq
-
-
-def _relative_name(origin: str) -> Callable[[Any], str]:
-    """``@`` is the apex; ``www`` is ``www.<origin>``; ``www.<origin>.`` is absolute."""
-    def convert(v: Any) -> str:
-        name = _string(v).strip()
-        if name == "@":
-            return origin
-        if name.endswith("."):
-            fq = _absolute_name(name)
-            if fq != origin and not fq.endswith("." + origin):
-                raise _Invalid(f"{name!r} is outside the zone {origin}")
-            return fq
-        if _fqdn(name) == origin:
-            raise _Invalid(f"{name!r} looks absolute but has no trailing dot: "
-                           f"write '@' or {_fqdn(name)!r}")
-        if _fqdn(name).endswith("." + origin):
-            raise _Invalid(f"{name!r} looks absolute but has no trailing dot: "
-                           f"write {_fqdn(name)[: -len(origin) - 1]!r} or {_fqdn(name)!r}")
-        return _absolute_name(name + "." + origin)
-    return convert
-
-
-def _mailbox(v: Any) -> str:
-    """``hostmaster@example.com`` or ``hostmaster.example.com`` → SOA RNAME form."""
-    text = _string(v).strip()
-    if "@" in text:
-        local, _, domain = text.partition("@")
-        if not local or "." in local:
-            raise _Invalid(f"{text!r}: the mailbox part must be one label (no dots)")
-        text = f"{local}.{domain}"
-    return _absolute_name(text)
-
-
 # ---------------------------------------------------------------- record data
-
-
-def _rdata(rtype: str) -> Callable[[Any], RData]:
-    return {
-        "A": _a, "AAAA": _aaaa, "CNAME": _absolute_name, "NS": _absolute_name,
-        "PTR": _absolute_name, "MX": _mx, "TXT": _txt, "SRV": _srv, "CAA": _caa,
-    }[rtype]
-
-
-RECORD_TYPES = ("A", "AAAA", "CNAME", "NS", "PTR", "MX", "TXT", "SRV", "CAA")
-
-
-def _a(v: Any) -> ipaddress.IPv4Address:
-    try:
-        return ipaddress.IPv4Address(_string(v))
-    except ValueError:
-        raise _Invalid(f"{v!r} is not an IPv4 address") from None
-
-
-def _aaaa(v: Any) -> ipaddress.IPv6Address:
-    try:
-        return ipaddress.IPv6Address(_string(v))
-    except ValueError:
-        raise _Invalid(f"{v!r} is not an IPv6 address") from None
-
-
-def _fields(v: Any, count: int, shape: str) -> list[str]:
-    parts = _string(v).split(None, count - 1)
-    if len(parts) != count:
-        raise _Invalid(f"{v!r} is not of the form {shape!r}")
-    return parts
-
-
-def _u16(text: str, what: str) -> int:
-    if not text.isdigit() or int(text) > 65535:
-        raise _Invalid(f"{what} {text!r} is not a number from 0 to 65535")
-    return int(text)
-
-
-def _mx(v: Any) -> Mx:
-    pref, host = _fields(v, 2, "preference exchange")
-    return Mx(_u16(pref, "preference"), _absolute_name(host))
-
-
-def _srv(v: Any) -> Srv:
-    prio, weight, port, host = _fields(v, 4, "priority weight port target")
-    target = "." if host == "." else _absolute_name(host)
-    return Srv(_u16(prio, "priority"), _u16(weight, "weight"), _u16(port, "port"), target)
-
-
-def _caa(v: Any) -> Caa:
-    flags, tag, value = _fields(v, 3, 'flags tag "value"')
-    if not flags.isdigit() or int(flags) > 255:
-        raise _Invalid(f"flags {flags!r} is not a number from 0 to 255")
-    if not re.fullmatch(r"[A-Za-z0-9]{1,15}", tag):
-        raise _Invalid(f"tag {tag!r} must be 1-15 letters or digits (issue, issuewild, iodef)")
-    return Caa(int(flags), tag.lower(), value.strip().removeprefix('"').removesuffix('"'))
-
-
-def _txt(v: Any) -> Txt:
-    data = _string(v).encode("utf-8")
-    return Txt(tuple(data[i:i + 255] for i in range(0, len(data), 255)) or (b"",))
 
 
 # ---------------------------------------------------------------- building
@@ -575,23 +297,23 @@ def _build_zone(doc: _Table, path: Path) -> Zone | None:
     before = len(doc.problems)
     doc.used.add("services")  # read below once the origin is known
     z = doc.table("zone", required=True)
-    origin = z.get("origin", _absolute_name) if z is not None else None
+    origin = z.get("origin", v.absolute_name) if z is not None else None
     if z is None or origin is None:
         if z is not None:
             z.used.update(_ZONE_KEYS)  # unchecked without an origin, but not unknown
             z.finish()
         return None
-    ttl = z.get("ttl", _integer(0, 604800), DEFAULT_ZONE_TTL)
+    ttl = z.get("ttl", v.integer(0, 604800), DEFAULT_ZONE_TTL)
     zone = Zone(
         origin=origin,
-        nameservers=z.get("nameservers", _nonempty(_list_of(_absolute_name))),
-        hostmaster=z.get("hostmaster", _mailbox),
+        nameservers=z.get("nameservers", v.nonempty(v.list_of(v.absolute_name))),
+        hostmaster=z.get("hostmaster", v.mailbox),
         ttl=ttl,
-        negative_ttl=z.get("negative_ttl", _integer(0, 86400), DEFAULT_NEGATIVE_TTL),
-        serial=z.get("serial", _integer(0, 2**32 - 1), _file_serial(path)),
-        refresh=z.get("refresh", _integer(1, 2**31 - 1), 3600),
-        retry=z.get("retry", _integer(1, 2**31 - 1), 600),
-        expire=z.get("expire", _integer(1, 2**31 - 1), 604800),
+        negative_ttl=z.get("negative_ttl", v.integer(0, 86400), DEFAULT_NEGATIVE_TTL),
+        serial=z.get("serial", v.integer(0, 2**32 - 1), _file_serial(path)),
+        refresh=z.get("refresh", v.integer(1, 2**31 - 1), 3600),
+        retry=z.get("retry", v.integer(1, 2**31 - 1), 600),
+        expire=z.get("expire", v.integer(1, 2**31 - 1), 604800),
         records=tuple(_build_records(z, origin, ttl or 0)),
         services=tuple(_build_services(doc, origin, str(path))),
         source=str(path),
@@ -605,15 +327,6 @@ _ZONE_KEYS = ("nameservers", "hostmaster", "ttl", "negative_ttl", "serial", "ref
               "expire", "records")
 
 
-def _nonempty(convert: Callable[[Any], tuple[Any, ...]]) -> Callable[[Any], tuple[Any, ...]]:
-    def check(v: Any) -> tuple[Any, ...]:
-        out = convert(v)
-        if not out:
-            raise _Invalid("must not be empty")
-        return out
-    return check
-
-
 def _file_serial(path: Path) -> int:
     """The default SOA serial: the file's modification time, so edits raise it."""
     try:
@@ -622,19 +335,12 @@ def _file_serial(path: Path) -> int:
         return 1
 
 
-def _record_type(v: Any) -> str:
-    rtype = _string(v).upper()
-    if rtype not in RECORD_TYPES:
-        raise _Invalid(f"{v!r} is not supported (one of {', '.join(RECORD_TYPES)})")
-    return rtype
-
-
 def _build_records(z: _Table, origin: str, default_ttl: int) -> Iterator[Record]:
     for key, r in z.tables("records"):
-        name = r.get("name", _relative_name(origin))
-        rtype = r.get("type", _record_type)
-        ttl = r.get("ttl", _integer(0, 604800), default_ttl)
-        values = r.get("data", _one_or_many(_rdata(rtype)) if rtype else _any) or ()
+        name = r.get("name", v.relative_name(origin))
+        rtype = r.get("type", v.record_type)
+        ttl = r.get("ttl", v.integer(0, 604800), default_ttl)
+        values = r.get("data", v.one_or_many(v.rdata(rtype)) if rtype else v.anything) or ()
         r.finish()
         if name is None or rtype is None:
             continue
@@ -644,16 +350,6 @@ def _build_records(z: _Table, origin: str, default_ttl: int) -> Iterator[Record]
             continue
         for value in values:
             yield Record(name, rtype, value, ttl)
-
-
-def _any(v: Any) -> tuple[()]:
-    return ()
-
-
-def _one_or_many(convert: Callable[[Any], RData]) -> Callable[[Any], tuple[RData, ...]]:
-    def convert_data(v: Any) -> tuple[RData, ...]:
-        return _nonempty(_list_of(convert))(v) if isinstance(v, list) else (convert(v),)
-    return convert_data
 
 
 def _build_services(doc: _Table, origin: str, source: str) -> Iterator[Service]:
@@ -673,20 +369,21 @@ def _build_service(name: str, s: _Table, origin: str, source: str) -> Service | 
     before = len(s.problems)
     health = _build_health(s.table("health"))
     targets = tuple(_build_targets(s, health))
-    fallback = s.get("fallback", _list_of(_string), ())
+    fallback = s.get("fallback", v.list_of(v.string), ())
     service = Service(
         name=name,
         origin=origin,
         targets=targets,
-        dns_names=s.get("dns_names", _list_of(_relative_name(origin)), ()),
-        answers=s.get("answers", _integer(1, 16), 1),
-        ttl=s.get("ttl", _integer(0, 86400), 30),
-        spread=s.get("spread", _number(1.0, 100.0), 1.0),
-        cross_border_km=s.get("cross_border_km", _number(0, 40000), 0.0),
-        anycast_km=s.get("anycast_km", _number(0, 40000), DEFAULT_ANYCAST_KM),
+        dns_names=s.get("dns_names", v.list_of(v.relative_name(origin)), ()),
+        answers=s.get("answers", v.integer(1, 16), 1),
+        ttl=s.get("ttl", v.integer(0, 86400), 30),
+        spread=s.get("spread", v.number(1.0, 100.0), 1.0),
+        spread_km=s.get("spread_km", v.number(0, 40000), 0.0),
+        cross_border_km=s.get("cross_border_km", v.number(0, 40000), 0.0),
+        anycast_km=s.get("anycast_km", v.number(0, 40000), DEFAULT_ANYCAST_KM),
         default_location=_read_point(s, "default_location"),
         # Default: the fallback targets when the service names any, else fail open.
-        on_all_down=s.get("on_all_down", _choice(OnAllDown),
+        on_all_down=s.get("on_all_down", v.choice(OnAllDown),
                           OnAllDown.FALLBACK if fallback else OnAllDown.ALL),
         fallback=fallback or (),
         health=health or HealthCheck(),
@@ -696,54 +393,37 @@ def _build_service(name: str, s: _Table, origin: str, source: str) -> Service | 
     return service if len(s.problems) == before else None
 
 
-def _choice(enum: type[StrEnum]) -> Callable[[Any], Any]:
-    def convert(v: Any) -> Any:
-        try:
-            return enum(_string(v))
-        except ValueError:
-            names = ", ".join(f'"{e.value}"' for e in enum)
-            raise _Invalid(f"{v!r} is not one of {names}") from None
-    return convert
-
-
 def _build_health(h: _Table | None) -> HealthCheck | None:
     if h is None:
         return None
     d = HealthCheck()
     check = HealthCheck(
-        path=h.get("path", _path, d.path),
-        interval=h.get("interval", _duration(0.05, 86400), d.interval),
-        timeout=h.get("timeout", _duration(0.01, 3600), d.timeout),
-        rise=h.get("rise", _integer(1, 100), d.rise),
-        fall=h.get("fall", _integer(1, 100), d.fall),
+        path=h.get("path", v.url_path, d.path),
+        interval=h.get("interval", v.duration(0.05, 86400), d.interval),
+        timeout=h.get("timeout", v.duration(0.01, 3600), d.timeout),
+        rise=h.get("rise", v.integer(1, 100), d.rise),
+        fall=h.get("fall", v.integer(1, 100), d.fall),
     )
     h.finish()
     return check
 
 
-def _path(v: Any) -> str:
-    p = _string(v)
-    if not p.startswith("/") or any(c in p for c in " \t\r\n#"):
-        raise _Invalid(f"{p!r} must be a URL path that starts with '/'")
-    return p
-
-
 def _build_targets(s: _Table, health: HealthCheck | None) -> Iterator[Target]:
     path = (health or HealthCheck()).path
     for _key, t in s.tables("targets"):
-        url = t.get("url", _base_url, None)
-        explicit = t.get("health_url", _url, None)
+        url = t.get("url", v.base_url, None)
+        explicit = t.get("health_url", v.url, None)
         target = Target(
-            id=t.get("id", _target_id),
+            id=t.get("id", v.target_id),
             location=_read_location(t),
-            country=t.get("country", _country, None),
-            addresses=t.get("addresses", _list_of(_address), ()),
+            country=t.get("country", v.country, None),
+            addresses=t.get("addresses", v.list_of(v.address), ()),
             url=url,
             health_url=explicit or (join_url(url, path) if url else None),
-            weight=t.get("weight", _integer(1, 1_000_000), 100),
-            only_countries=t.get("only_countries", _countries, frozenset()),
-            exclude_countries=t.get("exclude_countries", _countries, frozenset()),
-            enabled=t.get("enabled", _boolean, True),
+            weight=t.get("weight", v.integer(1, 1_000_000), 100),
+            only_countries=t.get("only_countries", v.countries, frozenset()),
+            exclude_countries=t.get("exclude_countries", v.countries, frozenset()),
+            enabled=t.get("enabled", v.boolean, True),
         )
         t.finish()
         yield target
@@ -751,20 +431,13 @@ def _build_targets(s: _Table, health: HealthCheck | None) -> Iterator[Target]:
 
 def _read_location(t: _Table) -> Point | None:
     if "location" not in t.data:
-        t.get("location", _any)  # reports "is required"
+        t.get("location", v.anything)  # reports "is required"
     return _read_point(t, "location", anycast=True)
 
 
 def join_url(base: str, path: str) -> str:
     """``https://m/golang/`` + ``/x`` → ``https://m/golang/x`` (never climbs above base)."""
     return base.rstrip("/") + "/" + path.lstrip("/")
-
-
-def _target_id(v: Any) -> str:
-    tid = _string(v)
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", tid):
-        raise _Invalid(f"{tid!r}: ids use letters, digits, '.', '-' and '_' (at most 63)")
-    return tid
 
 
 # ---------------------------------------------------------------- cross checks
@@ -820,7 +493,7 @@ def _check_zone(zone: Zone, doc: _Table) -> None:
 
 
 __all__ = [
-    "Address", "Caa", "Config", "ConfigError", "HealthCheck", "Mx", "OnAllDown", "Problem",
-    "RData", "Record", "Service", "Srv", "Target", "Txt", "Zone", "join_url", "load",
+    "RECORD_TYPES", "Address", "Caa", "Config", "ConfigError", "HealthCheck", "Mx", "OnAllDown",
+    "Problem", "RData", "Record", "Service", "Srv", "Target", "Txt", "Zone", "join_url", "load",
     "parse_duration",
 ]

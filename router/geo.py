@@ -20,6 +20,17 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+# IANA special-purpose blocks (RFC 6890 and successors): never located, whatever a
+# database says. A database network that contains one is not cached as a whole.
+SPECIAL: tuple[IPNetwork, ...] = tuple(ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+    "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16",
+    "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/3",
+    "::/127", "::ffff:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "2001::/23",
+    "2001:db8::/32", "fc00::/7", "fe80::/10", "ff00::/8",
+))
+
+
 class GeoError(RouterError):
     """The GeoIP database cannot be opened or is not a City-style database."""
 
@@ -96,17 +107,28 @@ class Locator:
     def _lookup(self, addr: IPAddress) -> Location:
         record, plen = self._reader.get_with_prefix_len(addr)
         network = ipaddress.ip_network((addr, plen), strict=False)
-        location = _location(network, record if addr.is_global else None)
+        special = [n for n in SPECIAL if n.version == addr.version and n.overlaps(network)]
+        holder = next((n for n in special if addr in n), None)
+        if holder is not None:  # a special-purpose address: never located
+            location = Location(network if network.prefixlen >= holder.prefixlen else holder)
+        else:
+            location = _location(network, record)
+            if special:  # the network straddles a special block: do not cache it whole
+                return location
+        self._remember(addr.version, location.network, location)
+        return location
+
+    def _remember(self, version: int, network: IPNetwork, location: Location) -> None:
         if len(self._cache) >= self._cache_size:
             self._cache.clear()
             self._lengths = {4: [], 6: []}
-        key = (addr.version, int(addr) >> (addr.max_prefixlen - plen), plen)
+        plen = network.prefixlen
+        key = (version, int(network.network_address) >> (network.max_prefixlen - plen), plen)
         self._cache[key] = location
-        lengths = self._lengths[addr.version]
+        lengths = self._lengths[version]
         if plen not in lengths:
             lengths.append(plen)
             lengths.sort(reverse=True)
-        return location
 
 
 def _location(network: IPNetwork, record: Any) -> Location:

@@ -4,8 +4,9 @@
 
 1. **assess** every target: its distance and cost for this client, and the reason it is
    excluded, if it is (disabled, wrong address family, country rules, health);
-2. **order** the usable ones: the near-equal best (within ``spread`` of the best cost) by
-   weighted rendezvous hashing on the client's network, then the rest by cost;
+2. **order** the usable ones: the near-equal best (cost within ``best x spread +
+   spread_km``) by weighted rendezvous hashing on the client's network, then the rest by
+   cost;
 3. **all down**: when nothing is usable, ``on_all_down`` picks the fallback targets, every
    target (fail open), or nothing.
 
@@ -119,7 +120,7 @@ def rank(service: Service, client: Location, health: HealthView, want: Want) -> 
     degraded = not usable and any(c.excluded is Exclusion.DOWN for c in assessed)
     if degraded:
         usable = _when_all_down(service, assessed)
-    ranked = _order(usable, service.spread, client.key) if usable else []
+    ranked = _order(usable, service, client.key) if usable else []
     chosen_ids = {c.target.id for c in ranked}
     excluded = tuple(c for c in assessed if c.target.id not in chosen_ids)
     if degraded:
@@ -178,9 +179,9 @@ def _when_all_down(service: Service, assessed: list[Candidate]) -> list[Candidat
     return []
 
 
-def _order(usable: list[Candidate], spread: float, key: bytes) -> list[Candidate]:
+def _order(usable: list[Candidate], service: Service, key: bytes) -> list[Candidate]:
     best = min(c.cost for c in usable)
-    limit = best * spread + 1e-9
+    limit = best * service.spread + service.spread_km + 1e-9
     near = [c for c in usable if c.cost <= limit]
     rest = sorted((c for c in usable if c.cost > limit), key=lambda c: (c.cost, c.target.id))
     if len(near) > 1:

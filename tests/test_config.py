@@ -26,11 +26,11 @@ from router.config import (
     Problem,
     Srv,
     Txt,
-    _txt,
     load,
     parse_duration,
 )
 from router.earth import Point
+from router.values import rdata
 
 ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "go.example.com."
@@ -274,7 +274,7 @@ def test_long_txt_is_split_into_255_byte_strings(tmp_path):
 
 @given(st.text(max_size=1200))
 def test_txt_strings_are_at_most_255_bytes_and_join_back(text):
-    strings = _txt(text).strings
+    strings = rdata("TXT")(text).strings
     assert strings
     assert all(len(s) <= 255 for s in strings)
     assert all(len(s) == 255 for s in strings[:-1])

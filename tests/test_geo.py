@@ -303,3 +303,25 @@ def test_geolite2_private_addresses_are_unlocated(geolite: Locator, address: str
     found = geolite.locate(address)
     assert not found.located
     assert found.country is None
+
+
+@pytest.fixture(scope="module")
+def straddling(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One record for all of 100.0.0.0/8, which contains the CGNAT block 100.64.0.0/10."""
+    writer = MMDBWriter(ip_version=6, database_type="Test-City", ipv4_compatible=True)
+    writer.insert_network(IPSet(["100.0.0.0/8"]), city(1.0, 2.0, "US", "NA"))
+    path = tmp_path_factory.mktemp("geo") / "straddle.mmdb"
+    writer.to_db_file(str(path))
+    return path
+
+
+@pytest.mark.parametrize("order", [("100.1.1.1", "100.64.0.1"), ("100.64.0.1", "100.1.1.1")])
+def test_a_network_straddling_reserved_space_is_right_in_any_order(straddling: Path,
+                                                                   order: tuple[str, str]):
+    loc = Locator(straddling)
+    results = {address: loc.locate(address) for address in order * 2}  # the second round hits
+    assert results["100.1.1.1"].located
+    assert results["100.1.1.1"].network == ipaddress.ip_network("100.0.0.0/8")
+    assert not results["100.64.0.1"].located
+    assert results["100.64.0.1"].network == ipaddress.ip_network("100.64.0.0/10")
+    loc.close()

@@ -299,6 +299,18 @@ def test_spread_boundary_is_inclusive(spread: float, standings: list[Standing]) 
         assert ids(decision.ranked) == ["heavy", "light"]
 
 
+@pytest.mark.parametrize(("spread_km", "standings"), [
+    (0.0, [Standing.NEAREST, Standing.BY_COST]),   # best cost 0: no ratio reaches Yokohama
+    (50.0, [Standing.SPREAD, Standing.SPREAD]),    # ~27 km away: within the absolute slack
+])
+def test_spread_km_lets_a_client_on_top_of_a_mirror_share_load(
+        spread_km: float, standings: list[Standing]) -> None:
+    svc = service(target("tyo", "tokyo"), target("yok", "yokohama"), spread=1.5,
+                  spread_km=spread_km)
+    decision = rank(svc, client("tokyo"), always_up, Want.ANY)
+    assert [c.standing for c in decision.ranked] == standings
+
+
 def test_ties_outside_the_spread_are_ordered_by_id() -> None:
     svc = service(target("near", "tokyo"), target("b", None), target("a", None))
     decision = rank(svc, client("tokyo"), always_up, Want.ANY)
