@@ -17,11 +17,11 @@ serve: $(BIN)/mirror-router
 	$(BIN)/mirror-router serve --zones zones --no-probe
 
 test: $(BIN)/mirror-router
-	$(BIN)/ruff check router tests bench
+	$(BIN)/ruff check router tests bench/dns
 	$(BIN)/pytest -q
 
 lint: $(BIN)/mirror-router
-	$(BIN)/ruff check router tests bench
+	$(BIN)/ruff check router tests bench/dns
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
