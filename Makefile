@@ -18,10 +18,12 @@ serve: $(BIN)/mirror-router
 
 test: $(BIN)/mirror-router
 	$(BIN)/ruff check router tests bench/dns
+	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 lint: $(BIN)/mirror-router
 	$(BIN)/ruff check router tests bench/dns
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

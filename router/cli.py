@@ -163,27 +163,27 @@ def _answer(decision: Decision, want: Want) -> list[str]:
 
 
 def _explain_text(args: argparse.Namespace, decision: Decision, want: Want) -> str:
-    d = describe(decision)
     c = decision.client
     where = ", ".join(x for x in (c.city, c.country, c.continent) if x) or "unknown place"
     point = f"{c.point.lat:.2f}, {c.point.lon:.2f}" if c.point else "no coordinates"
     lines = [f"{args.name} {args.type} for client {args.client}",
              f"  client:  {c.network}  {where}  ({point})"]
-    if d["default_location_used"]:
+    if c.point is None and decision.origin is not None:
         lines.append("  GeoIP has no coordinates: measured from the service's default_location")
     s = decision.service
     lines += [f"  service: {s.name}  spread {s.spread:g}  cross_border_km {s.cross_border_km:g}  "
               f"anycast_km {s.anycast_km:g}  answers {s.answers}  on_all_down {s.on_all_down}",
               "  health:  not probed here; every target counts as up (see the server for live"
               " state)", ""]
-    header = ("rank", "target", "state", "country", "km", "border", "weight", "cost", "reason")
-    rows = [header]
-    for row in d["candidates"]:  # type: ignore[union-attr]
-        rows.append((str(row["rank"] or "-") + ("*" if row["chosen"] else ""), row["id"],
-                     row["state"], row["country"] or "-", _num(row["distance_km"]),
-                     _num(row["border_km"]), str(row["weight"]), _num(row["cost"]),
-                     ("excluded: " if row["excluded"] else "") + row["reason"]))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
+    chosen = {t.id for t in decision.chosen()}
+    rows = [("rank", "target", "state", "country", "km", "border", "weight", "cost", "reason")]
+    for position, cand in [*enumerate(decision.ranked, 1), *((None, x) for x in decision.excluded)]:
+        t = cand.target
+        rows.append((f"{position or '-'}{'*' if t.id in chosen else ''}", t.id,
+                     cand.status.value, t.country or "-", _num(cand.distance_km),
+                     _num(cand.border_km), str(t.weight), _num(cand.cost),
+                     ("excluded: " if cand.excluded else "") + cand.reason))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         lines.append("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False))
                      + "  " + r[-1])
@@ -193,5 +193,5 @@ def _explain_text(args: argparse.Namespace, decision: Decision, want: Want) -> s
     return "\n".join(lines)
 
 
-def _num(v: object) -> str:
-    return "-" if v is None else f"{v:,.0f}" if isinstance(v, float) else str(v)
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:,.0f}"

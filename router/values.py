@@ -233,10 +233,11 @@ def mailbox(v: Any) -> str:
 
 
 def rdata(rtype: str) -> Callable[[Any], RData]:
-    return {
+    converters: dict[str, Callable[[Any], RData]] = {
         "A": _a, "AAAA": _aaaa, "CNAME": absolute_name, "NS": absolute_name,
         "PTR": absolute_name, "MX": _mx, "TXT": _txt, "SRV": _srv, "CAA": _caa,
-    }[rtype]
+    }
+    return converters[rtype]
 
 
 RECORD_TYPES = ("A", "AAAA", "CNAME", "NS", "PTR", "MX", "TXT", "SRV", "CAA")
