@@ -14,7 +14,7 @@ $(BIN)/mirror-router: pyproject.toml
 	touch $@
 
 serve: $(BIN)/mirror-router
-	$(BIN)/mirror-router serve --zones zones --no-probe
+	$(BIN)/mirror-router serve --zones zones --no-probe --trusted-proxy 127.0.0.1/32
 
 test: $(BIN)/mirror-router
 	$(BIN)/ruff check router tests bench/dns

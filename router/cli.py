@@ -10,10 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from router import __version__, log
-from router.config import Config, ConfigError, load
-from router.geo import GeoError, Locator
+from router.config import Config, ConfigError, ServerConfig, load, load_server
+from router.geo import GeoError, Location, Locator
 from router.health import Status
+from router.paths import PathError, Routes, clean, describe_redirect, redirect_for
 from router.steering import Decision, Want, describe, rank
+from router.values import IPNetwork
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,6 +48,14 @@ def _parser() -> argparse.ArgumentParser:
                        help="most DNS TCP connections open at once (default 512)")
     serve.add_argument("--rcvbuf", type=int, metavar="BYTES",
                        help="UDP socket receive buffer (default: the kernel's)")
+    serve.add_argument("--trusted-proxy", action="append", type=_network, default=[],
+                       metavar="CIDR", help="a proxy whose X-Forwarded-For/Forwarded is "
+                       "believed (repeatable)")
+    serve.add_argument("--config", type=Path, metavar="FILE",
+                       help="server settings file with a [server] table (trusted_proxies, "
+                            "access_log)")
+    serve.add_argument("--access-log", action="store_true",
+                       help="one log line per HTTP request (off by default, for speed)")
     _log_args(serve)
     serve.set_defaults(func=_serve)
 
@@ -61,8 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--type", choices=["A", "AAAA"], default="A",
                          help="the DNS type asked (default A)")
     explain.add_argument("--json", action="store_true", help="print JSON")
+    explain.add_argument("--host", help="the HTTP Host, to choose among zones (paths only)")
     explain.add_argument("name", metavar="NAME",
-                         help="a steered DNS name (go.example.com) or a service name")
+                         help="a steered DNS name (go.example.com), a service name, or an "
+                              "HTTP path (/go1.22.5.linux-amd64.tar.gz)")
     explain.set_defaults(func=_explain)
     return p
 
@@ -95,19 +107,35 @@ def host_port(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _network(text: str) -> IPNetwork:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP network (CIDR)") from None
+
+
+def _report(e: ConfigError) -> None:
+    for problem in e.problems:
+        print(problem, file=sys.stderr)
+    print(f"{len(e.problems)} problem(s) found", file=sys.stderr)
+
+
 def _load_or_report(zones: Path) -> Config | None:
     try:
         return load(zones)
     except ConfigError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        print(f"{len(e.problems)} problem(s) found", file=sys.stderr)
+        _report(e)
         return None
 
 
 def _serve(args: argparse.Namespace) -> int:
     from router.server import Settings, run
 
+    try:
+        server = load_server(args.config) if args.config else ServerConfig()
+    except ConfigError as e:
+        _report(e)
+        return 1
     settings = Settings(
         zones=args.zones,
         dns=tuple(args.dns or [("127.0.0.1", 5300)]),
@@ -118,6 +146,8 @@ def _serve(args: argparse.Namespace) -> int:
         tcp_idle=args.tcp_idle,
         tcp_max=args.tcp_max,
         rcvbuf=args.rcvbuf,
+        trusted_proxies=(*server.trusted_proxies, *args.trusted_proxy),
+        access_log=args.access_log or server.access_log,
     )
     return run(settings)
 
@@ -137,23 +167,56 @@ def _explain(args: argparse.Namespace) -> int:
     config = _load_or_report(args.zones)
     if config is None:
         return 1
-    service = config.service_for_name(args.name) or config.service(args.name)
-    if service is None:
-        print(f"{args.name}: not a steered name or a service in {args.zones}", file=sys.stderr)
-        return 1
     try:
         locator = Locator(args.geoip)
     except GeoError as e:
         print(e, file=sys.stderr)
         return 1
     client = locator.locate(args.client)
+    if args.name.startswith("/"):
+        return _explain_path(args, config, client)
+    service = config.service_for_name(args.name) or config.service(args.name)
+    if service is None:
+        print(f"{args.name}: not a steered name or a service in {args.zones}", file=sys.stderr)
+        return 1
     want = Want.IPV6 if args.type == "AAAA" else Want.IPV4
-    decision = rank(service, client, lambda _t: Status.UNKNOWN, want)
+    decision = rank(service, client, _not_probed, want)
     if args.json:
         print(json.dumps({"name": args.name, "type": args.type, "client_address": str(args.client),
                           **describe(decision), "answer": _answer(decision, want)}, indent=2))
     else:
-        print(_explain_text(args, decision, want))
+        print(_explain_text(f"{args.name} {args.type}", args.client, decision))
+        answer = " ".join(_answer(decision, want)) or "(none: NODATA)"
+        print(f"\nanswer: {answer}  ttl {decision.ttl}"
+              + ("  (degraded: all targets down)" if decision.degraded else ""))
+    return 0
+
+
+def _not_probed(_target: str) -> Status:
+    return Status.UNKNOWN
+
+
+def _explain_path(args: argparse.Namespace, config: Config, client: Location) -> int:
+    """The HTTP redirect for a path, decided exactly as the redirector decides it."""
+    try:
+        route = Routes(config).match(clean(args.name), args.host)
+    except PathError as e:
+        print(f"{args.name}: {e} (the redirector answers 400)", file=sys.stderr)
+        return 1
+    if route is None:
+        print(f"{args.name}: no service's http_prefix covers this path (404)", file=sys.stderr)
+        return 1
+    decision = rank(route.service, client, _not_probed, Want.URL)
+    if args.json:
+        data = describe_redirect(args.name, route, decision)
+        print(json.dumps({"client_address": str(args.client), **data}, indent=2))
+        return 0
+    found = redirect_for(route, decision)
+    print(_explain_text(f"GET {args.name}", args.client, decision))
+    print()
+    print(f"302 Location: {found.location}" if found else "503: no mirror can serve this now")
+    for link in found.links if found else ():
+        print(f"    Link: {link}")
     return 0
 
 
@@ -162,11 +225,11 @@ def _answer(decision: Decision, want: Want) -> list[str]:
     return [str(a) for t in decision.chosen() for a in t.addresses_of(version)]
 
 
-def _explain_text(args: argparse.Namespace, decision: Decision, want: Want) -> str:
+def _explain_text(what: str, address: object, decision: Decision) -> str:
     c = decision.client
     where = ", ".join(x for x in (c.city, c.country, c.continent) if x) or "unknown place"
     point = f"{c.point.lat:.2f}, {c.point.lon:.2f}" if c.point else "no coordinates"
-    lines = [f"{args.name} {args.type} for client {args.client}",
+    lines = [f"{what} for client {address}",
              f"  client:  {c.network}  {where}  ({point})"]
     if c.point is None and decision.origin is not None:
         lines.append("  GeoIP has no coordinates: measured from the service's default_location")
@@ -187,9 +250,6 @@ def _explain_text(args: argparse.Namespace, decision: Decision, want: Want) -> s
     for r in rows:
         lines.append("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False))
                      + "  " + r[-1])
-    answer = _answer(decision, want)
-    lines += ["", f"answer: {' '.join(answer) or '(none: NODATA)'}  ttl {decision.ttl}"
-              + ("  (degraded: all targets down)" if decision.degraded else "")]
     return "\n".join(lines)
 
 

@@ -19,7 +19,17 @@ from typing import Any
 from router import values as v
 from router.earth import Point
 from router.errors import RouterError
-from router.values import RECORD_TYPES, Address, Caa, Mx, RData, Srv, Txt, parse_duration
+from router.values import (
+    RECORD_TYPES,
+    Address,
+    Caa,
+    IPNetwork,
+    Mx,
+    RData,
+    Srv,
+    Txt,
+    parse_duration,
+)
 
 DEFAULT_ZONE_TTL = 300
 DEFAULT_NEGATIVE_TTL = 60
@@ -80,6 +90,9 @@ class Service:
     on_all_down: OnAllDown = OnAllDown.ALL
     fallback: tuple[str, ...] = ()
     health: HealthCheck = HealthCheck()
+    http_prefix: str | None = None  # "/dl/": GET /dl/<path> redirects to <target url><path>
+    link_alternates: int = 4  # RFC 6249 Link: rel=duplicate headers on a redirect
+    pass_query: bool = False  # pass the query string on to the mirror
     source: str = ""
 
     def target(self, target_id: str) -> Target | None:
@@ -171,14 +184,19 @@ def load(path: str | Path) -> Config:
     return Config(tuple(zones))
 
 
-def _load_file(path: Path, problems: list[Problem]) -> Zone | None:
+def _read_toml(path: Path, problems: list[Problem]) -> dict[str, Any] | None:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:
         problems.append(Problem(str(path), "", f"cannot read: {e}"))
-        return None
     except tomllib.TOMLDecodeError as e:
         problems.append(Problem(str(path), "", f"not valid TOML: {e}"))
+    return None
+
+
+def _load_file(path: Path, problems: list[Problem]) -> Zone | None:
+    data = _read_toml(path, problems)
+    if data is None:
         return None
     before = len(problems)
     doc = _Table(data, "", str(path), problems)
@@ -200,6 +218,38 @@ def _check_across_files(zones: list[Zone], problems: list[Problem]) -> None:
                 problems.append(Problem(z.source, f"services.{s.name}",
                                         f"service name is also used in {seen_service[s.name]}"))
             seen_service.setdefault(s.name, z.source)
+
+
+# ---------------------------------------------------------------- the server file
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Settings of the server itself (``serve --config FILE``, table ``[server]``)."""
+
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    access_log: bool = False
+
+
+def load_server(path: str | Path) -> ServerConfig:
+    """Read a server settings file; raise ``ConfigError`` naming file, key and reason."""
+    problems: list[Problem] = []
+    data = _read_toml(Path(path), problems)
+    if data is None:
+        raise ConfigError(problems)
+    doc = _Table(data, "", str(path), problems)
+    server = doc.table("server", required=True)
+    settings = ServerConfig()
+    if server is not None:
+        settings = ServerConfig(
+            trusted_proxies=server.get("trusted_proxies", v.list_of(v.network), ()),
+            access_log=server.get("access_log", v.boolean, False),
+        )
+        server.finish()
+    doc.finish()
+    if problems:
+        raise ConfigError(problems)
+    return settings
 
 
 # ---------------------------------------------------------------- the reader
@@ -387,6 +437,9 @@ def _build_service(name: str, s: _Table, origin: str, source: str) -> Service | 
                           OnAllDown.FALLBACK if fallback else OnAllDown.ALL),
         fallback=fallback or (),
         health=health or HealthCheck(),
+        http_prefix=s.get("http_prefix", v.http_prefix, None),
+        link_alternates=s.get("link_alternates", v.integer(0, 16), 4),
+        pass_query=s.get("pass_query", v.boolean, False),
         source=source,
     )
     _check_service(service, s)
@@ -457,6 +510,8 @@ def _check_service(service: Service, s: _Table) -> None:
         s.report(s.key("on_all_down"), '"fallback" needs at least one target id in fallback')
     if service.dns_names and service.targets and not any(t.addresses for t in service.targets):
         s.report(s.key("dns_names"), "no target has addresses, so DNS could never answer")
+    if service.http_prefix and service.targets and not any(t.url for t in service.targets):
+        s.report(s.key("http_prefix"), "no target has a url, so HTTP could never redirect")
     for t in service.targets:
         both = t.only_countries & t.exclude_countries
         if both:
@@ -474,6 +529,13 @@ def _check_zone(zone: Zone, doc: _Table) -> None:
                                  sum(r.name == name for r in zone.records) > 1):
             where = "at the zone apex" if name == zone.origin else "beside other data"
             doc.report(f"zone.records[{name}]", f"a CNAME cannot stand {where}")
+    prefixes: dict[str, str] = {}
+    for s in zone.services:
+        if s.http_prefix in prefixes:
+            doc.report(f"services.{s.name}.http_prefix",
+                       f"{s.http_prefix} is already served by services.{prefixes[s.http_prefix]}")
+        if s.http_prefix:
+            prefixes[s.http_prefix] = s.name
     steered: dict[str, str] = {}
     for s in zone.services:
         for name in s.dns_names:
@@ -494,6 +556,6 @@ def _check_zone(zone: Zone, doc: _Table) -> None:
 
 __all__ = [
     "RECORD_TYPES", "Address", "Caa", "Config", "ConfigError", "HealthCheck", "Mx", "OnAllDown",
-    "Problem", "RData", "Record", "Service", "Srv", "Target", "Txt", "Zone", "join_url", "load",
-    "parse_duration",
+    "Problem", "RData", "Record", "ServerConfig", "Service", "Srv", "Target", "Txt", "Zone",
+    "join_url", "load", "load_server", "parse_duration",
 ]

@@ -1,24 +1,32 @@
 """The live state every face reads: the current config, GeoIP, health, readiness.
 
 One object, passed explicitly to the DNS and HTTP adapters (never a global). A reload
-replaces ``config`` whole; requests read each attribute once.
+calls ``install()``, which replaces the config and what is derived from it whole;
+requests read each attribute once.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 from router.config import Config
 from router.geo import Locator
 from router.health import Board
+from router.paths import Routes
 
 
-@dataclass(slots=True)
 class Runtime:
-    config: Config
-    locator: Locator
-    board: Board
-    probing: bool = True
-    ready: bool = False
-    started: float = field(default_factory=time.time)
+    def __init__(self, config: Config, locator: Locator, board: Board,
+                 probing: bool = True) -> None:
+        self.locator = locator
+        self.board = board
+        self.probing = probing
+        self.ready = False
+        self.started = time.time()
+        self.config = config
+        self.routes = Routes(config)
+
+    def install(self, config: Config) -> None:
+        """Switch to a new config (on reload)."""
+        self.routes = Routes(config)
+        self.config = config

@@ -26,7 +26,8 @@ from router.dns.server import Address, Dispatch, DnsListener, bind
 from router.dns.zonedata import ZoneTable
 from router.geo import GeoError, Locator
 from router.health import Board, Status
-from router.http.app import create_app
+from router.http.app import HttpSettings, create_app
+from router.http.client import IPNetwork
 from router.probe import Prober, log_change
 from router.runtime import Runtime
 
@@ -47,6 +48,8 @@ class Settings:
     tcp_max: int = 512
     rcvbuf: int | None = None
     drain_timeout: float = 5.0
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    access_log: bool = False
 
 
 class Server:
@@ -115,7 +118,7 @@ class Server:
             log.error("reload_failed", problems=[str(p) for p in e.problems],
                       keeping="the previous config")
             return False
-        self.runtime.config = config
+        self.runtime.install(config)
         self.dispatch.authority = authority
         if self.prober is not None:
             self.prober.reconfigure(config)
@@ -145,7 +148,9 @@ class Server:
     async def _start_http(self, runtime: Runtime) -> list[Address]:
         if not self.settings.http:
             return []
-        self.http = web.AppRunner(create_app(runtime), access_log=None,
+        app = create_app(runtime, HttpSettings(self.settings.trusted_proxies,
+                                               self.settings.access_log))
+        self.http = web.AppRunner(app, access_log=None,
                                   shutdown_timeout=self.settings.drain_timeout)
         await self.http.setup()
         bound = []

@@ -25,6 +25,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import Enum
+from typing import Any
 
 from router.config import OnAllDown, Service, Target
 from router.earth import Point, distance_km
@@ -207,7 +208,7 @@ def _ttl(service: Service, degraded: bool) -> int:
     return service.ttl
 
 
-def describe(decision: Decision) -> dict[str, object]:
+def describe(decision: Decision) -> dict[str, Any]:
     """The decision as plain data, for ``explain --json`` and the HTTP mirror list."""
     client = decision.client
     chosen = {t.id for t in decision.chosen()}
@@ -232,7 +233,7 @@ def describe(decision: Decision) -> dict[str, object]:
     }
 
 
-def _row(c: Candidate, position: int | None, chosen: bool) -> dict[str, object]:
+def _row(c: Candidate, position: int | None, chosen: bool) -> dict[str, Any]:
     t = c.target
     return {
         "rank": position,

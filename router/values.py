@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 class Mx(NamedTuple):
     preference: int
@@ -336,6 +337,24 @@ def url_path(v: Any) -> str:
     if not p.startswith("/") or any(c in p for c in " \t\r\n#"):
         raise Invalid(f"{p!r} must be a URL path that starts with '/'")
     return p
+
+
+def http_prefix(v: Any) -> str:
+    """A URL path prefix: starts and ends with ``/`` (``"/dl"`` becomes ``"/dl/"``)."""
+    prefix = url_path(v)
+    if "//" in prefix or "?" in prefix or "%" in prefix or "\\" in prefix:
+        raise Invalid(f"{prefix!r} must be a plain path such as \"/\" or \"/dl/\"")
+    if any(seg in (".", "..") for seg in prefix.split("/")):
+        raise Invalid(f"{prefix!r} must not contain . or .. segments")
+    return prefix if prefix.endswith("/") else prefix + "/"
+
+
+def network(v: Any) -> IPNetwork:
+    """A CIDR network (``"10.0.0.0/8"``) or a single address (``"127.0.0.1"``)."""
+    try:
+        return ipaddress.ip_network(string(v), strict=False)
+    except ValueError:
+        raise Invalid(f"{v!r} is not an IP network such as \"127.0.0.0/8\"") from None
 
 
 def target_id(v: Any) -> str:

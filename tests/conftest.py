@@ -27,7 +27,7 @@ def five_cities(tmp_path_factory: pytest.TempPathFactory,
     """The router serving the five-city zone, probing the loopback mirrors."""
     zones = tmp_path_factory.mktemp("zones")
     (zones / "test.example.com.toml").write_text(five_city_zone(city_mirrors))
-    router = RouterProcess(zones)
+    router = RouterProcess(zones, "--trusted-proxy", "127.0.0.1/32")
     yield router
     assert router.stop() == 0
 

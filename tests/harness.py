@@ -93,7 +93,7 @@ class RouterProcess:
 
 
 class Mirror:
-    """One loopback HTTP mirror. ``/health`` answers ``health_status``; files from ``files``.
+    """One loopback HTTP mirror. ``.../health`` answers ``health_status``; files from ``files``.
 
     It can be made slow (``delay``), unhealthy (``health_status = 503``), or stopped and
     started again on the same port (connection refused in between).
@@ -117,7 +117,7 @@ class Mirror:
         self.hits.append(request.path)
         if self.delay:
             await asyncio.sleep(self.delay)
-        if request.path == "/health":
+        if request.path.endswith("/health"):
             return web.Response(status=self.health_status, text=f"{self.name}\n")
         body = self.files.get(request.path)
         if body is None:
@@ -192,7 +192,7 @@ def five_city_zone(mirrors: dict[str, Mirror], *, interval: str = "500ms",
         targets.append(f'''
 [[services.downloads.targets]]
 id = "{tid}"   # {city}
-url = "https://{tid}.mirror.example.net/dl/"
+url = "{mirrors[tid].base}/dl/"
 health_url = "{mirrors[tid].base}/health"
 location = {{ lat = {lat}, lon = {lon} }}
 country = "{country}"
@@ -254,6 +254,7 @@ data = "198.51.100.99"
 {extra_records}
 [services.downloads]
 dns_names = ["@", "www"]
+http_prefix = "/"
 ttl = 30
 default_location = {{ lat = 39.04, lon = -77.49 }}
 health = {{ {health} }}

@@ -1,12 +1,37 @@
-"""The HTTP face (aiohttp): liveness and readiness for now; redirects build on this app."""
+"""The HTTP face (aiohttp): one app factory, short handlers, errors mapped in middleware.
+
+Routes: ``/healthz`` (liveness), ``/readyz`` (readiness), and every other GET/HEAD path
+goes to the redirector (``router.http.redirect``). Other methods get 405 with ``Allow``.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
 from aiohttp import web
 
+from router.http import redirect
+from router.http.client import IPNetwork
+from router.paths import PathError
 from router.runtime import Runtime
 
-RUNTIME = web.AppKey("runtime", Runtime)
+log = structlog.get_logger("router.http")
+access = structlog.get_logger("router.http.access")
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    access_log: bool = False
+
+
+RUNTIME = redirect.RUNTIME
+SETTINGS = redirect.SETTINGS
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -16,15 +41,43 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """Readiness: zones loaded and the first probe round done."""
-    runtime = request.app[RUNTIME]
-    if not runtime.ready:
+    if not request.app[RUNTIME].ready:
         return web.Response(status=503, text="starting: first probe round not done\n")
     return web.Response(text="ready\n")
 
 
-def create_app(runtime: Runtime) -> web.Application:
-    app = web.Application()
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The one place where our errors become HTTP statuses."""
+    try:
+        return await handler(request)
+    except PathError as e:
+        return web.Response(status=400, text=f"400 Bad Request: {e}\n")
+    except redirect.NotRouted:
+        return web.Response(status=404, text="404 Not Found: no service serves this path\n")
+    except redirect.Unavailable as e:
+        return web.Response(status=503, text=f"503 Service Unavailable: {e}\n",
+                            headers={"Retry-After": str(e.retry_after)})
+
+
+@web.middleware
+async def access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    response = await handler(request)
+    access.info("request", client=request.get("client"), method=request.method,
+                path=request.raw_path, status=response.status, target=request.get("target"),
+                ms=round((time.perf_counter() - started) * 1000, 3))
+    return response
+
+
+def create_app(runtime: Runtime, settings: HttpSettings | None = None) -> web.Application:
+    settings = settings or HttpSettings()
+    middlewares = [access_log, errors] if settings.access_log else [errors]
+    app = web.Application(middlewares=middlewares)
     app[RUNTIME] = runtime
+    app[SETTINGS] = settings.trusted_proxies
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    # [\s\S]: the decoded path may hold newlines (from %0a); those must reach the checks.
+    app.router.add_get(r"/{path:[\s\S]*}", redirect.handle)
     return app

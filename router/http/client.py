@@ -1,0 +1,55 @@
+"""Who is the client? The socket peer, unless that peer is a trusted proxy.
+
+For a trusted peer, the RFC 7239 ``Forwarded`` header (or, without it, ``X-Forwarded-For``)
+is walked from the right, skipping trusted proxies; the first hop that is not one is the
+client. A client that is not behind a trusted proxy cannot move itself anywhere by
+sending these headers: they are not even read.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_ip(text: str) -> IPAddress | None:
+    """``1.2.3.4``, ``1.2.3.4:80``, ``[2001:db8::1]:443`` or ``2001:db8::1`` → address."""
+    text = text.strip().strip('"')
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        addr = ipaddress.ip_address(text.partition("%")[0])
+    except ValueError:
+        return None  # "unknown", "_hidden" (RFC 7239 obfuscated identifiers), garbage
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+def is_trusted(addr: IPAddress, trusted: Sequence[IPNetwork]) -> bool:
+    return any(addr.version == net.version and addr in net for net in trusted)
+
+
+def client_address(peer: str | None, trusted: Sequence[IPNetwork],
+                   forwarded: Iterable[Mapping[str, str]], x_forwarded_for: Iterable[str]
+                   ) -> IPAddress | None:
+    """The client's address (None only when even the peer is unknown)."""
+    current = parse_ip(peer) if peer else None
+    if current is None or not trusted or not is_trusted(current, trusted):
+        return current
+    hops = [h["for"] for h in forwarded if "for" in h]
+    if not hops:
+        hops = [part for header in x_forwarded_for for part in header.split(",")]
+    for hop in reversed(hops):
+        addr = parse_ip(hop)
+        if addr is None:
+            return current  # the proxy we trust could not name the client: stop there
+        current = addr
+        if not is_trusted(addr, trusted):
+            return addr
+    return current

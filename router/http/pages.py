@@ -1,0 +1,55 @@
+"""HTML pages, self-contained (no external assets): the mirror list."""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+STYLE = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; } th, td { padding: .3em .7em; text-align: left; }
+th { border-bottom: 2px solid #888; } tr:nth-child(even) { background: #f4f4f4; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.up { color: #17752d; } .down { color: #b00020; } .unknown { color: #8a6d00; }
+.excluded { color: #888; } code { background: #eee; padding: 0 .3em; }
+"""
+
+
+def _page(title: str, body: str) -> str:
+    return (f"<!doctype html><html lang=en><head><meta charset=utf-8>"
+            f"<meta name=viewport content='width=device-width,initial-scale=1'>"
+            f"<title>{escape(title)}</title><style>{STYLE}</style></head>"
+            f"<body>{body}</body></html>")
+
+
+def _km(value: float | None) -> str:
+    return "&ndash;" if value is None else f"{value:,.0f}"
+
+
+def mirrorlist(data: dict[str, Any]) -> str:
+    """The ranked candidates for one client and one path."""
+    c = data["client"]
+    where = ", ".join(escape(str(x)) for x in (c["city"], c["country"], c["continent"]) if x)
+    rows = []
+    for row in data["candidates"]:
+        link = (f"<a href='{escape(row['file_url'])}'>{escape(row['file_url'])}</a>"
+                if row["file_url"] else "&ndash;")
+        cls = "excluded" if row["excluded"] else ""
+        rank = f"{row['rank'] or '&ndash;'}{'*' if row['chosen'] else ''}"
+        rows.append(
+            f"<tr class='{cls}'><td class=num>{rank}</td>"
+            f"<td>{escape(row['id'])}</td><td>{link}</td>"
+            f"<td>{escape(row['country'] or '-')}</td>"
+            f"<td class=num>{_km(row['distance_km'])}</td>"
+            f"<td class='{escape(row['state'])}'>{escape(row['state'])}</td>"
+            f"<td class=num>{_km(row['cost'])}</td><td>{escape(row['reason'])}</td></tr>")
+    location = data["location"]
+    head = (f"<h1>Mirrors for <code>{escape(data['path'])}</code></h1>"
+            f"<p>Client {escape(str(data.get('client_address') or '?'))} in network "
+            f"<code>{escape(c['network'])}</code>{': ' + where if where else ''}. "
+            f"Service <code>{escape(data['service'])}</code>"
+            f"{' &mdash; <b>degraded: every mirror is down</b>' if data['degraded'] else ''}.</p>"
+            f"<p>Redirect: {escape(location) if location else 'none (503)'}</p>")
+    table = ("<table><tr><th>rank</th><th>mirror</th><th>url</th><th>country</th><th>km</th>"
+             "<th>state</th><th>cost</th><th>reason</th></tr>" + "".join(rows) + "</table>")
+    return _page(f"Mirrors for {data['path']}", head + table)
