@@ -11,6 +11,7 @@ from pathlib import Path
 
 from router import __version__, log
 from router.config import Config, ConfigError, ServerConfig, load, load_server
+from router.dns.cache import DEFAULT_SIZE
 from router.geo import GeoError, Location, Locator
 from router.health import Status
 from router.paths import PathError, Routes, clean, describe_redirect, redirect_for
@@ -46,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="close DNS TCP connections idle this long (default 10)")
     serve.add_argument("--tcp-max", type=int, default=512, metavar="N",
                        help="most DNS TCP connections open at once (default 512)")
+    serve.add_argument("--dns-cache", type=int, default=DEFAULT_SIZE, metavar="ENTRIES",
+                       help="encoded DNS answers kept for reuse, least recently used "
+                            f"dropped first (default {DEFAULT_SIZE}; 0: no cache)")
     serve.add_argument("--rcvbuf", type=int, metavar="BYTES",
                        help="UDP socket receive buffer (default: the kernel's)")
     serve.add_argument("--trusted-proxy", action="append", type=_network, default=[],
@@ -146,6 +150,7 @@ def _serve(args: argparse.Namespace) -> int:
         tcp_idle=args.tcp_idle,
         tcp_max=args.tcp_max,
         rcvbuf=args.rcvbuf,
+        dns_cache=max(0, args.dns_cache),
         trusted_proxies=(*server.trusted_proxies, *args.trusted_proxy),
         access_log=args.access_log or server.access_log,
     )

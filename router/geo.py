@@ -7,6 +7,7 @@ answer and the key of every per-client cache, so lookups are cached per network.
 from __future__ import annotations
 
 import ipaddress
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,7 @@ class Locator:
     def _lookup(self, addr: IPAddress) -> Location:
         record, plen = self._reader.get_with_prefix_len(addr)
         network = ipaddress.ip_network((addr, plen), strict=False)
-        special = [n for n in SPECIAL if n.version == addr.version and n.overlaps(network)]
+        special = [n for n in SPECIAL if _overlaps(n, network)]
         holder = next((n for n in special if addr in n), None)
         if holder is not None:  # a special-purpose address: never located
             location = Location(network if network.prefixlen >= holder.prefixlen else holder)
@@ -131,6 +132,25 @@ class Locator:
             lengths.sort(reverse=True)
 
 
+def _overlaps(a: IPNetwork, b: IPNetwork) -> bool:
+    """``a.overlaps(b)`` on integers: the stdlib's would cache properties on ``b``, which
+    is kept in the cache (about a third more memory per network)."""
+    return a.version == b.version and _first(a) <= _last(b) and _first(b) <= _last(a)
+
+
+def _first(n: IPNetwork) -> int:
+    return int(n.network_address)
+
+
+def _last(n: IPNetwork) -> int:
+    return int(n.network_address) | ((1 << (n.max_prefixlen - n.prefixlen)) - 1)
+
+
+def _text(value: Any) -> str | None:
+    """Names repeat across networks: keep one copy of each."""
+    return sys.intern(value) if isinstance(value, str) else None
+
+
 def _location(network: IPNetwork, record: Any) -> Location:
     """Turn a GeoIP2/GeoLite2 City (or Country) record into a ``Location``."""
     if not isinstance(record, dict):
@@ -142,7 +162,7 @@ def _location(network: IPNetwork, record: Any) -> Location:
     return Location(
         network=network,
         point=Point(float(lat), float(lon)) if lat is not None and lon is not None else None,
-        country=country,
-        continent=(record.get("continent") or {}).get("code"),
-        city=names.get("en"),
+        country=_text(country),
+        continent=_text((record.get("continent") or {}).get("code")),
+        city=_text(names.get("en")),
     )

@@ -22,6 +22,7 @@ from aiohttp import web
 from router import __version__
 from router.config import Config, ConfigError, load
 from router.dns.authority import DEFAULT_PAYLOAD, Authority
+from router.dns.cache import DEFAULT_SIZE
 from router.dns.server import Address, Dispatch, DnsListener, bind
 from router.dns.zonedata import ZoneTable
 from router.geo import GeoError, Locator
@@ -47,6 +48,7 @@ class Settings:
     tcp_idle: float = 10.0
     tcp_max: int = 512
     rcvbuf: int | None = None
+    dns_cache: int = DEFAULT_SIZE  # encoded answers kept (0: none)
     drain_timeout: float = 5.0
     trusted_proxies: tuple[IPNetwork, ...] = ()
     access_log: bool = False
@@ -131,6 +133,8 @@ class Server:
     async def shutdown(self) -> None:
         for listener in self.dns:
             await listener.stop()
+        if self.dispatch is not None and self.dispatch.authority.cache is not None:
+            log.info("dns_cache", **self.dispatch.authority.cache.stats())
         if self.http is not None:
             await self.http.cleanup()
         if self.prober is not None:
@@ -143,7 +147,7 @@ class Server:
         assert self.runtime is not None
         board = self.runtime.board
         return Authority(ZoneTable(config), self.runtime.locator, lambda: board.snapshot,
-                         self.settings.edns_payload)
+                         self.settings.edns_payload, self.settings.dns_cache)
 
     async def _start_http(self, runtime: Runtime) -> list[Address]:
         if not self.settings.http:

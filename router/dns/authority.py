@@ -1,9 +1,13 @@
 """The authoritative answer to one query: zone lookup, steering, negative answers.
 
 ``Authority.handle()`` is the whole DNS path without the socket: bytes in, bytes (or
-nothing) out. Errors are translated here, in one place: a malformed query gets FORMERR
-or silence (``wire.QueryError``), and any bug while answering gets SERVFAIL instead of
-reaching the event loop.
+nothing) out. It asks the answer cache first (``cache.AnswerCache``: encoded answers,
+patched per query); a miss takes the strict path, which parses the query
+(``wire.parse``), decides, encodes with dnslib and fills the cache. Answers are built
+for the case-folded name, then the name is spelled back as the query spelled it, so the
+strict path and a cache hit give the same bytes. Errors are translated here, in one
+place: a malformed query gets FORMERR or silence (``wire.QueryError``), and any bug
+while answering gets SERVFAIL instead of reaching the event loop.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from dnslib import AAAA, RR, A, DNSLabel
 
 from router.config import Service
 from router.dns import wire
-from router.dns.wire import CLASS_ANY, CLASS_IN, Query, QueryError, Rcode, Reply, Type
+from router.dns.cache import DEFAULT_SIZE, AnswerCache
+from router.dns.fastpath import recase
+from router.dns.wire import CLASS_ANY, CLASS_IN, ClientSubnet, Query, QueryError, Rcode, Reply, Type
 from router.dns.zonedata import Name, Node, ZoneData, ZoneTable, to_name
 from router.geo import IPAddress, Location, Locator
 from router.health import Snapshot
@@ -28,29 +34,54 @@ DEFAULT_PAYLOAD = 1232  # the EDNS buffer size we advertise and cap UDP replies 
 
 
 class Authority:
-    """Answers for every zone in ``table``; ``health`` returns the current snapshot."""
+    """Answers for every zone in ``table``; ``health`` returns the current snapshot.
+
+    ``cache_size`` answers are kept encoded (0: no cache, every query takes the strict
+    path). The cache lives and dies with this object, so a reload starts it empty.
+    """
 
     def __init__(self, table: ZoneTable, locator: Locator, health: Callable[[], Snapshot],
-                 payload: int = DEFAULT_PAYLOAD) -> None:
+                 payload: int = DEFAULT_PAYLOAD, cache_size: int = DEFAULT_SIZE) -> None:
         self.table = table
         self.locator = locator
         self.health = health
         self.payload = payload
+        self.cache = AnswerCache(self.locate, lambda: health().generation, payload,
+                                 cache_size) if cache_size > 0 else None
 
     def handle(self, data: bytes, peer: IPAddress, tcp: bool = False) -> bytes | None:
         """One packet in, one reply out (None: send nothing). Never raises."""
+        if self.cache is not None:
+            try:
+                hit = self.cache.answer(data, peer, tcp)
+            except Exception:  # a bug in the fast path: the strict path still answers
+                log.exception("dns_cache_failed")
+                hit = None
+            if hit is not None:
+                return hit
         try:
             query = wire.parse(data)
         except QueryError as e:
             if e.rcode is None or not e.header:
                 return None
             return wire.error_reply(e.header, e.rcode)
-        limit = 65535 if tcp else wire.udp_limit(query, self.payload)
         try:
-            return wire.render(query, self.respond(query, peer), limit, self.payload)
+            return self._answer(data, query, peer, tcp)
         except Exception:
             log.exception("dns_answer_failed", qname=_text(query.labels), qtype=query.qtype)
             return wire.error_reply(data[:4], Rcode.SERVFAIL)
+
+    def _answer(self, data: bytes, query: Query, peer: IPAddress, tcp: bool) -> bytes:
+        """The strict path: decide, encode, keep it in the cache, spell the name back."""
+        folded = query.folded()
+        reply = self.respond(folded, peer)
+        out = wire.encode(folded, reply, self.payload)
+        limit = wire.reply_limit(query.edns.payload if query.edns else None, self.payload, tcp)
+        if len(out) > limit:
+            out = wire.shrink(folded, reply, limit, self.payload)
+        elif self.cache is not None:
+            self.cache.store(data, peer, out, reply.steered)
+        return out if folded.labels == query.labels else recase(out, data, query.name_end)
 
     def respond(self, q: Query, peer: IPAddress) -> Reply:
         if q.edns is not None and q.edns.version > 0:
@@ -113,17 +144,18 @@ class Authority:
 
     def _steer(self, service: Service, q: Query, owner: tuple[bytes, ...], peer: IPAddress,
                reply: Reply, want: Want) -> list[RR]:
-        client, scope = self._locate(q, peer)
+        client, scope = self.locate(q.edns.subnet if q.edns is not None else None, peer)
         decision = rank(service, client, self.health().view(service.name), want)
         reply.scope = scope
+        reply.steered = True
         version, rtype, rdata = (6, Type.AAAA, AAAA) if want is Want.IPV6 else (4, Type.A, A)
         label = DNSLabel(owner)
         return [RR(label, rtype, ttl=decision.ttl, rdata=rdata(str(address)))
                 for target in decision.chosen() for address in target.addresses_of(version)]
 
-    def _locate(self, q: Query, peer: IPAddress) -> tuple[Location, int]:
-        """By the Client Subnet when the query has one (RFC 7871), else by the sender."""
-        subnet = q.edns.subnet if q.edns is not None else None
+    def locate(self, subnet: ClientSubnet | None, peer: IPAddress) -> tuple[Location, int]:
+        """Where the client is, and the ECS scope that says so: by the Client Subnet when
+        the query has one (RFC 7871), else by the sender (scope 0)."""
         if subnet is not None and subnet.source > 0:
             client = self.locator.locate(subnet.address, subnet.source)
             return client, client.network.prefixlen

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
 from dnslib import EDNS0, RR, DNSHeader, DNSLabel, DNSQuestion, DNSRecord, EDNSOption
@@ -111,6 +111,15 @@ class Query:
     def opcode(self) -> int:
         return (self.flags >> 11) & 0xF
 
+    @property
+    def name_end(self) -> int:
+        """The offset just past the query name in the packet (the question starts at 12)."""
+        return _HEADER.size + sum(len(label) + 1 for label in self.labels) + 1
+
+    def folded(self) -> Query:
+        """The same query with its name in lower case: answers are built for this one."""
+        return replace(self, labels=self.name)
+
 
 def parse(data: bytes) -> Query:
     """Parse a query; raise ``QueryError`` for anything that is not a well-formed one."""
@@ -209,12 +218,12 @@ def _read_options(rdata: bytes) -> ClientSubnet | None:
         if code == ECS_CODE:
             if subnet is not None:
                 raise ValueError("more than one Client Subnet option")
-            subnet = _read_subnet(value)
+            subnet = read_subnet(value)
     return subnet
 
 
-def _read_subnet(value: bytes) -> ClientSubnet:
-    """RFC 7871 section 6, checked strictly (section 7.2.1: FORMERR when wrong)."""
+def read_subnet(value: bytes) -> ClientSubnet:
+    """An ECS option's value, checked strictly (RFC 7871 6; 7.2.1: FORMERR when wrong)."""
     if len(value) < 4:
         raise ValueError("Client Subnet option shorter than 4 octets")
     family, source, _scope = struct.unpack_from("!HBB", value)
@@ -247,21 +256,28 @@ class Reply:
     authority: list[RR] = field(default_factory=list)
     additional: list[RR] = field(default_factory=list)
     scope: int = 0  # ECS SCOPE PREFIX-LENGTH to echo (0: the answer fits every client)
+    steered: bool = False  # the answer depends on where the client is
 
 
-def udp_limit(query: Query, server_payload: int) -> int:
-    """How large a UDP reply may be: the client's EDNS buffer, capped by ours, at least 512."""
-    if query.edns is None:
+def reply_limit(payload: int | None, server_payload: int, tcp: bool) -> int:
+    """How large a reply may be: over UDP the client's EDNS buffer (``payload``; None
+    without EDNS), capped by ours, at least 512; over TCP anything."""
+    if tcp:
+        return 65535
+    if payload is None:
         return 512
-    return max(512, min(query.edns.payload, server_payload))
+    return max(512, min(payload, server_payload))
 
 
-def render(query: Query, reply: Reply, limit: int, server_payload: int) -> bytes:
-    """Encode ``reply``; if it exceeds ``limit``, drop what it can and set TC=1."""
+def encode(query: Query, reply: Reply, server_payload: int) -> bytes:
+    """The whole reply, however large."""
     opt = _opt(query, reply, server_payload)
-    data = _pack(query, reply, reply.answer, reply.authority, reply.additional, opt, tc=False)
-    if len(data) <= limit:
-        return data
+    return _pack(query, reply, reply.answer, reply.authority, reply.additional, opt, tc=False)
+
+
+def shrink(query: Query, reply: Reply, limit: int, server_payload: int) -> bytes:
+    """A reply that did not fit in ``limit``: without additional data, else empty with TC=1."""
+    opt = _opt(query, reply, server_payload)
     data = _pack(query, reply, reply.answer, reply.authority, [], opt, tc=False)
     if len(data) <= limit:
         return data  # additional data is optional (RFC 2181 9): no TC needed

@@ -1,0 +1,178 @@
+"""Fully encoded answers, ready to send: the DNS fast path.
+
+An answer is stored once the strict path (``wire.parse``, ``Authority.respond``, dnslib)
+has built it, under the key of everything it depends on:
+
+- the question, its name case-folded, with TYPE and CLASS, and the query's RD and CD
+  bits and EDNS shape (OPT present, version, DO, ECS present): ``fastpath.Base``;
+- for a steered answer (one that ``rank()`` decided), also the client's GeoIP network
+  (``Location.network``: by the ECS subnet, else by the sender), and the health
+  generation it was decided in. Other answers are not keyed by client at all.
+
+On a hit only the ID, the spelling of the name and the ECS option (the query's own,
+with the stored scope) are patched in. The zone config is fixed for the life of an
+``Authority``, and a reload builds a new one, so a new config starts with an empty cache.
+A steered entry from an older health generation is stale and never served. Answers that
+had to be truncated are not stored; a stored answer that does not fit the client's
+buffer is left to the strict path, which truncates it.
+
+Memory is bounded: at most ``size`` answers (least recently used go first), and at most
+``size`` remembered client addresses and ECS subnets (forgotten all at once when full).
+The steered questions are bounded by the zones (names x types x shapes).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from router.dns import wire
+from router.dns.fastpath import Base, Peek, echo, peek, recase
+from router.dns.wire import ClientSubnet
+from router.geo import IPAddress, Location
+
+DEFAULT_SIZE = 100_000
+
+Key = Base | tuple[Base, int]  # an answer for everyone, or for one client network
+BY_PEER = -1  # the network of a client that the sender's address decides
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """What a query's ECS option (or its absence) makes of a steered answer."""
+
+    network: int  # the key of the client's GeoIP network (BY_PEER: look up the sender)
+    echo: bytes  # the OPT RDATA: the query's option with the network's scope
+
+
+_NO_ECS = Client(BY_PEER, b"")
+
+# Where a client is, and the ECS scope that says so: ``Authority.locate``, the very
+# function the strict path steers with, so both agree on the network.
+Locate = Callable[[ClientSubnet | None, IPAddress], tuple[Location, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    body: bytes  # the reply without its ID and, when the query had ECS, without the echo
+    generation: int  # the health generation of a steered answer (-1: any)
+
+
+def network_key(location: Location) -> int:
+    """One int per GeoIP network (address, prefix length, family)."""
+    net = location.network
+    return ((int(net.network_address) << 8 | net.prefixlen) << 1) | (net.version == 6)
+
+
+class AnswerCache:
+    """Encoded answers for one ``Authority``. Counters are plain attributes, for metrics."""
+
+    def __init__(self, locate: Locate, generation: Callable[[], int], server_payload: int,
+                 size: int = DEFAULT_SIZE) -> None:
+        self.locate = locate
+        self.generation = generation
+        self.server_payload = server_payload
+        self.size = size
+        self.entries: OrderedDict[Key, Entry] = OrderedDict()
+        # Questions whose answers depend on the client, each mapped to the one copy of it
+        # that keys use (as are answer bodies: a few answers serve many networks).
+        self.steered: dict[Base, Base] = {}
+        self._bodies: dict[bytes, bytes] = {}
+        self._subnets: dict[bytes, Client] = {}  # checked ECS option values
+        self._peers: dict[IPAddress, int] = {}
+        self.hits = self.misses = self.stale = self.declined = self.evictions = 0
+
+    def answer(self, data: bytes, peer: IPAddress, tcp: bool) -> bytes | None:
+        """The reply to ``data`` from the cache, or None: take the strict path."""
+        p = peek(data)
+        value = b"" if p is None or p.ecs < 0 else data[p.ecs + 4:p.ecs_end]
+        client = None if p is None else self._client(value, peer)
+        if p is None or client is None:
+            self.declined += 1
+            return None
+        key, tail = self._key(p, self.steered.get(p.base), client, value, peer)
+        entry = self.entries.get(key)
+        if entry is None:
+            self.misses += 1
+            return None
+        if entry.generation >= 0 and entry.generation != self.generation():
+            self.stale += 1
+            return None
+        out = data[:2] + entry.body + tail
+        if not p.folded:
+            out = recase(out, data, p.name_end)
+        if len(out) > 512 and len(out) > wire.reply_limit(p.payload, self.server_payload, tcp):
+            self.misses += 1
+            return None  # the strict path truncates it
+        self.entries.move_to_end(key)
+        self.hits += 1
+        return out
+
+    def store(self, data: bytes, peer: IPAddress, reply: bytes, steered: bool) -> None:
+        """Keep ``reply``, the complete answer to ``data`` built for its case-folded name."""
+        p = peek(data)
+        value = b"" if p is None or p.ecs < 0 else data[p.ecs + 4:p.ecs_end]
+        client = None if p is None else self._client(value, peer)
+        if p is None or client is None:
+            return
+        base = self.steered.setdefault(p.base, p.base) if steered else None
+        key, tail = self._key(p, base, client, value, peer)
+        if not reply.endswith(tail):
+            return  # not the layout a hit rebuilds: never serve it
+        body = reply[2:len(reply) - len(tail)]
+        body = self._bodies.get(body) or _remember(self._bodies, body, body, self.size)
+        self.entries[key] = Entry(body, self.generation() if steered else -1)
+        self.entries.move_to_end(key)
+        while len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+            self.evictions += 1
+
+    def stats(self) -> dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses, "stale": self.stale,
+                "declined": self.declined, "evictions": self.evictions,
+                "size": len(self.entries)}
+
+    def _key(self, p: Peek, steered: Base | None, client: Client, value: bytes,
+             peer: IPAddress) -> tuple[Key, bytes]:
+        """The key of the answer, and the ECS echo that ends it (scope 0 if not steered)."""
+        if steered is None:
+            return p.base, echo(value, 0) if value else b""
+        network = client.network if client.network != BY_PEER else self._peer(peer)
+        return (steered, network), client.echo
+
+    def _client(self, value: bytes, peer: IPAddress) -> Client | None:
+        """Where the client of a query with the ECS option ``value`` is (None: malformed)."""
+        if not value:
+            return _NO_ECS
+        client = self._subnets.get(value)
+        if client is None:
+            try:
+                subnet = wire.read_subnet(value)
+            except ValueError:
+                return None
+            client = Client(BY_PEER, echo(value, 0))  # source prefix 0: the sender decides
+            if subnet.source > 0:
+                location, scope = self.locate(subnet, peer)
+                client = Client(network_key(location), echo(value, scope))
+            _remember(self._subnets, value, client, self.size)
+        return client
+
+    def _peer(self, peer: IPAddress) -> int:
+        key = self._peers.get(peer)
+        if key is None:
+            key = _remember(self._peers, peer, network_key(self.locate(None, peer)[0]), self.size)
+        return key
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _remember(memo: dict[K, V], key: K, value: V, size: int) -> V:
+    """``memo[key] = value``, forgetting everything first when ``memo`` is full."""
+    if len(memo) >= size:
+        memo.clear()
+    memo[key] = value
+    return value
