@@ -17,13 +17,16 @@ serve: $(BIN)/mirror-router
 	$(BIN)/mirror-router serve --zones zones --no-probe --trusted-proxy 127.0.0.1/32
 
 test: $(BIN)/mirror-router
-	$(BIN)/ruff check router tests bench/dns
+	$(BIN)/ruff check router tests bench bench/dns
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 lint: $(BIN)/mirror-router
-	$(BIN)/ruff check router tests bench/dns
+	$(BIN)/ruff check router tests bench bench/dns
 	$(BIN)/mypy
+
+bench-dns: $(BIN)/mirror-router
+	$(BIN)/python bench/dns
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

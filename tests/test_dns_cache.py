@@ -145,7 +145,11 @@ def _name(text: str, rnd: random.Random, kind: set[str]) -> bytes:
     if rnd.random() < 0.5:
         text = "".join(c.upper() if rnd.random() < 0.5 else c for c in text)
         kind.add("mixed case")
-    return b"".join(bytes([len(p)]) + p.encode() for p in text.split(".") if p) + b"\x00"
+    labels = [p.encode() for p in text.split(".") if p]
+    if rnd.random() < 0.05:  # a label of any octets: zero, dot, upper case, 8-bit
+        labels.insert(0, bytes(rnd.choice(b"\x00.A\xc1\xffz-") for _ in range(rnd.randrange(1, 9))))
+        kind.add("binary label")
+    return b"".join(bytes([len(p)]) + p for p in labels) + b"\x00"
 
 
 def _ecs(rnd: random.Random, kind: set[str]) -> bytes:
@@ -371,7 +375,8 @@ def test_cached_answers_are_the_strict_paths_answers(zones, locator):
     # The corpus is as varied as promised ...
     assert len(cases) >= 2000
     for kind in ("mixed case", "re-sent", "malformed", "steered name", "other name", "ecs",
-                 "ecs/0", "cookie", "edns", "badvers", "tcp", "truncated", "ECS twice"):
+                 "ecs/0", "cookie", "edns", "badvers", "tcp", "truncated", "ECS twice",
+                 "binary label"):
         assert seen[kind] >= 10, (kind, seen)
     for rcode in (0, 1, 3, 4, 5, "silence", "TC"):
         assert rcodes[rcode] >= 5, (rcode, rcodes)

@@ -46,7 +46,7 @@ class Authority:
         self.locator = locator
         self.health = health
         self.payload = payload
-        self.cache = AnswerCache(self.locate, lambda: health().generation, payload,
+        self.cache = AnswerCache(self.locate, health, payload,
                                  cache_size) if cache_size > 0 else None
 
     def handle(self, data: bytes, peer: IPAddress, tcp: bool = False) -> bytes | None:
@@ -80,7 +80,7 @@ class Authority:
         if len(out) > limit:
             out = wire.shrink(folded, reply, limit, self.payload)
         elif self.cache is not None:
-            self.cache.store(data, peer, out, reply.steered)
+            self.cache.store(data, query, peer, out, reply.steered)
         return out if folded.labels == query.labels else recase(out, data, query.name_end)
 
     def respond(self, q: Query, peer: IPAddress) -> Reply:

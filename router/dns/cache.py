@@ -30,8 +30,9 @@ from typing import TypeVar
 
 from router.dns import wire
 from router.dns.fastpath import Base, Peek, echo, peek, recase
-from router.dns.wire import ClientSubnet
+from router.dns.wire import ClientSubnet, Query
 from router.geo import IPAddress, Location
+from router.health import Snapshot
 
 DEFAULT_SIZE = 100_000
 
@@ -44,10 +45,11 @@ class Client:
     """What a query's ECS option (or its absence) makes of a steered answer."""
 
     network: int  # the key of the client's GeoIP network (BY_PEER: look up the sender)
-    echo: bytes  # the OPT RDATA: the query's option with the network's scope
+    echo: bytes  # the OPT RDATA of a steered answer: the query's option, the network's scope
+    echo_zero: bytes  # ... of any other answer: the option with scope 0
 
 
-_NO_ECS = Client(BY_PEER, b"")
+_NO_ECS = Client(BY_PEER, b"", b"")
 
 # Where a client is, and the ECS scope that says so: ``Authority.locate``, the very
 # function the strict path steers with, so both agree on the network.
@@ -69,10 +71,10 @@ def network_key(location: Location) -> int:
 class AnswerCache:
     """Encoded answers for one ``Authority``. Counters are plain attributes, for metrics."""
 
-    def __init__(self, locate: Locate, generation: Callable[[], int], server_payload: int,
+    def __init__(self, locate: Locate, health: Callable[[], Snapshot], server_payload: int,
                  size: int = DEFAULT_SIZE) -> None:
         self.locate = locate
-        self.generation = generation
+        self.health = health
         self.server_payload = server_payload
         self.size = size
         self.entries: OrderedDict[Key, Entry] = OrderedDict()
@@ -87,17 +89,16 @@ class AnswerCache:
     def answer(self, data: bytes, peer: IPAddress, tcp: bool) -> bytes | None:
         """The reply to ``data`` from the cache, or None: take the strict path."""
         p = peek(data)
-        value = b"" if p is None or p.ecs < 0 else data[p.ecs + 4:p.ecs_end]
-        client = None if p is None else self._client(value, peer)
+        client = None if p is None else self._client(data, p, peer)
         if p is None or client is None:
             self.declined += 1
             return None
-        key, tail = self._key(p, self.steered.get(p.base), client, value, peer)
+        key, tail = self._key(p, self.steered.get(p.base), client, peer)
         entry = self.entries.get(key)
         if entry is None:
             self.misses += 1
             return None
-        if entry.generation >= 0 and entry.generation != self.generation():
+        if entry.generation >= 0 and entry.generation != self.health().generation:
             self.stale += 1
             return None
         out = data[:2] + entry.body + tail
@@ -110,20 +111,23 @@ class AnswerCache:
         self.hits += 1
         return out
 
-    def store(self, data: bytes, peer: IPAddress, reply: bytes, steered: bool) -> None:
-        """Keep ``reply``, the complete answer to ``data`` built for its case-folded name."""
+    def store(self, data: bytes, query: Query, peer: IPAddress, reply: bytes,
+              steered: bool) -> None:
+        """Keep ``reply``, the complete answer to ``data`` (parsed: ``query``) built for its
+        case-folded name."""
         p = peek(data)
-        value = b"" if p is None or p.ecs < 0 else data[p.ecs + 4:p.ecs_end]
-        client = None if p is None else self._client(value, peer)
-        if p is None or client is None:
+        if p is None or p.name_end != query.name_end:
+            return  # peek() and the strict parser disagree: never guess
+        client = self._client(data, p, peer)
+        if client is None:
             return
         base = self.steered.setdefault(p.base, p.base) if steered else None
-        key, tail = self._key(p, base, client, value, peer)
+        key, tail = self._key(p, base, client, peer)
         if not reply.endswith(tail):
             return  # not the layout a hit rebuilds: never serve it
         body = reply[2:len(reply) - len(tail)]
         body = self._bodies.get(body) or _remember(self._bodies, body, body, self.size)
-        self.entries[key] = Entry(body, self.generation() if steered else -1)
+        self.entries[key] = Entry(body, self.health().generation if steered else -1)
         self.entries.move_to_end(key)
         while len(self.entries) > self.size:
             self.entries.popitem(last=False)
@@ -134,36 +138,36 @@ class AnswerCache:
                 "declined": self.declined, "evictions": self.evictions,
                 "size": len(self.entries)}
 
-    def _key(self, p: Peek, steered: Base | None, client: Client, value: bytes,
+    def _key(self, p: Peek, steered: Base | None, client: Client,
              peer: IPAddress) -> tuple[Key, bytes]:
-        """The key of the answer, and the ECS echo that ends it (scope 0 if not steered)."""
+        """The key of the answer, and the ECS echo that ends it."""
         if steered is None:
-            return p.base, echo(value, 0) if value else b""
-        network = client.network if client.network != BY_PEER else self._peer(peer)
+            return p.base, client.echo_zero
+        network = client.network
+        if network == BY_PEER:
+            network = self._peers.get(peer, BY_PEER)
+            if network == BY_PEER:
+                network = network_key(self.locate(None, peer)[0])
+                _remember(self._peers, peer, network, self.size)
         return (steered, network), client.echo
 
-    def _client(self, value: bytes, peer: IPAddress) -> Client | None:
-        """Where the client of a query with the ECS option ``value`` is (None: malformed)."""
-        if not value:
+    def _client(self, data: bytes, p: Peek, peer: IPAddress) -> Client | None:
+        """Where the client of the query ``data`` is, by its ECS option (None: malformed)."""
+        if p.ecs < 0:
             return _NO_ECS
+        value = data[p.ecs + 4:p.ecs_end]
         client = self._subnets.get(value)
         if client is None:
             try:
                 subnet = wire.read_subnet(value)
             except ValueError:
                 return None
-            client = Client(BY_PEER, echo(value, 0))  # source prefix 0: the sender decides
+            client = Client(BY_PEER, echo(value, 0), echo(value, 0))  # source 0: by the sender
             if subnet.source > 0:
                 location, scope = self.locate(subnet, peer)
-                client = Client(network_key(location), echo(value, scope))
+                client = Client(network_key(location), echo(value, scope), client.echo_zero)
             _remember(self._subnets, value, client, self.size)
         return client
-
-    def _peer(self, peer: IPAddress) -> int:
-        key = self._peers.get(peer)
-        if key is None:
-            key = _remember(self._peers, peer, network_key(self.locate(None, peer)[0]), self.size)
-        return key
 
 
 K = TypeVar("K")

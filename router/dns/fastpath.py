@@ -9,10 +9,11 @@ which then takes the strict path (``wire.parse`` and dnslib).
 
 It is lenient where a cache hit proves the point: the name is walked without checking
 label types or length, because an answer is only ever stored under a question that
-``wire.parse`` accepted, and a well-formed name delimits itself, so a walk that went
-astray yields a question no answer is stored under. The ECS option is only located
-here; the cache checks it with ``wire.read_subnet`` (once per distinct value) before
-it uses a stored answer. Pure: no sockets, no state.
+``wire.parse`` accepted (and ``AnswerCache.store`` checks that both found the same
+name), and a well-formed name delimits itself, so a walk that went astray yields a
+question that no answer is stored under. The ECS option is only located here; the cache
+checks it with ``wire.read_subnet`` (once per distinct value) before it uses a stored
+answer. Pure: no sockets, no state.
 """
 
 from __future__ import annotations
