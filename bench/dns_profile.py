@@ -1,0 +1,114 @@
+"""Where a query's time goes, without sockets: cProfile over ``Authority.handle``.
+
+    .venv/bin/python bench/dns_profile.py [--queries 20000] [--top N]
+
+Builds the bench zone (conf/mirror-router) and asks it, in this process:
+
+- hits: go.example.com A with ECS 1.0.16.0/24, the same query again and again;
+- misses: go.example.com A with ECS for distinct routable /24 subnets, the first time
+  each is seen (a fresh Authority and GeoIP reader: nothing cached anywhere);
+- strict: the same misses with the answer cache off.
+
+For each it prints the time per query (without the profiler) and the share of each
+stage in the profiled time (with --top N, also the N costliest functions). The served
+figures are in bench/dns; this shows what to make faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import ipaddress
+import pstats
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from queries import ecs_queries, unframe  # noqa: E402
+
+from router.config import load  # noqa: E402
+from router.dns.authority import Authority  # noqa: E402
+from router.dns.zonedata import ZoneTable  # noqa: E402
+from router.geo import Locator  # noqa: E402
+from router.health import Board  # noqa: E402
+
+PEER = ipaddress.ip_address("127.0.0.1")
+
+
+def authority(cache_size: int) -> Authority:
+    folder = Path(tempfile.mkdtemp(prefix="bench-zone-"))
+    zone = (ROOT / "bench" / "conf" / "mirror-router" / "example.com.toml").read_text()
+    (folder / "example.com.toml").write_text(zone.replace("@HEALTH@", "http://127.0.0.1:9"))
+    board = Board()
+    return Authority(ZoneTable(load(folder)), Locator(), lambda: board.snapshot,
+                     cache_size=cache_size)
+
+
+STAGES = {  # (file suffix, function): what the summary calls it; calls overlap
+    ("dns/cache.py", "answer"): "cache lookup (AnswerCache.answer)",
+    ("dns/fastpath.py", "peek"): "peek() at the bytes (lookup and fill)",
+    ("dns/wire.py", "parse"): "strict parse (wire.parse)",
+    ("dns/authority.py", "respond"): "decision and records (Authority.respond)",
+    ("dns/authority.py", "locate"): "GeoIP (Authority.locate: lookup and decision)",
+    ("router/geo.py", "_lookup"): "  of which: database reads (Locator._lookup)",
+    ("router/steering.py", "rank"): "steering (steering.rank)",
+    ("dns/wire.py", "encode"): "dnslib encoding (wire.encode)",
+    ("dns/cache.py", "store"): "cache fill (AnswerCache.store)",
+}
+
+
+def profiled(label: str, make: Callable[[], Callable[[], None]], count: int, top: int) -> None:
+    run = make()
+    started = time.perf_counter()
+    run()
+    per_query = (time.perf_counter() - started) / count * 1e6
+    print(f"\n== {label}: {per_query:.1f} us per query ({1e6 / per_query:,.0f} per second)")
+    profile = cProfile.Profile()
+    profile.runcall(make())
+    stats = pstats.Stats(profile)
+    total = sum(row[2] for row in stats.stats.values())  # type: ignore[attr-defined]
+    found = {(suffix, name): row for (path, _line, func), row in stats.stats.items()  # type: ignore[attr-defined]
+             for suffix, name in STAGES if func == name and path.endswith(suffix)}
+    print(f"   share of the profiled time (cumulative), {count} queries:")
+    for key, stage in STAGES.items():
+        if key in found:
+            row = found[key]
+            print(f"   {stage:<48}{100 * row[3] / total:5.0f}%  ({row[1]} calls)")
+    if top:
+        stats.sort_stats("tottime").print_stats(top)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--queries", type=int, default=20_000)
+    p.add_argument("--top", type=int, default=0, help="also the N costliest functions")
+    args = p.parse_args()
+    distinct = unframe(ecs_queries(args.queries))
+    one = distinct[0]
+
+    def hits() -> Callable[[], None]:
+        auth = authority(100_000)
+        auth.handle(one, PEER)
+        return lambda: [auth.handle(one, PEER) for _ in range(args.queries)] and None
+
+    def misses(size: int) -> Callable[[], None]:
+        def make() -> Callable[[], None]:
+            auth = authority(size)
+            return lambda: [auth.handle(q, PEER) for q in distinct] and None
+        return make
+
+    profiled("cache hits (ECS, one subnet)", hits, args.queries, args.top)
+    profiled("cache misses (ECS, distinct subnets, cold)", misses(100_000), args.queries,
+             args.top)
+    profiled("strict path only (--dns-cache 0, cold)", misses(0), args.queries, args.top)
+
+
+if __name__ == "__main__":
+    main()
