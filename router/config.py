@@ -34,6 +34,10 @@ from router.values import (
 DEFAULT_ZONE_TTL = 300
 DEFAULT_NEGATIVE_TTL = 60
 DEFAULT_ANYCAST_KM = 1000.0
+# Light in fibre covers ~200 km per ms one way, so ~100 km of distance per ms of round trip:
+# a mirror that answers 1 ms later costs as much as one 100 km further away.
+DEFAULT_KM_PER_MS = 100.0
+PASSING = ((200, 399),)  # the statuses a health check accepts by default: 2xx and 3xx
 
 
 class OnAllDown(StrEnum):
@@ -51,6 +55,11 @@ class HealthCheck:
     timeout: float = 3.0
     rise: int = 2
     fall: int = 3
+    expect_status: tuple[tuple[int, int], ...] = PASSING  # inclusive ranges
+    expect_body: str | None = None  # must occur in the first 64 KiB of the body
+
+    def passes(self, status: int) -> bool:
+        return any(lo <= status <= hi for lo, hi in self.expect_status)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +95,7 @@ class Service:
     spread_km: float = 0.0
     cross_border_km: float = 0.0
     anycast_km: float = DEFAULT_ANYCAST_KM
+    km_per_ms: float = DEFAULT_KM_PER_MS  # the price of a millisecond of server wait, in km
     default_location: Point | None = None
     on_all_down: OnAllDown = OnAllDown.ALL
     fallback: tuple[str, ...] = ()
@@ -229,6 +239,7 @@ class ServerConfig:
 
     trusted_proxies: tuple[IPNetwork, ...] = ()
     access_log: bool = False
+    tls_ca: Path | None = None  # extra CA certificates the prober trusts (PEM)
 
 
 def load_server(path: str | Path) -> ServerConfig:
@@ -244,6 +255,7 @@ def load_server(path: str | Path) -> ServerConfig:
         settings = ServerConfig(
             trusted_proxies=server.get("trusted_proxies", v.list_of(v.network), ()),
             access_log=server.get("access_log", v.boolean, False),
+            tls_ca=server.get("tls_ca", v.readable_file(Path(path).parent), None),
         )
         server.finish()
     doc.finish()
@@ -431,6 +443,7 @@ def _build_service(name: str, s: _Table, origin: str, source: str) -> Service | 
         spread_km=s.get("spread_km", v.number(0, 40000), 0.0),
         cross_border_km=s.get("cross_border_km", v.number(0, 40000), 0.0),
         anycast_km=s.get("anycast_km", v.number(0, 40000), DEFAULT_ANYCAST_KM),
+        km_per_ms=s.get("km_per_ms", v.number(0, 40000), DEFAULT_KM_PER_MS),
         default_location=_read_point(s, "default_location"),
         # Default: the fallback targets when the service names any, else fail open.
         on_all_down=s.get("on_all_down", v.choice(OnAllDown),
@@ -456,6 +469,8 @@ def _build_health(h: _Table | None) -> HealthCheck | None:
         timeout=h.get("timeout", v.duration(0.01, 3600), d.timeout),
         rise=h.get("rise", v.integer(1, 100), d.rise),
         fall=h.get("fall", v.integer(1, 100), d.fall),
+        expect_status=h.get("expect_status", v.status_ranges, d.expect_status),
+        expect_body=h.get("expect_body", v.nonempty_string(1024), d.expect_body),
     )
     h.finish()
     return check

@@ -3,17 +3,25 @@
 ``rank()`` is a short chain of stages, each with one job:
 
 1. **assess** every target: its distance and cost for this client, and the reason it is
-   excluded, if it is (disabled, wrong address family, country rules, health);
-2. **order** the usable ones: the near-equal best (cost within ``best x spread +
+   excluded, if it is (disabled, wrong address family, country rules, the operator's
+   override, health);
+2. **price** latency: ``km_per_ms`` x how much slower the target's server waits than the
+   fastest usable one (no figure yet: no penalty), added to its cost;
+3. **order** the usable ones: the near-equal best (cost within ``best x spread +
    spread_km``) by weighted rendezvous hashing on the client's network, then the rest by
    cost;
-3. **all down**: when nothing is usable, ``on_all_down`` picks the fallback targets, every
+4. **all down**: when nothing is usable, ``on_all_down`` picks the fallback targets, every
    target (fail open), or nothing.
 
 Cost = (great-circle km + ``cross_border_km`` when the client's and the target's countries
-differ) / (weight / 100). An anycast target is ``anycast_km`` from everyone. A client that
-GeoIP cannot place is put at the service's ``default_location``; without one, distance
-plays no part and only weight and hashing order the targets.
+differ + the latency term) / (weight / 100). An anycast target is ``anycast_km`` from
+everyone. A client that GeoIP cannot place is put at the service's ``default_location``;
+without one, distance plays no part and only latency, weight and hashing order the targets.
+
+Operator overrides (``router.overrides``): ``drain`` and ``down`` exclude a target (down
+ones are not served even when every target is down); ``up`` makes a failing health check
+not count. Latency figures arrive already quantized (``router.health``), so a decision
+changes only when the health snapshot's generation does.
 
 DNS, HTTP and ``explain`` all call ``rank()``; none of them scores on its own.
 """
@@ -30,7 +38,8 @@ from typing import Any
 from router.config import OnAllDown, Service, Target
 from router.earth import Point, distance_km
 from router.geo import Location
-from router.health import Status
+from router.health import Snapshot, Status
+from router.overrides import Admin
 
 
 class Want(Enum):
@@ -50,6 +59,8 @@ class Exclusion(Enum):
     NO_URL = "has no url, so it cannot take HTTP redirects"
     NOT_FOR_COUNTRY = "the client's country is not in only_countries"
     COUNTRY_EXCLUDED = "the client's country is in exclude_countries"
+    DRAINED = "drained by the operator: takes no new clients"
+    ADMIN_DOWN = "marked down by the operator"
     DOWN = "health check failing"
 
 
@@ -63,6 +74,9 @@ class Standing(Enum):
     FAIL_OPEN = "all targets down: served anyway (on_all_down = all)"
 
 
+FORCED = "; forced up by the operator"  # added to the reason of a target served despite health
+
+
 @dataclass(frozen=True, slots=True)
 class Candidate:
     """One target's figures for one client, and why it ranks or is excluded."""
@@ -74,12 +88,17 @@ class Candidate:
     cost: float
     excluded: Exclusion | None = None
     standing: Standing | None = None
+    latency_ms: int | None = None  # the server's wait as published by health (None: none yet)
+    latency_km: float = 0.0  # km_per_ms x (latency_ms - the fastest usable target's)
+    admin: Admin = Admin.AUTO
 
     @property
     def reason(self) -> str:
         if self.excluded is not None:
             return self.excluded.value
-        return self.standing.value if self.standing else ""
+        text = self.standing.value if self.standing else ""
+        forced = self.admin is Admin.UP and self.status is Status.DOWN
+        return text + FORCED if forced else text
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,21 +125,36 @@ class Decision:
 # The health view steering reads: target id → status. Built once per request from the
 # board's snapshot, so one decision sees one consistent state.
 HealthView = Callable[[str], Status]
+LatencyView = Callable[[str], int | None]  # target id → published wait in ms
+AdminView = Callable[[str], Admin]  # target id → the operator's override
 
 
 def always_up(_target_id: str) -> Status:
     return Status.UP
 
 
-def rank(service: Service, client: Location, health: HealthView, want: Want) -> Decision:
+def no_latency(_target_id: str) -> int | None:
+    return None
+
+
+def no_overrides(_target_id: str) -> Admin:
+    return Admin.AUTO
+
+
+def rank(service: Service, client: Location, health: HealthView, want: Want, *,
+         latency: LatencyView = no_latency, admin: AdminView = no_overrides) -> Decision:
     """Rank ``service``'s targets for ``client``; the hash key is the client's network."""
     origin = client.point or service.default_location
-    assessed = [_assess(t, service, client, origin, health(t.id), want) for t in service.targets]
+    assessed = [_assess(t, service, client, origin, health(t.id), want, admin(t.id),
+                        latency(t.id)) for t in service.targets]
     usable = [c for c in assessed if c.excluded is None]
     # Degraded only when health emptied the list, not when static rules did.
     degraded = not usable and any(c.excluded is Exclusion.DOWN for c in assessed)
     if degraded:
         usable = _when_all_down(service, assessed)
+    fastest = min((c.latency_ms for c in usable if c.latency_ms is not None), default=None)
+    assessed = [_price(c, fastest, service.km_per_ms) for c in assessed]
+    usable = [_price(c, fastest, service.km_per_ms) for c in usable]
     ranked = _order(usable, service, client.key) if usable else []
     chosen_ids = {c.target.id for c in ranked}
     excluded = tuple(c for c in assessed if c.target.id not in chosen_ids)
@@ -132,13 +166,30 @@ def rank(service: Service, client: Location, health: HealthView, want: Want) -> 
                     _ttl(service, degraded))
 
 
+def decide(snapshot: Snapshot, service: Service, client: Location, want: Want) -> Decision:
+    """``rank()`` with all that one health snapshot knows: status, latency, overrides."""
+    name = service.name
+    return rank(service, client, snapshot.view(name), want, latency=snapshot.latency(name),
+                admin=snapshot.overrides(name))
+
+
 def _assess(target: Target, service: Service, client: Location, origin: Point | None,
-            status: Status, want: Want) -> Candidate:
+            status: Status, want: Want, admin: Admin, latency_ms: int | None) -> Candidate:
     distance = _distance(target, service, origin)
     border = _border_km(target, service, client)
     cost = ((distance or 0.0) + border) / (target.weight / 100)
     return Candidate(target, status, distance, border, cost,
-                     _exclusion(target, client, status, want))
+                     _exclusion(target, client, status, want, admin), latency_ms=latency_ms,
+                     admin=admin)
+
+
+def _price(c: Candidate, fastest: int | None, km_per_ms: float) -> Candidate:
+    """Add the latency term: a target that waits longer than the fastest usable one pays
+    ``km_per_ms`` per millisecond more; the fastest, and targets with no figure, pay none."""
+    if c.latency_ms is None or fastest is None or c.latency_ms <= fastest:
+        return c
+    extra = km_per_ms * (c.latency_ms - fastest)
+    return replace(c, latency_km=extra, cost=c.cost + extra / (c.target.weight / 100))
 
 
 def _distance(target: Target, service: Service, origin: Point | None) -> float | None:
@@ -154,7 +205,8 @@ def _border_km(target: Target, service: Service, client: Location) -> float:
     return service.cross_border_km if crosses else 0.0
 
 
-def _exclusion(target: Target, client: Location, status: Status, want: Want) -> Exclusion | None:
+def _exclusion(target: Target, client: Location, status: Status, want: Want,
+               admin: Admin) -> Exclusion | None:
     if not target.enabled:
         return Exclusion.DISABLED
     if want is Want.URL and target.url is None:
@@ -165,7 +217,11 @@ def _exclusion(target: Target, client: Location, status: Status, want: Want) -> 
         return Exclusion.NOT_FOR_COUNTRY
     if client.country in target.exclude_countries:
         return Exclusion.COUNTRY_EXCLUDED
-    if status is Status.DOWN:
+    if admin is Admin.DRAIN:
+        return Exclusion.DRAINED
+    if admin is Admin.DOWN:
+        return Exclusion.ADMIN_DOWN
+    if status is Status.DOWN and admin is not Admin.UP:
         return Exclusion.DOWN
     return None
 
@@ -245,6 +301,9 @@ def _row(c: Candidate, position: int | None, chosen: bool) -> dict[str, Any]:
                                                            "lon": t.location.lon},
         "distance_km": None if c.distance_km is None else round(c.distance_km, 1),
         "border_km": round(c.border_km, 1),
+        "latency_ms": c.latency_ms,
+        "latency_km": round(c.latency_km, 1),
+        "admin": c.admin.value,
         "weight": t.weight,
         "cost": round(c.cost, 1),
         "excluded": c.excluded is not None,

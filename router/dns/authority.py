@@ -19,7 +19,7 @@ from router.dns.wire import CLASS_ANY, CLASS_IN, Query, QueryError, Rcode, Reply
 from router.dns.zonedata import Name, Node, ZoneData, ZoneTable, to_name
 from router.geo import IPAddress, Location, Locator
 from router.health import Snapshot
-from router.steering import Want, rank
+from router.steering import Want, decide
 
 log = structlog.get_logger("router.dns")
 
@@ -114,7 +114,7 @@ class Authority:
     def _steer(self, service: Service, q: Query, owner: tuple[bytes, ...], peer: IPAddress,
                reply: Reply, want: Want) -> list[RR]:
         client, scope = self._locate(q, peer)
-        decision = rank(service, client, self.health().view(service.name), want)
+        decision = decide(self.health(), service, client, want)
         reply.scope = scope
         version, rtype, rdata = (6, Type.AAAA, AAAA) if want is Want.IPV6 else (4, Type.A, A)
         label = DNSLabel(owner)

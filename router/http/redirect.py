@@ -20,7 +20,7 @@ from router.geo import Location
 from router.http import pages
 from router.http.client import IPNetwork, client_address
 from router.runtime import Runtime
-from router.steering import Decision, Want, rank
+from router.steering import Decision, Want, decide
 
 RUNTIME = web.AppKey("runtime", Runtime)
 SETTINGS = web.AppKey("trusted_proxies", tuple[IPNetwork, ...])
@@ -48,8 +48,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     service = route.service
     if not runtime.ready:
         raise Unavailable("starting: the first probe round is not done", 1)
-    decision = rank(service, _client(request), runtime.board.snapshot.view(service.name),
-                    Want.URL)
+    decision = decide(runtime.board.snapshot, service, _client(request), Want.URL)
     if "mirrorlist" in request.query:
         return _mirrorlist(request, route, decision)
     query = paths.check_query(raw_query) if service.pass_query and raw_query else ""
