@@ -1,4 +1,5 @@
-"""The live state every face reads: the current config, GeoIP, health, readiness.
+"""The live state every face reads: the current config, GeoIP, health, readiness, and
+the counters the faces keep (``router.stats``).
 
 One object, passed explicitly to the DNS and HTTP adapters (never a global). A reload
 calls ``install()``, which replaces the config and what is derived from it whole;
@@ -8,11 +9,16 @@ requests read each attribute once.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from router.config import Config
 from router.geo import Locator
 from router.health import Board
 from router.paths import Routes
+from router.stats import Stats
+
+if TYPE_CHECKING:
+    from router.statefile import StateFile
 
 
 class Runtime:
@@ -25,6 +31,8 @@ class Runtime:
         self.started = time.time()
         self.config = config
         self.routes = Routes(config)
+        self.stats = Stats()
+        self.state: StateFile | None = None  # the operator's state file, when watched
 
     def install(self, config: Config) -> None:
         """Switch to a new config (on reload)."""

@@ -30,6 +30,7 @@ from router.http.app import HttpSettings, create_app
 from router.http.client import IPNetwork
 from router.probe import Prober, log_change
 from router.runtime import Runtime
+from router.statefile import StateFile
 
 log = structlog.get_logger("router.server")
 
@@ -50,6 +51,8 @@ class Settings:
     drain_timeout: float = 5.0
     trusted_proxies: tuple[IPNetwork, ...] = ()
     access_log: bool = False
+    state: Path | None = None  # the operator's state file (overrides), watched
+    ca_file: Path | None = None  # extra CAs for checking HTTPS mirrors
 
 
 class Server:
@@ -79,6 +82,7 @@ class Server:
         s = self.settings
         config = load(s.zones)
         runtime = self.runtime = Runtime(config, Locator(s.geoip), Board(), probing=s.probe)
+        self._watch_state(runtime)
         self.dispatch = Dispatch(self._authority(config))
         dns_socks = [_bind_dns(host, port, s) for host, port in s.dns]
         http_addrs = await self._start_http(runtime)
@@ -136,6 +140,8 @@ class Server:
         if self.prober is not None:
             await self.prober.close()
         if self.runtime is not None:
+            if self.runtime.state is not None:
+                await self.runtime.state.stop()
             self.runtime.locator.close()
         log.info("stopped")
 
@@ -143,7 +149,15 @@ class Server:
         assert self.runtime is not None
         board = self.runtime.board
         return Authority(ZoneTable(config), self.runtime.locator, lambda: board.snapshot,
-                         self.settings.edns_payload)
+                         self.settings.edns_payload, stats=self.runtime.stats)
+
+    def _watch_state(self, runtime: Runtime) -> None:
+        """Apply the operator's overrides before the first answer, then follow the file."""
+        if self.settings.state is None:
+            return
+        runtime.state = StateFile(self.settings.state, runtime.board, lambda: runtime.config)
+        runtime.state.load_now()
+        runtime.state.start()
 
     async def _start_http(self, runtime: Runtime) -> list[Address]:
         if not self.settings.http:
@@ -166,7 +180,8 @@ class Server:
         if not self.settings.probe:
             _assume_up(board, config)
             return
-        self.prober = Prober(board, log_change)
+        self.prober = Prober(board, log_change, on_result=self.runtime.stats.probed,
+                             ca_file=self.settings.ca_file)
         await self.prober.start(config)
         started = time.monotonic()
         await self.prober.first_round()

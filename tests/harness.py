@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -99,26 +100,30 @@ class Mirror:
     started again on the same port (connection refused in between).
     """
 
-    def __init__(self, farm: MirrorFarm, name: str) -> None:
+    def __init__(self, farm: MirrorFarm, name: str, tls: ssl.SSLContext | None = None,
+                 host: str = "127.0.0.1") -> None:
         self.farm = farm
         self.name = name
         self.health_status = 200
         self.delay = 0.0
+        self.body = f"{name}\n"
         self.files: dict[str, bytes] = {}
         self.hits: list[str] = []
         self.port = 0
+        self.tls = tls
+        self.host = host  # the name in ``base``; it always listens on 127.0.0.1
         self._runner: web.AppRunner | None = None
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.hits.append(request.path)
         if self.delay:
             await asyncio.sleep(self.delay)
         if request.path.endswith("/health"):
-            return web.Response(status=self.health_status, text=f"{self.name}\n")
+            return web.Response(status=self.health_status, text=self.body)
         body = self.files.get(request.path)
         if body is None:
             return web.Response(status=404, text="not found\n")
@@ -129,7 +134,8 @@ class Mirror:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True,
+                           ssl_context=self.tls)
         await site.start()
         if not self.port:
             self.port = self._runner.addresses[0][1]
@@ -159,8 +165,9 @@ class MirrorFarm:
     def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 10.0) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def mirror(self, name: str) -> Mirror:
-        m = Mirror(self, name).start()
+    def mirror(self, name: str, tls: ssl.SSLContext | None = None,
+               host: str = "127.0.0.1") -> Mirror:
+        m = Mirror(self, name, tls, host).start()
         self.mirrors.append(m)
         return m
 

@@ -3,7 +3,8 @@
 ``Authority.handle()`` is the whole DNS path without the socket: bytes in, bytes (or
 nothing) out. Errors are translated here, in one place: a malformed query gets FORMERR
 or silence (``wire.QueryError``), and any bug while answering gets SERVFAIL instead of
-reaching the event loop.
+reaching the event loop. It is also the one place where queries are counted (by qtype
+and rcode, in ``router.stats``), and ``_steer`` counts the targets each answer chose.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from router.dns.wire import CLASS_ANY, CLASS_IN, Query, QueryError, Rcode, Reply
 from router.dns.zonedata import Name, Node, ZoneData, ZoneTable, to_name
 from router.geo import IPAddress, Location, Locator
 from router.health import Snapshot
+from router.stats import DROPPED, QTYPES, Stats
 from router.steering import Want, decide
 
 log = structlog.get_logger("router.dns")
@@ -31,26 +33,36 @@ class Authority:
     """Answers for every zone in ``table``; ``health`` returns the current snapshot."""
 
     def __init__(self, table: ZoneTable, locator: Locator, health: Callable[[], Snapshot],
-                 payload: int = DEFAULT_PAYLOAD) -> None:
+                 payload: int = DEFAULT_PAYLOAD, *, stats: Stats | None = None) -> None:
         self.table = table
         self.locator = locator
         self.health = health
         self.payload = payload
+        self.stats = stats if stats is not None else Stats()
 
     def handle(self, data: bytes, peer: IPAddress, tcp: bool = False) -> bytes | None:
         """One packet in, one reply out (None: send nothing). Never raises."""
+        counted = self.stats.dns_queries
         try:
             query = wire.parse(data)
         except QueryError as e:
             if e.rcode is None or not e.header:
+                counted[(0, DROPPED)] += 1
                 return None
+            counted[(0, e.rcode)] += 1
             return wire.error_reply(e.header, e.rcode)
+        qtype = query.qtype if query.qtype in QTYPES else 0
         limit = 65535 if tcp else wire.udp_limit(query, self.payload)
         try:
-            return wire.render(query, self.respond(query, peer), limit, self.payload)
+            reply = self.respond(query, peer)
+            out = wire.render(query, reply, limit, self.payload)
         except Exception:
             log.exception("dns_answer_failed", qname=_text(query.labels), qtype=query.qtype)
+            self.stats.errors["dns"] += 1
+            counted[(qtype, Rcode.SERVFAIL)] += 1
             return wire.error_reply(data[:4], Rcode.SERVFAIL)
+        counted[(qtype, reply.rcode)] += 1
+        return out
 
     def respond(self, q: Query, peer: IPAddress) -> Reply:
         if q.edns is not None and q.edns.version > 0:
@@ -116,10 +128,13 @@ class Authority:
         client, scope = self._locate(q, peer)
         decision = decide(self.health(), service, client, want)
         reply.scope = scope
+        chosen = decision.chosen()
+        for target in chosen:
+            self.stats.dns_chosen[(service.name, target.id)] += 1
         version, rtype, rdata = (6, Type.AAAA, AAAA) if want is Want.IPV6 else (4, Type.A, A)
         label = DNSLabel(owner)
         return [RR(label, rtype, ttl=decision.ttl, rdata=rdata(str(address)))
-                for target in decision.chosen() for address in target.addresses_of(version)]
+                for target in chosen for address in target.addresses_of(version)]
 
     def _locate(self, q: Query, peer: IPAddress) -> tuple[Location, int]:
         """By the Client Subnet when the query has one (RFC 7871), else by the sender."""

@@ -1,7 +1,9 @@
 """The HTTP face (aiohttp): one app factory, short handlers, errors mapped in middleware.
 
-Routes: ``/healthz`` (liveness), ``/readyz`` (readiness), and every other GET/HEAD path
-goes to the redirector (``router.http.redirect``). Other methods get 405 with ``Allow``.
+Routes: ``/healthz`` (liveness), ``/readyz`` (readiness), ``/metrics``, ``/status`` and
+``/status.json`` (``router.http.status``), and every other GET/HEAD path goes to the
+redirector (``router.http.redirect``). Other methods get 405 with ``Allow``. The error
+middleware also counts every response by status (``router.stats``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
-from router.http import redirect
+from router.http import redirect, status
 from router.http.client import IPNetwork
 from router.paths import PathError
 from router.runtime import Runtime
@@ -48,7 +50,22 @@ async def readyz(request: web.Request) -> web.Response:
 
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The one place where our errors become HTTP statuses."""
+    """The one place where our errors become HTTP statuses, and where statuses are counted."""
+    stats = request.app[RUNTIME].stats
+    try:
+        response = await _mapped(request, handler)
+    except web.HTTPException as e:  # 405 and the like, raised by aiohttp itself
+        stats.http_responses[e.status] += 1
+        raise
+    except Exception:
+        stats.errors["http"] += 1
+        stats.http_responses[500] += 1
+        raise
+    stats.http_responses[response.status] += 1
+    return response
+
+
+async def _mapped(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except PathError as e:
@@ -78,6 +95,7 @@ def create_app(runtime: Runtime, settings: HttpSettings | None = None) -> web.Ap
     app[SETTINGS] = settings.trusted_proxies
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    status.add_routes(app)
     # [\s\S]: the decoded path may hold newlines (from %0a); those must reach the checks.
     app.router.add_get(r"/{path:[\s\S]*}", redirect.handle)
     return app

@@ -57,6 +57,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         raise Unavailable("no mirror can serve this now",
                           max(1, math.ceil(service.health.interval)))
     request["target"] = found.target.id
+    runtime.stats.http_chosen[(service.name, found.target.id)] += 1
     response = web.Response(status=302, headers={"Location": found.location,
                                                  "Cache-Control": "private, no-store"})
     for link in found.links:
