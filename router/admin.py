@@ -30,7 +30,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     actions = p.add_subparsers(required=True, metavar="ACTION")
     set_ = actions.add_parser("set", help="set one target's override")
     set_.add_argument("target", metavar="ID|SERVICE/ID")
-    set_.add_argument("state", choices=[a.value for a in Admin])
+    set_.add_argument("value", choices=[a.value for a in Admin], metavar="STATE",
+                      help="drain | down | up | auto")
     set_.set_defaults(func=_set)
     show = actions.add_parser("show", help="print the overrides in force in the file")
     show.set_defaults(func=_show)
@@ -58,7 +59,7 @@ def _set(args: argparse.Namespace) -> int:
             return _fail("\n".join(str(p) for p in e.problems))
         if strays:
             return _fail(f"{key}: no such target in {args.zones}")
-    state = Admin(args.state)
+    state = Admin(args.value)
     try:
         with statefile.locked(args.state):
             before = statefile.read(args.state)

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from router import __version__, admin, log, statefile
+from router import __version__, admin, log, probetable, statefile
 from router.config import Config, ConfigError, ServerConfig, Service, load, load_server
 from router.geo import GeoError, Location, Locator
 from router.health import Status
@@ -84,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="apply the operator overrides in this state file")
     explain.set_defaults(func=_explain)
     admin.add_parser(sub)
+    probetable.add_parser(sub)
     return p
 
 

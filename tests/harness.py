@@ -109,6 +109,7 @@ class Mirror:
         self.body = f"{name}\n"
         self.files: dict[str, bytes] = {}
         self.hits: list[str] = []
+        self.agents: list[str] = []
         self.port = 0
         self.tls = tls
         self.host = host  # the name in ``base``; it always listens on 127.0.0.1
@@ -120,6 +121,7 @@ class Mirror:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.hits.append(request.path)
+        self.agents.append(request.headers.get("User-Agent", ""))
         if self.delay:
             await asyncio.sleep(self.delay)
         if request.path.endswith("/health"):

@@ -60,7 +60,7 @@ def simplify(points: list[tuple[float, float]], tolerance: float) -> list[tuple[
 
 def area(points: list[tuple[float, float]]) -> float:
     return abs(sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2)
-                   in zip(points, points[1:] + points[:1]))) / 2
+                   in zip(points, points[1:] + points[:1], strict=True))) / 2
 
 
 def unwrap(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -87,7 +87,8 @@ def paths(points: list[tuple[float, float]]) -> list[str]:
 
 
 def main(source: str) -> None:
-    topology = json.load(open(source))
+    with open(source) as f:
+        topology = json.load(f)
     arcs = decode_arcs(topology)
     rings = []
     for geometry in topology["objects"]["land"]["geometries"]:

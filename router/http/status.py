@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from prometheus_client import CollectorRegistry
 
 from router import metrics
 from router.http import statuspage
@@ -18,6 +18,9 @@ from router.overview import overview
 
 REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
 NO_STORE = {"Cache-Control": "no-store"}
+# The classic text format, which every Prometheus reads (our names are plain ASCII, so
+# prometheus-client's output is the same whichever version it announces).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def add_routes(app: web.Application) -> None:
@@ -29,7 +32,7 @@ def add_routes(app: web.Application) -> None:
 
 async def metrics_handler(request: web.Request) -> web.Response:
     body = metrics.exposition(request.app[REGISTRY])
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST, **NO_STORE})
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, **NO_STORE})
 
 
 async def status_page(request: web.Request) -> web.Response:
