@@ -36,6 +36,12 @@ def jobs(config: Config) -> list[Job]:
             for s in config.services for t in s.targets if t.health_url and t.enabled]
 
 
+def jittered(interval: float, u: float) -> float:
+    """The wait before the next check, ``u`` uniform in [0, 1): up to ``JITTER`` shorter,
+    so that checks started together drift apart and never stampede."""
+    return interval * (1 - u * JITTER)
+
+
 def unprobed(config: Config) -> list[Key]:
     """Targets with no health URL: they are always up."""
     return [(s.name, t.id) for s in config.services for t in s.targets if not t.health_url]
@@ -111,7 +117,7 @@ class Prober:
             self._first[key].set()
             if after.status is not before.status and self.on_change is not None:
                 self.on_change(key, before, after)
-            delay = check.interval * (1 - random.random() * JITTER)
+            delay = jittered(check.interval, random.random())
             await asyncio.sleep(max(0.0, started + delay - time.monotonic()))
 
 

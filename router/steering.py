@@ -153,8 +153,9 @@ def rank(service: Service, client: Location, health: HealthView, want: Want, *,
     if degraded:
         usable = _when_all_down(service, assessed)
     fastest = min((c.latency_ms for c in usable if c.latency_ms is not None), default=None)
-    assessed = [_price(c, fastest, service.km_per_ms) for c in assessed]
-    usable = [_price(c, fastest, service.km_per_ms) for c in usable]
+    if fastest is not None:  # no figures (not probed yet, or --no-probe): nothing to charge
+        assessed = [_price(c, fastest, service.km_per_ms) for c in assessed]
+        usable = [_price(c, fastest, service.km_per_ms) for c in usable]
     ranked = _order(usable, service, client.key) if usable else []
     chosen_ids = {c.target.id for c in ranked}
     excluded = tuple(c for c in assessed if c.target.id not in chosen_ids)
@@ -183,10 +184,10 @@ def _assess(target: Target, service: Service, client: Location, origin: Point | 
                      admin=admin)
 
 
-def _price(c: Candidate, fastest: int | None, km_per_ms: float) -> Candidate:
+def _price(c: Candidate, fastest: int, km_per_ms: float) -> Candidate:
     """Add the latency term: a target that waits longer than the fastest usable one pays
     ``km_per_ms`` per millisecond more; the fastest, and targets with no figure, pay none."""
-    if c.latency_ms is None or fastest is None or c.latency_ms <= fastest:
+    if c.latency_ms is None or c.latency_ms <= fastest:
         return c
     extra = km_per_ms * (c.latency_ms - fastest)
     return replace(c, latency_km=extra, cost=c.cost + extra / (c.target.weight / 100))

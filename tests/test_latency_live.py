@@ -113,6 +113,9 @@ def test_near_but_slow_loses_to_far_but_fast_and_wins_again_when_it_recovers(pai
         assert charged["latency_ms"] >= 300 and charged["latency_km"] == 100 * (
             charged["latency_ms"] - slow[0]["latency_ms"])  # default km_per_ms = 100
         assert charged["cost"] > slow[0]["cost"] > charged["distance_km"]
+        page = request(router.http_port, "/f?mirrorlist", xff(GERMAN)).body.decode()
+        assert "<th>wait ms</th><th>latency km</th>" in page  # the term, shown apart
+        assert f"<td class=num>{charged['latency_km']:,.0f}</td>" in page
     finally:
         near.delay = 0.0
     start = probes(near)

@@ -42,6 +42,8 @@ def mirrorlist(data: dict[str, Any]) -> str:
             f"<td>{escape(row['country'] or '-')}</td>"
             f"<td class=num>{_km(row['distance_km'])}</td>"
             f"<td class='{escape(row['state'])}'>{escape(row['state'])}</td>"
+            f"<td>{escape(row['admin'])}</td><td class=num>{_km(row['latency_ms'])}</td>"
+            f"<td class=num>{_km(row['latency_km'])}</td>"
             f"<td class=num>{_km(row['cost'])}</td><td>{escape(row['reason'])}</td></tr>")
     location = data["location"]
     head = (f"<h1>Mirrors for <code>{escape(data['path'])}</code></h1>"
@@ -51,5 +53,6 @@ def mirrorlist(data: dict[str, Any]) -> str:
             f"{' &mdash; <b>degraded: every mirror is down</b>' if data['degraded'] else ''}.</p>"
             f"<p>Redirect: {escape(location) if location else 'none (503)'}</p>")
     table = ("<table><tr><th>rank</th><th>mirror</th><th>url</th><th>country</th><th>km</th>"
-             "<th>state</th><th>cost</th><th>reason</th></tr>" + "".join(rows) + "</table>")
+             "<th>state</th><th>override</th><th>wait ms</th><th>latency km</th>"
+             "<th>cost</th><th>reason</th></tr>" + "".join(rows) + "</table>")
     return _page(f"Mirrors for {data['path']}", head + table)
