@@ -265,11 +265,11 @@ def _explain_text(what: str, address: object, decision: Decision) -> str:
     lines += [f"  service: {s.name}  spread {s.spread:g}  cross_border_km {s.cross_border_km:g}  "
               f"anycast_km {s.anycast_km:g}  km_per_ms {s.km_per_ms:g}  answers {s.answers}  "
               f"on_all_down {s.on_all_down}",
-              "  health:  not probed here; every target counts as up and no latency is charged"
-              " (see the server, or mirror-router probe --client, for live figures)", ""]
+              "  health:  not probed here: every target counts as up, no wait is charged"
+              " (live figures: /status, or mirror-router probe --client)", ""]
     chosen = {t.id for t in decision.chosen()}
     rows = [("rank", "target", "state", "admin", "country", "km", "border", "wait ms",
-             "latency", "weight", "cost", "reason")]
+             "wait km", "weight", "cost", "reason")]
     for position, cand in [*enumerate(decision.ranked, 1), *((None, x) for x in decision.excluded)]:
         t = cand.target
         rows.append((f"{position or '-'}{'*' if t.id in chosen else ''}", t.id,

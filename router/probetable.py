@@ -6,8 +6,9 @@ Every target with a health URL is checked ``--count`` times (once by default), w
 server's own check (``router.check``: same User-Agent, expectations and timeouts), all
 targets at once. The table has one row per target, sorted by time to first byte, with
 each phase's median as ``curl -w`` counts it (ms from the start of the request), the
-server's wait (what steering charges for), the last status, and, with ``--client``, the
-rank that client would get from these results. While the checks run, a progress line
+server's wait (what steering charges for), with ``--client`` the rank that client would
+get from these results, and the last status. The exit status is 2 when a target's last
+check failed (``--json`` has every check in full). While the checks run, a progress line
 shows on the terminal.
 """
 
@@ -137,18 +138,17 @@ def _order(row: Row) -> tuple[int, float, str]:
 
 def table(rows: list[Row], client: Location | None) -> str:
     several = len({r.service.name for r in rows}) > 1
-    head = ["target", "DNS", "connect", "TLS", "TTFB", "wait", "total", "status"]
-    if client is not None:
-        head.append("rank")
+    head = ["target", "DNS", "connect", "TLS", "TTFB", "wait", "total"]
+    head += ["rank", "status"] if client is not None else ["status"]
     lines = [head]
     for r in rows:
         name = f"{r.service.name}/{r.target}" if several else r.target
-        line = [name, *(_ms(r.median(p)) for p in PHASES), r.status]
+        line = [name, *(_ms(r.median(p)) for p in PHASES)]
         if client is not None:
             line.append(str(r.rank) if r.rank else "-")
-        lines.append(line)
+        lines.append([*line, _short(r.status)])
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    out = ["  ".join(v.ljust(w) if i in (0, 7) else v.rjust(w)
+    out = ["  ".join(v.ljust(w) if i in (0, len(head) - 1) else v.rjust(w)
                      for i, (v, w) in enumerate(zip(line, widths, strict=True))).rstrip()
            for line in lines]
     note = "times in ms from the start of each request, as curl -w counts them"
@@ -157,6 +157,14 @@ def table(rows: list[Row], client: Location | None) -> str:
     if client is not None:
         note += f"; rank for {client.network} ({client.city or client.country or 'unlocated'})"
     return "\n".join([*out, "", note])
+
+
+def _short(status: str, limit: int = 72) -> str:
+    """A status for the table: certificate errors said briefly, the rest cut to fit."""
+    if "certificate verify failed: " in status:
+        reason = status.split("certificate verify failed: ", 1)[1].split(" (_ssl", 1)[0]
+        status = f"TLS: certificate verify failed: {reason}"
+    return status if len(status) <= limit else status[:limit - 3] + "..."
 
 
 def _ms(seconds: float | None) -> str:

@@ -103,9 +103,13 @@ def _row(service: str, t: dict[str, Any]) -> str:
     return f"<tr id='target-{escape(service)}-{escape(t['id'])}'>{tds}</tr>"
 
 
+OVERRIDDEN = {"drain": "drained", "down": "marked down", "up": "forced up"}
+
+
 def _state(t: dict[str, Any]) -> str:
     text = t["state"] if t["enabled"] else "disabled"
-    return text if t["admin"] == "auto" else f"{text}, {t['admin']} by operator"
+    admin = OVERRIDDEN.get(t["admin"])
+    return f"{text}, {admin} by the operator" if admin else text
 
 
 def _dot(colour: str) -> str:
