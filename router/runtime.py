@@ -1,4 +1,5 @@
-"""The live state every face reads: the current config, GeoIP, health, readiness.
+"""The live state every face reads: the current config, GeoIP, health, file availability,
+readiness.
 
 One object, passed explicitly to the DNS and HTTP adapters (never a global). A reload
 calls ``install()``, which replaces the config and what is derived from it whole;
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+from router.availability import Ledger
 from router.config import Config
 from router.geo import Locator
 from router.health import Board
@@ -17,9 +19,10 @@ from router.paths import Routes
 
 class Runtime:
     def __init__(self, config: Config, locator: Locator, board: Board,
-                 probing: bool = True) -> None:
+                 probing: bool = True, *, ledger: Ledger | None = None) -> None:
         self.locator = locator
         self.board = board
+        self.ledger = ledger or Ledger()  # catalogs and per-file availability
         self.probing = probing
         self.ready = False
         self.started = time.time()

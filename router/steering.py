@@ -10,6 +10,11 @@
 3. **all down**: when nothing is usable, ``on_all_down`` picks the fallback targets, every
    target (fail open), or nothing.
 
+For an HTTP request for a file a catalog lists, ``files`` tells each target's availability
+of that file (``router.availability``): a target known to lack it, to have a copy of the
+wrong size, or stale for a file that new is excluded, and so is one not yet checked
+(UNVERIFIED). Only when nothing else is usable are the unverified targets ranked.
+
 Cost = (great-circle km + ``cross_border_km`` when the client's and the target's countries
 differ) / (weight / 100). An anycast target is ``anycast_km`` from everyone. A client that
 GeoIP cannot place is put at the service's ``default_location``; without one, distance
@@ -27,6 +32,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
+from router.availability import Availability, FileView
 from router.config import OnAllDown, Service, Target
 from router.earth import Point, distance_km
 from router.geo import Location
@@ -50,7 +56,11 @@ class Exclusion(Enum):
     NO_URL = "has no url, so it cannot take HTTP redirects"
     NOT_FOR_COUNTRY = "the client's country is not in only_countries"
     COUNTRY_EXCLUDED = "the client's country is in exclude_countries"
+    STALE = "stale: lacks the newest release, so not used for files that new"
+    MISSING_FILE = "known not to have this file"
+    WRONG_SIZE = "its copy of this file has the wrong size"
     DOWN = "health check failing"
+    UNVERIFIED = "not yet known to have this file"
 
 
 class Standing(Enum):
@@ -61,6 +71,15 @@ class Standing(Enum):
     BY_COST = "ranked by cost"
     FALLBACK = "all targets down: a fallback target, served regardless of health"
     FAIL_OPEN = "all targets down: served anyway (on_all_down = all)"
+    UNVERIFIED = "no target is known to have this file: not yet checked, served anyway"
+
+
+# Availability of a file → the exclusion it causes (PRESENT and ORIGIN cause none).
+_FILE_EXCLUSIONS = {
+    Availability.STALE: Exclusion.STALE,
+    Availability.MISSING: Exclusion.MISSING_FILE,
+    Availability.WRONG_SIZE: Exclusion.WRONG_SIZE,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +93,7 @@ class Candidate:
     cost: float
     excluded: Exclusion | None = None
     standing: Standing | None = None
+    file: Availability | None = None  # of the file asked for, when a catalog lists it
 
     @property
     def reason(self) -> str:
@@ -112,33 +132,42 @@ def always_up(_target_id: str) -> Status:
     return Status.UP
 
 
-def rank(service: Service, client: Location, health: HealthView, want: Want) -> Decision:
-    """Rank ``service``'s targets for ``client``; the hash key is the client's network."""
+def rank(service: Service, client: Location, health: HealthView, want: Want, *,
+         files: FileView | None = None) -> Decision:
+    """Rank ``service``'s targets for ``client``; the hash key is the client's network.
+
+    ``files``: each target's availability of the file asked for (HTTP, catalog listed).
+    """
     origin = client.point or service.default_location
-    assessed = [_assess(t, service, client, origin, health(t.id), want) for t in service.targets]
+    assessed = [_assess(t, service, client, origin, health(t.id), want,
+                        files(t.id) if files else None) for t in service.targets]
     usable = [c for c in assessed if c.excluded is None]
+    # Nothing known to have the file, not even an origin: the unchecked healthy targets.
+    unverified = [c for c in assessed if c.excluded is Exclusion.UNVERIFIED]
+    overridden = Standing.UNVERIFIED if unverified and not usable else None
+    usable = usable or unverified
     # Degraded only when health emptied the list, not when static rules did.
     degraded = not usable and any(c.excluded is Exclusion.DOWN for c in assessed)
     if degraded:
         usable = _when_all_down(service, assessed)
+        overridden = Standing.FALLBACK if service.on_all_down is OnAllDown.FALLBACK \
+            else Standing.FAIL_OPEN
     ranked = _order(usable, service, client.key) if usable else []
     chosen_ids = {c.target.id for c in ranked}
     excluded = tuple(c for c in assessed if c.target.id not in chosen_ids)
-    if degraded:
-        standing = Standing.FALLBACK if service.on_all_down is OnAllDown.FALLBACK \
-            else Standing.FAIL_OPEN
-        ranked = [replace(c, excluded=None, standing=standing) for c in ranked]
+    if overridden is not None:
+        ranked = [replace(c, excluded=None, standing=overridden) for c in ranked]
     return Decision(service, client, origin, tuple(ranked), excluded, degraded,
                     _ttl(service, degraded))
 
 
 def _assess(target: Target, service: Service, client: Location, origin: Point | None,
-            status: Status, want: Want) -> Candidate:
+            status: Status, want: Want, file: Availability | None) -> Candidate:
     distance = _distance(target, service, origin)
     border = _border_km(target, service, client)
     cost = ((distance or 0.0) + border) / (target.weight / 100)
-    return Candidate(target, status, distance, border, cost,
-                     _exclusion(target, client, status, want))
+    excluded = _exclusion(target, client, status, want, file)
+    return Candidate(target, status, distance, border, cost, excluded, file=file)
 
 
 def _distance(target: Target, service: Service, origin: Point | None) -> float | None:
@@ -154,7 +183,8 @@ def _border_km(target: Target, service: Service, client: Location) -> float:
     return service.cross_border_km if crosses else 0.0
 
 
-def _exclusion(target: Target, client: Location, status: Status, want: Want) -> Exclusion | None:
+def _exclusion(target: Target, client: Location, status: Status, want: Want,
+               file: Availability | None) -> Exclusion | None:
     if not target.enabled:
         return Exclusion.DISABLED
     if want is Want.URL and target.url is None:
@@ -165,8 +195,12 @@ def _exclusion(target: Target, client: Location, status: Status, want: Want) -> 
         return Exclusion.NOT_FOR_COUNTRY
     if client.country in target.exclude_countries:
         return Exclusion.COUNTRY_EXCLUDED
+    if file in _FILE_EXCLUSIONS:
+        return _FILE_EXCLUSIONS[file]
     if status is Status.DOWN:
         return Exclusion.DOWN
+    if file is Availability.UNKNOWN:
+        return Exclusion.UNVERIFIED
     return None
 
 
@@ -191,6 +225,22 @@ def _order(usable: list[Candidate], service: Service, key: bytes) -> list[Candid
     else:
         first = [replace(near[0], standing=Standing.NEAREST)]
     return first + [replace(c, standing=Standing.BY_COST) for c in rest]
+
+
+def worth_waiting_for(decision: Decision) -> tuple[str, ...]:
+    """Targets not yet checked for the file that would rank first once known to have it.
+
+    They cost no more than the near-equal limit of the best usable target (every one of
+    them when nothing is usable): a request may wait a little for their checks.
+    """
+    unverified = [c for c in decision.excluded if c.excluded is Exclusion.UNVERIFIED]
+    unverified += [c for c in decision.ranked if c.standing is Standing.UNVERIFIED]
+    usable = [c for c in decision.ranked if c.standing is not Standing.UNVERIFIED]
+    if not usable:
+        return tuple(c.target.id for c in unverified)
+    service = decision.service
+    limit = min(c.cost for c in usable) * service.spread + service.spread_km + 1e-9
+    return tuple(c.target.id for c in unverified if c.cost <= limit)
 
 
 def _rendezvous(key: bytes, target: Target) -> float:
@@ -249,6 +299,7 @@ def _row(c: Candidate, position: int | None, chosen: bool) -> dict[str, Any]:
         "cost": round(c.cost, 1),
         "excluded": c.excluded is not None,
         "reason": c.reason,
+        "file": c.file.value if c.file else None,
         "url": t.url,
         "addresses": [str(a) for a in t.addresses],
     }
