@@ -151,7 +151,8 @@ class Mirror:
             return web.Response(status=404, text="not found\n")
         first, last = _byte_range(request.headers.get("Range"), len(body))
         if first is None:
-            return web.Response(body=body, content_type="application/octet-stream")
+            return web.Response(body=body, content_type="application/octet-stream",
+                                headers={"Accept-Ranges": "bytes"})
         return web.Response(status=206, body=body[first:last + 1],
                             content_type="application/octet-stream",
                             headers={"Content-Range": f"bytes {first}-{last}/{len(body)}"})

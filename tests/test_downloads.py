@@ -12,8 +12,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
+import rnc2rng
+from lxml import etree
 
 from tests.conftest import write_zone
 from tests.harness import RouterProcess, release_list
@@ -209,3 +216,93 @@ def test_the_mirrorlist_shows_the_file(site):
                             "sha256": hashlib.sha256(ALL[f"{OLD}.src.tar.gz"]).hexdigest()}
     page = request(router.http_port, f"/{NEW}.linux-amd64.tar.gz?mirrorlist", xff(TOKYO)).body
     assert b"<th>freshness</th>" in page and b"wrong size" in page and b"stale" in page
+
+
+# ---------------------------------------------------------------- Metalink
+
+SCHEMA = Path(__file__).parent / "data" / "metalink4.rnc"
+META = "{urn:ietf:params:xml:ns:metalink}"
+
+
+@pytest.fixture(scope="module")
+def metalink_schema():
+    grammar = etree.fromstring(rnc2rng.dumps(rnc2rng.load(str(SCHEMA))).encode())
+    return lambda data: (schema := etree.RelaxNG(grammar)).validate(
+        etree.fromstring(data)) or pytest.fail(str(schema.error_log))
+
+
+def test_the_meta4_document_validates_and_lists_the_good_mirrors_in_order(site,
+                                                                          metalink_schema):
+    router, m = site
+    name = f"{NEW}.linux-amd64.tar.gz"
+    r = request(router.http_port, f"/{name}.meta4", xff(TOKYO))
+    assert r.status == 200 and r.headers["Content-Type"] == "application/metalink4+xml"
+    metalink_schema(r.body)
+    file = ET.fromstring(r.body).find(f"{META}file")
+    assert file.get("name") == name
+    assert file.findtext(f"{META}size") == "3000"
+    assert file.find(f"{META}hash").get("type") == "sha-256"
+    assert file.findtext(f"{META}hash") == hashlib.sha256(ALL[name]).hexdigest()
+    urls = [(u.get("priority"), u.get("location"), u.text) for u in file.iter(f"{META}url")]
+    # tyo (stale) and bj (truncated) are left out; the origin (anycast) has no country.
+    assert urls == [("1", "de", f"{m['fra'].base}/go/{name}"),
+                    ("2", None, f"{m['origin'].base}/go/{name}")]
+
+
+def test_accept_metalink_on_the_file_url_gets_the_same_document(site, metalink_schema):
+    router, _m = site
+    path = f"/{OLD}.src.tar.gz"
+    by_accept = request(router.http_port, path,
+                        {**xff(BEIJING), "Accept": "application/metalink4+xml"})
+    assert by_accept.status == 200
+    metalink_schema(by_accept.body)
+    assert by_accept.body == request(router.http_port, path + ".meta4", xff(BEIJING)).body
+    urls = [u.text for u in ET.fromstring(by_accept.body).iter(f"{META}url")]
+    assert len(urls) == 4 and urls[0].endswith(path)  # bj, tyo, fra, origin
+
+
+def test_the_schema_rejects_what_rfc_5854_forbids(metalink_schema):
+    ok = (b'<metalink xmlns="urn:ietf:params:xml:ns:metalink"><file name="a">'
+          b'<url priority="1">http://a/a</url></file></metalink>')
+    metalink_schema(ok)
+    for bad in (ok.replace(b'priority="1"', b'priority="0"'), ok.replace(b' name="a"', b""),
+                ok.replace(b"<file", b"<files").replace(b"</file>", b"</files>")):
+        with pytest.raises(pytest.fail.Exception):
+            metalink_schema(bad)
+
+
+def aria2c(tmp_path, meta4: bytes, *options: str):
+    source = tmp_path / "file.meta4"
+    source.write_bytes(meta4)
+    return subprocess.run(
+        ["aria2c", "-M", str(source), "--dir", str(tmp_path / "out"), "--split=2",
+         # Every loopback mirror is host 127.0.0.1, and aria2c counts connections per host.
+         "--max-connection-per-server=2", "--min-split-size=1M", "--max-tries=1",
+         "--console-log-level=warn", "--summary-interval=0", "--no-conf",
+         "--follow-metalink=mem", *options],
+        capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(not shutil.which("aria2c") and not os.environ.get("CI"),
+                    reason="aria2c is not installed (Debian package aria2)")
+def test_aria2c_downloads_through_the_meta4_from_two_mirrors_and_checks_the_hash(site,
+                                                                                 tmp_path):
+    router, m = site
+    name = f"{NEW}.darwin-arm64.tar.gz"
+    meta4 = request(router.http_port, f"/{name}.meta4", xff(BEIJING)).body
+    before = {k: len(v.requests) for k, v in m.items()}
+    done = aria2c(tmp_path, meta4)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "out" / name).read_bytes() == ALL[name]
+    used = {k for k, v in m.items() if ("GET", f"/go/{name}") in v.requests[before[k]:]}
+    assert used == {"bj", "fra"}  # the two first mirrors of the document, at once
+
+
+@pytest.mark.skipif(not shutil.which("aria2c") and not os.environ.get("CI"),
+                    reason="aria2c is not installed (Debian package aria2)")
+def test_aria2c_refuses_a_download_whose_hash_does_not_match(site, tmp_path):
+    router, _m = site
+    name = f"{OLD}.windows-amd64.zip"  # the catalog lists a sha256 that no copy has
+    meta4 = request(router.http_port, f"/{name}.meta4", xff(BEIJING)).body
+    done = aria2c(tmp_path, meta4)
+    assert done.returncode == 32, done.stdout + done.stderr  # checksum validation failed
