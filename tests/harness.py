@@ -236,6 +236,38 @@ def release_list(releases: list[tuple[str, bool, dict[str, bytes]]],
     return json.dumps(out, indent=1).encode()
 
 
+LIST_PATH = "/dl/?mode=json&include=all"  # where a loopback origin serves its release list
+
+
+def downloads_zone(origin: Mirror, mirrors: dict[str, Mirror], service_keys: str) -> str:
+    """A zone whose ``downloads`` service has a catalog at ``origin`` (the anycast fallback)
+    and the given mirrors, each in the city of ``CITIES`` its id names, under ``/go/``."""
+    targets = "".join(f'''
+[[services.downloads.targets]]
+id = "{tid}"
+url = "{m.base}/go/"
+location = {{ lat = {CITIES[tid][1]}, lon = {CITIES[tid][2]} }}
+country = "{CITIES[tid][3]}"
+''' for tid, m in mirrors.items())
+    return f'''
+[zone]
+origin = "dl.example.com"
+nameservers = ["ns1.example.net"]
+hostmaster = "hostmaster@example.com"
+
+[services.downloads]
+http_prefix = "/"
+fallback = ["origin"]
+{service_keys}
+catalog.url = "{origin.base}{LIST_PATH}"
+
+[[services.downloads.targets]]
+id = "origin"
+url = "{origin.base}/go/"
+location = "anycast"
+{targets}'''
+
+
 # The five-city test zone (the same mirrors as ../shared/peers/mirrors.txt).
 CITIES = {
     "bj": ("Beijing", 39.90, 116.40, "CN", 1),

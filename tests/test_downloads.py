@@ -23,7 +23,7 @@ import rnc2rng
 from lxml import etree
 
 from tests.conftest import write_zone
-from tests.harness import RouterProcess, release_list
+from tests.harness import LIST_PATH, RouterProcess, downloads_zone, release_list
 from tests.test_http import request, xff
 
 TOKYO, BEIJING, FRANKFURT = "1.0.16.1", "202.106.0.20", "5.9.0.1"
@@ -49,44 +49,11 @@ ALL = {name: data for files in FILES.values() for name, data in files.items()}
 LIST = release_list([(RC, False, FILES[RC]), (NEW, True, FILES[NEW]), (OLD, True, FILES[OLD]),
                      ("go1.21.0", True, FILES["go1.21.0"])],
                     wrong_sha256=frozenset({f"{OLD}.windows-amd64.zip"}))
-LIST_PATH = "/dl/?mode=json&include=all"
-
-ZONE = """
-[zone]
-origin = "dl.example.com"
-nameservers = ["ns1.example.net"]
-hostmaster = "hostmaster@example.com"
-
-[services.downloads]
-http_prefix = "/"
+SERVICE = """
 anycast_km = 15000
-fallback = ["origin"]
-catalog = {{ url = "{origin}{list}", format = "go", refresh = "1h" }}
 availability_wait = "5s"
-health = {{ path = "/health", interval = "300ms", timeout = "1s", rise = 1, fall = 1 }}
-
-[[services.downloads.targets]]
-id = "origin"
-url = "{origin}/go/"
-location = "anycast"
-
-[[services.downloads.targets]]
-id = "fra"
-url = "{fra}/go/"
-location = {{ lat = 50.11, lon = 8.68 }}
-country = "DE"
-
-[[services.downloads.targets]]
-id = "tyo"
-url = "{tyo}/go/"
-location = {{ lat = 35.68, lon = 139.69 }}
-country = "JP"
-
-[[services.downloads.targets]]
-id = "bj"
-url = "{bj}/go/"
-location = {{ lat = 39.90, lon = 116.40 }}
-country = "CN"
+health = { path = "/health", interval = "300ms", timeout = "1s", rise = 1, fall = 1 }
+catalog.refresh = "1h"
 """
 
 
@@ -104,7 +71,7 @@ def site(tmp_path_factory, farm):
     stock(m["bj"], everywhere)
     m["bj"].files[f"/go/{NEW}.linux-amd64.tar.gz"] = ALL[f"{NEW}.linux-amd64.tar.gz"][:-500]
     stock(m["tyo"], [*FILES[OLD], f"{NEW}.linux-amd64.tar.gz"])
-    zone = ZONE.format(list=LIST_PATH, **{k: v.base for k, v in m.items()})
+    zone = downloads_zone(m["origin"], {k: m[k] for k in ("fra", "tyo", "bj")}, SERVICE)
     router = RouterProcess(write_zone(tmp_path_factory.mktemp("zones"), zone, "dl.toml"),
                            "--trusted-proxy", "127.0.0.1/32")
     # The freshness probe finds tyo stale (it lacks two files of the newest release).

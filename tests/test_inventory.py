@@ -15,51 +15,37 @@ import time
 import pytest
 
 from tests.conftest import write_zone
-from tests.harness import RouterProcess, release_list, wait_until
+from tests.harness import (
+    LIST_PATH,
+    RouterProcess,
+    downloads_zone,
+    release_list,
+    wait_until,
+)
 from tests.test_http import request, xff
 
 TOKYO = "1.0.16.1"
-LIST_PATH = "/dl/?mode=json&include=all"
 NEWEST = {f"go1.22.5.{p}.tar.gz": b"n" * 1000 for p in ("linux-amd64", "src")}
 OLD = {f"go1.21.0.os{i}-amd64.tar.gz": b"o" * (100 + i) for i in range(24)}
 NEXT = {f"go1.22.6.{p}.tar.gz": b"x" * 1200 for p in ("linux-amd64", "src")}
 RELEASES = [("go1.22.5", True, NEWEST), ("go1.21.0", True, OLD)]
 
-ZONE = """
-[zone]
-origin = "dl.example.com"
-nameservers = ["ns1.example.net"]
-hostmaster = "hostmaster@example.com"
-
-[services.downloads]
-http_prefix = "/"
-fallback = ["origin"]
-catalog = {{ url = "{origin}{list}", refresh = "300ms" }}
+SERVICE = """
 availability_wait = "300ms"
 availability_checks = 2
 availability_negative_ttl = "1s"
-health = {{ path = "/health", interval = "1s", timeout = "2s" }}
-
-[[services.downloads.targets]]
-id = "origin"
-url = "{origin}/go/"
-location = "anycast"
-
-[[services.downloads.targets]]
-id = "near"
-url = "{near}/go/"
-location = {{ lat = 35.68, lon = 139.69 }}
-country = "JP"
+health = { path = "/health", interval = "1s", timeout = "2s" }
+catalog.refresh = "300ms"
 """
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory, farm):
-    origin, near = farm.mirror("origin"), farm.mirror("near")
+    origin, near = farm.mirror("origin"), farm.mirror("tyo")
     origin.files[LIST_PATH] = release_list(RELEASES)
     for mirror in (origin, near):
         mirror.files.update({f"/go/{n}": b for n, b in {**NEWEST, **OLD}.items()})
-    zone = ZONE.format(list=LIST_PATH, origin=origin.base, near=near.base)
+    zone = downloads_zone(origin, {"tyo": near}, SERVICE)
     router = RouterProcess(write_zone(tmp_path_factory.mktemp("zones"), zone, "dl.toml"),
                            "--trusted-proxy", "127.0.0.1/32")
     router.wait_for("mirror_freshness", 10)
@@ -75,7 +61,7 @@ def goes_to(router, origin, near, name):
 
 def availability(router, name):
     data = json.loads(request(router.http_port, f"/{name}?mirrorlist=json", xff(TOKYO)).body)
-    return {row["id"]: row["file"] for row in data["candidates"]}["near"]
+    return {row["id"]: row["file"] for row in data["candidates"]}["tyo"]
 
 
 def test_a_request_waits_at_most_availability_wait_then_takes_the_next(live):
