@@ -201,7 +201,8 @@ class Ledger:
             self._urls.pop(key, None)
         sources = {s.name: (s.catalog.url, s.catalog.format) for s in config.services
                    if s.catalog is not None}
-        gone = [n for n in self._catalogs if sources.get(n) != self._sources.get(n)]
+        gone = [n for n in self._catalogs
+                if n not in sources or sources[n] != self._sources.get(n)]
         for name in gone:
             del self._catalogs[name]
             self._sources.pop(name, None)

@@ -16,10 +16,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from router.catalog import CatalogFormat
 from router.config import (
     Caa,
+    CatalogSpec,
     Config,
     ConfigError,
+    FileChecks,
     HealthCheck,
     Mx,
     OnAllDown,
@@ -340,9 +343,23 @@ def test_the_example_zone_loads():
     assert load(ROOT / "zones").zones == config.zones
 
 
+def test_catalog_and_availability_keys(tmp_path):
+    plain = service_of(tmp_path)
+    assert plain.catalog is None and plain.checks == FileChecks()
+    assert FileChecks() == FileChecks(wait=0.3, ttl=3600.0, negative_ttl=300.0, per_mirror=4)
+    service = service_of(tmp_path, *CATALOG, ("ttl = 30", 'ttl = 30\ncatalog.refresh = "10m"\n'
+                         'availability_wait = "150ms"\navailability_ttl = "2h"\n'
+                         'availability_negative_ttl = "30s"\navailability_checks = 8'))
+    assert service.catalog == CatalogSpec("https://go.dev/dl/?mode=json&include=all",
+                                          CatalogFormat.GO, refresh=600.0, timeout=30.0)
+    assert service.checks == FileChecks(wait=0.15, ttl=7200.0, negative_ttl=30.0, per_mirror=8)
+
+
 # ---------------------------------------------------------------- invalid edits
 
 TARGET = "services.dl.targets[a]"
+CATALOG = [('dns_names = ["@"]', 'dns_names = ["@"]\nhttp_prefix = "/"\n'
+            'catalog.url = "https://go.dev/dl/?mode=json&include=all"')]
 
 INVALID = [
     # wrong types
@@ -528,6 +545,34 @@ INVALID = [
     pytest.param([("[services.dl]", '[services."bad name"]'),
                   ("[[services.dl.targets]]", '[[services."bad name".targets]]')], "",
                  "services.bad name", "service names use letters, digits", id="bad-service-name"),
+    # catalogs and availability
+    pytest.param([*CATALOG, ("ttl = 30", 'ttl = 30\ncatalog.format = "debian"')], "",
+                 "services.dl.catalog.format", "'debian' is not one of \"go\"",
+                 id="catalog-format"),
+    pytest.param([("ttl = 30", 'ttl = 30\nhttp_prefix = "/"\ncatalog = { format = "go" }')],
+                 "", "services.dl.catalog.url", "is required", id="catalog-url-missing"),
+    pytest.param([("ttl = 30", 'ttl = 30\nhttp_prefix = "/"\n'
+                   'catalog = { url = "ftp://go.dev/dl/" }')], "", "services.dl.catalog.url",
+                 "is not an http:// or https:// URL with a host", id="catalog-url-ftp"),
+    pytest.param([("ttl = 30", 'ttl = 30\nhttp_prefix = "/"\n'
+                   'catalog = { url = "https://go.dev/dl/#x" }')], "", "services.dl.catalog.url",
+                 "must not carry a fragment", id="catalog-url-fragment"),
+    pytest.param([*CATALOG, ("ttl = 30", 'ttl = 30\ncatalog.refresh = "0s"')], "",
+                 "services.dl.catalog.refresh", "must be longer than zero",
+                 id="catalog-refresh-zero"),
+    pytest.param([*CATALOG, ("ttl = 30", "ttl = 30\ncatalog.every = 5")], "",
+                 "services.dl.catalog.every", "unknown key", id="catalog-unknown-key"),
+    pytest.param([("ttl = 30", 'ttl = 30\ncatalog = { url = "https://go.dev/dl/?mode=json" }')],
+                 "", "services.dl.catalog", "needs http_prefix", id="catalog-without-http"),
+    pytest.param([("ttl = 30", 'ttl = 30\navailability_wait = "1s"')], "",
+                 "services.dl.availability_wait", "has no effect without a catalog",
+                 id="availability-without-catalog"),
+    pytest.param([*CATALOG, ("ttl = 30", 'ttl = 30\navailability_wait = "2m"')], "",
+                 "services.dl.availability_wait", "must be between 0.001s and 60s, not 120s",
+                 id="availability-wait-too-long"),
+    pytest.param([*CATALOG, ("ttl = 30", "ttl = 30\navailability_checks = 0")], "",
+                 "services.dl.availability_checks", "must be between 1 and 64, not 0",
+                 id="availability-checks-zero"),
 ]
 
 
