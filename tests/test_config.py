@@ -721,7 +721,7 @@ def test_check_accepts_the_example_zones():
     assert len(lines) == len(files) >= 1
     for line, path in zip(lines, files, strict=True):
         assert line.startswith(f"zones/{path.name}: ok: ")
-    assert "go.example.com. with 6 record(s), 1 service(s), 6 target(s)" in result.stdout
+    assert "go.example.com. with 6 record(s), 2 service(s), 11 target(s)" in result.stdout
 
 
 def test_check_prints_every_problem_and_fails(tmp_path):
