@@ -30,6 +30,7 @@ from router.config import (
     Srv,
     Txt,
     load,
+    load_server,
     parse_duration,
 )
 from router.earth import Point
@@ -573,6 +574,24 @@ INVALID = [
     pytest.param([*CATALOG, ("ttl = 30", "ttl = 30\navailability_checks = 0")], "",
                  "services.dl.availability_checks", "must be between 1 and 64, not 0",
                  id="availability-checks-zero"),
+    # HTTP keys
+    pytest.param([("ttl = 30", 'ttl = 30\nhttp_prefix = "dl/"')], "", "services.dl.http_prefix",
+                 "must be a URL path that starts with '/'", id="prefix-no-slash"),
+    pytest.param([("ttl = 30", 'ttl = 30\nhttp_prefix = "/a//b/"')], "",
+                 "services.dl.http_prefix", "must be a plain path", id="prefix-double-slash"),
+    pytest.param([("ttl = 30", 'ttl = 30\nhttp_prefix = "/a/../b/"')], "",
+                 "services.dl.http_prefix", "must not contain . or .. segments",
+                 id="prefix-dotdot"),
+    pytest.param([("ttl = 30", "ttl = 30\nlink_alternates = 17")], "",
+                 "services.dl.link_alternates", "must be between 0 and 16", id="alternates-range"),
+    pytest.param([("ttl = 30", 'ttl = 30\npass_query = "yes"')], "", "services.dl.pass_query",
+                 "must be true or false", id="pass-query-string"),
+    pytest.param([("ttl = 30", 'ttl = 30\nhttp_prefix = "/"'),
+                  ('url = "https://a.example.net/go"\n', "")], "", "services.dl.http_prefix",
+                 "no target has a url", id="prefix-without-urls"),
+    pytest.param([], '\n[services.other]\nhttp_prefix = "/dl"\n' + TARGET_A.replace(
+                     "services.dl.", "services.other.") + "\n[services.dl.x]\n",
+                 "services.dl.x", "unknown key", id="unknown-subtable"),
 ]
 
 
@@ -585,6 +604,49 @@ def test_invalid_zone_reports_key_and_reason(tmp_path, edits, append, key, reaso
     assert reason in problem.reason
     assert problem.file == str(path)
     assert str(problem) == f"{path}: {key}: {problem.reason}"
+
+
+@pytest.mark.parametrize(("literal", "prefix"), [('"/"', "/"), ('"/dl"', "/dl/"),
+                                               ('"/mod/"', "/mod/")])
+def test_http_prefix_always_ends_with_a_slash(tmp_path, literal, prefix):
+    svc = service_of(tmp_path, ("ttl = 30", f"ttl = 30\nhttp_prefix = {literal}"))
+    assert (svc.http_prefix, svc.link_alternates, svc.pass_query) == (prefix, 4, False)
+
+
+def test_two_services_with_one_prefix_in_a_zone(tmp_path):
+    other = TARGET_A.replace("services.dl.", "services.other.")
+    text = zone_toml(("ttl = 30", 'ttl = 30\nhttp_prefix = "/x"'),
+                     append=f'\n[services.other]\nhttp_prefix = "/x/"\n{other}')
+    (problem,) = problems_of(write(tmp_path, text))
+    assert problem.key == "services.other.http_prefix"
+    assert "already served by services.dl" in problem.reason
+
+
+def test_server_settings_file(tmp_path):
+    path = tmp_path / "server.toml"
+    path.write_text('[server]\ntrusted_proxies = ["127.0.0.1", "10.0.0.0/8", "::1"]\n'
+                    "access_log = true\n")
+    settings = load_server(path)
+    assert [str(n) for n in settings.trusted_proxies] == ["127.0.0.1/32", "10.0.0.0/8",
+                                                          "::1/128"]
+    assert settings.access_log is True
+
+
+@pytest.mark.parametrize(("text", "key", "reason"), [
+    ('[server]\ntrusted_proxies = ["not-a-net"]\n', "server.trusted_proxies",
+     "is not an IP network"),
+    ("[server]\naccess_log = 1\n", "server.access_log", "must be true or false"),
+    ("[server]\ntrusted = []\n", "server.trusted", "unknown key"),
+    ("[other]\n", "server", "is required"),
+])
+def test_server_settings_errors_name_file_key_and_reason(tmp_path, text, key, reason):
+    path = tmp_path / "server.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_server(path)
+    found = {p.key: p for p in info.value.problems}
+    assert key in found and reason in found[key].reason
+    assert found[key].file == str(path)
 
 
 def test_zone_must_be_a_table(tmp_path):
