@@ -66,10 +66,16 @@ async def handle(request: web.Request) -> web.StreamResponse:
     if "mirrorlist" in request.query:
         return _mirrorlist(request, item.route, decision, item.file)
     query = paths.check_query(raw_query) if service.pass_query and raw_query else ""
+    return _redirect(request, item, decision, query)
+
+
+def _redirect(request: web.Request, item: downloads.Asked, decision: Decision,
+              query: str) -> web.Response:
+    """The 302: Location, Link alternates, and for a listed file Digest and describedby."""
     found = paths.redirect_for(item.route, decision, query)
     if found is None:
         raise Unavailable("no mirror can serve this now",
-                          max(1, math.ceil(service.health.interval)))
+                          max(1, math.ceil(item.route.service.health.interval)))
     request["target"] = found.target.id
     response = web.Response(status=302, headers={"Location": found.location,
                                                  "Cache-Control": "private, no-store"})
