@@ -215,8 +215,7 @@ def _when_all_down(service: Service, assessed: list[Candidate]) -> list[Candidat
 
 
 def _order(usable: list[Candidate], service: Service, key: bytes) -> list[Candidate]:
-    best = min(c.cost for c in usable)
-    limit = best * service.spread + service.spread_km + 1e-9
+    limit = _near_limit(usable, service)
     near = [c for c in usable if c.cost <= limit]
     rest = sorted((c for c in usable if c.cost > limit), key=lambda c: (c.cost, c.target.id))
     if len(near) > 1:
@@ -238,9 +237,13 @@ def worth_waiting_for(decision: Decision) -> tuple[str, ...]:
     usable = [c for c in decision.ranked if c.standing is not Standing.UNVERIFIED]
     if not usable:
         return tuple(c.target.id for c in unverified)
-    service = decision.service
-    limit = min(c.cost for c in usable) * service.spread + service.spread_km + 1e-9
+    limit = _near_limit(usable, decision.service)
     return tuple(c.target.id for c in unverified if c.cost <= limit)
+
+
+def _near_limit(usable: list[Candidate], service: Service) -> float:
+    """The highest cost that is near-equal to the best: ``best x spread + spread_km``."""
+    return min(c.cost for c in usable) * service.spread + service.spread_km + 1e-9
 
 
 def _rendezvous(key: bytes, target: Target) -> float:
