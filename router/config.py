@@ -11,12 +11,13 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from router import values as v
+from router.catalog import CatalogFormat, CatalogSpec, FileChecks
 from router.earth import Point
 from router.errors import RouterError
 from router.values import (
@@ -103,6 +104,8 @@ class Service:
     http_prefix: str | None = None  # "/dl/": GET /dl/<path> redirects to <target url><path>
     link_alternates: int = 4  # RFC 6249 Link: rel=duplicate headers on a redirect
     pass_query: bool = False  # pass the query string on to the mirror
+    catalog: CatalogSpec | None = None  # what the origin publishes (HTTP only)
+    checks: FileChecks = field(default_factory=FileChecks)  # how availability is learned
     source: str = ""
 
     def target(self, target_id: str) -> Target | None:
@@ -453,6 +456,8 @@ def _build_service(name: str, s: _Table, origin: str, source: str) -> Service | 
         http_prefix=s.get("http_prefix", v.http_prefix, None),
         link_alternates=s.get("link_alternates", v.integer(0, 16), 4),
         pass_query=s.get("pass_query", v.boolean, False),
+        catalog=_build_catalog(s.table("catalog")),
+        checks=_build_file_checks(s),
         source=source,
     )
     _check_service(service, s)
@@ -474,6 +479,35 @@ def _build_health(h: _Table | None) -> HealthCheck | None:
     )
     h.finish()
     return check
+
+
+def _build_catalog(c: _Table | None) -> CatalogSpec | None:
+    if c is None:
+        return None
+    d = CatalogSpec("")
+    spec = CatalogSpec(
+        url=c.get("url", v.fetch_url),
+        format=c.get("format", v.choice(CatalogFormat), d.format),
+        refresh=c.get("refresh", v.duration(0.1, 7 * 86400), d.refresh),
+        timeout=c.get("timeout", v.duration(0.01, 3600), d.timeout),
+    )
+    c.finish()
+    return spec
+
+
+_FILE_CHECK_KEYS = ("availability_wait", "availability_ttl", "availability_negative_ttl",
+                    "availability_checks")
+
+
+def _build_file_checks(s: _Table) -> FileChecks:
+    d = FileChecks()
+    return FileChecks(
+        wait=s.get("availability_wait", v.duration(0.001, 60), d.wait),
+        ttl=s.get("availability_ttl", v.duration(0.1, 30 * 86400), d.ttl),
+        negative_ttl=s.get("availability_negative_ttl", v.duration(0.1, 30 * 86400),
+                           d.negative_ttl),
+        per_mirror=s.get("availability_checks", v.integer(1, 64), d.per_mirror),
+    )
 
 
 def _build_targets(s: _Table, health: HealthCheck | None) -> Iterator[Target]:
@@ -527,6 +561,12 @@ def _check_service(service: Service, s: _Table) -> None:
         s.report(s.key("dns_names"), "no target has addresses, so DNS could never answer")
     if service.http_prefix and service.targets and not any(t.url for t in service.targets):
         s.report(s.key("http_prefix"), "no target has a url, so HTTP could never redirect")
+    if service.catalog is not None and not service.http_prefix:
+        s.report(s.key("catalog"), "needs http_prefix: only the HTTP redirector reads it")
+    for key in _FILE_CHECK_KEYS:
+        if key in s.data and service.catalog is None:
+            s.report(s.key(key), "has no effect without a catalog: availability is "
+                     "checked only for files a catalog lists")
     for t in service.targets:
         both = t.only_countries & t.exclude_countries
         if both:
@@ -570,7 +610,8 @@ def _check_zone(zone: Zone, doc: _Table) -> None:
 
 
 __all__ = [
-    "RECORD_TYPES", "Address", "Caa", "Config", "ConfigError", "HealthCheck", "Mx", "OnAllDown",
+    "RECORD_TYPES", "Address", "Caa", "CatalogSpec", "Config", "ConfigError", "FileChecks",
+    "HealthCheck", "Mx", "OnAllDown",
     "Problem", "RData", "Record", "ServerConfig", "Service", "Srv", "Target", "Txt", "Zone",
     "join_url", "load", "load_server", "parse_duration",
 ]

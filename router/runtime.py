@@ -1,5 +1,5 @@
-"""The live state every face reads: the current config, GeoIP, health, readiness, and
-the counters the faces keep (``router.stats``).
+"""The live state every face reads: the current config, GeoIP, health, file availability,
+readiness, and the counters the faces keep (``router.stats``).
 
 One object, passed explicitly to the DNS and HTTP adapters (never a global). A reload
 calls ``install()``, which replaces the config and what is derived from it whole;
@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from router.availability import Ledger
 from router.config import Config
 from router.geo import Locator
 from router.health import Board
@@ -23,9 +24,10 @@ if TYPE_CHECKING:
 
 class Runtime:
     def __init__(self, config: Config, locator: Locator, board: Board,
-                 probing: bool = True) -> None:
+                 probing: bool = True, *, ledger: Ledger | None = None) -> None:
         self.locator = locator
         self.board = board
+        self.ledger = ledger or Ledger()  # catalogs and per-file availability
         self.probing = probing
         self.ready = False
         self.started = time.time()

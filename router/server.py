@@ -28,6 +28,7 @@ from router.geo import GeoError, Locator
 from router.health import Board, Status
 from router.http.app import HttpSettings, create_app
 from router.http.client import IPNetwork
+from router.inventory import Inventory
 from router.probe import Prober, log_change
 from router.runtime import Runtime
 from router.statefile import StateFile
@@ -63,6 +64,7 @@ class Server:
         self.runtime: Runtime | None = None
         self.dispatch: Dispatch | None = None
         self.prober: Prober | None = None
+        self.inventory: Inventory | None = None  # catalogs and file checks (not --no-probe)
         self.dns: list[DnsListener] = []
         self.http: web.AppRunner | None = None
 
@@ -85,9 +87,11 @@ class Server:
         self._watch_state(runtime)
         self.dispatch = Dispatch(self._authority(config))
         dns_socks = [_bind_dns(host, port, s) for host, port in s.dns]
+        if s.probe:
+            self.inventory = Inventory(runtime.ledger)
         http_addrs = await self._start_http(runtime)
         log.info("listening", http=[_fmt(a) for a in http_addrs], ready=False)
-        await self._first_probe_round(config)
+        await asyncio.gather(self._first_probe_round(config), self._first_catalogs(config))
         for udp, tcp in dns_socks:
             listener = DnsListener(self.dispatch, s.tcp_max, s.tcp_idle)
             await listener.start_on(udp, tcp)
@@ -128,6 +132,10 @@ class Server:
             self.prober.reconfigure(config)
         else:
             _assume_up(self.runtime.board, config)
+        if self.inventory is not None:
+            self.inventory.reconfigure(config)
+        else:
+            self.runtime.ledger.retain(config)
         log.info("reloaded", zones=[z.origin for z in config.zones],
                  services=len(config.services))
         return True
@@ -139,6 +147,8 @@ class Server:
             await self.http.cleanup()
         if self.prober is not None:
             await self.prober.close()
+        if self.inventory is not None:
+            await self.inventory.close()
         if self.runtime is not None:
             if self.runtime.state is not None:
                 await self.runtime.state.stop()
@@ -163,7 +173,8 @@ class Server:
         if not self.settings.http:
             return []
         app = create_app(runtime, HttpSettings(self.settings.trusted_proxies,
-                                               self.settings.access_log))
+                                               self.settings.access_log),
+                         inventory=self.inventory)
         self.http = web.AppRunner(app, access_log=None,
                                   shutdown_timeout=self.settings.drain_timeout)
         await self.http.setup()
@@ -187,6 +198,13 @@ class Server:
         await self.prober.first_round()
         log.info("first_probe_round", seconds=round(time.monotonic() - started, 3),
                  checked=len(board.snapshot.health))
+
+    async def _first_catalogs(self, config: Config) -> None:
+        """Fetch every catalog once before ready (--no-probe: none; nothing is contacted)."""
+        if self.inventory is None:
+            return
+        await self.inventory.start(config)
+        await self.inventory.first_fetch()
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()

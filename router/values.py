@@ -171,6 +171,16 @@ def url(v: Any) -> str:
     return url
 
 
+def fetch_url(v: Any) -> str:
+    """An http(s) URL to fetch, such as a release list: a query is allowed."""
+    text = string(v)
+    parts = urlsplit(text)
+    if parts.fragment or "#" in text:
+        raise Invalid(f"{text!r} must not carry a fragment")
+    url(parts._replace(query="").geturl())
+    return text
+
+
 def base_url(v: Any) -> str:
     """A mirror's base URL always ends with ``/`` so that ``url + path`` is well formed."""
     text = url(v)

@@ -344,3 +344,18 @@ def test_access_log_line_names_client_path_target_and_latency(two_services):
                       what="the access log line")
     assert line["client"] == "202.106.0.20" and line["target"] == "a"
     assert line["status"] == 302 and line["ms"] >= 0
+
+
+def test_a_module_path_goes_to_the_nearest_healthy_proxy_intact(two_services):
+    router, mirrors = two_services
+    path = "/mod/github.com/!azure/go-autorest/@v/v14.2.0+incompatible.info"
+    near, origin = (f"{mirrors[k].base}{p}{path[5:]}" for k, p in (("b", "/proxy/"), ("c", "/")))
+    assert request(router.http_port, path, xff("5.9.0.1")).location == near
+    mirrors["b"].health_status = 503
+    try:
+        wait_until(lambda: request(router.http_port, path, xff("5.9.0.1")).location == origin,
+                   3, what="the proxy to move to the next healthy one")
+    finally:
+        mirrors["b"].health_status = 200
+    wait_until(lambda: request(router.http_port, path, xff("5.9.0.1")).location == near, 3,
+               what="the nearest proxy to come back")

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
-from router.http import redirect, status
+from router.http import downloads, redirect, status
 from router.http.client import IPNetwork
+from router.inventory import Inventory
 from router.paths import PathError
 from router.runtime import Runtime
 
@@ -32,6 +33,7 @@ class HttpSettings:
 
 RUNTIME = redirect.RUNTIME
 SETTINGS = redirect.SETTINGS
+INVENTORY = redirect.INVENTORY
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -72,6 +74,8 @@ async def _mapped(request: web.Request, handler: Handler) -> web.StreamResponse:
         return web.Response(status=400, text=f"400 Bad Request: {e}\n")
     except redirect.NotRouted:
         return web.Response(status=404, text="404 Not Found: no service serves this path\n")
+    except downloads.NotListed as e:
+        return web.Response(status=404, text=f"404 Not Found: {e} is not in the catalog\n")
     except redirect.Unavailable as e:
         return web.Response(status=503, text=f"503 Service Unavailable: {e}\n",
                             headers={"Retry-After": str(e.retry_after)})
@@ -87,12 +91,15 @@ async def access_log(request: web.Request, handler: Handler) -> web.StreamRespon
     return response
 
 
-def create_app(runtime: Runtime, settings: HttpSettings | None = None) -> web.Application:
+def create_app(runtime: Runtime, settings: HttpSettings | None = None, *,
+               inventory: Inventory | None = None) -> web.Application:
     settings = settings or HttpSettings()
     middlewares = [access_log, errors] if settings.access_log else [errors]
     app = web.Application(middlewares=middlewares)
     app[RUNTIME] = runtime
     app[SETTINGS] = settings.trusted_proxies
+    if inventory is not None:
+        app[INVENTORY] = inventory
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     status.add_routes(app)

@@ -3,7 +3,9 @@
 The handler only extracts the client and the path, asks the core (``paths`` and
 ``steering.rank``), and encodes the answer: ``Location``, ``Cache-Control: private,
 no-store``, and RFC 6249 ``Link: rel=duplicate`` alternatives. ``?mirrorlist`` shows the
-same decision as HTML or JSON instead.
+same decision as HTML or JSON instead. For a service with a catalog, ``downloads`` adds
+the listing, Metalink, ``Digest`` and 404 for unlisted files, and the decision waits a
+little for the inventory's availability checks.
 """
 
 from __future__ import annotations
@@ -11,19 +13,24 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+from typing import Any
 
 from aiohttp import web
 
 from router import paths
+from router.catalog import CatalogFile
 from router.errors import RouterError
 from router.geo import Location
-from router.http import pages
+from router.http import downloads, pages
 from router.http.client import IPNetwork, client_address
+from router.inventory import Inventory
 from router.runtime import Runtime
-from router.steering import Decision, Want, decide
+from router.steering import Decision, Want
+from router.steering import decide as steer
 
 RUNTIME = web.AppKey("runtime", Runtime)
 SETTINGS = web.AppKey("trusted_proxies", tuple[IPNetwork, ...])
+INVENTORY = web.AppKey("inventory", Inventory)  # absent with --no-probe
 NOWHERE = Location(ipaddress.ip_network("0.0.0.0/0"))
 
 
@@ -48,21 +55,51 @@ async def handle(request: web.Request) -> web.StreamResponse:
     service = route.service
     if not runtime.ready:
         raise Unavailable("starting: the first probe round is not done", 1)
-    decision = decide(runtime.board.snapshot, service, _client(request), Want.URL)
+    catalog = runtime.ledger.catalog(service.name) if service.catalog else None
+    if catalog is not None and not route.rest and request.query.get("mode") == "json":
+        return downloads.listing(catalog, request.query.get("include") == "all")
+    item = downloads.asked(route, catalog, request.headers.get("Accept", ""))
+    if item.form is downloads.Form.SHA256 and item.file is not None:
+        return downloads.sha256(item.file)
+    decision = await _decide(request, item.route, item.file)
+    if item.form is downloads.Form.METALINK:
+        return downloads.metalink_response(item, decision)
     if "mirrorlist" in request.query:
-        return _mirrorlist(request, route, decision)
+        return _mirrorlist(request, item.route, decision, item.file)
     query = paths.check_query(raw_query) if service.pass_query and raw_query else ""
-    found = paths.redirect_for(route, decision, query)
+    return _redirect(request, item, decision, query)
+
+
+def _redirect(request: web.Request, item: downloads.Asked, decision: Decision,
+              query: str) -> web.Response:
+    """The 302: Location, Link alternates, and for a listed file Digest and describedby."""
+    found = paths.redirect_for(item.route, decision, query)
     if found is None:
         raise Unavailable("no mirror can serve this now",
-                          max(1, math.ceil(service.health.interval)))
+                          max(1, math.ceil(item.route.service.health.interval)))
     request["target"] = found.target.id
-    runtime.stats.http_chosen[(service.name, found.target.id)] += 1
+    request.app[RUNTIME].stats.http_chosen[(item.route.service.name, found.target.id)] += 1
     response = web.Response(status=302, headers={"Location": found.location,
                                                  "Cache-Control": "private, no-store"})
-    for link in found.links:
-        response.headers.add("Link", link)
+    for name, value in [*(("Link", link) for link in found.links),
+                        *downloads.file_headers(item)]:
+        response.headers.add(name, value)
     return response
+
+
+async def _decide(request: web.Request, route: paths.Route, file: CatalogFile | None,
+                  ) -> Decision:
+    """The decision for a file; for a listed one, after the availability checks settle."""
+    runtime, service, client = request.app[RUNTIME], route.service, _client(request)
+
+    def decide() -> Decision:
+        files = runtime.ledger.view(service, file) if file is not None else None
+        return steer(runtime.board.snapshot, service, client, Want.URL, files=files)
+
+    inventory = request.app.get(INVENTORY)
+    if file is None or inventory is None:
+        return decide()
+    return await inventory.settle(service, file, decide)
 
 
 def _client(request: web.Request) -> Location:
@@ -74,9 +111,12 @@ def _client(request: web.Request) -> Location:
     return request.app[RUNTIME].locator.locate(address) if address else NOWHERE
 
 
-def _mirrorlist(request: web.Request, route: paths.Route, decision: Decision) -> web.Response:
+def _mirrorlist(request: web.Request, route: paths.Route, decision: Decision,
+                file: CatalogFile | None) -> web.Response:
     data = paths.describe_redirect(request.path, route, decision)
     data["client_address"] = request.get("client")
+    if route.service.catalog is not None:
+        _add_availability(request.app[RUNTIME], route, data, file)
     wants_json = (request.query.get("mirrorlist") == "json"
                   or "application/json" in request.headers.get("Accept", ""))
     headers = {"Cache-Control": "private, no-store"}
@@ -84,3 +124,13 @@ def _mirrorlist(request: web.Request, route: paths.Route, decision: Decision) ->
         return web.Response(text=json.dumps(data, indent=2), content_type="application/json",
                             headers=headers)
     return web.Response(text=pages.mirrorlist(data), content_type="text/html", headers=headers)
+
+
+def _add_availability(runtime: Runtime, route: paths.Route, data: dict[str, Any],
+                      file: CatalogFile | None) -> None:
+    """Per mirror, the file's availability and the mirror's freshness; the file's facts."""
+    service = route.service
+    for row in data["candidates"]:
+        row.update(runtime.ledger.describe(service, row["id"], file))
+    data["file"] = None if file is None else {
+        "name": file.name, "version": file.version, "size": file.size, "sha256": file.sha256}
