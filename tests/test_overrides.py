@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from router.availability import Availability
 from router.config import ConfigError, OnAllDown
 from router.health import Board, Status
 from router.overrides import Admin, changed, lookup, parse, render
@@ -106,3 +107,11 @@ def test_overrides_bump_the_generation_once_per_change():
     assert board.set_overrides({})
     assert board.snapshot.generation == generation + 1
     assert board.snapshot.overrides("downloads")("tyo") is Admin.AUTO
+
+
+def test_a_drained_target_is_not_served_even_as_unverified():
+    svc = service(TOKYO, BEIJING)
+    d = rank(svc, JAPAN, lambda t: Status.UP, Want.URL, files=lambda t: Availability.UNKNOWN,
+             admin=lambda t: lookup({"tyo": Admin.DRAIN}, svc.name, t))
+    assert [(c.target.id, c.standing) for c in d.ranked] == [("bj", Standing.UNVERIFIED)]
+    assert d.excluded[0].excluded is Exclusion.DRAINED
