@@ -332,8 +332,11 @@ def test_all_down_empty_is_503_with_retry_after_and_fallback_still_redirects(two
     finally:
         for m in mirrors.values():
             m.health_status = 200
-    wait_until(lambda: request(router.http_port, "/files/x").status == 302, 3,
-               what="the files service to come back")
+    near = f"{mirrors['b'].base}/proxy/golang.org/x/text/@v/list"
+    # Leave the fixture as it was found: both services back on their nearest mirror.
+    wait_until(lambda: request(router.http_port, "/files/x").status == 302 and request(
+        router.http_port, "/mod/golang.org/x/text/@v/list", xff("5.9.0.1")).location == near,
+        3, what="both services to come back")
 
 
 def test_access_log_line_names_client_path_target_and_latency(two_services):
