@@ -132,8 +132,7 @@ class Inventory:
                      decide: Callable[[], Decision]) -> Decision:
         """Decide; wait at most ``availability_wait`` for checks that could change it."""
         decision = decide()
-        for t in service.targets:
-            self.check(service, t.id, file)  # whatever is due, in the background
+        self.check_due(service, file)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + service.checks.wait
         while True:
@@ -144,6 +143,11 @@ class Inventory:
                 return decision
             await asyncio.wait(waiting, timeout=left, return_when=asyncio.FIRST_COMPLETED)
             decision = decide()
+
+    def check_due(self, service: Service, file: CatalogFile) -> None:
+        """Start, in the background, every check of ``file`` that has come due."""
+        for t in service.targets:
+            self.check(service, t.id, file)
 
     def check(self, service: Service, target_id: str, file: CatalogFile) -> None:
         """Check ``file`` on a target if it is due and not already being checked."""

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from router.availability import Ledger
 from router.config import Config
+from router.decisions import DecisionCache
 from router.geo import Locator
 from router.health import Board
 from router.paths import Routes
@@ -35,8 +36,10 @@ class Runtime:
         self.routes = Routes(config)
         self.stats = Stats()
         self.state: StateFile | None = None  # the operator's state file, when watched
+        self.decisions = DecisionCache()  # HTTP: per client network, see router.decisions
 
     def install(self, config: Config) -> None:
         """Switch to a new config (on reload)."""
         self.routes = Routes(config)
         self.config = config
+        self.decisions.clear()

@@ -267,6 +267,7 @@ hostmaster = "hostmaster@example.com"
 [services.downloads]
 http_prefix = "/"
 fallback = ["origin"]
+km_per_ms = 0
 {service_keys}
 catalog.url = "{origin.base}{LIST_PATH}"
 
@@ -289,8 +290,13 @@ CITIES = {
 
 def five_city_zone(mirrors: dict[str, Mirror], *, interval: str = "500ms",
                    timeout: str = "500ms", rise: int = 2, fall: int = 2,
-                   extra_service: str = "", extra_records: str = "") -> str:
-    """A zone steering test.example.com among the five cities, each probed on loopback."""
+                   extra_service: str = "", extra_records: str = "",
+                   km_per_ms: float = 0) -> str:
+    """A zone steering test.example.com among the five cities, each probed on loopback.
+
+    ``km_per_ms`` is 0 by default: tests of geography must not be reordered by a loaded
+    test machine's timing; tests of latency pricing turn it on.
+    """
     health = (f'path = "/health", interval = "{interval}", timeout = "{timeout}", '
               f"rise = {rise}, fall = {fall}")
     targets = []
@@ -361,6 +367,7 @@ data = "198.51.100.99"
 [services.downloads]
 dns_names = ["@", "www"]
 http_prefix = "/"
+km_per_ms = {km_per_ms}
 ttl = 30
 default_location = {{ lat = 39.04, lon = -77.49 }}
 health = {{ {health} }}

@@ -256,6 +256,7 @@ hostmaster = "hostmaster@example.com"
 
 [services.files]
 http_prefix = "/files/"
+km_per_ms = 0
 on_all_down = "empty"
 health = {{ path = "/health", interval = "300ms", timeout = "300ms", rise = 1, fall = 1 }}
 
@@ -267,6 +268,7 @@ country = "DE"
 
 [services.mod]
 http_prefix = "/mod"
+km_per_ms = 0
 pass_query = true
 link_alternates = 0
 on_all_down = "fallback"

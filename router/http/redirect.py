@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+import time
 from typing import Any
 
 from aiohttp import web
@@ -25,9 +26,10 @@ from router.http import downloads, pages
 from router.http.client import IPNetwork, client_address
 from router.inventory import Inventory
 from router.runtime import Runtime
-from router.steering import Decision, Want
+from router.steering import Decision, Want, worth_waiting_for
 from router.steering import decide as steer
 
+RECHECK = 1.0  # seconds: how often a cached listed file still starts its due checks
 RUNTIME = web.AppKey("runtime", Runtime)
 SETTINGS = web.AppKey("trusted_proxies", tuple[IPNetwork, ...])
 INVENTORY = web.AppKey("inventory", Inventory)  # absent with --no-probe
@@ -89,17 +91,35 @@ def _redirect(request: web.Request, item: downloads.Asked, decision: Decision,
 
 async def _decide(request: web.Request, route: paths.Route, file: CatalogFile | None,
                   ) -> Decision:
-    """The decision for a file; for a listed one, after the availability checks settle."""
+    """The decision for a file; for a listed one, after the availability checks settle.
+
+    Decisions are remembered per client network and state generation (router.decisions);
+    a hit on a listed file still starts its due re-checks, at most once a second.
+    """
     runtime, service, client = request.app[RUNTIME], route.service, _client(request)
+    inventory = request.app.get(INVENTORY)
+    key = (service.name, client.key, runtime.board.snapshot.generation,
+           runtime.ledger.generation, file.name if file is not None else None)
+    now = time.monotonic()
+    entry = runtime.decisions.get(key)
+    if entry is not None:
+        if file is not None and inventory is not None and now - entry.stamp > RECHECK:
+            entry.stamp = now
+            inventory.check_due(service, file)
+        return entry.decision
 
     def decide() -> Decision:
         files = runtime.ledger.view(service, file) if file is not None else None
         return steer(runtime.board.snapshot, service, client, Want.URL, files=files)
 
-    inventory = request.app.get(INVENTORY)
     if file is None or inventory is None:
-        return decide()
-    return await inventory.settle(service, file, decide)
+        decision = decide()
+    else:
+        decision = await inventory.settle(service, file, decide)
+        if worth_waiting_for(decision):
+            return decision  # checks that could change it are still out: decide again
+    runtime.decisions.put(key, decision, now)
+    return decision
 
 
 def _client(request: web.Request) -> Location:
