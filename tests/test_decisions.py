@@ -6,7 +6,7 @@ import ipaddress
 import signal
 
 from router.config import Service, Target
-from router.decisions import DecisionCache
+from router.decisions import DecisionCache, Entry
 from router.earth import Point
 from router.geo import Location
 from router.steering import Want, always_up, rank
@@ -28,7 +28,7 @@ def test_hits_misses_and_the_bound():
     keys = [("s", bytes([i]), 1, 0, None) for i in range(5)]
     for i, key in enumerate(keys):
         assert cache.get(key) is None
-        cache.put(key, decision_for(f"11.{i}.0.0/16"), now=float(i))
+        cache.put(key, Entry(decision_for(f"11.{i}.0.0/16"), float(i)))
     assert len(cache) == 3 and cache.evictions == 2
     assert cache.get(keys[0]) is None and cache.get(keys[1]) is None  # the oldest went first
     entry = cache.get(keys[4])
@@ -41,7 +41,7 @@ def test_hits_misses_and_the_bound():
 
 def test_a_newer_generation_is_a_different_key():
     cache = DecisionCache()
-    cache.put(("s", b"k", 1, 0, None), decision_for("11.0.0.0/16"), now=0.0)
+    cache.put(("s", b"k", 1, 0, None), Entry(decision_for("11.0.0.0/16"), 0.0))
     assert cache.get(("s", b"k", 2, 0, None)) is None
     assert cache.get(("s", b"k", 1, 1, None)) is None
     assert cache.get(("s", b"k", 1, 0, "go1.tar.gz")) is None

@@ -18,6 +18,7 @@ from aiohttp import web
 from router.http import downloads, redirect, status
 from router.http.client import IPNetwork
 from router.inventory import Inventory
+from router.memo import Memo
 from router.paths import PathError
 from router.runtime import Runtime
 
@@ -98,6 +99,7 @@ def create_app(runtime: Runtime, settings: HttpSettings | None = None, *,
     app = web.Application(middlewares=middlewares)
     app[RUNTIME] = runtime
     app[SETTINGS] = settings.trusted_proxies
+    app[redirect.CLIENTS] = Memo(65536)
     if inventory is not None:
         app[INVENTORY] = inventory
     app.router.add_get("/healthz", healthz)

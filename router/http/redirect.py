@@ -20,17 +20,21 @@ from aiohttp import web
 
 from router import paths
 from router.catalog import CatalogFile
+from router.decisions import Entry
 from router.errors import RouterError
 from router.geo import Location
 from router.http import downloads, pages
 from router.http.client import IPNetwork, client_address
 from router.inventory import Inventory
+from router.memo import Memo
 from router.runtime import Runtime
 from router.steering import Decision, Want, worth_waiting_for
 from router.steering import decide as steer
 
 RECHECK = 1.0  # seconds: how often a cached listed file still starts its due checks
 RUNTIME = web.AppKey("runtime", Runtime)
+# (peer, Forwarded, X-Forwarded-For) → (the client's address as text, its location)
+CLIENTS = web.AppKey("clients", Memo[tuple[object, ...], tuple[str | None, Location]])
 SETTINGS = web.AppKey("trusted_proxies", tuple[IPNetwork, ...])
 INVENTORY = web.AppKey("inventory", Inventory)  # absent with --no-probe
 NOWHERE = Location(ipaddress.ip_network("0.0.0.0/0"))
@@ -51,7 +55,7 @@ class Unavailable(RouterError):
 async def handle(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     raw_path, _, raw_query = request.raw_path.partition("?")
-    route = runtime.routes.match(paths.clean(raw_path), request.host)
+    route = runtime.routes.resolve(raw_path, request.host)
     if route is None:
         raise NotRouted(raw_path)
     service = route.service
@@ -63,19 +67,20 @@ async def handle(request: web.Request) -> web.StreamResponse:
     item = downloads.asked(route, catalog, request.headers.get("Accept", ""))
     if item.form is downloads.Form.SHA256 and item.file is not None:
         return downloads.sha256(item.file)
-    decision = await _decide(request, item.route, item.file)
+    entry = await _decide(request, item.route, item.file)
+    decision = entry.decision
     if item.form is downloads.Form.METALINK:
         return downloads.metalink_response(item, decision)
     if "mirrorlist" in request.query:
         return _mirrorlist(request, item.route, decision, item.file)
     query = paths.check_query(raw_query) if service.pass_query and raw_query else ""
-    return _redirect(request, item, decision, query)
+    return _redirect(request, item, entry, query)
 
 
-def _redirect(request: web.Request, item: downloads.Asked, decision: Decision,
+def _redirect(request: web.Request, item: downloads.Asked, entry: Entry,
               query: str) -> web.Response:
     """The 302: Location, Link alternates, and for a listed file Digest and describedby."""
-    found = paths.redirect_for(item.route, decision, query)
+    found = entry.redirect(item.route, query)
     if found is None:
         raise Unavailable("no mirror can serve this now",
                           max(1, math.ceil(item.route.service.health.interval)))
@@ -90,7 +95,7 @@ def _redirect(request: web.Request, item: downloads.Asked, decision: Decision,
 
 
 async def _decide(request: web.Request, route: paths.Route, file: CatalogFile | None,
-                  ) -> Decision:
+                  ) -> Entry:
     """The decision for a file; for a listed one, after the availability checks settle.
 
     Decisions are remembered per client network and state generation (router.decisions);
@@ -106,29 +111,34 @@ async def _decide(request: web.Request, route: paths.Route, file: CatalogFile | 
         if file is not None and inventory is not None and now - entry.stamp > RECHECK:
             entry.stamp = now
             inventory.check_due(service, file)
-        return entry.decision
+        return entry
 
     def decide() -> Decision:
         files = runtime.ledger.view(service, file) if file is not None else None
         return steer(runtime.board.snapshot, service, client, Want.URL, files=files)
 
     if file is None or inventory is None:
-        decision = decide()
-    else:
-        decision = await inventory.settle(service, file, decide)
-        if worth_waiting_for(decision):
-            return decision  # checks that could change it are still out: decide again
-    runtime.decisions.put(key, decision, now)
-    return decision
+        return runtime.decisions.put(key, Entry(decide(), now))
+    decision = await inventory.settle(service, file, decide)
+    if worth_waiting_for(decision):
+        return Entry(decision, now)  # checks that could change it are out: not remembered
+    return runtime.decisions.put(key, Entry(decision, now))
 
 
 def _client(request: web.Request) -> Location:
-    trusted = request.app[SETTINGS]
-    address = client_address(request.remote, trusted,
-                             request.forwarded if trusted else (),
-                             request.headers.getall("X-Forwarded-For", ()) if trusted else ())
-    request["client"] = str(address) if address else None
-    return request.app[RUNTIME].locator.locate(address) if address else NOWHERE
+    """The client's location, remembered per (peer, forwarding headers)."""
+    headers = request.headers
+    key = (request.remote, headers.get("Forwarded"), tuple(headers.getall("X-Forwarded-For", ())))
+    clients = request.app[CLIENTS]
+    known = clients.get(key)
+    if known is None:
+        trusted = request.app[SETTINGS]
+        address = client_address(request.remote, trusted,
+                                 request.forwarded if trusted else (), key[2] if trusted else ())
+        location = request.app[RUNTIME].locator.locate(address) if address else NOWHERE
+        known = clients.put(key, (str(address) if address else None, location))
+    request["client"] = known[0]
+    return known[1]
 
 
 def _mirrorlist(request: web.Request, route: paths.Route, decision: Decision,
