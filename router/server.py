@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +28,8 @@ from router.health import Board, Status
 from router.http.app import HttpSettings, create_app
 from router.http.client import IPNetwork
 from router.inventory import Inventory
-from router.probe import Prober, log_change
+from router.monitor import Monitor
 from router.runtime import Runtime
-from router.statefile import StateFile
 
 log = structlog.get_logger("router.server")
 
@@ -63,7 +61,7 @@ class Server:
         self.reload_requested = asyncio.Event()
         self.runtime: Runtime | None = None
         self.dispatch: Dispatch | None = None
-        self.prober: Prober | None = None
+        self.monitor: Monitor | None = None
         self.inventory: Inventory | None = None  # catalogs and file checks (not --no-probe)
         self.dns: list[DnsListener] = []
         self.http: web.AppRunner | None = None
@@ -84,14 +82,16 @@ class Server:
         s = self.settings
         config = load(s.zones)
         runtime = self.runtime = Runtime(config, Locator(s.geoip), Board(), probing=s.probe)
-        self._watch_state(runtime)
+        self.monitor = Monitor(runtime.board, runtime.stats, lambda: runtime.config,
+                               probe=s.probe, state=s.state, ca_file=s.ca_file)
+        runtime.state = self.monitor.state
         self.dispatch = Dispatch(self._authority(config))
         dns_socks = [_bind_dns(host, port, s) for host, port in s.dns]
         if s.probe:
             self.inventory = Inventory(runtime.ledger)
         http_addrs = await self._start_http(runtime)
         log.info("listening", http=[_fmt(a) for a in http_addrs], ready=False)
-        await asyncio.gather(self._first_probe_round(config), self._first_catalogs(config))
+        await asyncio.gather(self.monitor.start(), self._first_catalogs(config))
         for udp, tcp in dns_socks:
             listener = DnsListener(self.dispatch, s.tcp_max, s.tcp_idle)
             await listener.start_on(udp, tcp)
@@ -128,10 +128,8 @@ class Server:
             return False
         self.runtime.install(config)
         self.dispatch.authority = authority
-        if self.prober is not None:
-            self.prober.reconfigure(config)
-        else:
-            _assume_up(self.runtime.board, config)
+        if self.monitor is not None:
+            self.monitor.reconfigure(config)
         if self.inventory is not None:
             self.inventory.reconfigure(config)
         else:
@@ -145,13 +143,11 @@ class Server:
             await listener.stop()
         if self.http is not None:
             await self.http.cleanup()
-        if self.prober is not None:
-            await self.prober.close()
+        if self.monitor is not None:
+            await self.monitor.close()
         if self.inventory is not None:
             await self.inventory.close()
         if self.runtime is not None:
-            if self.runtime.state is not None:
-                await self.runtime.state.stop()
             self.runtime.locator.close()
         log.info("stopped")
 
@@ -160,14 +156,6 @@ class Server:
         board = self.runtime.board
         return Authority(ZoneTable(config), self.runtime.locator, lambda: board.snapshot,
                          self.settings.edns_payload, stats=self.runtime.stats)
-
-    def _watch_state(self, runtime: Runtime) -> None:
-        """Apply the operator's overrides before the first answer, then follow the file."""
-        if self.settings.state is None:
-            return
-        runtime.state = StateFile(self.settings.state, runtime.board, lambda: runtime.config)
-        runtime.state.load_now()
-        runtime.state.start()
 
     async def _start_http(self, runtime: Runtime) -> list[Address]:
         if not self.settings.http:
@@ -185,20 +173,6 @@ class Server:
             bound.append(sock.getsockname()[:2])
         return bound
 
-    async def _first_probe_round(self, config: Config) -> None:
-        assert self.runtime is not None
-        board = self.runtime.board
-        if not self.settings.probe:
-            _assume_up(board, config)
-            return
-        self.prober = Prober(board, log_change, on_result=self.runtime.stats.probed,
-                             ca_file=self.settings.ca_file)
-        await self.prober.start(config)
-        started = time.monotonic()
-        await self.prober.first_round()
-        log.info("first_probe_round", seconds=round(time.monotonic() - started, 3),
-                 checked=len(board.snapshot.health))
-
     async def _first_catalogs(self, config: Config) -> None:
         """Fetch every catalog once before ready (--no-probe: none; nothing is contacted)."""
         if self.inventory is None:
@@ -211,13 +185,6 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
-
-
-def _assume_up(board: Board, config: Config) -> None:
-    """--no-probe: every target counts as up and nothing is contacted."""
-    keys = [(s.name, t.id) for s in config.services for t in s.targets]
-    board.retain(keys)
-    board.assume(keys, Status.UP, time.time())
 
 
 def _bind_dns(host: str, port: int, s: Settings) -> tuple[socket.socket, socket.socket]:
