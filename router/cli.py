@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
                             "default 127.0.0.1:5300)")
     serve.add_argument("--http", action="append", type=host_port, metavar="HOST:PORT",
                        help="HTTP listen address (repeatable; default 127.0.0.1:8300)")
+    serve.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="serve from N processes on SO_REUSEPORT sockets; health checks "
+                            "still run once (default 1)")
     serve.add_argument("--no-http", action="store_true", help="serve DNS only")
     _geoip_arg(serve)
     serve.add_argument("--no-probe", action="store_true",
@@ -165,6 +168,10 @@ def _serve(args: argparse.Namespace) -> int:
         state=args.state,
         ca_file=args.ca_file or server.tls_ca,
     )
+    if args.workers > 1:
+        from router import workers
+
+        return workers.run(settings, args.workers, args.log_format, args.log_level)
     return run(settings)
 
 

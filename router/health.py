@@ -182,6 +182,15 @@ class Snapshot:
         admin = self.admin
         return lambda target: lookup(admin, service, target)
 
+    def to_wire(self) -> tuple[dict[Key, Health], int, dict[str, Admin]]:
+        """Plain, picklable parts, to hand the snapshot to another process."""
+        return dict(self.health), self.generation, dict(self.admin)
+
+    @classmethod
+    def from_wire(cls, wire: tuple[dict[Key, Health], int, dict[str, Admin]]) -> Snapshot:
+        health, generation, admin = wire
+        return cls(MappingProxyType(health), generation, MappingProxyType(admin))
+
 
 _UNKNOWN = Health()
 
@@ -225,6 +234,10 @@ class Board:
             del self._state[k]
         if gone:
             self._publish(changed=True)
+
+    def adopt(self, snapshot: Snapshot) -> None:
+        """Take another process's snapshot whole (a worker fed by its supervisor)."""
+        self.snapshot = snapshot
 
     def _publish(self, changed: bool) -> None:
         generation = self.snapshot.generation + (1 if changed else 0)

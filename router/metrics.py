@@ -34,7 +34,7 @@ from router import __version__
 from router.health import Health, Key, Status
 from router.overrides import Admin
 from router.runtime import Runtime
-from router.stats import QTYPE_NAMES, RCODE_NAMES
+from router.stats import QTYPE_NAMES, RCODE_NAMES, Stats
 
 PREFIX = "mirror_router_"
 TARGET = ["service", "target"]
@@ -57,10 +57,11 @@ class RouterCollector(Collector):
         self.runtime = runtime
 
     def collect(self) -> Iterable[Metric]:
+        stats = self.runtime.totals()  # every worker's counts, read once per scrape
         yield from self._targets()
-        yield from self._activity()
-        yield from self._probes()
-        yield from self._server()
+        yield from self._activity(stats)
+        yield from self._probes(stats)
+        yield from self._server(stats)
 
     def _keys(self) -> list[Key]:
         return [(s.name, t.id) for s in self.runtime.config.services for t in s.targets]
@@ -85,8 +86,7 @@ class RouterCollector(Collector):
         yield admin
         yield from figures.values()
 
-    def _activity(self) -> Iterator[Metric]:
-        stats = self.runtime.stats
+    def _activity(self, stats: Stats) -> Iterator[Metric]:
         chosen = _counter("target_chosen", "answers (dns) and redirects (http) that chose "
                           "the target", [*TARGET, "face"])
         for face, counts in (("dns", stats.dns_chosen), ("http", stats.http_chosen)):
@@ -98,16 +98,22 @@ class RouterCollector(Collector):
             probes.add_metric([service, target, "ok" if ok else "fail"], n)
         yield probes
 
-    def _probes(self) -> Iterator[Metric]:
+    def _probes(self, stats: Stats) -> Iterator[Metric]:
         phases = HistogramMetricFamily(
             PREFIX + "probe_phase_seconds", "when each phase of a health check ended, from "
             "its start (as curl -w reports them)", labels=[*TARGET, "phase"])
-        for (service, target, phase), h in sorted(self.runtime.stats.phases.items()):
+        for (service, target, phase), h in sorted(stats.phases.items()):
             phases.add_metric([service, target, phase], h.cumulative(), h.total)
         yield phases
+        if stats.state_lag.total or any(stats.state_lag.counts):
+            lag = HistogramMetricFamily(
+                PREFIX + "worker_state_lag_seconds", "--workers: from the supervisor's health "
+                "snapshot to a worker answering with it")
+            lag.add_metric([], stats.state_lag.cumulative(), stats.state_lag.total)
+            yield lag
 
-    def _server(self) -> Iterator[Metric]:
-        rt, stats = self.runtime, self.runtime.stats
+    def _server(self, stats: Stats) -> Iterator[Metric]:
+        rt = self.runtime
         queries = _counter("dns_queries", "DNS queries by type and response code",
                            ["qtype", "rcode"])
         for (qtype, rcode), n in sorted(stats.dns_queries.items()):

@@ -51,6 +51,9 @@ class Monitor:
         log.info("first_probe_round", seconds=round(time.monotonic() - started, 3),
                  checked=len(self.board.snapshot.health))
 
+    async def ready(self, dns: list[str], http: list[str]) -> None:
+        """Nothing to tell: this process serves on its own."""
+
     def reconfigure(self, config: Config) -> None:
         """Follow a reloaded config: new targets probed, gone ones forgotten."""
         if self.prober is not None:

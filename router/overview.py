@@ -27,6 +27,7 @@ def overview(runtime: Runtime, client: Location | None = None,
              address: str | None = None) -> dict[str, Any]:
     snap = runtime.board.snapshot
     state = runtime.state
+    totals = runtime.totals()
     now = time.time()
     return {
         "version": __version__,
@@ -38,7 +39,7 @@ def overview(runtime: Runtime, client: Location | None = None,
         "state_file": None if state is None else {
             "path": str(state.path), "ok": state.error is None, "error": state.error},
         "client": _client(client, address),
-        "services": [_service(s, snap, runtime.stats) for s in runtime.config.services],
+        "services": [_service(s, snap, totals) for s in runtime.config.services],
     }
 
 

@@ -9,7 +9,8 @@ requests read each attribute once.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
 from router.availability import Ledger
 from router.config import Config
@@ -19,8 +20,12 @@ from router.health import Board
 from router.paths import Routes
 from router.stats import Stats
 
-if TYPE_CHECKING:
-    from router.statefile import StateFile
+
+class StateView(Protocol):
+    """What the status page shows of the operator's state file."""
+
+    path: Path
+    error: str | None
 
 
 class Runtime:
@@ -35,8 +40,13 @@ class Runtime:
         self.config = config
         self.routes = Routes(config)
         self.stats = Stats()
-        self.state: StateFile | None = None  # the operator's state file, when watched
+        self.state: StateView | None = None  # the operator's state file, when watched
+        self.peers: tuple[Stats, ...] = ()  # --workers: the other processes' counts
         self.decisions = DecisionCache()  # HTTP: per client network, see router.decisions
+
+    def totals(self) -> Stats:
+        """This process's counts, plus the other workers' (as last reported)."""
+        return self.stats.merged(*self.peers) if self.peers else self.stats
 
     def install(self, config: Config) -> None:
         """Switch to a new config (on reload)."""

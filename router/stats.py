@@ -19,7 +19,7 @@ Where each counter is counted (keep it so when the paths change):
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from router.health import Key, Result
 
@@ -47,6 +47,10 @@ class Histogram:
         self.counts[next((i for i, b in enumerate(BUCKETS) if value <= b), len(BUCKETS))] += 1
         self.total += value
 
+    def add(self, other: Histogram) -> None:
+        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
+        self.total += other.total
+
     def cumulative(self) -> list[tuple[str, int]]:
         """``(le, count)`` pairs as Prometheus wants them, ending with ``+Inf``."""
         out, running = [], 0
@@ -65,6 +69,8 @@ class Stats:
     errors: Counter[str] = field(default_factory=Counter)
     probes: Counter[tuple[str, str, bool]] = field(default_factory=Counter)
     phases: dict[tuple[str, str, str], Histogram] = field(default_factory=dict)
+    # --workers: seconds from the supervisor's snapshot to a worker adopting it
+    state_lag: Histogram = field(default_factory=Histogram)
 
     def probed(self, key: Key, result: Result) -> None:
         """The prober's ``on_result``: count the check and file its phases."""
@@ -76,6 +82,21 @@ class Stats:
                                 strict=True):
             if value is not None:
                 self.phases.setdefault((*key, phase), Histogram()).observe(value)
+
+    def merged(self, *others: Stats) -> Stats:
+        """A new ``Stats`` with these counts and every other's added (workers' totals)."""
+        total = Stats()
+        for part in (self, *others):
+            for f in fields(Stats):
+                mine, theirs = getattr(total, f.name), getattr(part, f.name)
+                if isinstance(theirs, Counter):
+                    mine.update(theirs)
+                elif isinstance(theirs, Histogram):
+                    mine.add(theirs)
+                else:  # a dict of histograms
+                    for key, h in theirs.items():
+                        mine.setdefault(key, Histogram()).add(h)
+        return total
 
     def answers(self, key: Key) -> int:
         """How many answers (DNS) and redirects (HTTP) chose this target."""

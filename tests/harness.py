@@ -77,7 +77,12 @@ class RouterProcess:
                 raise AssertionError(f"router exited ({self.proc.returncode}) before "
                                      f"{event!r}:\n{''.join(self.raw)}")
             return None
-        return wait_until(seen, timeout, what=f"log event {event!r}")
+        try:
+            return wait_until(seen, timeout, what=f"log event {event!r}")
+        except AssertionError as e:
+            with self._lock:
+                tail = "".join(self.raw[-40:])
+            raise AssertionError(f"{e}; the router's log ends:\n{tail}") from None
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)

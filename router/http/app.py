@@ -8,6 +8,7 @@ middleware also counts every response by status (``router.stats``).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -41,14 +42,19 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 async def healthz(request: web.Request) -> web.Response:
     """Liveness: the process is up and its event loop answers."""
-    return web.Response(text="ok\n")
+    return web.Response(text="ok\n", headers=_pid())
 
 
 async def readyz(request: web.Request) -> web.Response:
     """Readiness: zones loaded and the first probe round done."""
     if not request.app[RUNTIME].ready:
-        return web.Response(status=503, text="starting: first probe round not done\n")
-    return web.Response(text="ready\n")
+        return web.Response(status=503, text="starting: first probe round not done\n",
+                            headers=_pid())
+    return web.Response(text="ready\n", headers=_pid())
+
+
+def _pid() -> dict[str, str]:
+    return {"X-Mirror-Router-Pid": str(os.getpid())}  # which process answered (--workers)
 
 
 @web.middleware
