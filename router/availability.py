@@ -88,9 +88,19 @@ def judge(file: CatalogFile, status: int | None, length: int | None,
 
 Key = tuple[str, str]  # (service name, target id)
 
+# What one ledger learned, for another process's ledger (``--workers``):
+# ("install", service, Catalog) or ("record", service, target, file name, Outcome, at).
+Event = tuple[Any, ...]
+
 
 class Ledger:
-    """Every service's catalog and every (mirror, file) result; ``generation`` counts changes."""
+    """Every service's catalog and every (mirror, file) result; ``generation`` counts changes.
+
+    ``journal``, when set, is told every catalog installed and every result recorded here,
+    so that other processes' ledgers can ``apply()`` them (``router.workers``).
+    """
+
+    journal: Callable[[Event], None] | None = None
 
     def __init__(self) -> None:
         self._catalogs: dict[str, Catalog] = {}
@@ -172,6 +182,8 @@ class Ledger:
         for t in service.targets:
             self._judge_freshness(service, t.id)
         self.generation += 1
+        if self.journal is not None:
+            self.journal(("install", service.name, catalog))
         return True
 
     def record(self, service: Service, target: str, file: CatalogFile, outcome: Outcome,
@@ -188,7 +200,36 @@ class Ledger:
         if changed:
             self._judge_freshness(service, target)
             self.generation += 1
+        if self.journal is not None:
+            self.journal(("record", service.name, target, file.name, outcome, at))
         return changed
+
+    def apply(self, event: Event, config: Config) -> None:
+        """What another process's ledger journaled; it is not journaled again here."""
+        service = config.service(event[1])
+        if service is None:
+            return
+        journal, self.journal = self.journal, None
+        try:
+            if event[0] == "install":
+                self.install(service, event[2])
+            elif event[0] == "record":
+                catalog = self._catalogs.get(service.name)
+                file = catalog.lookup(event[3]) if catalog else None
+                held = self.seen(service.name, event[2], event[3])
+                if file is not None and (held is None or held.at < event[5]):  # newer only
+                    self.record(service, event[2], file, event[4], event[5])
+        finally:
+            self.journal = journal
+
+    def events(self) -> Iterator[Event]:
+        """Everything held, as events: what a new process needs to catch up."""
+        for name, catalog in self._catalogs.items():
+            yield ("install", name, catalog)
+        for (name, target), entries in self._seen.items():
+            for file_name, seen in entries.items():
+                yield ("record", name, target, file_name, Outcome(seen.state, seen.detail),
+                       seen.at)
 
     def retain(self, config: Config) -> None:
         """After a reload: forget targets that left or moved, and catalogs whose source did."""

@@ -89,6 +89,11 @@ class Catalog:
     listing_all: bytes = b"[]"  # ?mode=json&include=all
     listing_current: bytes = b"[]"  # ?mode=json: the newest stable of the two newest lines
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Picklable (``files`` is a read-only mapping): for ``--workers``' channel."""
+        return _catalog, (dict(self.files), self.releases, self.newest_stable, self.new_files,
+                          self.fingerprint, self.listing_all, self.listing_current)
+
     def lookup(self, name: str) -> CatalogFile | None:
         return self.files.get(name)
 
@@ -100,6 +105,10 @@ class Catalog:
         if self.newest_stable is None:
             return ()
         return tuple(self.files[n] for n in self.newest_stable.files)
+
+
+def _catalog(files: dict[str, CatalogFile], *rest: Any) -> Catalog:
+    return Catalog(MappingProxyType(files), *rest)
 
 
 # ---------------------------------------------------------------- Go versions

@@ -77,8 +77,9 @@ async def head(session: aiohttp.ClientSession, url: str, file: CatalogFile,
 class Inventory:
     """Keeps the ledger's catalogs and per-file availability up to date."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, *, catalogs: bool = True) -> None:
         self.ledger = ledger
+        self.catalogs = catalogs  # False in a worker: its supervisor fetches and probes
         self.heads = 0  # HEAD requests sent, in all
         self._session: aiohttp.ClientSession | None = None
         self._services: dict[str, Service] = {}
@@ -104,7 +105,7 @@ class Inventory:
                 task.cancel()
                 del self._loops[name]
         for name, service in self._services.items():
-            if name not in self._loops:
+            if name not in self._loops and self.catalogs:
                 self._first[name] = asyncio.Event()
                 task = asyncio.create_task(self._catalog_loop(name), name=f"catalog {name}")
                 self._loops[name] = (task, service.catalog)

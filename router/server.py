@@ -114,8 +114,8 @@ class Server:
         runtime.state = self.source.state
         self.dispatch = Dispatch(self._authority(config))
         dns_socks = self.sockets.dns if self.sockets else [_bind_dns(h, p, s) for h, p in s.dns]
-        if s.probe:
-            self.inventory = Inventory(runtime.ledger)
+        if s.probe:  # a worker's catalogs come from its supervisor (router.workers)
+            self.inventory = Inventory(runtime.ledger, catalogs=self.feed is None)
         http_addrs = await self._start_http(runtime)
         log.info("listening", http=[fmt(a) for a in http_addrs], ready=False)
         await asyncio.gather(self.source.start(), self._first_catalogs(config))

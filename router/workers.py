@@ -12,8 +12,10 @@ A worker that dies is started again on new sockets on the same ports (its last c
 are kept). SIGTERM and SIGINT are passed to every worker, which drains as a single
 server does; SIGHUP reloads the supervisor's zones and is passed on.
 
-Catalogs and per-file availability checks (``router.inventory``) run in each worker:
-they follow that worker's requests. Health probing runs once, here.
+Health probing, the operator's state file, catalog fetches and the freshness probe run
+once, here. A worker still checks files on mirrors for its own requests (a request may
+wait for such a check), but every result goes through the supervisor to every other
+worker's ledger, so what one worker learned no other worker asks again.
 """
 
 from __future__ import annotations
@@ -36,10 +38,12 @@ import structlog
 
 from router import __version__
 from router import log as logging_setup
+from router.availability import Ledger
 from router.config import Config, ConfigError, load
 from router.dns.server import bind
 from router.geo import GeoError, Locator
 from router.health import Board, Snapshot
+from router.inventory import Inventory
 from router.monitor import Monitor
 from router.runtime import Runtime
 from router.server import Server, Settings, Sockets, bind_http, fmt, run_loop
@@ -59,6 +63,13 @@ async def send(writer: asyncio.StreamWriter, message: tuple[Any, ...]) -> None:
     data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
     writer.write(len(data).to_bytes(4, "big") + data)
     await writer.drain()
+
+
+def post(writer: asyncio.StreamWriter | None, message: tuple[Any, ...]) -> None:
+    """``send`` without waiting for the buffer to drain (for callbacks that cannot wait)."""
+    if writer is not None and not writer.is_closing():
+        data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+        writer.write(len(data).to_bytes(4, "big") + data)
 
 
 async def receive(reader: asyncio.StreamReader) -> tuple[Any, ...]:
@@ -91,6 +102,8 @@ class Feed:
         self._first = asyncio.Event()
         self._lost = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # What this worker's own file checks learn, every other process learns too.
+        runtime.ledger.journal = lambda event: post(writer, ("ledger", event))
 
     async def start(self) -> None:
         """Wait for the supervisor's first snapshot (its first probe round)."""
@@ -131,6 +144,8 @@ class Feed:
             self.runtime.board.adopt(Snapshot.from_wire(message[1]))
             self.runtime.stats.state_lag.observe(max(0.0, time.time() - message[2]))
             self._first.set()
+        elif tag == "ledger":
+            self.runtime.ledger.apply(message[1], self.runtime.config)
         elif tag == "peers":
             self.runtime.peers = message[1]
         elif tag == "state":
@@ -201,6 +216,9 @@ class Supervisor:
         self.retired = Stats()  # the last counts of workers that have exited
         self.config: Config | None = None
         self.monitor: Monitor | None = None
+        self.ledger = Ledger()  # catalogs and file results, the whole machine's
+        self.ledger.journal = lambda event: self._post_all(("ledger", event))
+        self.inventory = Inventory(self.ledger) if settings.probe else None
         self.dns = list(settings.dns)
         self.http = list(settings.http)
         self.feeding = False  # the first probe round is done: snapshots go out
@@ -224,7 +242,7 @@ class Supervisor:
                                state=self.settings.state, ca_file=self.settings.ca_file)
         for slot in self.slots:
             await self._spawn(slot, first if slot.index == 0 else None)
-        await self.monitor.start()
+        await asyncio.gather(self.monitor.start(), self._first_catalogs(config))
         self.feeding = True
         self._task(self._hand_on(), "snapshots")
         self._task(self._exchange(), "counters")
@@ -236,6 +254,12 @@ class Supervisor:
             await self._main_loop()
         await self._shutdown()
         return 0
+
+    async def _first_catalogs(self, config: Config) -> None:
+        """Fetch every catalog once before the workers answer (their ledgers are told)."""
+        if self.inventory is not None:
+            await self.inventory.start(config)
+            await self.inventory.first_fetch()
 
     def _config(self) -> Config:
         assert self.config is not None
@@ -274,6 +298,8 @@ class Supervisor:
         reader, slot.writer = await asyncio.open_connection(sock=mine)
         await send(slot.writer, ("hello", slot.index, self.settings, self.log_format,
                                  self.log_level))
+        for event in self.ledger.events():  # catch up: catalogs and what is known of files
+            post(slot.writer, ("ledger", event))
         if self.feeding:
             await send(slot.writer, self._snapshot_message())
         self._task(self._listen(slot, reader), f"worker {slot.index}")
@@ -289,6 +315,11 @@ class Supervisor:
                 message = await receive(reader)
                 if message[0] == "stats":
                     slot.stats = message[1]
+                elif message[0] == "ledger":  # one worker's file check: tell the others
+                    self.ledger.apply(message[1], self._config())
+                    for other in self.slots:
+                        if other is not slot:
+                            post(other.writer, message)
                 elif message[0] == "ready":
                     slot.ready = True
                     if all(s.ready for s in self.slots):
@@ -339,6 +370,10 @@ class Supervisor:
             await self._to_all(lambda slot: ("peers", (
                 self.stats, self.retired, *(s.stats for s in self.slots if s is not slot))))
 
+    def _post_all(self, message: tuple[Any, ...]) -> None:
+        for slot in self.slots:
+            post(slot.writer, message)
+
     async def _to_all(self, message: Callable[[Slot], tuple[Any, ...]]) -> None:
         for slot in self.slots:
             if slot.writer is not None:
@@ -366,6 +401,8 @@ class Supervisor:
         self.config = config
         if self.monitor is not None:
             self.monitor.reconfigure(config)
+        if self.inventory is not None:
+            self.inventory.reconfigure(config)
         self._signal_all(signal.SIGHUP)
         log.info("reloaded", zones=[z.origin for z in config.zones], workers=self.count)
 
@@ -391,6 +428,8 @@ class Supervisor:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.monitor is not None:
             await self.monitor.close()
+        if self.inventory is not None:
+            await self.inventory.close()
         log.info("stopped", workers=self.count)
 
 

@@ -174,3 +174,56 @@ def test_reload_reaches_every_worker(fleet, city_mirrors):
     fleet.wait_for("reloaded", 10, count=before + 1 + WORKERS)  # the supervisor and each
     assert all(addresses(ask(fleet, "new." + ZONE, "A")) == ["198.51.100.7"]
                for _ in range(20))
+
+
+# ---------------------------------------------------------------- catalogs and file checks
+
+RELEASES = {"go1.22.5": ["go1.22.5.linux-amd64.tar.gz", "go1.22.5.src.tar.gz"],
+            "go1.22.4": ["go1.22.4.linux-amd64.tar.gz"]}
+
+
+@pytest.fixture(scope="module")
+def fleet_with_catalog(tmp_path_factory, farm):
+    from tests.harness import LIST_PATH, downloads_zone, release_list
+
+    files = {n: n.encode() * 40 for names in RELEASES.values() for n in names}
+    m = {name: farm.mirror(name) for name in ("origin", "fra")}
+    m["origin"].files[LIST_PATH] = release_list(
+        [(v, True, {n: files[n] for n in names}) for v, names in RELEASES.items()])
+    for mirror in m.values():
+        mirror.files.update({f"/go/{n}": data for n, data in files.items()})
+    service = ('anycast_km = 15000\navailability_wait = "3s"\ncatalog.refresh = "1h"\n'
+               'health = { path = "/health", interval = "1s", timeout = "1s" }\n')
+    zone = downloads_zone(m["origin"], {"fra": m["fra"]}, service)
+    router = RouterProcess(write_zone(tmp_path_factory.mktemp("zones"), zone, "dl.toml"),
+                           "--workers", str(WORKERS), "--trusted-proxy", "127.0.0.1")
+    yield router, m
+    assert router.stop() == 0
+
+
+def test_catalog_and_freshness_probe_run_once_for_all_workers(fleet_with_catalog):
+    from tests.harness import LIST_PATH
+
+    router, m = fleet_with_catalog
+    list_path = LIST_PATH.split("?")[0]
+    assert sum(1 for method, p in m["origin"].requests if p == list_path) == 1
+    for name in RELEASES["go1.22.5"]:  # the newest release: probed once, not once a worker
+        assert m["fra"].heads(f"/go/{name}") == 1
+    # Both workers know the catalog: listed files redirect, unlisted ones are 404.
+    for _ in range(10):
+        assert request(router.http_port, "/nope.tar.gz", xff("5.9.0.1")).status == 404
+        found = request(router.http_port, "/go1.22.5.src.tar.gz", xff("5.9.0.1"))
+        assert found.location == f"{m['fra'].base}/go/go1.22.5.src.tar.gz"
+
+
+def test_a_file_check_by_one_worker_serves_every_worker(fleet_with_catalog):
+    router, m = fleet_with_catalog
+    name = "go1.22.4.linux-amd64.tar.gz"  # not in the newest release: checked on demand
+    assert m["fra"].heads(f"/go/{name}") == 0
+    first = request(router.http_port, f"/{name}", xff("5.9.0.1"))
+    assert first.location == f"{m['fra'].base}/go/{name}"  # waited for its check
+    assert m["fra"].heads(f"/go/{name}") == 1
+    for _ in range(30):  # new connections: both workers answer some of these
+        r = request(router.http_port, f"/{name}", xff("5.9.0.1"))
+        assert r.location == f"{m['fra'].base}/go/{name}"
+    assert m["fra"].heads(f"/go/{name}") == 1  # the other worker was told, it did not ask
