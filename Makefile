@@ -17,12 +17,12 @@ serve: $(BIN)/mirror-router
 	$(BIN)/mirror-router serve --zones zones --no-probe --trusted-proxy 127.0.0.1/32
 
 test: $(BIN)/mirror-router
-	$(BIN)/ruff check router tests bench bench/dns
+	$(BIN)/ruff check router tests bench bench/dns bench/heads tools
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 lint: $(BIN)/mirror-router
-	$(BIN)/ruff check router tests bench bench/dns
+	$(BIN)/ruff check router tests bench bench/dns bench/heads tools
 	$(BIN)/mypy
 
 bench-dns: $(BIN)/mirror-router

@@ -1,4 +1,4 @@
-"""The ``mirror-router`` command: serve, check, explain."""
+"""The ``mirror-router`` command: serve, check, explain, admin, probe."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from router import __version__, log
-from router.config import Config, ConfigError, ServerConfig, load, load_server
+from router import __version__, admin, log, probetable, statefile
+from router.config import Config, ConfigError, ServerConfig, Service, load, load_server
 from router.dns.cache import DEFAULT_SIZE
 from router.geo import GeoError, Location, Locator
 from router.health import Status
+from router.overrides import lookup
 from router.paths import PathError, Routes, clean, describe_redirect, redirect_for
 from router.steering import Decision, Want, describe, rank
 from router.values import IPNetwork
@@ -37,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
                             "default 127.0.0.1:5300)")
     serve.add_argument("--http", action="append", type=host_port, metavar="HOST:PORT",
                        help="HTTP listen address (repeatable; default 127.0.0.1:8300)")
+    serve.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="serve from N processes on SO_REUSEPORT sockets; health checks "
+                            "still run once (default 1)")
     serve.add_argument("--no-http", action="store_true", help="serve DNS only")
     _geoip_arg(serve)
     serve.add_argument("--no-probe", action="store_true",
@@ -60,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
                             "access_log)")
     serve.add_argument("--access-log", action="store_true",
                        help="one log line per HTTP request (off by default, for speed)")
+    serve.add_argument("--state", type=Path, default=statefile.default_path(),
+                       metavar="FILE", help="operator overrides to watch (mirror-router "
+                       "admin); default $STATE_DIRECTORY/state.toml under systemd, else none")
+    _ca_arg(serve)
     _log_args(serve)
     serve.set_defaults(func=_serve)
 
@@ -79,8 +87,17 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("name", metavar="NAME",
                          help="a steered DNS name (go.example.com), a service name, or an "
                               "HTTP path (/go1.22.5.linux-amd64.tar.gz)")
+    explain.add_argument("--state", type=Path, metavar="FILE",
+                         help="apply the operator overrides in this state file")
     explain.set_defaults(func=_explain)
+    admin.add_parser(sub)
+    probetable.add_parser(sub)
     return p
+
+
+def _ca_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ca-file", type=Path, metavar="FILE",
+                   help="extra CA certificates (PEM) to trust when checking HTTPS mirrors")
 
 
 def _zones_arg(p: argparse.ArgumentParser) -> None:
@@ -153,7 +170,13 @@ def _serve(args: argparse.Namespace) -> int:
         dns_cache=max(0, args.dns_cache),
         trusted_proxies=(*server.trusted_proxies, *args.trusted_proxy),
         access_log=args.access_log or server.access_log,
+        state=args.state,
+        ca_file=args.ca_file or server.tls_ca,
     )
+    if args.workers > 1:
+        from router import workers
+
+        return workers.run(settings, args.workers, args.log_format, args.log_level)
     return run(settings)
 
 
@@ -173,6 +196,11 @@ def _explain(args: argparse.Namespace) -> int:
     if config is None:
         return 1
     try:
+        args.overrides = statefile.read(args.state) if args.state else {}
+    except ConfigError as e:
+        _report(e)
+        return 1
+    try:
         locator = Locator(args.geoip)
     except GeoError as e:
         print(e, file=sys.stderr)
@@ -185,7 +213,7 @@ def _explain(args: argparse.Namespace) -> int:
         print(f"{args.name}: not a steered name or a service in {args.zones}", file=sys.stderr)
         return 1
     want = Want.IPV6 if args.type == "AAAA" else Want.IPV4
-    decision = rank(service, client, _not_probed, want)
+    decision = _rank(args, service, client, want)
     if args.json:
         print(json.dumps({"name": args.name, "type": args.type, "client_address": str(args.client),
                           **describe(decision), "answer": _answer(decision, want)}, indent=2))
@@ -201,6 +229,13 @@ def _not_probed(_target: str) -> Status:
     return Status.UNKNOWN
 
 
+def _rank(args: argparse.Namespace, service: Service, client: Location, want: Want) -> Decision:
+    """The decision as the server would make it before any probe, with --state applied."""
+    overrides = args.overrides
+    return rank(service, client, _not_probed, want,
+                admin=lambda t: lookup(overrides, service.name, t))
+
+
 def _explain_path(args: argparse.Namespace, config: Config, client: Location) -> int:
     """The HTTP redirect for a path, decided exactly as the redirector decides it."""
     try:
@@ -211,7 +246,7 @@ def _explain_path(args: argparse.Namespace, config: Config, client: Location) ->
     if route is None:
         print(f"{args.name}: no service's http_prefix covers this path (404)", file=sys.stderr)
         return 1
-    decision = rank(route.service, client, _not_probed, Want.URL)
+    decision = _rank(args, route.service, client, Want.URL)
     if args.json:
         data = describe_redirect(args.name, route, decision)
         print(json.dumps({"client_address": str(args.client), **data}, indent=2))
@@ -240,16 +275,19 @@ def _explain_text(what: str, address: object, decision: Decision) -> str:
         lines.append("  GeoIP has no coordinates: measured from the service's default_location")
     s = decision.service
     lines += [f"  service: {s.name}  spread {s.spread:g}  cross_border_km {s.cross_border_km:g}  "
-              f"anycast_km {s.anycast_km:g}  answers {s.answers}  on_all_down {s.on_all_down}",
-              "  health:  not probed here; every target counts as up (see the server for live"
-              " state)", ""]
+              f"anycast_km {s.anycast_km:g}  km_per_ms {s.km_per_ms:g}  answers {s.answers}  "
+              f"on_all_down {s.on_all_down}",
+              "  health:  not probed here: every target counts as up, no wait is charged"
+              " (live figures: /status, or mirror-router probe --client)", ""]
     chosen = {t.id for t in decision.chosen()}
-    rows = [("rank", "target", "state", "country", "km", "border", "weight", "cost", "reason")]
+    rows = [("rank", "target", "state", "admin", "country", "km", "border", "wait ms",
+             "wait km", "weight", "cost", "reason")]
     for position, cand in [*enumerate(decision.ranked, 1), *((None, x) for x in decision.excluded)]:
         t = cand.target
         rows.append((f"{position or '-'}{'*' if t.id in chosen else ''}", t.id,
-                     cand.status.value, t.country or "-", _num(cand.distance_km),
-                     _num(cand.border_km), str(t.weight), _num(cand.cost),
+                     cand.status.value, cand.admin.value, t.country or "-",
+                     _num(cand.distance_km), _num(cand.border_km), _num(cand.latency_ms),
+                     _num(cand.latency_km), str(t.weight), _num(cand.cost),
                      ("excluded: " if cand.excluded else "") + cand.reason))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:

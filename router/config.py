@@ -11,12 +11,13 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from router import values as v
+from router.catalog import CatalogFormat, CatalogSpec, FileChecks
 from router.earth import Point
 from router.errors import RouterError
 from router.values import (
@@ -34,6 +35,10 @@ from router.values import (
 DEFAULT_ZONE_TTL = 300
 DEFAULT_NEGATIVE_TTL = 60
 DEFAULT_ANYCAST_KM = 1000.0
+# Light in fibre covers ~200 km per ms one way, so ~100 km of distance per ms of round trip:
+# a mirror that answers 1 ms later costs as much as one 100 km further away.
+DEFAULT_KM_PER_MS = 100.0
+PASSING = ((200, 399),)  # the statuses a health check accepts by default: 2xx and 3xx
 
 
 class OnAllDown(StrEnum):
@@ -51,6 +56,11 @@ class HealthCheck:
     timeout: float = 3.0
     rise: int = 2
     fall: int = 3
+    expect_status: tuple[tuple[int, int], ...] = PASSING  # inclusive ranges
+    expect_body: str | None = None  # must occur in the first 64 KiB of the body
+
+    def passes(self, status: int) -> bool:
+        return any(lo <= status <= hi for lo, hi in self.expect_status)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +96,7 @@ class Service:
     spread_km: float = 0.0
     cross_border_km: float = 0.0
     anycast_km: float = DEFAULT_ANYCAST_KM
+    km_per_ms: float = DEFAULT_KM_PER_MS  # the price of a millisecond of server wait, in km
     default_location: Point | None = None
     on_all_down: OnAllDown = OnAllDown.ALL
     fallback: tuple[str, ...] = ()
@@ -93,6 +104,8 @@ class Service:
     http_prefix: str | None = None  # "/dl/": GET /dl/<path> redirects to <target url><path>
     link_alternates: int = 4  # RFC 6249 Link: rel=duplicate headers on a redirect
     pass_query: bool = False  # pass the query string on to the mirror
+    catalog: CatalogSpec | None = None  # what the origin publishes (HTTP only)
+    checks: FileChecks = field(default_factory=FileChecks)  # how availability is learned
     source: str = ""
 
     def target(self, target_id: str) -> Target | None:
@@ -229,6 +242,7 @@ class ServerConfig:
 
     trusted_proxies: tuple[IPNetwork, ...] = ()
     access_log: bool = False
+    tls_ca: Path | None = None  # extra CA certificates the prober trusts (PEM)
 
 
 def load_server(path: str | Path) -> ServerConfig:
@@ -244,6 +258,7 @@ def load_server(path: str | Path) -> ServerConfig:
         settings = ServerConfig(
             trusted_proxies=server.get("trusted_proxies", v.list_of(v.network), ()),
             access_log=server.get("access_log", v.boolean, False),
+            tls_ca=server.get("tls_ca", v.readable_file(Path(path).parent), None),
         )
         server.finish()
     doc.finish()
@@ -431,6 +446,7 @@ def _build_service(name: str, s: _Table, origin: str, source: str) -> Service | 
         spread_km=s.get("spread_km", v.number(0, 40000), 0.0),
         cross_border_km=s.get("cross_border_km", v.number(0, 40000), 0.0),
         anycast_km=s.get("anycast_km", v.number(0, 40000), DEFAULT_ANYCAST_KM),
+        km_per_ms=s.get("km_per_ms", v.number(0, 40000), DEFAULT_KM_PER_MS),
         default_location=_read_point(s, "default_location"),
         # Default: the fallback targets when the service names any, else fail open.
         on_all_down=s.get("on_all_down", v.choice(OnAllDown),
@@ -440,6 +456,8 @@ def _build_service(name: str, s: _Table, origin: str, source: str) -> Service | 
         http_prefix=s.get("http_prefix", v.http_prefix, None),
         link_alternates=s.get("link_alternates", v.integer(0, 16), 4),
         pass_query=s.get("pass_query", v.boolean, False),
+        catalog=_build_catalog(s.table("catalog")),
+        checks=_build_file_checks(s),
         source=source,
     )
     _check_service(service, s)
@@ -456,9 +474,40 @@ def _build_health(h: _Table | None) -> HealthCheck | None:
         timeout=h.get("timeout", v.duration(0.01, 3600), d.timeout),
         rise=h.get("rise", v.integer(1, 100), d.rise),
         fall=h.get("fall", v.integer(1, 100), d.fall),
+        expect_status=h.get("expect_status", v.status_ranges, d.expect_status),
+        expect_body=h.get("expect_body", v.nonempty_string(1024), d.expect_body),
     )
     h.finish()
     return check
+
+
+def _build_catalog(c: _Table | None) -> CatalogSpec | None:
+    if c is None:
+        return None
+    d = CatalogSpec("")
+    spec = CatalogSpec(
+        url=c.get("url", v.fetch_url),
+        format=c.get("format", v.choice(CatalogFormat), d.format),
+        refresh=c.get("refresh", v.duration(0.1, 7 * 86400), d.refresh),
+        timeout=c.get("timeout", v.duration(0.01, 3600), d.timeout),
+    )
+    c.finish()
+    return spec
+
+
+_FILE_CHECK_KEYS = ("availability_wait", "availability_ttl", "availability_negative_ttl",
+                    "availability_checks")
+
+
+def _build_file_checks(s: _Table) -> FileChecks:
+    d = FileChecks()
+    return FileChecks(
+        wait=s.get("availability_wait", v.duration(0.001, 60), d.wait),
+        ttl=s.get("availability_ttl", v.duration(0.1, 30 * 86400), d.ttl),
+        negative_ttl=s.get("availability_negative_ttl", v.duration(0.1, 30 * 86400),
+                           d.negative_ttl),
+        per_mirror=s.get("availability_checks", v.integer(1, 64), d.per_mirror),
+    )
 
 
 def _build_targets(s: _Table, health: HealthCheck | None) -> Iterator[Target]:
@@ -512,6 +561,12 @@ def _check_service(service: Service, s: _Table) -> None:
         s.report(s.key("dns_names"), "no target has addresses, so DNS could never answer")
     if service.http_prefix and service.targets and not any(t.url for t in service.targets):
         s.report(s.key("http_prefix"), "no target has a url, so HTTP could never redirect")
+    if service.catalog is not None and not service.http_prefix:
+        s.report(s.key("catalog"), "needs http_prefix: only the HTTP redirector reads it")
+    for key in _FILE_CHECK_KEYS:
+        if key in s.data and service.catalog is None:
+            s.report(s.key(key), "has no effect without a catalog: availability is "
+                     "checked only for files a catalog lists")
     for t in service.targets:
         both = t.only_countries & t.exclude_countries
         if both:
@@ -555,7 +610,8 @@ def _check_zone(zone: Zone, doc: _Table) -> None:
 
 
 __all__ = [
-    "RECORD_TYPES", "Address", "Caa", "Config", "ConfigError", "HealthCheck", "Mx", "OnAllDown",
+    "RECORD_TYPES", "Address", "Caa", "CatalogSpec", "Config", "ConfigError", "FileChecks",
+    "HealthCheck", "Mx", "OnAllDown",
     "Problem", "RData", "Record", "ServerConfig", "Service", "Srv", "Target", "Txt", "Zone",
     "join_url", "load", "load_server", "parse_duration",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +50,12 @@ class Location:
     def located(self) -> bool:
         return self.point is not None
 
-    @property
-    def key(self) -> bytes:
-        """A stable hash key for this network: its packed address and prefix length."""
-        return self.network.network_address.packed + bytes([self.network.prefixlen])
+    # A stable hash key for this network: its packed address and prefix length.
+    key: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        net = self.network
+        object.__setattr__(self, "key", net.network_address.packed + bytes([net.prefixlen]))
 
 
 def embedded_database() -> Path:

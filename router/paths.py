@@ -17,6 +17,7 @@ from urllib.parse import quote, unquote_to_bytes
 
 from router.config import Config, Service, Target
 from router.errors import RouterError
+from router.memo import Memo
 from router.steering import Decision, describe
 
 MAX_PATH_BYTES = 1024
@@ -74,6 +75,22 @@ class Routes:
                 names.update(n.rstrip(".") for n in s.dns_names)
             entries += [(s.http_prefix, names, s) for s in zone.services if s.http_prefix]
         self._entries = sorted(entries, key=lambda e: -len(e[0]))
+        self._resolved: Memo[tuple[str, str | None], tuple[Route | None, str]] = Memo(65536)
+
+    def resolve(self, raw_path: str, host: str | None = None) -> Route | None:
+        """``clean()`` then ``match()``, remembered per (raw path, host); PathError as ever."""
+        key = (raw_path, host)
+        known = self._resolved.get(key)
+        if known is None:
+            try:
+                known = (self.match(clean(raw_path), host), "")
+            except PathError as e:
+                known = (None, str(e))
+            self._resolved.put(key, known)
+        route, error = known
+        if error:
+            raise PathError(error)
+        return route
 
     def match(self, path: str, host: str | None = None) -> Route | None:
         """The service for ``path``; between equal prefixes, the zone named by ``host``."""
@@ -93,8 +110,12 @@ class Routes:
 
 def mirror_url(target: Target, rest: str, query: str = "") -> str:
     """``<target url><path>`` with the path re-encoded, plus the query if passed on."""
+    return _joined(target, quote(rest, safe=SAFE), query)
+
+
+def _joined(target: Target, quoted: str, query: str) -> str:
     assert target.url is not None
-    url = target.url + quote(rest, safe=SAFE)
+    url = target.url + quoted
     return f"{url}?{query}" if query else url
 
 
@@ -110,9 +131,10 @@ def redirect_for(route: Route, decision: Decision, query: str = "") -> Redirect 
     if not decision.ranked:
         return None
     first, *others = decision.ranked[: 1 + route.service.link_alternates]
-    links = tuple(_link(mirror_url(c.target, route.rest, query), pri, c.target.country)
+    quoted = quote(route.rest, safe=SAFE)  # once, for every URL
+    links = tuple(_link(_joined(c.target, quoted, query), pri, c.target.country)
                   for pri, c in enumerate(others, 1))
-    return Redirect(first.target, mirror_url(first.target, route.rest, query), links)
+    return Redirect(first.target, _joined(first.target, quoted, query), links)
 
 
 def _link(url: str, pri: int, country: str | None) -> str:

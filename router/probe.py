@@ -1,9 +1,10 @@
 """The prober: HTTP(S) health checks that feed the ``Board``.
 
-Each target with a health URL gets its own loop: GET the URL with the service's timeout,
-pass on a 2xx or 3xx, record the result, sleep a jittered interval. The first round runs
-for every target at once and ``first_round()`` waits for it (bounded by the timeouts),
-so the server is ready only once every answer rests on a real observation.
+Each target with a health URL gets its own loop: one check (``router.check``: GET the URL
+with the service's timeout, timed phase by phase), record the result, sleep a jittered
+interval. The first round runs for every target at once and ``first_round()`` waits for
+it (bounded by the timeouts), so the server is ready only once every answer rests on a
+real observation.
 """
 
 from __future__ import annotations
@@ -13,19 +14,18 @@ import contextlib
 import random
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import aiohttp
 import structlog
 
-from router import __version__
+from router.check import check_once, new_session
 from router.config import Config, HealthCheck
 from router.health import Board, Health, Key, Result, Status
 
 log = structlog.get_logger("router.probe")
 
-USER_AGENT = f"mirror-router/{__version__} (health check; +https://github.com/mirror-router)"
 JITTER = 0.1  # each interval is shortened by up to 10%, so probes drift apart
-BODY_LIMIT = 64 * 1024
 
 Job = tuple[Key, str, HealthCheck]  # (service, target), url, check
 
@@ -36,55 +36,40 @@ def jobs(config: Config) -> list[Job]:
             for s in config.services for t in s.targets if t.health_url and t.enabled]
 
 
+def jittered(interval: float, u: float) -> float:
+    """The wait before the next check, ``u`` uniform in [0, 1): up to ``JITTER`` shorter,
+    so that checks started together drift apart and never stampede."""
+    return interval * (1 - u * JITTER)
+
+
 def unprobed(config: Config) -> list[Key]:
     """Targets with no health URL: they are always up."""
     return [(s.name, t.id) for s in config.services for t in s.targets if not t.health_url]
 
 
-async def check_once(session: aiohttp.ClientSession, url: str, timeout: float) -> Result:
-    """One health check: GET ``url``; a 2xx or 3xx status within ``timeout`` passes."""
-    start = time.monotonic()
-    at = time.time()
-    try:
-        async with session.get(url, allow_redirects=False,
-                               timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-            ttfb = time.monotonic() - start
-            await resp.content.read(BODY_LIMIT)
-            ok = 200 <= resp.status < 400
-            return Result(ok, at, None if ok else f"HTTP {resp.status}", resp.status, ttfb,
-                          time.monotonic() - start)
-    except TimeoutError:
-        return Result(False, at, f"timeout after {timeout:g}s", total=time.monotonic() - start)
-    except (aiohttp.ClientError, OSError, ValueError) as e:
-        return Result(False, at, _describe(e), total=time.monotonic() - start)
-
-
-def _describe(e: BaseException) -> str:
-    text = str(e) or type(e).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-def new_session() -> aiohttp.ClientSession:
-    # A fresh connection per check: a probe should feel what a new downloader feels.
-    connector = aiohttp.TCPConnector(force_close=True, limit=64)
-    return aiohttp.ClientSession(connector=connector, headers={"User-Agent": USER_AGENT})
-
-
 OnChange = Callable[[Key, Health, Health], None]
+OnResult = Callable[[Key, Result], None]
 
 
 class Prober:
-    """Runs one check loop per target and records every result on the board."""
+    """Runs one check loop per target and records every result on the board.
 
-    def __init__(self, board: Board, on_change: OnChange | None = None) -> None:
+    The prober only ever calls ``board.record()`` (and ``on_result``, for statistics), so
+    the board can as well be fed from elsewhere: one prober per machine, publishing to
+    several serving processes."""
+
+    def __init__(self, board: Board, on_change: OnChange | None = None, *,
+                 on_result: OnResult | None = None, ca_file: Path | None = None) -> None:
         self.board = board
         self.on_change = on_change
+        self.on_result = on_result
+        self.ca_file = ca_file
         self._session: aiohttp.ClientSession | None = None
         self._tasks: dict[Key, tuple[asyncio.Task[None], str, HealthCheck]] = {}
         self._first: dict[Key, asyncio.Event] = {}
 
     async def start(self, config: Config) -> None:
-        self._session = new_session()
+        self._session = new_session(self.ca_file)
         self.reconfigure(config)
 
     def reconfigure(self, config: Config) -> None:
@@ -125,12 +110,14 @@ class Prober:
         assert self._session is not None
         while True:
             started = time.monotonic()
-            result = await check_once(self._session, url, check.timeout)
+            result = await check_once(self._session, url, check)
             before, after = self.board.record(key, result, check)
+            if self.on_result is not None:
+                self.on_result(key, result)
             self._first[key].set()
             if after.status is not before.status and self.on_change is not None:
                 self.on_change(key, before, after)
-            delay = check.interval * (1 - random.random() * JITTER)
+            delay = jittered(check.interval, random.random())
             await asyncio.sleep(max(0.0, started + delay - time.monotonic()))
 
 

@@ -1,4 +1,5 @@
-"""The live state every face reads: the current config, GeoIP, health, readiness.
+"""The live state every face reads: the current config, GeoIP, health, file availability,
+readiness, and the counters the faces keep (``router.stats``).
 
 One object, passed explicitly to the DNS and HTTP adapters (never a global). A reload
 calls ``install()``, which replaces the config and what is derived from it whole;
@@ -8,25 +9,47 @@ requests read each attribute once.
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from typing import Protocol
 
+from router.availability import Ledger
 from router.config import Config
+from router.decisions import DecisionCache
 from router.geo import Locator
 from router.health import Board
 from router.paths import Routes
+from router.stats import Stats
+
+
+class StateView(Protocol):
+    """What the status page shows of the operator's state file."""
+
+    path: Path
+    error: str | None
 
 
 class Runtime:
     def __init__(self, config: Config, locator: Locator, board: Board,
-                 probing: bool = True) -> None:
+                 probing: bool = True, *, ledger: Ledger | None = None) -> None:
         self.locator = locator
         self.board = board
+        self.ledger = ledger or Ledger()  # catalogs and per-file availability
         self.probing = probing
         self.ready = False
         self.started = time.time()
         self.config = config
         self.routes = Routes(config)
+        self.stats = Stats()
+        self.state: StateView | None = None  # the operator's state file, when watched
+        self.peers: tuple[Stats, ...] = ()  # --workers: the other processes' counts
+        self.decisions = DecisionCache()  # HTTP: per client network, see router.decisions
+
+    def totals(self) -> Stats:
+        """This process's counts, plus the other workers' (as last reported)."""
+        return self.stats.merged(*self.peers) if self.peers else self.stats
 
     def install(self, config: Config) -> None:
         """Switch to a new config (on reload)."""
         self.routes = Routes(config)
         self.config = config
+        self.decisions.clear()

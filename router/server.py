@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from aiohttp import web
@@ -29,8 +30,12 @@ from router.geo import GeoError, Locator
 from router.health import Board, Status
 from router.http.app import HttpSettings, create_app
 from router.http.client import IPNetwork
-from router.probe import Prober, log_change
-from router.runtime import Runtime
+from router.inventory import Inventory
+from router.monitor import Monitor
+from router.runtime import Runtime, StateView
+
+if TYPE_CHECKING:
+    from router.workers import Feed
 
 log = structlog.get_logger("router.server")
 
@@ -52,16 +57,42 @@ class Settings:
     drain_timeout: float = 5.0
     trusted_proxies: tuple[IPNetwork, ...] = ()
     access_log: bool = False
+    state: Path | None = None  # the operator's state file (overrides), watched
+    ca_file: Path | None = None  # extra CAs for checking HTTPS mirrors
+
+
+@dataclass(frozen=True, slots=True)
+class Sockets:
+    """Sockets bound by someone else (the supervisor of ``--workers``)."""
+
+    dns: tuple[tuple[socket.socket, socket.socket], ...]  # (UDP, TCP) per DNS address
+    http: tuple[socket.socket, ...]
+
+
+class Source(Protocol):
+    """What feeds the Board: a ``Monitor`` here, or a supervisor's snapshots (workers)."""
+
+    @property
+    def state(self) -> StateView | None: ...
+
+    async def start(self) -> None: ...
+    async def ready(self, dns: list[str], http: list[str]) -> None: ...
+    def reconfigure(self, config: Config) -> None: ...
+    async def close(self) -> None: ...
 
 
 class Server:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, sockets: Sockets | None = None,
+                 feed: Callable[[Runtime], Feed] | None = None) -> None:
         self.settings = settings
+        self.sockets = sockets
+        self.feed = feed
         self.stop = asyncio.Event()
         self.reload_requested = asyncio.Event()
         self.runtime: Runtime | None = None
         self.dispatch: Dispatch | None = None
-        self.prober: Prober | None = None
+        self.source: Source | None = None
+        self.inventory: Inventory | None = None  # catalogs and file checks (not --no-probe)
         self.dns: list[DnsListener] = []
         self.http: web.AppRunner | None = None
 
@@ -81,19 +112,25 @@ class Server:
         s = self.settings
         config = load(s.zones)
         runtime = self.runtime = Runtime(config, Locator(s.geoip), Board(), probing=s.probe)
+        self.source = self._source(runtime)
+        runtime.state = self.source.state
         self.dispatch = Dispatch(self._authority(config))
-        dns_socks = [_bind_dns(host, port, s) for host, port in s.dns]
+        dns_socks = self.sockets.dns if self.sockets else [_bind_dns(h, p, s) for h, p in s.dns]
+        if s.probe:  # a worker's catalogs come from its supervisor (router.workers)
+            self.inventory = Inventory(runtime.ledger, catalogs=self.feed is None)
         http_addrs = await self._start_http(runtime)
-        log.info("listening", http=[_fmt(a) for a in http_addrs], ready=False)
-        await self._first_probe_round(config)
+        log.info("listening", http=[fmt(a) for a in http_addrs], ready=False)
+        await asyncio.gather(self.source.start(), self._first_catalogs(config))
         for udp, tcp in dns_socks:
             listener = DnsListener(self.dispatch, s.tcp_max, s.tcp_idle)
             await listener.start_on(udp, tcp)
             self.dns.append(listener)
         runtime.ready = True
-        log.info("ready", version=__version__,
-                 dns=[_fmt(listener.address) for listener in self.dns],
-                 http=[_fmt(a) for a in http_addrs], zones=[z.origin for z in config.zones],
+        dns_addrs = [fmt(listener.address) for listener in self.dns]
+        await self.source.ready(dns_addrs, [fmt(a) for a in http_addrs])
+        log.info("worker_ready" if self.feed else "ready", version=__version__,
+                 dns=dns_addrs, http=[fmt(a) for a in http_addrs],
+                 zones=[z.origin for z in config.zones],
                  services=len(config.services), probing=s.probe,
                  geoip=runtime.locator.description,
                  down=[f"{k[0]}/{k[1]}" for k, h in runtime.board.snapshot.health.items()
@@ -122,10 +159,12 @@ class Server:
             return False
         self.runtime.install(config)
         self.dispatch.authority = authority
-        if self.prober is not None:
-            self.prober.reconfigure(config)
+        if self.source is not None:
+            self.source.reconfigure(config)
+        if self.inventory is not None:
+            self.inventory.reconfigure(config)
         else:
-            _assume_up(self.runtime.board, config)
+            self.runtime.ledger.retain(config)
         log.info("reloaded", zones=[z.origin for z in config.zones],
                  services=len(config.services))
         return True
@@ -134,48 +173,54 @@ class Server:
         for listener in self.dns:
             await listener.stop()
         if self.dispatch is not None and self.dispatch.authority.cache is not None:
-            log.info("dns_cache", **self.dispatch.authority.cache.stats())
+            log.info("dns_cache", **self.dispatch.authority.cache.counters())
         if self.http is not None:
             await self.http.cleanup()
-        if self.prober is not None:
-            await self.prober.close()
+        if self.source is not None:
+            await self.source.close()
+        if self.inventory is not None:
+            await self.inventory.close()
         if self.runtime is not None:
             self.runtime.locator.close()
         log.info("stopped")
+
+    def _source(self, runtime: Runtime) -> Source:
+        if self.feed is not None:
+            return self.feed(runtime)
+        s = self.settings
+        return Monitor(runtime.board, runtime.stats, lambda: runtime.config, probe=s.probe,
+                       state=s.state, ca_file=s.ca_file)
 
     def _authority(self, config: Config) -> Authority:
         assert self.runtime is not None
         board = self.runtime.board
         return Authority(ZoneTable(config), self.runtime.locator, lambda: board.snapshot,
-                         self.settings.edns_payload, self.settings.dns_cache)
+                         self.settings.edns_payload, stats=self.runtime.stats,
+                         cache_size=self.settings.dns_cache)
 
     async def _start_http(self, runtime: Runtime) -> list[Address]:
-        if not self.settings.http:
+        if not self.settings.http and not (self.sockets and self.sockets.http):
             return []
         app = create_app(runtime, HttpSettings(self.settings.trusted_proxies,
-                                               self.settings.access_log))
+                                               self.settings.access_log),
+                         inventory=self.inventory)
         self.http = web.AppRunner(app, access_log=None,
                                   shutdown_timeout=self.settings.drain_timeout)
         await self.http.setup()
         bound = []
-        for host, port in self.settings.http:
-            sock = _bind_http(host, port)
+        socks = self.sockets.http if self.sockets else [
+            bind_http(host, port) for host, port in self.settings.http]
+        for sock in socks:
             await web.SockSite(self.http, sock).start()
             bound.append(sock.getsockname()[:2])
         return bound
 
-    async def _first_probe_round(self, config: Config) -> None:
-        assert self.runtime is not None
-        board = self.runtime.board
-        if not self.settings.probe:
-            _assume_up(board, config)
+    async def _first_catalogs(self, config: Config) -> None:
+        """Fetch every catalog once before ready (--no-probe: none; nothing is contacted)."""
+        if self.inventory is None:
             return
-        self.prober = Prober(board, log_change)
-        await self.prober.start(config)
-        started = time.monotonic()
-        await self.prober.first_round()
-        log.info("first_probe_round", seconds=round(time.monotonic() - started, 3),
-                 checked=len(board.snapshot.health))
+        await self.inventory.start(config)
+        await self.inventory.first_fetch()
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -184,21 +229,16 @@ class Server:
         loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
 
 
-def _assume_up(board: Board, config: Config) -> None:
-    """--no-probe: every target counts as up and nothing is contacted."""
-    keys = [(s.name, t.id) for s in config.services for t in s.targets]
-    board.retain(keys)
-    board.assume(keys, Status.UP, time.time())
-
-
 def _bind_dns(host: str, port: int, s: Settings) -> tuple[socket.socket, socket.socket]:
     return bind(host, port, rcvbuf=s.rcvbuf)
 
 
-def _bind_http(host: str, port: int) -> socket.socket:
+def bind_http(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError:
@@ -209,16 +249,20 @@ def _bind_http(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _fmt(address: tuple[str, int] | tuple[str, int, int, int]) -> str:
+def fmt(address: tuple[str, int] | tuple[str, int, int, int]) -> str:
     host, port = address[0], address[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def run(settings: Settings) -> int:
     """Run the server until SIGTERM/SIGINT, on uvloop when it is installed."""
+    return run_loop(Server(settings).run())
+
+
+def run_loop(main: Coroutine[Any, Any, int]) -> int:
+    """Run ``main`` on uvloop when it is installed, else on the stdlib loop."""
     try:
         import uvloop
     except ImportError:  # not on Linux: the stdlib loop works too
-        return asyncio.run(Server(settings).run())
-    return uvloop.run(Server(settings).run())
-
+        return asyncio.run(main)
+    return uvloop.run(main)

@@ -3,17 +3,30 @@
 ``rank()`` is a short chain of stages, each with one job:
 
 1. **assess** every target: its distance and cost for this client, and the reason it is
-   excluded, if it is (disabled, wrong address family, country rules, health);
-2. **order** the usable ones: the near-equal best (cost within ``best x spread +
+   excluded, if it is (disabled, wrong address family, country rules, the operator's
+   override, the file, health);
+2. **price** latency: ``km_per_ms`` x how much slower the target's server waits than the
+   fastest usable one (no figure yet: no penalty), added to its cost;
+3. **order** the usable ones: the near-equal best (cost within ``best x spread +
    spread_km``) by weighted rendezvous hashing on the client's network, then the rest by
    cost;
-3. **all down**: when nothing is usable, ``on_all_down`` picks the fallback targets, every
+4. **all down**: when nothing is usable, ``on_all_down`` picks the fallback targets, every
    target (fail open), or nothing.
 
+For an HTTP request for a file a catalog lists, ``files`` tells each target's availability
+of that file (``router.availability``): a target known to lack it, to have a copy of the
+wrong size, or stale for a file that new is excluded, and so is one not yet checked
+(UNVERIFIED). Only when nothing else is usable are the unverified targets ranked.
+
 Cost = (great-circle km + ``cross_border_km`` when the client's and the target's countries
-differ) / (weight / 100). An anycast target is ``anycast_km`` from everyone. A client that
-GeoIP cannot place is put at the service's ``default_location``; without one, distance
-plays no part and only weight and hashing order the targets.
+differ + the latency term) / (weight / 100). An anycast target is ``anycast_km`` from
+everyone. A client that GeoIP cannot place is put at the service's ``default_location``;
+without one, distance plays no part and only latency, weight and hashing order the targets.
+
+Operator overrides (``router.overrides``): ``drain`` and ``down`` exclude a target (down
+ones are not served even when every target is down, drained ones not even unverified);
+``up`` makes a failing health check not count. Latency figures arrive already quantized
+(``router.health``), so a decision changes only when the health snapshot's generation does.
 
 DNS, HTTP and ``explain`` all call ``rank()``; none of them scores on its own.
 """
@@ -27,10 +40,12 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
+from router.availability import Availability, FileView
 from router.config import OnAllDown, Service, Target
 from router.earth import Point, distance_km
 from router.geo import Location
-from router.health import Status
+from router.health import Snapshot, Status
+from router.overrides import Admin
 
 
 class Want(Enum):
@@ -50,7 +65,13 @@ class Exclusion(Enum):
     NO_URL = "has no url, so it cannot take HTTP redirects"
     NOT_FOR_COUNTRY = "the client's country is not in only_countries"
     COUNTRY_EXCLUDED = "the client's country is in exclude_countries"
+    DRAINED = "drained by the operator: takes no new clients"
+    ADMIN_DOWN = "marked down by the operator"
+    STALE = "stale: lacks the newest release, so not used for files that new"
+    MISSING_FILE = "known not to have this file"
+    WRONG_SIZE = "its copy of this file has the wrong size"
     DOWN = "health check failing"
+    UNVERIFIED = "not yet known to have this file"
 
 
 class Standing(Enum):
@@ -61,6 +82,17 @@ class Standing(Enum):
     BY_COST = "ranked by cost"
     FALLBACK = "all targets down: a fallback target, served regardless of health"
     FAIL_OPEN = "all targets down: served anyway (on_all_down = all)"
+    UNVERIFIED = "no target is known to have this file: not yet checked, served anyway"
+
+
+FORCED = "; forced up by the operator"  # added to the reason of a target served despite health
+
+# Availability of a file → the exclusion it causes (PRESENT and ORIGIN cause none).
+_FILE_EXCLUSIONS = {
+    Availability.STALE: Exclusion.STALE,
+    Availability.MISSING: Exclusion.MISSING_FILE,
+    Availability.WRONG_SIZE: Exclusion.WRONG_SIZE,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,12 +106,18 @@ class Candidate:
     cost: float
     excluded: Exclusion | None = None
     standing: Standing | None = None
+    file: Availability | None = None  # of the file asked for, when a catalog lists it
+    latency_ms: int | None = None  # the server's wait as published by health (None: none yet)
+    latency_km: float = 0.0  # km_per_ms x (latency_ms - the fastest usable target's)
+    admin: Admin = Admin.AUTO
 
     @property
     def reason(self) -> str:
         if self.excluded is not None:
             return self.excluded.value
-        return self.standing.value if self.standing else ""
+        text = self.standing.value if self.standing else ""
+        forced = self.admin is Admin.UP and self.status is Status.DOWN
+        return text + FORCED if forced else text
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,39 +144,84 @@ class Decision:
 # The health view steering reads: target id → status. Built once per request from the
 # board's snapshot, so one decision sees one consistent state.
 HealthView = Callable[[str], Status]
+LatencyView = Callable[[str], int | None]  # target id → published wait in ms
+AdminView = Callable[[str], Admin]  # target id → the operator's override
 
 
 def always_up(_target_id: str) -> Status:
     return Status.UP
 
 
-def rank(service: Service, client: Location, health: HealthView, want: Want) -> Decision:
-    """Rank ``service``'s targets for ``client``; the hash key is the client's network."""
+def no_latency(_target_id: str) -> int | None:
+    return None
+
+
+def no_overrides(_target_id: str) -> Admin:
+    return Admin.AUTO
+
+
+def rank(service: Service, client: Location, health: HealthView, want: Want, *,
+         files: FileView | None = None, latency: LatencyView = no_latency,
+         admin: AdminView = no_overrides) -> Decision:
+    """Rank ``service``'s targets for ``client``; the hash key is the client's network.
+
+    ``files``: each target's availability of the file asked for (HTTP, catalog listed).
+    ``latency`` and ``admin``: each target's published wait and the operator's override.
+    """
     origin = client.point or service.default_location
-    assessed = [_assess(t, service, client, origin, health(t.id), want) for t in service.targets]
+    assessed = [_assess(t, service, client, origin, health(t.id), want,
+                        files(t.id) if files else None, admin(t.id), latency(t.id))
+                for t in service.targets]
     usable = [c for c in assessed if c.excluded is None]
+    # Nothing known to have the file, not even an origin: the unchecked healthy targets.
+    unverified = [c for c in assessed if c.excluded is Exclusion.UNVERIFIED]
+    overridden = Standing.UNVERIFIED if unverified and not usable else None
+    usable = usable or unverified
     # Degraded only when health emptied the list, not when static rules did.
     degraded = not usable and any(c.excluded is Exclusion.DOWN for c in assessed)
     if degraded:
         usable = _when_all_down(service, assessed)
+        overridden = Standing.FALLBACK if service.on_all_down is OnAllDown.FALLBACK \
+            else Standing.FAIL_OPEN
+    fastest = min((c.latency_ms for c in usable if c.latency_ms is not None), default=None)
+    if fastest is not None:  # no figures (not probed yet, or --no-probe): nothing to charge
+        assessed = [_price(c, fastest, service.km_per_ms) for c in assessed]
+        usable = [_price(c, fastest, service.km_per_ms) for c in usable]
     ranked = _order(usable, service, client.key) if usable else []
     chosen_ids = {c.target.id for c in ranked}
     excluded = tuple(c for c in assessed if c.target.id not in chosen_ids)
-    if degraded:
-        standing = Standing.FALLBACK if service.on_all_down is OnAllDown.FALLBACK \
-            else Standing.FAIL_OPEN
-        ranked = [replace(c, excluded=None, standing=standing) for c in ranked]
+    if overridden is not None:
+        ranked = [replace(c, excluded=None, standing=overridden) for c in ranked]
     return Decision(service, client, origin, tuple(ranked), excluded, degraded,
                     _ttl(service, degraded))
 
 
+def decide(snapshot: Snapshot, service: Service, client: Location, want: Want, *,
+           files: FileView | None = None) -> Decision:
+    """``rank()`` with all that one health snapshot knows: status, latency, overrides."""
+    name = service.name
+    return rank(service, client, snapshot.view(name), want, files=files,
+                latency=snapshot.latency(name), admin=snapshot.overrides(name))
+
+
 def _assess(target: Target, service: Service, client: Location, origin: Point | None,
-            status: Status, want: Want) -> Candidate:
+            status: Status, want: Want, file: Availability | None, admin: Admin,
+            latency_ms: int | None) -> Candidate:
     distance = _distance(target, service, origin)
     border = _border_km(target, service, client)
     cost = ((distance or 0.0) + border) / (target.weight / 100)
-    return Candidate(target, status, distance, border, cost,
-                     _exclusion(target, client, status, want))
+    excluded = _exclusion(target, client, status, want, file, admin)
+    return Candidate(target, status, distance, border, cost, excluded, file=file,
+                     latency_ms=latency_ms, admin=admin)
+
+
+def _price(c: Candidate, fastest: int, km_per_ms: float) -> Candidate:
+    """Add the latency term: a target that waits longer than the fastest usable one pays
+    ``km_per_ms`` per millisecond more; the fastest, and targets with no figure, pay none."""
+    if c.latency_ms is None or c.latency_ms <= fastest:
+        return c
+    extra = km_per_ms * (c.latency_ms - fastest)
+    return replace(c, latency_km=extra, cost=c.cost + extra / (c.target.weight / 100))
 
 
 def _distance(target: Target, service: Service, origin: Point | None) -> float | None:
@@ -154,7 +237,8 @@ def _border_km(target: Target, service: Service, client: Location) -> float:
     return service.cross_border_km if crosses else 0.0
 
 
-def _exclusion(target: Target, client: Location, status: Status, want: Want) -> Exclusion | None:
+def _exclusion(target: Target, client: Location, status: Status, want: Want,
+               file: Availability | None, admin: Admin) -> Exclusion | None:
     if not target.enabled:
         return Exclusion.DISABLED
     if want is Want.URL and target.url is None:
@@ -165,8 +249,16 @@ def _exclusion(target: Target, client: Location, status: Status, want: Want) -> 
         return Exclusion.NOT_FOR_COUNTRY
     if client.country in target.exclude_countries:
         return Exclusion.COUNTRY_EXCLUDED
-    if status is Status.DOWN:
+    if admin is Admin.DRAIN:
+        return Exclusion.DRAINED
+    if admin is Admin.DOWN:
+        return Exclusion.ADMIN_DOWN
+    if file in _FILE_EXCLUSIONS:
+        return _FILE_EXCLUSIONS[file]
+    if status is Status.DOWN and admin is not Admin.UP:
         return Exclusion.DOWN
+    if file is Availability.UNKNOWN:
+        return Exclusion.UNVERIFIED
     return None
 
 
@@ -181,8 +273,7 @@ def _when_all_down(service: Service, assessed: list[Candidate]) -> list[Candidat
 
 
 def _order(usable: list[Candidate], service: Service, key: bytes) -> list[Candidate]:
-    best = min(c.cost for c in usable)
-    limit = best * service.spread + service.spread_km + 1e-9
+    limit = _near_limit(usable, service)
     near = [c for c in usable if c.cost <= limit]
     rest = sorted((c for c in usable if c.cost > limit), key=lambda c: (c.cost, c.target.id))
     if len(near) > 1:
@@ -191,6 +282,26 @@ def _order(usable: list[Candidate], service: Service, key: bytes) -> list[Candid
     else:
         first = [replace(near[0], standing=Standing.NEAREST)]
     return first + [replace(c, standing=Standing.BY_COST) for c in rest]
+
+
+def worth_waiting_for(decision: Decision) -> tuple[str, ...]:
+    """Targets not yet checked for the file that would rank first once known to have it.
+
+    They cost no more than the near-equal limit of the best usable target (every one of
+    them when nothing is usable): a request may wait a little for their checks.
+    """
+    unverified = [c for c in decision.excluded if c.excluded is Exclusion.UNVERIFIED]
+    unverified += [c for c in decision.ranked if c.standing is Standing.UNVERIFIED]
+    usable = [c for c in decision.ranked if c.standing is not Standing.UNVERIFIED]
+    if not usable:
+        return tuple(c.target.id for c in unverified)
+    limit = _near_limit(usable, decision.service)
+    return tuple(c.target.id for c in unverified if c.cost <= limit)
+
+
+def _near_limit(usable: list[Candidate], service: Service) -> float:
+    """The highest cost that is near-equal to the best: ``best x spread + spread_km``."""
+    return min(c.cost for c in usable) * service.spread + service.spread_km + 1e-9
 
 
 def _rendezvous(key: bytes, target: Target) -> float:
@@ -245,10 +356,14 @@ def _row(c: Candidate, position: int | None, chosen: bool) -> dict[str, Any]:
                                                            "lon": t.location.lon},
         "distance_km": None if c.distance_km is None else round(c.distance_km, 1),
         "border_km": round(c.border_km, 1),
+        "latency_ms": c.latency_ms,
+        "latency_km": round(c.latency_km, 1),
+        "admin": c.admin.value,
         "weight": t.weight,
         "cost": round(c.cost, 1),
         "excluded": c.excluded is not None,
         "reason": c.reason,
+        "file": c.file.value if c.file else None,
         "url": t.url,
         "addresses": [str(a) for a in t.addresses],
     }

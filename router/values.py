@@ -11,6 +11,7 @@ import ipaddress
 import re
 from collections.abc import Callable
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
@@ -168,6 +169,16 @@ def url(v: Any) -> str:
     except ValueError:
         raise Invalid(f"{url!r} has an invalid port") from None
     return url
+
+
+def fetch_url(v: Any) -> str:
+    """An http(s) URL to fetch, such as a release list: a query is allowed."""
+    text = string(v)
+    parts = urlsplit(text)
+    if parts.fragment or "#" in text:
+        raise Invalid(f"{text!r} must not carry a fragment")
+    url(parts._replace(query="").geturl())
+    return text
 
 
 def base_url(v: Any) -> str:
@@ -362,3 +373,44 @@ def target_id(v: Any) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", tid):
         raise Invalid(f"{tid!r}: ids use letters, digits, '.', '-' and '_' (at most 63)")
     return tid
+
+
+_STATUS_RANGE = re.compile(r"^\s*([1-5]\d\d)\s*(?:-\s*([1-5]\d\d)\s*)?$")
+
+
+def _status_range(v: Any) -> tuple[int, int]:
+    if isinstance(v, int) and not isinstance(v, bool):
+        if not 100 <= v <= 599:
+            raise Invalid(f"{v} is not an HTTP status (100 to 599)")
+        return v, v
+    m = _STATUS_RANGE.match(string(v))
+    if not m:
+        raise Invalid(f"{v!r} is not a status or a range such as \"200-299\"")
+    lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+    if lo > hi:
+        raise Invalid(f"{v!r}: the range is backwards")
+    return lo, hi
+
+
+def status_ranges(v: Any) -> tuple[tuple[int, int], ...]:
+    """``200``, ``"200-299"``, or a list of either → inclusive (low, high) ranges."""
+    return nonempty(list_of(_status_range))(v) if isinstance(v, list) else (_status_range(v),)
+
+
+def nonempty_string(limit: int) -> Callable[[Any], str]:
+    def convert(v: Any) -> str:
+        text = string(v)
+        if not 0 < len(text) <= limit:
+            raise Invalid(f"must be 1 to {limit} characters long")
+        return text
+    return convert
+
+
+def readable_file(base: Path) -> Callable[[Any], Path]:
+    """A path to a file that exists; relative paths are taken from ``base``."""
+    def convert(v: Any) -> Path:
+        path = base / Path(string(v)).expanduser()
+        if not path.is_file():
+            raise Invalid(f"{str(v)!r}: no such file")
+        return path
+    return convert

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -75,7 +77,12 @@ class RouterProcess:
                 raise AssertionError(f"router exited ({self.proc.returncode}) before "
                                      f"{event!r}:\n{''.join(self.raw)}")
             return None
-        return wait_until(seen, timeout, what=f"log event {event!r}")
+        try:
+            return wait_until(seen, timeout, what=f"log event {event!r}")
+        except AssertionError as e:
+            with self._lock:
+                tail = "".join(self.raw[-40:])
+            raise AssertionError(f"{e}; the router's log ends:\n{tail}") from None
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
@@ -96,40 +103,79 @@ class Mirror:
     """One loopback HTTP mirror. ``.../health`` answers ``health_status``; files from ``files``.
 
     It can be made slow (``delay``), unhealthy (``health_status = 503``), or stopped and
-    started again on the same port (connection refused in between).
+    started again on the same port (connection refused in between). Files are looked up by
+    path and query first (an origin's ``/dl/?mode=json``), then by path; ``Range`` requests
+    get 206. ``requests`` logs (method, path) and ``most_active`` the most requests that
+    were in flight at once.
     """
 
-    def __init__(self, farm: MirrorFarm, name: str) -> None:
+    def __init__(self, farm: MirrorFarm, name: str, tls: ssl.SSLContext | None = None,
+                 host: str = "127.0.0.1") -> None:
         self.farm = farm
         self.name = name
         self.health_status = 200
         self.delay = 0.0
+        self.body = f"{name}\n"  # what .../health answers
+        self.agents: list[str] = []  # the User-Agent of every request
+        self.tls = tls
+        self.host = host  # the name in ``base``; it always listens on 127.0.0.1
+        self.head_delay = 0.0  # HEAD requests only: a mirror slow to answer file checks
+        self.heads_active = 0
+        self.most_heads_active = 0
         self.files: dict[str, bytes] = {}
         self.hits: list[str] = []
+        self.requests: list[tuple[str, str]] = []
+        self.active = 0
+        self.most_active = 0
         self.port = 0
         self._runner: web.AppRunner | None = None
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.hits.append(request.path)
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        self.requests.append((request.method, request.path))
+        self.agents.append(request.headers.get("User-Agent", ""))
+        self.active += 1
+        self.most_active = max(self.most_active, self.active)
+        head = request.method == "HEAD"
+        self.heads_active += head
+        self.most_heads_active = max(self.most_heads_active, self.heads_active)
+        try:
+            if self.delay or (head and self.head_delay):
+                await asyncio.sleep(self.head_delay if head else self.delay)
+            return self._answer(request)
+        finally:
+            self.active -= 1
+            self.heads_active -= head
+
+    def heads(self, path: str | None = None) -> int:
+        """HEAD requests received (for ``path`` only, when given)."""
+        return sum(1 for m, p in list(self.requests) if m == "HEAD" and path in (None, p))
+
+    def _answer(self, request: web.Request) -> web.StreamResponse:
         if request.path.endswith("/health"):
-            return web.Response(status=self.health_status, text=f"{self.name}\n")
-        body = self.files.get(request.path)
+            return web.Response(status=self.health_status, text=self.body)
+        body = self.files.get(request.path_qs, self.files.get(request.path))
         if body is None:
             return web.Response(status=404, text="not found\n")
-        return web.Response(body=body, content_type="application/octet-stream")
+        first, last = _byte_range(request.headers.get("Range"), len(body))
+        if first is None:
+            return web.Response(body=body, content_type="application/octet-stream",
+                                headers={"Accept-Ranges": "bytes"})
+        return web.Response(status=206, body=body[first:last + 1],
+                            content_type="application/octet-stream",
+                            headers={"Content-Range": f"bytes {first}-{last}/{len(body)}"})
 
     async def _start(self) -> None:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True,
+                           ssl_context=self.tls)
         await site.start()
         if not self.port:
             self.port = self._runner.addresses[0][1]
@@ -147,6 +193,16 @@ class Mirror:
         self.farm.run(self._stop())
 
 
+def _byte_range(header: str | None, size: int) -> tuple[int | None, int]:
+    """``bytes=A-B`` or ``bytes=A-`` → (first, last); (None, 0) for no or another range."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None, 0
+    a, _, b = header[6:].partition("-")
+    if not a.isdigit() or int(a) >= size:
+        return None, 0
+    return int(a), min(int(b), size - 1) if b.isdigit() else size - 1
+
+
 class MirrorFarm:
     """An event loop in a background thread that runs any number of mirrors."""
 
@@ -159,8 +215,9 @@ class MirrorFarm:
     def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 10.0) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def mirror(self, name: str) -> Mirror:
-        m = Mirror(self, name).start()
+    def mirror(self, name: str, tls: ssl.SSLContext | None = None,
+               host: str = "127.0.0.1") -> Mirror:
+        m = Mirror(self, name, tls, host).start()
         self.mirrors.append(m)
         return m
 
@@ -169,6 +226,61 @@ class MirrorFarm:
             m.stop()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+
+
+def release_list(releases: list[tuple[str, bool, dict[str, bytes]]],
+                 wrong_sha256: frozenset[str] = frozenset()) -> bytes:
+    """A Go release list (go.dev/dl/?mode=json&include=all) for ``(version, stable, files)``.
+
+    Each file's sha256 and size are those of its bytes, except for names in
+    ``wrong_sha256``, which get the hash of other bytes (a listed hash no copy matches).
+    """
+    out = []
+    for version, stable, files in releases:
+        entries = []
+        for name, body in files.items():
+            parts = name.removeprefix(version + ".").split(".")[0].split("-")
+            source = parts == ["src"]
+            digest = hashlib.sha256(body + b"x" if name in wrong_sha256 else body).hexdigest()
+            entries.append({"filename": name, "os": "" if source else parts[0],
+                            "arch": "" if source else parts[-1], "version": version,
+                            "sha256": digest, "size": len(body),
+                            "kind": "source" if source else "archive"})
+        out.append({"version": version, "stable": stable, "files": entries})
+    return json.dumps(out, indent=1).encode()
+
+
+LIST_PATH = "/dl/?mode=json&include=all"  # where a loopback origin serves its release list
+
+
+def downloads_zone(origin: Mirror, mirrors: dict[str, Mirror], service_keys: str) -> str:
+    """A zone whose ``downloads`` service has a catalog at ``origin`` (the anycast fallback)
+    and the given mirrors, each in the city of ``CITIES`` its id names, under ``/go/``."""
+    targets = "".join(f'''
+[[services.downloads.targets]]
+id = "{tid}"
+url = "{m.base}/go/"
+location = {{ lat = {CITIES[tid][1]}, lon = {CITIES[tid][2]} }}
+country = "{CITIES[tid][3]}"
+''' for tid, m in mirrors.items())
+    return f'''
+[zone]
+origin = "dl.example.com"
+nameservers = ["ns1.example.net"]
+hostmaster = "hostmaster@example.com"
+
+[services.downloads]
+http_prefix = "/"
+fallback = ["origin"]
+km_per_ms = 0
+{service_keys}
+catalog.url = "{origin.base}{LIST_PATH}"
+
+[[services.downloads.targets]]
+id = "origin"
+url = "{origin.base}/go/"
+location = "anycast"
+{targets}'''
 
 
 # The five-city test zone (the same mirrors as ../shared/peers/mirrors.txt).
@@ -183,8 +295,13 @@ CITIES = {
 
 def five_city_zone(mirrors: dict[str, Mirror], *, interval: str = "500ms",
                    timeout: str = "500ms", rise: int = 2, fall: int = 2,
-                   extra_service: str = "", extra_records: str = "") -> str:
-    """A zone steering test.example.com among the five cities, each probed on loopback."""
+                   extra_service: str = "", extra_records: str = "",
+                   km_per_ms: float = 0) -> str:
+    """A zone steering test.example.com among the five cities, each probed on loopback.
+
+    ``km_per_ms`` is 0 by default: tests of geography must not be reordered by a loaded
+    test machine's timing; tests of latency pricing turn it on.
+    """
     health = (f'path = "/health", interval = "{interval}", timeout = "{timeout}", '
               f"rise = {rise}, fall = {fall}")
     targets = []
@@ -255,6 +372,7 @@ data = "198.51.100.99"
 [services.downloads]
 dns_names = ["@", "www"]
 http_prefix = "/"
+km_per_ms = {km_per_ms}
 ttl = 30
 default_location = {{ lat = 39.04, lon = -77.49 }}
 health = {{ {health} }}

@@ -10,6 +10,7 @@ import pytest
 
 from tests.harness import ROOT, RouterProcess
 from tests.test_dns import addresses, ask, ecs_of
+from tests.test_http import request, xff
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -50,7 +51,7 @@ def test_explain_unknown_name_fails():
 
 @pytest.fixture(scope="module")
 def example():
-    router = RouterProcess(ROOT / "zones", "--no-probe")
+    router = RouterProcess(ROOT / "zones", "--no-probe", "--trusted-proxy", "127.0.0.1/32")
     yield router
     assert router.stop() == 0
 
@@ -68,3 +69,41 @@ def test_example_zone_serves_its_static_records(example):
     assert addresses(ask(example, "ns1.go.example.com.", "A")) == ["198.51.100.53"]
     cname = ask(example, "www.go.example.com.", "A", ecs=("202.106.0.0", 24))
     assert addresses(cname) == ["192.0.2.13"]
+
+
+# ---------------------------------------------------------------- the modules service
+
+MODULE_PATHS = [
+    "github.com/!azure/go-autorest/@v/list",
+    "github.com/!burnt!sushi/toml/@v/v1.3.2.info",
+    "golang.org/x/text/@v/v0.14.0.mod",
+    "github.com/docker/docker/@v/v24.0.7+incompatible.zip",
+    "gopkg.in/yaml.v3/@latest",
+    "example.com/~user/mod/@v/list",
+]
+
+
+@pytest.mark.parametrize("path", MODULE_PATHS)
+def test_goproxy_paths_go_to_the_nearest_module_proxy_intact(example, path):
+    """GOPROXY=https://go.example.com/mod: Beijing gets goproxy.cn, Frankfurt the Go mirror."""
+    for client, base in (("202.106.0.20", "https://goproxy.cn/"),
+                         ("5.9.0.1", "https://proxy.golang.org/")):
+        r = request(example.http_port, "/mod/" + path, xff(client))
+        assert r.status == 302 and r.location == base + path
+        assert r.links == []  # link_alternates = 0
+
+
+@pytest.mark.parametrize("path", ["/mod/golang.org/x/../../../etc/passwd",
+                                  "/mod/golang.org/x/text/@v/%2e%2e/list", "/mod/a//@v/list",
+                                  "/mod/golang.org/x/text/@v/list%0d%0aX:%20y"])
+def test_goproxy_paths_still_reject_traversal(example, path):
+    assert request(example.http_port, path).status == 400
+
+
+def test_with_no_probe_the_example_contacts_nothing(example):
+    """The catalog is not fetched and no mirror is checked: downloads redirect as before."""
+    assert example.find("ready")[0]["probing"] is False
+    assert not example.find("catalog") and not example.find("catalog_failed")
+    r = request(example.http_port, "/go1.22.5.linux-amd64.tar.gz", xff("1.0.16.1"))
+    assert r.location == "https://dl.google.com/go/go1.22.5.linux-amd64.tar.gz"
+    assert "Digest" not in r.headers  # no catalog without fetching it

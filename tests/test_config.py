@@ -16,10 +16,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from router.catalog import CatalogFormat
 from router.config import (
     Caa,
+    CatalogSpec,
     Config,
     ConfigError,
+    FileChecks,
     HealthCheck,
     Mx,
     OnAllDown,
@@ -27,6 +30,7 @@ from router.config import (
     Srv,
     Txt,
     load,
+    load_server,
     parse_duration,
 )
 from router.earth import Point
@@ -340,9 +344,23 @@ def test_the_example_zone_loads():
     assert load(ROOT / "zones").zones == config.zones
 
 
+def test_catalog_and_availability_keys(tmp_path):
+    plain = service_of(tmp_path)
+    assert plain.catalog is None and plain.checks == FileChecks()
+    assert FileChecks() == FileChecks(wait=0.3, ttl=3600.0, negative_ttl=300.0, per_mirror=4)
+    service = service_of(tmp_path, *CATALOG, ("ttl = 30", 'ttl = 30\ncatalog.refresh = "10m"\n'
+                         'availability_wait = "150ms"\navailability_ttl = "2h"\n'
+                         'availability_negative_ttl = "30s"\navailability_checks = 8'))
+    assert service.catalog == CatalogSpec("https://go.dev/dl/?mode=json&include=all",
+                                          CatalogFormat.GO, refresh=600.0, timeout=30.0)
+    assert service.checks == FileChecks(wait=0.15, ttl=7200.0, negative_ttl=30.0, per_mirror=8)
+
+
 # ---------------------------------------------------------------- invalid edits
 
 TARGET = "services.dl.targets[a]"
+CATALOG = [('dns_names = ["@"]', 'dns_names = ["@"]\nhttp_prefix = "/"\n'
+            'catalog.url = "https://go.dev/dl/?mode=json&include=all"')]
 
 INVALID = [
     # wrong types
@@ -528,6 +546,52 @@ INVALID = [
     pytest.param([("[services.dl]", '[services."bad name"]'),
                   ("[[services.dl.targets]]", '[[services."bad name".targets]]')], "",
                  "services.bad name", "service names use letters, digits", id="bad-service-name"),
+    # catalogs and availability
+    pytest.param([*CATALOG, ("ttl = 30", 'ttl = 30\ncatalog.format = "debian"')], "",
+                 "services.dl.catalog.format", "'debian' is not one of \"go\"",
+                 id="catalog-format"),
+    pytest.param([("ttl = 30", 'ttl = 30\nhttp_prefix = "/"\ncatalog = { format = "go" }')],
+                 "", "services.dl.catalog.url", "is required", id="catalog-url-missing"),
+    pytest.param([("ttl = 30", 'ttl = 30\nhttp_prefix = "/"\n'
+                   'catalog = { url = "ftp://go.dev/dl/" }')], "", "services.dl.catalog.url",
+                 "is not an http:// or https:// URL with a host", id="catalog-url-ftp"),
+    pytest.param([("ttl = 30", 'ttl = 30\nhttp_prefix = "/"\n'
+                   'catalog = { url = "https://go.dev/dl/#x" }')], "", "services.dl.catalog.url",
+                 "must not carry a fragment", id="catalog-url-fragment"),
+    pytest.param([*CATALOG, ("ttl = 30", 'ttl = 30\ncatalog.refresh = "0s"')], "",
+                 "services.dl.catalog.refresh", "must be longer than zero",
+                 id="catalog-refresh-zero"),
+    pytest.param([*CATALOG, ("ttl = 30", "ttl = 30\ncatalog.every = 5")], "",
+                 "services.dl.catalog.every", "unknown key", id="catalog-unknown-key"),
+    pytest.param([("ttl = 30", 'ttl = 30\ncatalog = { url = "https://go.dev/dl/?mode=json" }')],
+                 "", "services.dl.catalog", "needs http_prefix", id="catalog-without-http"),
+    pytest.param([("ttl = 30", 'ttl = 30\navailability_wait = "1s"')], "",
+                 "services.dl.availability_wait", "has no effect without a catalog",
+                 id="availability-without-catalog"),
+    pytest.param([*CATALOG, ("ttl = 30", 'ttl = 30\navailability_wait = "2m"')], "",
+                 "services.dl.availability_wait", "must be between 0.001s and 60s, not 120s",
+                 id="availability-wait-too-long"),
+    pytest.param([*CATALOG, ("ttl = 30", "ttl = 30\navailability_checks = 0")], "",
+                 "services.dl.availability_checks", "must be between 1 and 64, not 0",
+                 id="availability-checks-zero"),
+    # HTTP keys
+    pytest.param([("ttl = 30", 'ttl = 30\nhttp_prefix = "dl/"')], "", "services.dl.http_prefix",
+                 "must be a URL path that starts with '/'", id="prefix-no-slash"),
+    pytest.param([("ttl = 30", 'ttl = 30\nhttp_prefix = "/a//b/"')], "",
+                 "services.dl.http_prefix", "must be a plain path", id="prefix-double-slash"),
+    pytest.param([("ttl = 30", 'ttl = 30\nhttp_prefix = "/a/../b/"')], "",
+                 "services.dl.http_prefix", "must not contain . or .. segments",
+                 id="prefix-dotdot"),
+    pytest.param([("ttl = 30", "ttl = 30\nlink_alternates = 17")], "",
+                 "services.dl.link_alternates", "must be between 0 and 16", id="alternates-range"),
+    pytest.param([("ttl = 30", 'ttl = 30\npass_query = "yes"')], "", "services.dl.pass_query",
+                 "must be true or false", id="pass-query-string"),
+    pytest.param([("ttl = 30", 'ttl = 30\nhttp_prefix = "/"'),
+                  ('url = "https://a.example.net/go"\n', "")], "", "services.dl.http_prefix",
+                 "no target has a url", id="prefix-without-urls"),
+    pytest.param([], '\n[services.other]\nhttp_prefix = "/dl"\n' + TARGET_A.replace(
+                     "services.dl.", "services.other.") + "\n[services.dl.x]\n",
+                 "services.dl.x", "unknown key", id="unknown-subtable"),
 ]
 
 
@@ -540,6 +604,49 @@ def test_invalid_zone_reports_key_and_reason(tmp_path, edits, append, key, reaso
     assert reason in problem.reason
     assert problem.file == str(path)
     assert str(problem) == f"{path}: {key}: {problem.reason}"
+
+
+@pytest.mark.parametrize(("literal", "prefix"), [('"/"', "/"), ('"/dl"', "/dl/"),
+                                               ('"/mod/"', "/mod/")])
+def test_http_prefix_always_ends_with_a_slash(tmp_path, literal, prefix):
+    svc = service_of(tmp_path, ("ttl = 30", f"ttl = 30\nhttp_prefix = {literal}"))
+    assert (svc.http_prefix, svc.link_alternates, svc.pass_query) == (prefix, 4, False)
+
+
+def test_two_services_with_one_prefix_in_a_zone(tmp_path):
+    other = TARGET_A.replace("services.dl.", "services.other.")
+    text = zone_toml(("ttl = 30", 'ttl = 30\nhttp_prefix = "/x"'),
+                     append=f'\n[services.other]\nhttp_prefix = "/x/"\n{other}')
+    (problem,) = problems_of(write(tmp_path, text))
+    assert problem.key == "services.other.http_prefix"
+    assert "already served by services.dl" in problem.reason
+
+
+def test_server_settings_file(tmp_path):
+    path = tmp_path / "server.toml"
+    path.write_text('[server]\ntrusted_proxies = ["127.0.0.1", "10.0.0.0/8", "::1"]\n'
+                    "access_log = true\n")
+    settings = load_server(path)
+    assert [str(n) for n in settings.trusted_proxies] == ["127.0.0.1/32", "10.0.0.0/8",
+                                                          "::1/128"]
+    assert settings.access_log is True
+
+
+@pytest.mark.parametrize(("text", "key", "reason"), [
+    ('[server]\ntrusted_proxies = ["not-a-net"]\n', "server.trusted_proxies",
+     "is not an IP network"),
+    ("[server]\naccess_log = 1\n", "server.access_log", "must be true or false"),
+    ("[server]\ntrusted = []\n", "server.trusted", "unknown key"),
+    ("[other]\n", "server", "is required"),
+])
+def test_server_settings_errors_name_file_key_and_reason(tmp_path, text, key, reason):
+    path = tmp_path / "server.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_server(path)
+    found = {p.key: p for p in info.value.problems}
+    assert key in found and reason in found[key].reason
+    assert found[key].file == str(path)
 
 
 def test_zone_must_be_a_table(tmp_path):
@@ -676,7 +783,7 @@ def test_check_accepts_the_example_zones():
     assert len(lines) == len(files) >= 1
     for line, path in zip(lines, files, strict=True):
         assert line.startswith(f"zones/{path.name}: ok: ")
-    assert "go.example.com. with 6 record(s), 1 service(s), 6 target(s)" in result.stdout
+    assert "go.example.com. with 6 record(s), 2 service(s), 11 target(s)" in result.stdout
 
 
 def test_check_prints_every_problem_and_fails(tmp_path):

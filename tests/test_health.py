@@ -99,19 +99,19 @@ def test_every_status_and_outcome_has_a_rule() -> None:
 def test_ttfb_is_an_ewma_of_successful_probes() -> None:
     check = HealthCheck()
     h = Health()
-    expected = []
+    a = EWMA_ALPHA
+    second = 0.100 + a * 0.100
     for result, ewma in [
         (Result(ok=True, at=1, ttfb=0.100), 0.100),  # the first sample is taken as is
-        (Result(ok=True, at=2, ttfb=0.200), 0.100 + EWMA_ALPHA * 0.100),
-        (Result(ok=True, at=3, ttfb=None), 0.100 + EWMA_ALPHA * 0.100),  # no sample: kept
-        (Result(ok=False, at=4, ttfb=5.0, error="HTTP 500"), 0.130),  # failures ignored
-        (Result(ok=True, at=5, ttfb=0.400), 0.130 + EWMA_ALPHA * (0.400 - 0.130)),
+        (Result(ok=True, at=2, ttfb=0.200), second),
+        (Result(ok=True, at=3, ttfb=None), second),  # no sample: kept
+        (Result(ok=False, at=4, ttfb=5.0, error="HTTP 500"), second),  # failures ignored
+        (Result(ok=True, at=5, ttfb=0.400), second + a * (0.400 - second)),
     ]:
         h = observe(h, result, check)
-        expected.append(ewma)
         assert h.ttfb_ewma == pytest.approx(ewma)
-    assert EWMA_ALPHA == 0.3
-    assert expected[-1] == pytest.approx(0.211)
+    assert EWMA_ALPHA == 0.5
+    assert h.ttfb_ewma == pytest.approx(0.275)
 
 
 def test_no_ttfb_sample_leaves_ewma_unset() -> None:

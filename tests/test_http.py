@@ -256,6 +256,7 @@ hostmaster = "hostmaster@example.com"
 
 [services.files]
 http_prefix = "/files/"
+km_per_ms = 0
 on_all_down = "empty"
 health = {{ path = "/health", interval = "300ms", timeout = "300ms", rise = 1, fall = 1 }}
 
@@ -267,6 +268,7 @@ country = "DE"
 
 [services.mod]
 http_prefix = "/mod"
+km_per_ms = 0
 pass_query = true
 link_alternates = 0
 on_all_down = "fallback"
@@ -322,14 +324,21 @@ def test_all_down_empty_is_503_with_retry_after_and_fallback_still_redirects(two
         wait_until(files_gone, 3, what="503 once every files mirror is down")
         r = request(router.http_port, "/files/x", xff("5.9.0.1"))
         assert r.headers["Retry-After"] == "1"
-        mod = request(router.http_port, "/mod/golang.org/x/text/@v/list", xff("5.9.0.1"))
-        assert mod.status == 302  # on_all_down = "fallback": the origin, down or not
-        assert mod.location == f"{mirrors['c'].base}/golang.org/x/text/@v/list"
+        origin = f"{mirrors['c'].base}/golang.org/x/text/@v/list"
+
+        def mod_on_origin():  # each mirror is probed on its own clock: wait for "near" too
+            mod = request(router.http_port, "/mod/golang.org/x/text/@v/list", xff("5.9.0.1"))
+            assert mod.status == 302  # on_all_down = "fallback": the origin, down or not
+            return mod.location == origin
+        wait_until(mod_on_origin, 3, what="the module proxy to fall back to the origin")
     finally:
         for m in mirrors.values():
             m.health_status = 200
-    wait_until(lambda: request(router.http_port, "/files/x").status == 302, 3,
-               what="the files service to come back")
+    near = f"{mirrors['b'].base}/proxy/golang.org/x/text/@v/list"
+    # Leave the fixture as it was found: both services back on their nearest mirror.
+    wait_until(lambda: request(router.http_port, "/files/x").status == 302 and request(
+        router.http_port, "/mod/golang.org/x/text/@v/list", xff("5.9.0.1")).location == near,
+        3, what="both services to come back")
 
 
 def test_access_log_line_names_client_path_target_and_latency(two_services):
@@ -340,3 +349,18 @@ def test_access_log_line_names_client_path_target_and_latency(two_services):
                       what="the access log line")
     assert line["client"] == "202.106.0.20" and line["target"] == "a"
     assert line["status"] == 302 and line["ms"] >= 0
+
+
+def test_a_module_path_goes_to_the_nearest_healthy_proxy_intact(two_services):
+    router, mirrors = two_services
+    path = "/mod/github.com/!azure/go-autorest/@v/v14.2.0+incompatible.info"
+    near, origin = (f"{mirrors[k].base}{p}{path[5:]}" for k, p in (("b", "/proxy/"), ("c", "/")))
+    assert request(router.http_port, path, xff("5.9.0.1")).location == near
+    mirrors["b"].health_status = 503
+    try:
+        wait_until(lambda: request(router.http_port, path, xff("5.9.0.1")).location == origin,
+                   3, what="the proxy to move to the next healthy one")
+    finally:
+        mirrors["b"].health_status = 200
+    wait_until(lambda: request(router.http_port, path, xff("5.9.0.1")).location == near, 3,
+               what="the nearest proxy to come back")

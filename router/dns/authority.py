@@ -7,7 +7,10 @@ patched per query); a miss takes the strict path, which parses the query
 for the case-folded name, then the name is spelled back as the query spelled it, so the
 strict path and a cache hit give the same bytes. Errors are translated here, in one
 place: a malformed query gets FORMERR or silence (``wire.QueryError``), and any bug
-while answering gets SERVFAIL instead of reaching the event loop.
+while answering gets SERVFAIL instead of reaching the event loop. It is also the one
+place where queries are counted (by qtype and rcode, in ``router.stats``), and
+``_steer`` counts the targets each answer chose; a cache hit counts the same, from what
+its entry kept (``AnswerCache.answer``).
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from router.dns.wire import CLASS_ANY, CLASS_IN, ClientSubnet, Query, QueryError
 from router.dns.zonedata import Name, Node, ZoneData, ZoneTable, to_name
 from router.geo import IPAddress, Location, Locator
 from router.health import Snapshot
-from router.steering import Want, rank
+from router.stats import DROPPED, QTYPES, Stats
+from router.steering import Want, decide
 
 log = structlog.get_logger("router.dns")
 
@@ -41,12 +45,14 @@ class Authority:
     """
 
     def __init__(self, table: ZoneTable, locator: Locator, health: Callable[[], Snapshot],
-                 payload: int = DEFAULT_PAYLOAD, cache_size: int = DEFAULT_SIZE) -> None:
+                 payload: int = DEFAULT_PAYLOAD, *, stats: Stats | None = None,
+                 cache_size: int = DEFAULT_SIZE) -> None:
         self.table = table
         self.locator = locator
         self.health = health
         self.payload = payload
-        self.cache = AnswerCache(self.locate, health, payload,
+        self.stats = stats if stats is not None else Stats()
+        self.cache = AnswerCache(self.locate, health, payload, self.stats,
                                  cache_size) if cache_size > 0 else None
 
     def handle(self, data: bytes, peer: IPAddress, tcp: bool = False) -> bytes | None:
@@ -56,22 +62,32 @@ class Authority:
                 hit = self.cache.answer(data, peer, tcp)
             except Exception:  # a bug in the fast path: the strict path still answers
                 log.exception("dns_cache_failed")
+                self.stats.errors["dns"] += 1
                 hit = None
             if hit is not None:
                 return hit
+        counted = self.stats.dns_queries
         try:
             query = wire.parse(data)
         except QueryError as e:
             if e.rcode is None or not e.header:
+                counted[(0, DROPPED)] += 1
                 return None
+            counted[(0, e.rcode)] += 1
             return wire.error_reply(e.header, e.rcode)
+        qtype = query.qtype if query.qtype in QTYPES else 0
         try:
-            return self._answer(data, query, peer, tcp)
+            out, reply = self._answer(data, query, qtype, peer, tcp)
         except Exception:
             log.exception("dns_answer_failed", qname=_text(query.labels), qtype=query.qtype)
+            self.stats.errors["dns"] += 1
+            counted[(qtype, Rcode.SERVFAIL)] += 1
             return wire.error_reply(data[:4], Rcode.SERVFAIL)
+        counted[(qtype, reply.rcode)] += 1
+        return out
 
-    def _answer(self, data: bytes, query: Query, peer: IPAddress, tcp: bool) -> bytes:
+    def _answer(self, data: bytes, query: Query, qtype: int, peer: IPAddress,
+                tcp: bool) -> tuple[bytes, Reply]:
         """The strict path: decide, encode, keep it in the cache, spell the name back."""
         folded = query.folded()
         reply = self.respond(folded, peer)
@@ -80,8 +96,10 @@ class Authority:
         if len(out) > limit:
             out = wire.shrink(folded, reply, limit, self.payload)
         elif self.cache is not None:
-            self.cache.store(data, query, peer, out, reply.steered)
-        return out if folded.labels == query.labels else recase(out, data, query.name_end)
+            self.cache.store(data, query, peer, out, (qtype, int(reply.rcode)), reply)
+        if folded.labels != query.labels:
+            out = recase(out, data, query.name_end)
+        return out, reply
 
     def respond(self, q: Query, peer: IPAddress) -> Reply:
         if q.edns is not None and q.edns.version > 0:
@@ -145,13 +163,17 @@ class Authority:
     def _steer(self, service: Service, q: Query, owner: tuple[bytes, ...], peer: IPAddress,
                reply: Reply, want: Want) -> list[RR]:
         client, scope = self.locate(q.edns.subnet if q.edns is not None else None, peer)
-        decision = rank(service, client, self.health().view(service.name), want)
+        decision = decide(self.health(), service, client, want)
         reply.scope = scope
         reply.steered = True
+        chosen = decision.chosen()
+        reply.chosen = tuple((service.name, target.id) for target in chosen)
+        for key in reply.chosen:
+            self.stats.dns_chosen[key] += 1
         version, rtype, rdata = (6, Type.AAAA, AAAA) if want is Want.IPV6 else (4, Type.A, A)
         label = DNSLabel(owner)
         return [RR(label, rtype, ttl=decision.ttl, rdata=rdata(str(address)))
-                for target in decision.chosen() for address in target.addresses_of(version)]
+                for target in chosen for address in target.addresses_of(version)]
 
     def locate(self, subnet: ClientSubnet | None, peer: IPAddress) -> tuple[Location, int]:
         """Where the client is, and the ECS scope that says so: by the Client Subnet when

@@ -10,15 +10,19 @@ has built it, under the key of everything it depends on:
   generation it was decided in. Other answers are not keyed by client at all.
 
 On a hit only the ID, the spelling of the name and the ECS option (the query's own,
-with the stored scope) are patched in. The zone config is fixed for the life of an
-``Authority``, and a reload builds a new one, so a new config starts with an empty cache.
+with the stored scope) are patched in, and the hit is counted as the strict path counts
+(``router.stats``: qtype and rcode, and the targets a steered answer chose).
+
+The zone config is fixed for the life of an ``Authority``, and a reload builds a new
+one, so a new config starts with an empty cache.
 A steered entry from an older health generation is stale and never served. Answers that
 had to be truncated are not stored; a stored answer that does not fit the client's
 buffer is left to the strict path, which truncates it.
 
 Memory is bounded: at most ``size`` answers (least recently used go first), and at most
-``size`` remembered client addresses and ECS subnets (forgotten all at once when full).
-The steered questions are bounded by the zones (names x types x shapes).
+``size`` remembered client addresses, ECS subnets and shared answer bodies (each table
+forgotten all at once when full). The steered questions are bounded by the zones
+(names x types x shapes).
 """
 
 from __future__ import annotations
@@ -26,25 +30,29 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from router.dns import wire
 from router.dns.fastpath import Base, Peek, echo, peek, recase
-from router.dns.wire import ClientSubnet, Query
+from router.dns.wire import ClientSubnet, Query, Reply
 from router.geo import IPAddress, Location
+from router.health import Key as TargetKey
 from router.health import Snapshot
+from router.stats import Stats
 
 DEFAULT_SIZE = 100_000
+K = TypeVar("K")
+V = TypeVar("V")
 
-Key = Base | tuple[Base, int]  # an answer for everyone, or for one client network
-BY_PEER = -1  # the network of a client that the sender's address decides
+Key = Base | tuple[Base, bytes]  # an answer for everyone, or for one client network
+BY_PEER = b""  # the network of a client that the sender's address decides
 
 
 @dataclass(frozen=True, slots=True)
 class Client:
     """What a query's ECS option (or its absence) makes of a steered answer."""
 
-    network: int  # the key of the client's GeoIP network (BY_PEER: look up the sender)
+    network: bytes  # the client's GeoIP network, ``Location.key`` (BY_PEER: the sender's)
     echo: bytes  # the OPT RDATA of a steered answer: the query's option, the network's scope
     echo_zero: bytes  # ... of any other answer: the option with scope 0
 
@@ -60,30 +68,28 @@ Locate = Callable[[ClientSubnet | None, IPAddress], tuple[Location, int]]
 class Entry:
     body: bytes  # the reply without its ID and, when the query had ECS, without the echo
     generation: int  # the health generation of a steered answer (-1: any)
-
-
-def network_key(location: Location) -> int:
-    """One int per GeoIP network (address, prefix length, family)."""
-    net = location.network
-    return ((int(net.network_address) << 8 | net.prefixlen) << 1) | (net.version == 6)
+    counted: tuple[int, int]  # (qtype, rcode) as ``Stats.dns_queries`` counts it
+    chosen: tuple[TargetKey, ...]  # the targets a steered answer chose
 
 
 class AnswerCache:
     """Encoded answers for one ``Authority``. Counters are plain attributes, for metrics."""
 
     def __init__(self, locate: Locate, health: Callable[[], Snapshot], server_payload: int,
-                 size: int = DEFAULT_SIZE) -> None:
+                 stats: Stats, size: int = DEFAULT_SIZE) -> None:
         self.locate = locate
         self.health = health
         self.server_payload = server_payload
+        self.stats = stats
         self.size = size
         self.entries: OrderedDict[Key, Entry] = OrderedDict()
         # Questions whose answers depend on the client, each mapped to the one copy of it
-        # that keys use (as are answer bodies: a few answers serve many networks).
+        # that keys use; and one copy of each body, count and choice that entries share
+        # (a few answers serve many networks).
         self.steered: dict[Base, Base] = {}
-        self._bodies: dict[bytes, bytes] = {}
+        self._shared: dict[Any, Any] = {}
         self._subnets: dict[bytes, Client] = {}  # checked ECS option values
-        self._peers: dict[IPAddress, int] = {}
+        self._peers: dict[IPAddress, bytes] = {}
         self.hits = self.misses = self.stale = self.declined = self.evictions = 0
 
     def answer(self, data: bytes, peer: IPAddress, tcp: bool) -> bytes | None:
@@ -109,31 +115,34 @@ class AnswerCache:
             return None  # the strict path truncates it
         self.entries.move_to_end(key)
         self.hits += 1
+        self.stats.dns_queries[entry.counted] += 1
+        for chosen in entry.chosen:
+            self.stats.dns_chosen[chosen] += 1
         return out
 
-    def store(self, data: bytes, query: Query, peer: IPAddress, reply: bytes,
-              steered: bool) -> None:
-        """Keep ``reply``, the complete answer to ``data`` (parsed: ``query``) built for its
-        case-folded name."""
+    def store(self, data: bytes, query: Query, peer: IPAddress, out: bytes,
+              counted: tuple[int, int], reply: Reply) -> None:
+        """Keep ``out``, the complete answer to ``data`` (parsed: ``query``) built for its
+        case-folded name (``reply``, encoded); ``counted`` as the strict path counted it."""
         p = peek(data)
         if p is None or p.name_end != query.name_end:
             return  # peek() and the strict parser disagree: never guess
         client = self._client(data, p, peer)
         if client is None:
             return
-        base = self.steered.setdefault(p.base, p.base) if steered else None
+        base = self.steered.setdefault(p.base, p.base) if reply.steered else None
         key, tail = self._key(p, base, client, peer)
-        if not reply.endswith(tail):
+        if not out.endswith(tail):
             return  # not the layout a hit rebuilds: never serve it
-        body = reply[2:len(reply) - len(tail)]
-        body = self._bodies.get(body) or _remember(self._bodies, body, body, self.size)
-        self.entries[key] = Entry(body, self.health().generation if steered else -1)
+        self.entries[key] = Entry(self._share(out[2:len(out) - len(tail)]),
+                                  self.health().generation if reply.steered else -1,
+                                  self._share(counted), self._share(reply.chosen))
         self.entries.move_to_end(key)
         while len(self.entries) > self.size:
             self.entries.popitem(last=False)
             self.evictions += 1
 
-    def stats(self) -> dict[str, int]:
+    def counters(self) -> dict[str, int]:
         return {"hits": self.hits, "misses": self.misses, "stale": self.stale,
                 "declined": self.declined, "evictions": self.evictions,
                 "size": len(self.entries)}
@@ -147,8 +156,7 @@ class AnswerCache:
         if network == BY_PEER:
             network = self._peers.get(peer, BY_PEER)
             if network == BY_PEER:
-                network = network_key(self.locate(None, peer)[0])
-                _remember(self._peers, peer, network, self.size)
+                network = _remember(self._peers, peer, self.locate(None, peer)[0].key, self.size)
         return (steered, network), client.echo
 
     def _client(self, data: bytes, p: Peek, peer: IPAddress) -> Client | None:
@@ -165,13 +173,18 @@ class AnswerCache:
             client = Client(BY_PEER, echo(value, 0), echo(value, 0))  # source 0: by the sender
             if subnet.source > 0:
                 location, scope = self.locate(subnet, peer)
-                client = Client(network_key(location), echo(value, scope), client.echo_zero)
+                client = Client(location.key, echo(value, scope), client.echo_zero)
             _remember(self._subnets, value, client, self.size)
         return client
 
 
-K = TypeVar("K")
-V = TypeVar("V")
+    def _share(self, value: V) -> V:
+        """One copy of ``value`` for every entry that holds an equal one."""
+        shared = self._shared.get(value)
+        if shared is None:
+            shared = _remember(self._shared, value, value, self.size)
+        return cast(V, shared)
+
 
 
 def _remember(memo: dict[K, V], key: K, value: V, size: int) -> V:

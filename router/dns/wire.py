@@ -257,6 +257,7 @@ class Reply:
     additional: list[RR] = field(default_factory=list)
     scope: int = 0  # ECS SCOPE PREFIX-LENGTH to echo (0: the answer fits every client)
     steered: bool = False  # the answer depends on where the client is
+    chosen: tuple[tuple[str, str], ...] = ()  # (service, target) of each steered choice
 
 
 def reply_limit(payload: int | None, server_payload: int, tcp: bool) -> int:

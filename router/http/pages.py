@@ -26,11 +26,20 @@ def _km(value: float | None) -> str:
     return "&ndash;" if value is None else f"{value:,.0f}"
 
 
+def _file_cells(row: dict[str, Any]) -> str:
+    checked = row.get("file_checked")
+    title = f" title='{escape(checked)}'" if checked else ""
+    file = escape(row["file"]) if row.get("file") else "&ndash;"
+    return (f"<td{title}>{file}</td>"
+            f"<td>{escape(row['freshness'])}</td>")
+
+
 def mirrorlist(data: dict[str, Any]) -> str:
     """The ranked candidates for one client and one path."""
     c = data["client"]
     where = ", ".join(escape(str(x)) for x in (c["city"], c["country"], c["continent"]) if x)
     rows = []
+    files = any("freshness" in row for row in data["candidates"])
     for row in data["candidates"]:
         link = (f"<a href='{escape(row['file_url'])}'>{escape(row['file_url'])}</a>"
                 if row["file_url"] else "&ndash;")
@@ -42,7 +51,10 @@ def mirrorlist(data: dict[str, Any]) -> str:
             f"<td>{escape(row['country'] or '-')}</td>"
             f"<td class=num>{_km(row['distance_km'])}</td>"
             f"<td class='{escape(row['state'])}'>{escape(row['state'])}</td>"
-            f"<td class=num>{_km(row['cost'])}</td><td>{escape(row['reason'])}</td></tr>")
+            f"<td>{escape(row['admin'])}</td><td class=num>{_km(row['latency_ms'])}</td>"
+            f"<td class=num>{_km(row['latency_km'])}</td>"
+            f"<td class=num>{_km(row['cost'])}</td>"
+            + (_file_cells(row) if files else "") + f"<td>{escape(row['reason'])}</td></tr>")
     location = data["location"]
     head = (f"<h1>Mirrors for <code>{escape(data['path'])}</code></h1>"
             f"<p>Client {escape(str(data.get('client_address') or '?'))} in network "
@@ -51,5 +63,7 @@ def mirrorlist(data: dict[str, Any]) -> str:
             f"{' &mdash; <b>degraded: every mirror is down</b>' if data['degraded'] else ''}.</p>"
             f"<p>Redirect: {escape(location) if location else 'none (503)'}</p>")
     table = ("<table><tr><th>rank</th><th>mirror</th><th>url</th><th>country</th><th>km</th>"
-             "<th>state</th><th>cost</th><th>reason</th></tr>" + "".join(rows) + "</table>")
+             "<th>state</th><th>override</th><th>wait ms</th><th>latency km</th><th>cost</th>"
+             + ("<th>file</th><th>freshness</th>" if files else "")
+             + "<th>reason</th></tr>" + "".join(rows) + "</table>")
     return _page(f"Mirrors for {data['path']}", head + table)

@@ -3,7 +3,9 @@
 The handler only extracts the client and the path, asks the core (``paths`` and
 ``steering.rank``), and encodes the answer: ``Location``, ``Cache-Control: private,
 no-store``, and RFC 6249 ``Link: rel=duplicate`` alternatives. ``?mirrorlist`` shows the
-same decision as HTML or JSON instead.
+same decision as HTML or JSON instead. For a service with a catalog, ``downloads`` adds
+the listing, Metalink, ``Digest`` and 404 for unlisted files, and the decision waits a
+little for the inventory's availability checks.
 """
 
 from __future__ import annotations
@@ -11,19 +13,30 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+import time
+from typing import Any
 
 from aiohttp import web
 
 from router import paths
+from router.catalog import CatalogFile
+from router.decisions import Entry
 from router.errors import RouterError
 from router.geo import Location
-from router.http import pages
+from router.http import downloads, pages
 from router.http.client import IPNetwork, client_address
+from router.inventory import Inventory
+from router.memo import Memo
 from router.runtime import Runtime
-from router.steering import Decision, Want, rank
+from router.steering import Decision, Want, worth_waiting_for
+from router.steering import decide as steer
 
+RECHECK = 1.0  # seconds: how often a cached listed file still starts its due checks
 RUNTIME = web.AppKey("runtime", Runtime)
+# (peer, Forwarded, X-Forwarded-For) → (the client's address as text, its location)
+CLIENTS = web.AppKey("clients", Memo[tuple[object, ...], tuple[str | None, Location]])
 SETTINGS = web.AppKey("trusted_proxies", tuple[IPNetwork, ...])
+INVENTORY = web.AppKey("inventory", Inventory)  # absent with --no-probe
 NOWHERE = Location(ipaddress.ip_network("0.0.0.0/0"))
 
 
@@ -42,41 +55,98 @@ class Unavailable(RouterError):
 async def handle(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     raw_path, _, raw_query = request.raw_path.partition("?")
-    route = runtime.routes.match(paths.clean(raw_path), request.host)
+    route = runtime.routes.resolve(raw_path, request.host)
     if route is None:
         raise NotRouted(raw_path)
     service = route.service
     if not runtime.ready:
         raise Unavailable("starting: the first probe round is not done", 1)
-    decision = rank(service, _client(request), runtime.board.snapshot.view(service.name),
-                    Want.URL)
+    catalog = runtime.ledger.catalog(service.name) if service.catalog else None
+    if catalog is not None and not route.rest and request.query.get("mode") == "json":
+        return downloads.listing(catalog, request.query.get("include") == "all")
+    item = downloads.asked(route, catalog, request.headers.get("Accept", ""))
+    if item.form is downloads.Form.SHA256 and item.file is not None:
+        return downloads.sha256(item.file)
+    entry = await _decide(request, item.route, item.file)
+    decision = entry.decision
+    if item.form is downloads.Form.METALINK:
+        return downloads.metalink_response(item, decision)
     if "mirrorlist" in request.query:
-        return _mirrorlist(request, route, decision)
+        return _mirrorlist(request, item.route, decision, item.file)
     query = paths.check_query(raw_query) if service.pass_query and raw_query else ""
-    found = paths.redirect_for(route, decision, query)
+    return _redirect(request, item, entry, query)
+
+
+def _redirect(request: web.Request, item: downloads.Asked, entry: Entry,
+              query: str) -> web.Response:
+    """The 302: Location, Link alternates, and for a listed file Digest and describedby."""
+    found = entry.redirect(item.route, query)
     if found is None:
         raise Unavailable("no mirror can serve this now",
-                          max(1, math.ceil(service.health.interval)))
+                          max(1, math.ceil(item.route.service.health.interval)))
     request["target"] = found.target.id
+    request.app[RUNTIME].stats.http_chosen[(item.route.service.name, found.target.id)] += 1
     response = web.Response(status=302, headers={"Location": found.location,
                                                  "Cache-Control": "private, no-store"})
-    for link in found.links:
-        response.headers.add("Link", link)
+    for name, value in [*(("Link", link) for link in found.links),
+                        *downloads.file_headers(item)]:
+        response.headers.add(name, value)
     return response
 
 
+async def _decide(request: web.Request, route: paths.Route, file: CatalogFile | None,
+                  ) -> Entry:
+    """The decision for a file; for a listed one, after the availability checks settle.
+
+    Decisions are remembered per client network and state generation (router.decisions);
+    a hit on a listed file still starts its due re-checks, at most once a second.
+    """
+    runtime, service, client = request.app[RUNTIME], route.service, _client(request)
+    inventory = request.app.get(INVENTORY)
+    key = (service.name, client.key, runtime.board.snapshot.generation,
+           runtime.ledger.generation, file.name if file is not None else None)
+    now = time.monotonic()
+    entry = runtime.decisions.get(key)
+    if entry is not None:
+        if file is not None and inventory is not None and now - entry.stamp > RECHECK:
+            entry.stamp = now
+            inventory.check_due(service, file)
+        return entry
+
+    def decide() -> Decision:
+        files = runtime.ledger.view(service, file) if file is not None else None
+        return steer(runtime.board.snapshot, service, client, Want.URL, files=files)
+
+    if file is None or inventory is None:
+        return runtime.decisions.put(key, Entry(decide(), now))
+    decision = await inventory.settle(service, file, decide)
+    if worth_waiting_for(decision):
+        return Entry(decision, now)  # checks that could change it are out: not remembered
+    return runtime.decisions.put(key, Entry(decision, now))
+
+
 def _client(request: web.Request) -> Location:
-    trusted = request.app[SETTINGS]
-    address = client_address(request.remote, trusted,
-                             request.forwarded if trusted else (),
-                             request.headers.getall("X-Forwarded-For", ()) if trusted else ())
-    request["client"] = str(address) if address else None
-    return request.app[RUNTIME].locator.locate(address) if address else NOWHERE
+    """The client's location, remembered per (peer, forwarding headers)."""
+    headers = request.headers
+    key = (request.remote, headers.get("Forwarded"), tuple(headers.getall("X-Forwarded-For", ())))
+    clients = request.app[CLIENTS]
+    known = clients.get(key)
+    if known is None:
+        trusted = request.app[SETTINGS]
+        address = client_address(request.remote, trusted,
+                                 request.forwarded if trusted else (), key[2] if trusted else ())
+        location = request.app[RUNTIME].locator.locate(address) if address else NOWHERE
+        known = clients.put(key, (str(address) if address else None, location))
+    request["client"] = known[0]
+    return known[1]
 
 
-def _mirrorlist(request: web.Request, route: paths.Route, decision: Decision) -> web.Response:
+def _mirrorlist(request: web.Request, route: paths.Route, decision: Decision,
+                file: CatalogFile | None) -> web.Response:
     data = paths.describe_redirect(request.path, route, decision)
     data["client_address"] = request.get("client")
+    if route.service.catalog is not None:
+        _add_availability(request.app[RUNTIME], route, data, file)
     wants_json = (request.query.get("mirrorlist") == "json"
                   or "application/json" in request.headers.get("Accept", ""))
     headers = {"Cache-Control": "private, no-store"}
@@ -84,3 +154,13 @@ def _mirrorlist(request: web.Request, route: paths.Route, decision: Decision) ->
         return web.Response(text=json.dumps(data, indent=2), content_type="application/json",
                             headers=headers)
     return web.Response(text=pages.mirrorlist(data), content_type="text/html", headers=headers)
+
+
+def _add_availability(runtime: Runtime, route: paths.Route, data: dict[str, Any],
+                      file: CatalogFile | None) -> None:
+    """Per mirror, the file's availability and the mirror's freshness; the file's facts."""
+    service = route.service
+    for row in data["candidates"]:
+        row.update(runtime.ledger.describe(service, row["id"], file))
+    data["file"] = None if file is None else {
+        "name": file.name, "version": file.version, "size": file.size, "sha256": file.sha256}

@@ -1,0 +1,91 @@
+"""What a catalog adds to the redirector: 404 for unlisted files, the listing, Metalink,
+``.sha256`` files, and the ``Digest`` and ``Link: rel=describedby`` headers of a 302.
+
+``asked()`` turns a routed path into what is asked for: the file itself, its Metalink
+(``<file>.meta4``, or ``Accept: application/metalink4+xml``), or its ``.sha256`` (served
+from the catalog, as the Go origin serves it). With a catalog, a file it does not list is
+``NotListed`` (404) and no mirror is asked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from urllib.parse import quote
+
+from aiohttp import web
+
+from router import metalink
+from router.catalog import Catalog, CatalogFile
+from router.errors import RouterError
+from router.paths import SAFE, Route
+from router.steering import Decision
+
+SHA256_SUFFIX = ".sha256"
+
+
+class NotListed(RouterError):
+    """The service has a catalog and it does not list this file (HTTP 404)."""
+
+
+class Form(Enum):
+    FILE = "file"  # redirect to the file
+    METALINK = "metalink"  # an RFC 5854 document for the file
+    SHA256 = "sha256"  # the file's sha-256, as text
+
+
+@dataclass(frozen=True, slots=True)
+class Asked:
+    route: Route  # the file's route (without .meta4 / .sha256)
+    file: CatalogFile | None  # None: the service has no catalog (yet)
+    form: Form
+
+
+def asked(route: Route, catalog: Catalog | None, accept: str) -> Asked:
+    """What a request for ``route`` asks for; raise ``NotListed`` for unlisted files."""
+    rest = route.rest
+    if rest.endswith(metalink.SUFFIX) and len(rest) > len(metalink.SUFFIX):
+        form, rest = Form.METALINK, rest[: -len(metalink.SUFFIX)]
+    elif catalog is not None and rest.endswith(SHA256_SUFFIX) and not catalog.lookup(rest):
+        form, rest = Form.SHA256, rest[: -len(SHA256_SUFFIX)]
+    else:
+        form = Form.METALINK if metalink.MEDIA_TYPE in accept else Form.FILE
+    file = catalog.lookup(rest) if catalog is not None else None
+    if catalog is not None and file is None:
+        raise NotListed(rest)
+    if form is Form.SHA256 and (file is None or file.sha256 is None):
+        raise NotListed(route.rest)
+    if form is Form.METALINK and not metalink.file_name(Route(route.service, rest)):
+        raise NotListed(route.rest)
+    return Asked(Route(route.service, rest), file, form)
+
+
+def listing(catalog: Catalog, include_all: bool) -> web.Response:
+    """``GET <prefix>?mode=json``: the cached release list, as the origin serves it."""
+    return web.Response(body=catalog.listing(include_all), content_type="application/json",
+                        headers={"Cache-Control": "public, max-age=60"})
+
+
+def sha256(file: CatalogFile) -> web.Response:
+    assert file.sha256 is not None
+    return web.Response(text=file.sha256, headers={"Cache-Control": "public, max-age=3600"})
+
+
+def metalink_response(item: Asked, decision: Decision) -> web.Response:
+    name = metalink.file_name(item.route) + metalink.SUFFIX
+    return web.Response(body=metalink.document(item.route, decision, item.file),
+                        content_type=metalink.MEDIA_TYPE,
+                        headers={"Cache-Control": "private, no-store",
+                                 "Content-Disposition": f'inline; filename="{quote(name)}"'})
+
+
+def file_headers(item: Asked) -> list[tuple[str, str]]:
+    """``Digest`` (RFC 3230) and ``Link: rel=describedby`` for a listed file's 302."""
+    if item.file is None:
+        return []
+    prefix = item.route.service.http_prefix or "/"
+    meta4 = prefix + quote(item.route.rest, safe=SAFE) + metalink.SUFFIX
+    headers = [("Link", f'<{meta4}>; rel=describedby; type="{metalink.MEDIA_TYPE}"')]
+    if item.file.digest:
+        headers.insert(0, ("Digest", item.file.digest))
+    return headers

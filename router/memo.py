@@ -1,0 +1,43 @@
+"""A bounded memo: a dict that forgets its oldest entries first, and counts its hits.
+
+Used where a pure result is asked for again and again with the same inputs (a client's
+location, a path's route, a decision per client network). Bounded, so that inputs an
+outsider chooses (addresses, paths) cannot grow memory without limit.
+"""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Memo(Generic[K, V]):
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: dict[K, V] = {}
+        self.hits = 0
+        self.misses = 0
+        self.evictions = 0
+
+    def get(self, key: K) -> V | None:
+        value = self._entries.get(key)
+        if value is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return value
+
+    def put(self, key: K, value: V) -> V:
+        if key not in self._entries and len(self._entries) >= self.size:
+            del self._entries[next(iter(self._entries))]  # the oldest
+            self.evictions += 1
+        self._entries[key] = value
+        return value
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)

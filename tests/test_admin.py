@@ -1,0 +1,151 @@
+"""Operator overrides, black-box: ``mirror-router admin`` edits the state file and a running
+``serve --state FILE`` follows it, within a second, with no failed query."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import dns.rcode
+import pytest
+
+from router.statefile import default_path
+from tests.conftest import write_zone
+from tests.harness import ROOT, RouterProcess, five_city_zone, wait_until
+from tests.test_dns import ZONE, addresses, ask
+from tests.test_http import request, xff
+
+JAPAN = ("1.0.16.0", 24)
+TOKYO, BEIJING = "192.0.2.2", "192.0.2.1"
+
+
+def admin(state, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "router", "admin", "--state", str(state),
+                           *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
+
+
+def japan(router) -> str:
+    """One query for a client in Japan; it must never fail."""
+    msg = ask(router, ZONE, "A", ecs=JAPAN)
+    assert msg.rcode() == dns.rcode.NOERROR
+    (address,) = addresses(msg)
+    return address
+
+
+def moves(router, expected: str, bound: float = 3.0) -> float:
+    started = time.monotonic()
+    wait_until(lambda: japan(router) == expected, bound, interval=0.01,
+               what=f"Japan to be answered {expected}")
+    return time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory):
+    return tmp_path_factory.mktemp("state") / "state.toml"
+
+
+@pytest.fixture(scope="module")
+def router(tmp_path_factory, city_mirrors, state):
+    zones = write_zone(tmp_path_factory.mktemp("zones"), five_city_zone(city_mirrors))
+    r = RouterProcess(zones, "--state", str(state), "--trusted-proxy", "127.0.0.1/32")
+    yield r
+    assert r.stop() == 0
+
+
+def test_drain_moves_japan_off_tokyo_within_a_second_and_auto_brings_it_back(router, state):
+    assert japan(router) == TOKYO
+    done = admin(state, "set", "tyo", "drain")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"tyo: drain (was auto) in {state}"
+    assert moves(router, BEIJING) <= 1.0
+    listing = json.loads(request(router.http_port, "/x?mirrorlist=json", xff("1.0.16.1")).body)
+    tyo = next(c for c in listing["candidates"] if c["id"] == "tyo")  # still visible
+    assert (tyo["admin"], tyo["excluded"], tyo["state"]) == ("drain", True, "up")
+    assert tyo["reason"] == "drained by the operator: takes no new clients"
+    assert listing["location"].startswith(listing["candidates"][0]["file_url"][:20])
+    assert admin(state, "set", "tyo", "auto").returncode == 0
+    assert moves(router, TOKYO) <= 1.0
+    assert router.find("state_loaded")[-1]["overrides"] == {}
+
+
+def test_down_and_forced_up(router, state, city_mirrors):
+    assert admin(state, "set", "downloads/tyo", "down").returncode == 0
+    moves(router, BEIJING)
+    status = json.loads(request(router.http_port, "/status.json").body)
+    tyo = next(t for t in status["services"][0]["targets"] if t["id"] == "tyo")
+    assert (tyo["admin"], tyo["colour"]) == ("down", "red")
+    # forced up: served although its health check fails
+    city_mirrors["tyo"].health_status = 503
+    try:
+        assert admin(state, "set", "downloads/tyo", "up").returncode == 0
+        moves(router, TOKYO)
+        wait_until(lambda: request(router.http_port, "/status.json").body.count(b'"down"'), 5,
+                   what="Tokyo's check to fail")
+        assert japan(router) == TOKYO
+    finally:
+        city_mirrors["tyo"].health_status = 200
+        assert admin(state, "set", "downloads/tyo", "auto").returncode == 0
+    moves(router, TOKYO)
+
+
+def test_a_bad_or_half_written_file_keeps_the_last_good_overrides(router, state):
+    assert admin(state, "set", "tyo", "drain").returncode == 0
+    moves(router, BEIJING)
+    good = state.read_text()
+    try:
+        for broken in ('[targets]\ntyo = "dr', "", '[targets]\ntyo = "drian"\n'):
+            state.write_text(broken)
+            seen = len(router.find("state_file_invalid"))
+            wait_until(lambda n=seen: len(router.find("state_file_invalid")) > n, 3,
+                       what="the bad file to be noticed")
+            assert japan(router) == BEIJING  # still drained
+            error = router.find("state_file_invalid")[-1]
+            assert error["file"] == str(state) and error["keeping"] == {"tyo": "drain"}
+        assert "targets.tyo" in error["error"] and "'drian' is not one of" in error["error"]
+        status = json.loads(request(router.http_port, "/status.json").body)
+        assert status["state_file"]["ok"] is False
+        refused = admin(state, "set", "bj", "drain")  # admin will not write over a mistake
+        assert refused.returncode == 1 and "not changed: fix the file first" in refused.stderr
+    finally:
+        state.write_text(good)
+    wait_until(lambda: json.loads(request(router.http_port, "/status.json").body)
+               ["state_file"]["ok"], 3, what="the fixed file to be read")
+    assert admin(state, "set", "tyo", "auto").returncode == 0
+    moves(router, TOKYO)
+
+
+def test_overrides_survive_a_restart(tmp_path, city_mirrors):
+    state = tmp_path / "state" / "state.toml"  # admin makes the folder
+    assert admin(state, "set", "tyo", "drain").returncode == 0
+    zones = write_zone(tmp_path / "zones", five_city_zone(city_mirrors))
+    for _ in range(2):
+        r = RouterProcess(zones, "--state", str(state))
+        try:
+            assert japan(r) == BEIJING  # from the very first answer
+        finally:
+            assert r.stop() == 0
+
+
+def test_admin_show_and_its_errors(tmp_path):
+    state = tmp_path / "state.toml"
+    assert "no overrides" in admin(state, "show").stdout
+    assert admin(state, "set", "fra", "down").returncode == 0
+    assert admin(state, "set", "downloads/bj", "up").returncode == 0
+    assert admin(state, "show").stdout.splitlines() == ["downloads/bj\tup", "fra\tdown"]
+    bad_state = admin(state, "set", "fra", "sideways")
+    assert bad_state.returncode == 2 and "invalid choice: 'sideways'" in bad_state.stderr
+    bad_id = admin(state, "set", "a b", "down")
+    assert bad_id.returncode == 1 and "is not a target id or service/id" in bad_id.stderr
+    unknown = subprocess.run([sys.executable, "-m", "router", "admin", "--state", str(state),
+                              "--zones", str(ROOT / "zones"), "set", "nope", "drain"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert unknown.returncode == 1 and "nope: no such target" in unknown.stderr
+    assert admin(state, "show").stdout.splitlines() == ["downloads/bj\tup", "fra\tdown"]
+
+
+def test_default_state_file_follows_systemd():
+    assert default_path(lambda _: None) is None
+    assert str(default_path({"STATE_DIRECTORY": "/var/lib/mirror-router"}.get)) == \
+        "/var/lib/mirror-router/state.toml"

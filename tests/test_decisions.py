@@ -1,0 +1,65 @@
+"""The HTTP decision cache: bounded, keyed by everything a decision depends on."""
+
+from __future__ import annotations
+
+import ipaddress
+import signal
+
+from router.config import Service, Target
+from router.decisions import DecisionCache, Entry
+from router.earth import Point
+from router.geo import Location
+from router.steering import Want, always_up, rank
+from tests.conftest import write_zone
+from tests.harness import RouterProcess, five_city_zone
+from tests.test_http import FILE, request, xff
+
+SERVICE = Service(name="s", origin="", targets=(
+    Target("a", Point(50.0, 8.0), url="https://a.example/"),))
+
+
+def decision_for(network: str):
+    client = Location(ipaddress.ip_network(network), Point(50.0, 8.0))
+    return rank(SERVICE, client, always_up, Want.URL)
+
+
+def test_hits_misses_and_the_bound():
+    cache = DecisionCache(size=3)
+    keys = [("s", bytes([i]), 1, 0, None) for i in range(5)]
+    for i, key in enumerate(keys):
+        assert cache.get(key) is None
+        cache.put(key, Entry(decision_for(f"11.{i}.0.0/16"), float(i)))
+    assert len(cache) == 3 and cache.evictions == 2
+    assert cache.get(keys[0]) is None and cache.get(keys[1]) is None  # the oldest went first
+    entry = cache.get(keys[4])
+    assert entry is not None and entry.stamp == 4.0
+    assert entry.decision.client.network == ipaddress.ip_network("11.4.0.0/16")
+    assert (cache.hits, cache.misses) == (1, 7)
+    cache.clear()
+    assert len(cache) == 0
+
+
+def test_a_newer_generation_is_a_different_key():
+    cache = DecisionCache()
+    cache.put(("s", b"k", 1, 0, None), Entry(decision_for("11.0.0.0/16"), 0.0))
+    assert cache.get(("s", b"k", 2, 0, None)) is None
+    assert cache.get(("s", b"k", 1, 1, None)) is None
+    assert cache.get(("s", b"k", 1, 0, "go1.tar.gz")) is None
+    assert cache.get(("s", b"k", 1, 0, None)) is not None
+
+
+def test_a_reload_is_seen_by_the_next_redirect(tmp_path, city_mirrors):
+    zones = write_zone(tmp_path / "zones", five_city_zone(city_mirrors, interval="5s"))
+    router = RouterProcess(zones, "--trusted-proxy", "127.0.0.1")
+    try:
+        first = request(router.http_port, "/" + FILE, xff("1.0.16.1")).location
+        assert first == f"{city_mirrors['tyo'].base}/dl/{FILE}"
+        assert request(router.http_port, "/" + FILE, xff("1.0.16.1")).location == first  # hit
+        write_zone(zones, five_city_zone(city_mirrors, interval="5s").replace(
+            f'url = "{city_mirrors["tyo"].base}/dl/"', f'url = "{city_mirrors["tyo"].base}/v2/"'))
+        router.signal(signal.SIGHUP)
+        router.wait_for("reloaded")
+        again = request(router.http_port, "/" + FILE, xff("1.0.16.1")).location
+        assert again == f"{city_mirrors['tyo'].base}/v2/{FILE}"
+    finally:
+        assert router.stop() == 0

@@ -1,0 +1,140 @@
+"""Seeing it all, black-box: ``/metrics`` (parsed by prometheus-client's own parser) and the
+``/status`` page, rendered by a real headless Chromium (Debian's ``chromium``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from router import __version__
+from tests.harness import CITIES, wait_until
+from tests.png import near, pixels
+from tests.test_dns import ZONE, ask
+from tests.test_http import FILE, request, xff
+
+CHROMIUM = shutil.which("chromium")
+GREEN, RED, OCEAN, LAND = (22, 163, 74), (220, 38, 38), (219, 234, 254), (231, 229, 224)
+
+
+def scrape(router) -> dict[str, dict[tuple, float]]:
+    r = request(router.http_port, "/metrics")
+    assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    out: dict[str, dict[tuple, float]] = {}
+    for family in text_string_to_metric_families(r.body.decode()):
+        for s in family.samples:
+            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def value(metrics, name: str, **labels: str) -> float:
+    return metrics.get(name, {}).get(tuple(sorted(labels.items())), 0.0)
+
+
+def test_metrics_parse_and_carry_every_per_target_series(five_cities):
+    m = scrape(five_cities)
+    for tid in CITIES:
+        t = {"service": "downloads", "target": tid}
+        assert value(m, "mirror_router_target_up", **t) == 1.0
+        assert value(m, "mirror_router_target_override", **t, state="auto") == 1.0
+        assert value(m, "mirror_router_target_override", **t, state="drain") == 0.0
+        assert 0 < value(m, "mirror_router_target_ttfb_ewma_seconds", **t) < 1
+        assert value(m, "mirror_router_target_wait_steering_seconds", **t) >= 0
+        assert value(m, "mirror_router_probes_total", **t, result="ok") >= 1
+        for phase in ("dns", "connect", "ttfb", "total"):
+            count = value(m, "mirror_router_probe_phase_seconds_count", **t, phase=phase)
+            assert count >= 1
+            assert value(m, "mirror_router_probe_phase_seconds_bucket", **t, phase=phase,
+                         le="+Inf") == count
+        assert ("phase", "tls") not in {kv for k in m["mirror_router_probe_phase_seconds_count"]
+                                        for kv in k if k[2] == ("target", tid)}  # plain HTTP
+    assert value(m, "mirror_router_ready") == 1.0
+    assert value(m, "mirror_router_health_generation") >= 1
+    assert m["mirror_router_build_info"] == {(("version", __version__),): 1.0}
+    assert "process_resident_memory_bytes" in m
+
+
+def test_counters_count_exactly_what_was_served(five_cities):
+    before = scrape(five_cities)
+    for _ in range(3):
+        ask(five_cities, ZONE, "A", ecs=("1.0.16.0", 24))  # Tokyo
+    ask(five_cities, "nope." + ZONE, "AAAA")
+    ask(five_cities, "example.org.", "A")
+    for _ in range(2):
+        request(five_cities.http_port, "/" + FILE, xff("5.9.0.1"))  # Frankfurt
+    request(five_cities.http_port, "/" + FILE, method="POST")
+    after = scrape(five_cities)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("mirror_router_dns_queries_total", qtype="A", rcode="NOERROR") == 3
+    assert delta("mirror_router_dns_queries_total", qtype="AAAA", rcode="NXDOMAIN") == 1
+    assert delta("mirror_router_dns_queries_total", qtype="A", rcode="REFUSED") == 1
+    chosen = "mirror_router_target_chosen_total"
+    assert delta(chosen, service="downloads", target="tyo", face="dns") == 3
+    assert delta(chosen, service="downloads", target="fra", face="http") == 2
+    assert delta(chosen, service="downloads", target="tyo", face="http") == 0
+    assert delta("mirror_router_http_responses_total", status="302") == 2
+    assert delta("mirror_router_http_responses_total", status="405") == 1
+    assert delta("mirror_router_http_responses_total", status="200") == 1  # the 1st scrape
+
+
+def test_status_json_and_the_viewers_marker(five_cities):
+    ask(five_cities, ZONE, "A", ecs=("1.0.16.0", 24))
+    data = json.loads(request(five_cities.http_port, "/status.json", xff("1.0.16.1")).body)
+    (service,) = data["services"]
+    assert [t["id"] for t in service["targets"]] == list(CITIES)
+    assert abs(sum(t["share"] for t in service["targets"]) - 1) < 0.01
+    tokyo = service["targets"][1]
+    assert tokyo["state"] == "up" and tokyo["colour"] == "green" and tokyo["ttfb_ms"] > 0
+    assert data["client"]["country"] == "JP"
+    page = request(five_cities.http_port, "/status", xff("1.0.16.1")).body.decode()
+    assert "id='marker-client'" in page and "<script" not in page
+    assert not re.search(r"(src|href)=['\"]?(https?:)?//", page)  # no external asset
+
+
+def chromium(*args: str, tmp_path) -> subprocess.CompletedProcess[str]:
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (.ci/run installs it)")
+        pytest.skip("chromium is not installed")
+    profile = tmp_path / f"profile-{len(list(tmp_path.iterdir()))}"
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+           "--no-first-run", "--disable-background-networking", "--disable-component-update",
+           "--disable-sync", f"--user-data-dir={profile}", "--window-size=1280,1000", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def test_status_page_renders_every_target_and_a_map_in_chromium(five_cities, city_mirrors,
+                                                                  tmp_path):
+    url = f"http://127.0.0.1:{five_cities.http_port}/status"
+    city_mirrors["gru"].health_status = 503  # one red marker
+    try:
+        wait_until(lambda: b'"colour": "red"' in request(five_cities.http_port,
+                                                          "/status.json").body, 5,
+                   what="Sao Paulo to be down")
+        dom = chromium("--dump-dom", url, tmp_path=tmp_path)
+        shot = tmp_path / "status.png"
+        taken = chromium(f"--screenshot={shot}", url, tmp_path=tmp_path)
+    finally:
+        city_mirrors["gru"].health_status = 200
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    html = dom.stdout
+    assert re.search(r'<svg id="map"[^>]*viewBox="0 0 360 180"', html)
+    assert '<path id="land" d="M' in html
+    for tid in CITIES:
+        assert f'<tr id="target-downloads-{tid}">' in html
+        assert re.search(rf'<g id="marker-downloads-{tid}" class="marker">.*?<circle.*?'
+                         rf'<text[^>]*>{tid}</text>', html)
+    assert taken.returncode == 0 and shot.exists(), taken.stderr[-2000:]
+    width, height, counts = pixels(shot)
+    assert (width, height) == (1280, 1000)
+    assert near(counts, OCEAN) > 100_000 and near(counts, LAND) > 50_000  # the map painted
+    assert near(counts, GREEN) > 4 * 60  # four green markers (and the legend's dot)
+    assert near(counts, RED) > 60  # Sao Paulo

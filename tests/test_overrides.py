@@ -1,0 +1,117 @@
+"""Operator overrides: the state file's text, and how ``rank()`` applies drain/down/up."""
+
+from __future__ import annotations
+
+import pytest
+
+from router.availability import Availability
+from router.config import ConfigError, OnAllDown
+from router.health import Board, Status
+from router.overrides import Admin, changed, lookup, parse, render
+from router.steering import FORCED, Exclusion, Standing, Want, rank
+from tests.test_steering import client, service, target
+
+TOKYO, BEIJING = target("tyo", "tokyo", "JP"), target("bj", "beijing", "CN")
+JAPAN = client("tokyo", "JP")
+
+
+def decide(admin: dict[str, Admin], health: dict[str, Status] | None = None, **kw):
+    svc = service(TOKYO, BEIJING, **kw)
+    h = health or {}
+    return rank(svc, JAPAN, lambda t: h.get(t, Status.UP), Want.IPV4,
+                admin=lambda t: lookup(admin, svc.name, t))
+
+
+def test_state_file_round_trip():
+    overrides = {"tyo": Admin.DRAIN, "downloads/bj": Admin.DOWN, "x.y-z": Admin.UP}
+    text = render(overrides)
+    assert parse(text, "state.toml") == overrides
+    assert render({}).strip().endswith("[targets]")
+    assert parse(render({}), "state.toml") == {}
+
+
+def test_auto_entries_are_dropped():
+    assert parse('[targets]\ntyo = "auto"\nbj = "up"\n', "s") == {"bj": Admin.UP}
+    assert changed({"tyo": Admin.DRAIN}, "tyo", Admin.AUTO) == {}
+    assert changed({}, "tyo", Admin.DOWN) == {"tyo": Admin.DOWN}
+
+
+@pytest.mark.parametrize(("text", "key", "reason"), [
+    ("", "targets", "is required"),                      # empty (or truncated) file
+    ('tyo = "drain"\n', "targets", "is required"),       # no table
+    ('[targets]\ntyo = "drian"\n', "targets.tyo", "'drian' is not one of"),
+    ('[targets]\n"a b" = "down"\n', "targets.a b", "is not a target id or service/id"),
+    ('[targets]\ntyo = 1\n', "targets.tyo", "must be a string"),
+    ('[targets]\n[other]\n', "other", "unknown key"),
+    ('[targets]\ntyo = "dr', "", "not valid TOML"),        # half-written
+])
+def test_bad_state_files_name_file_key_and_reason(text, key, reason):
+    with pytest.raises(ConfigError) as info:
+        parse(text, "/var/lib/mirror-router/state.toml")
+    problem = info.value.problems[0]
+    assert (problem.file, problem.key) == ("/var/lib/mirror-router/state.toml", key)
+    assert reason in problem.reason
+
+
+def test_service_entry_wins_over_plain_id():
+    overrides = {"tyo": Admin.DRAIN, "downloads/tyo": Admin.UP}
+    assert lookup(overrides, "downloads", "tyo") is Admin.UP
+    assert lookup(overrides, "proxy", "tyo") is Admin.DRAIN
+    assert lookup(overrides, "proxy", "bj") is Admin.AUTO
+
+
+@pytest.mark.parametrize(("state", "exclusion"), [
+    (Admin.DRAIN, Exclusion.DRAINED),
+    (Admin.DOWN, Exclusion.ADMIN_DOWN),
+])
+def test_drain_and_down_move_clients_and_stay_visible(state, exclusion):
+    assert [c.target.id for c in decide({}).ranked] == ["tyo", "bj"]
+    d = decide({"tyo": state})
+    assert [c.target.id for c in d.ranked] == ["bj"]
+    (tyo,) = d.excluded
+    assert (tyo.target.id, tyo.excluded, tyo.admin) == ("tyo", exclusion, state)
+    assert not d.degraded and d.ttl == 30
+
+
+def test_forced_up_ignores_a_failing_check():
+    d = decide({"tyo": Admin.UP}, {"tyo": Status.DOWN})
+    first = d.ranked[0]
+    assert (first.target.id, first.status, first.standing) == ("tyo", Status.DOWN,
+                                                               Standing.NEAREST)
+    assert first.reason == Standing.NEAREST.value + FORCED
+    assert not d.degraded
+
+
+@pytest.mark.parametrize("mode", [OnAllDown.ALL, OnAllDown.FALLBACK])
+def test_admin_down_is_not_served_even_when_all_are_down(mode):
+    kw = {"on_all_down": mode, "fallback": ("tyo", "bj")}
+    health = {"tyo": Status.DOWN, "bj": Status.DOWN}
+    assert [c.target.id for c in decide({}, health, **kw).ranked] == ["tyo", "bj"]
+    d = decide({"tyo": Admin.DOWN}, health, **kw)
+    assert d.degraded and [c.target.id for c in d.ranked] == ["bj"]
+
+
+def test_everything_drained_answers_nothing():
+    d = decide({"tyo": Admin.DRAIN, "bj": Admin.DRAIN})
+    assert d.ranked == () and not d.degraded
+
+
+def test_overrides_bump_the_generation_once_per_change():
+    board = Board()
+    assert not board.set_overrides({})
+    assert board.set_overrides({"tyo": Admin.DRAIN})
+    generation = board.snapshot.generation
+    assert not board.set_overrides({"tyo": Admin.DRAIN})
+    assert board.snapshot.generation == generation
+    assert board.snapshot.overrides("downloads")("tyo") is Admin.DRAIN
+    assert board.set_overrides({})
+    assert board.snapshot.generation == generation + 1
+    assert board.snapshot.overrides("downloads")("tyo") is Admin.AUTO
+
+
+def test_a_drained_target_is_not_served_even_as_unverified():
+    svc = service(TOKYO, BEIJING)
+    d = rank(svc, JAPAN, lambda t: Status.UP, Want.URL, files=lambda t: Availability.UNKNOWN,
+             admin=lambda t: lookup({"tyo": Admin.DRAIN}, svc.name, t))
+    assert [(c.target.id, c.standing) for c in d.ranked] == [("bj", Standing.UNVERIFIED)]
+    assert d.excluded[0].excluded is Exclusion.DRAINED
