@@ -18,13 +18,15 @@ answer. Pure: no sockets, no state.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 QUESTION = 12  # the question starts right after the header
 _ONE_QUESTION = b"\x00\x01\x00\x00\x00\x00"  # QDCOUNT 1, ANCOUNT 0, NSCOUNT 0
 _NO_ADDITIONAL, _ONE_ADDITIONAL = b"\x00\x00", b"\x00\x01"
-_ROOT_OPT = b"\x00\x00\x29"  # owner "." and TYPE 41
-_ECS = 8
+_OPT = struct.Struct("!BHHxBHH")  # owner (0: "."), TYPE, CLASS (payload), TTL, RDLENGTH
+_OPTION = struct.Struct("!HH")
+_OPT_TYPE, _ECS = 41, 8
 
 # The shape bits of a cache key: what of the query, besides the question, is in a reply.
 COPIED_FLAGS = 0x0110  # RD and CD are copied into the reply's header
@@ -81,26 +83,28 @@ _Edns = tuple[int, int | None, int, int]  # shape bits, payload, ECS option star
 
 def _opt(data: bytes, at: int, shape: int) -> _Edns | None:
     """The OPT record at ``at`` (the last thing in the packet) and its ECS option."""
-    end = at + 11
-    if len(data) < end or data[at:at + 3] != _ROOT_OPT:
+    end, size = at + 11, len(data)
+    if size < end:
         return None
-    if len(data) != end + ((data[at + 9] << 8) | data[at + 10]):
+    owner, rtype, payload, version, flags, rdlength = _OPT.unpack_from(data, at)
+    if owner or rtype != _OPT_TYPE or size != end + rdlength:
         return None
-    shape |= EDNS | (DO if data[at + 7] & 0x80 else 0) | data[at + 6] << VERSION_SHIFT
+    shape |= EDNS | (DO if flags & 0x8000 else 0) | version << VERSION_SHIFT
     ecs = ecs_end = -1
     offset = end
-    while offset < len(data):
-        if offset + 4 > len(data):
+    while offset < size:
+        if offset + 4 > size:
             return None
-        option_end = offset + 4 + ((data[offset + 2] << 8) | data[offset + 3])
-        if option_end > len(data):
+        code, length = _OPTION.unpack_from(data, offset)
+        option_end = offset + 4 + length
+        if option_end > size:
             return None
-        if data[offset] == 0 and data[offset + 1] == _ECS:
+        if code == _ECS:
             if ecs >= 0:
                 return None  # two Client Subnet options: FORMERR, on the strict path
             ecs, ecs_end, shape = offset, option_end, shape | ECS
         offset = option_end
-    return shape, (data[at + 3] << 8) | data[at + 4], ecs, ecs_end
+    return shape, payload, ecs, ecs_end
 
 
 def echo(value: bytes, scope: int) -> bytes:
