@@ -52,7 +52,11 @@ class RouterProcess:
         self._lock = threading.Lock()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        ready = self.wait_for("ready", ready_timeout)
+        try:
+            ready = self.wait_for("ready", ready_timeout)
+        except BaseException:
+            self.stop()  # never leave a router (and its workers) running behind a failure
+            raise
         self.dns_port = int(ready["dns"][0].rsplit(":", 1)[1])
         self.http_port = int(ready["http"][0].rsplit(":", 1)[1]) if ready["http"] else 0
 
