@@ -68,7 +68,7 @@ def embedded_database() -> Path:
 class Locator:
     """GeoIP lookups, cached per matched network and bounded in size."""
 
-    def __init__(self, path: str | Path | None = None, cache_size: int = 200_000) -> None:
+    def __init__(self, path: str | Path | None = None, cache_size: int = 20_000) -> None:
         self.path = Path(path) if path else embedded_database()
         try:
             self._reader = maxminddb.open_database(str(self.path))
@@ -80,6 +80,7 @@ class Locator:
         self._cache_size = cache_size
         self._cache: dict[tuple[int, int, int], Location] = {}
         self._lengths: dict[int, list[int]] = {4: [], 6: []}  # prefix lengths in the cache
+        self.misses = self.evictions = 0  # database reads; networks forgotten (cache full)
 
     def close(self) -> None:
         self._reader.close()
@@ -107,7 +108,12 @@ class Locator:
                 return hit
         return None
 
+    def counters(self) -> dict[str, int]:
+        """For ``/metrics`` (hits are not counted: that would cost every lookup)."""
+        return {"misses": self.misses, "evictions": self.evictions, "size": len(self._cache)}
+
     def _lookup(self, addr: IPAddress) -> Location:
+        self.misses += 1
         record, plen = self._reader.get_with_prefix_len(addr)
         network = ipaddress.ip_network((addr, plen), strict=False)
         first, last = _span(network)
@@ -124,6 +130,7 @@ class Locator:
 
     def _remember(self, version: int, network: IPNetwork, location: Location) -> None:
         if len(self._cache) >= self._cache_size:
+            self.evictions += len(self._cache)
             self._cache.clear()
             self._lengths = {4: [], 6: []}
         plen = network.prefixlen

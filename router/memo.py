@@ -39,5 +39,10 @@ class Memo(Generic[K, V]):
     def clear(self) -> None:
         self._entries.clear()
 
+    def counters(self) -> dict[str, int]:
+        """For ``/metrics``: lookups that hit and missed, entries forgotten, entries held."""
+        return {"hits": self.hits, "misses": self.misses, "evictions": self.evictions,
+                "size": len(self._entries)}
+
     def __len__(self) -> int:
         return len(self._entries)

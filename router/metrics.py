@@ -12,8 +12,9 @@ and ``target_wait_steering_seconds`` (the quantized figure it sees),
 ``probe_phase_seconds{phase}`` (dns, connect, tls, ttfb, total).
 
 Per server: ``dns_queries_total{qtype, rcode}``, ``http_responses_total{status}``,
-``errors_total{where}``, ``health_generation``, ``ready``, ``state_file_ok``, ``info``,
-and the standard ``process_*`` series.
+``errors_total{where}``, ``cache_events_total{cache, event}`` (hit, miss, stale,
+declined, eviction) and ``cache_entries{cache}``, ``health_generation``, ``ready``,
+``state_file_ok``, ``info``, and the standard ``process_*`` series.
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ class RouterCollector(Collector):
         for where in ("dns", "http"):
             errors.add_metric([where], stats.errors[where])
         yield from (queries, responses, errors)
+        yield from _caches(stats)
         yield _gauge("health_generation", "bumps whenever a decision could change",
                      value=rt.board.snapshot.generation)
         yield _gauge("ready", "1 once the first probe round is done", value=float(rt.ready))
@@ -135,6 +137,23 @@ class RouterCollector(Collector):
         info = InfoMetricFamily(PREFIX + "build", "the running version")
         info.add_metric([], {"version": __version__})
         yield info
+
+
+_EVENTS = {"hits": "hit", "misses": "miss", "evictions": "eviction"}
+
+
+def _caches(stats: Stats) -> Iterator[Metric]:
+    events = _counter("cache_events", "cache lookups and evictions (dns: encoded answers; "
+                      "http_decisions, http_clients: the redirector's; geoip: networks; "
+                      "reset by a reload)", ["cache", "event"])
+    entries = _gauge("cache_entries", "entries held, all workers together", ["cache"])
+    for (cache, figure), n in sorted(stats.caches.items()):
+        if figure == "size":
+            entries.add_metric([cache], n)
+        else:
+            events.add_metric([cache, _EVENTS.get(figure, figure)], n)
+    yield events
+    yield entries
 
 
 _FIGURES = (

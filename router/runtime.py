@@ -9,6 +9,7 @@ requests read each attribute once.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -43,9 +44,19 @@ class Runtime:
         self.state: StateView | None = None  # the operator's state file, when watched
         self.peers: tuple[Stats, ...] = ()  # --workers: the other processes' counts
         self.decisions = DecisionCache()  # HTTP: per client network, see router.decisions
+        # name -> the cache's counters, read by sample(); the faces add theirs
+        self.caches: dict[str, Callable[[], Mapping[str, int]]] = {
+            "geoip": locator.counters, "http_decisions": self.decisions.counters}
+
+    def sample(self) -> None:
+        """Copy every cache's counters into ``stats.caches``."""
+        for name, read in self.caches.items():
+            for figure, value in read().items():
+                self.stats.caches[(name, figure)] = value
 
     def totals(self) -> Stats:
         """This process's counts, plus the other workers' (as last reported)."""
+        self.sample()
         return self.stats.merged(*self.peers) if self.peers else self.stats
 
     def install(self, config: Config) -> None:

@@ -115,6 +115,7 @@ class Server:
         self.source = self._source(runtime)
         runtime.state = self.source.state
         self.dispatch = Dispatch(self._authority(config))
+        runtime.caches["dns"] = self._dns_cache_counters
         dns_socks = self.sockets.dns if self.sockets else [_bind_dns(h, p, s) for h, p in s.dns]
         if s.probe:  # a worker's catalogs come from its supervisor (router.workers)
             self.inventory = Inventory(runtime.ledger, catalogs=self.feed is None)
@@ -183,6 +184,11 @@ class Server:
         if self.runtime is not None:
             self.runtime.locator.close()
         log.info("stopped")
+
+    def _dns_cache_counters(self) -> dict[str, int]:
+        """The answer cache's counters (a reload starts a new cache, and new counts)."""
+        cache = self.dispatch.authority.cache if self.dispatch is not None else None
+        return cache.counters() if cache is not None else {}
 
     def _source(self, runtime: Runtime) -> Source:
         if self.feed is not None:

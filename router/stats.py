@@ -14,6 +14,8 @@ Where each counter is counted (keep it so when the paths change):
 - ``http_responses[status]``: once per HTTP response, in the error middleware.
 - ``errors[kind]``: unexpected exceptions caught at an edge (``dns``, ``http``).
 - ``probes``/``phases``: once per health check, from the prober's ``on_result``.
+- ``caches``: not counted here; the caches keep their own plain counters, and
+  ``Runtime.sample()`` copies them in before they are read or sent to the supervisor.
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ class Stats:
     errors: Counter[str] = field(default_factory=Counter)
     probes: Counter[tuple[str, str, bool]] = field(default_factory=Counter)
     phases: dict[tuple[str, str, str], Histogram] = field(default_factory=dict)
+    # (cache, figure) -> value, copied from the caches by ``Runtime.sample()``: hits,
+    # misses, stale, declined, evictions (each since the cache was made) and size
+    caches: Counter[tuple[str, str]] = field(default_factory=Counter)
     # --workers: seconds from the supervisor's snapshot to a worker adopting it
     state_lag: Histogram = field(default_factory=Histogram)
 

@@ -155,6 +155,7 @@ class Feed:
         while True:
             await asyncio.sleep(STATS_EVERY)
             with contextlib.suppress(ConnectionError):
+                self.runtime.sample()
                 await send(self.writer, ("stats", self.runtime.stats))
 
 

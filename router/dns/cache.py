@@ -40,7 +40,7 @@ from router.health import Key as TargetKey
 from router.health import Snapshot
 from router.stats import Stats
 
-DEFAULT_SIZE = 100_000
+DEFAULT_SIZE = 50_000
 K = TypeVar("K")
 V = TypeVar("V")
 

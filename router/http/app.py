@@ -105,7 +105,8 @@ def create_app(runtime: Runtime, settings: HttpSettings | None = None, *,
     app = web.Application(middlewares=middlewares)
     app[RUNTIME] = runtime
     app[SETTINGS] = settings.trusted_proxies
-    app[redirect.CLIENTS] = Memo(65536)
+    clients = app[redirect.CLIENTS] = Memo(65536)
+    runtime.caches["http_clients"] = clients.counters
     if inventory is not None:
         app[INVENTORY] = inventory
     app.router.add_get("/healthz", healthz)
