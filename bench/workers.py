@@ -1,0 +1,183 @@
+"""How fast a change reaches every worker of ``serve --workers N``.
+
+    .venv/bin/python bench/workers.py [--workers 2] [--changes 20]
+
+Starts mirror-router with N workers on the bench zone (conf/mirror-router, --no-probe:
+nothing is contacted) and an operator state file, then ``--changes`` times drains the
+mirror that Tokyo gets (tyo) or puts it back, and times, from the moment the file is
+written, until every worker answers with the change: each poll asks from 16 fresh UDP
+sockets (SO_REUSEPORT spreads them over the workers by source port) and also checks that
+answers came from every worker (X-Mirror-Router-Pid of the HTTP face). The file is
+looked at every 0.25 s (``statefile.POLL``) and applied once it has stood still for one
+look (so a half-written file is never read): 0.25 to 0.5 s of the end-to-end time is
+that, by design.
+
+Then it reads ``mirror_router_worker_state_lag_seconds`` from /metrics: the time from the
+supervisor's snapshot to a worker serving it, whatever the change (the hand-on itself,
+which a health check's result takes too). The first hand-ons, at start, wait for the
+workers to start, and land in the top buckets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import dns.message  # noqa: E402
+import dns.query  # noqa: E402
+from dns.edns import ECSOption  # noqa: E402
+
+from router import statefile  # noqa: E402
+from router.overrides import Admin  # noqa: E402
+
+TOKYO = ECSOption("1.0.16.0", 24)
+ADDRESS = {"tyo": "192.0.2.2", "bj": "192.0.2.1"}  # drained tyo: Beijing is next
+
+
+class Router:
+    """mirror-router serve --workers N, with its JSON log read as it comes."""
+
+    def __init__(self, zones: Path, state: Path, workers: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "router", "serve", "--zones", str(zones),
+             "--log-format", "json", "--no-probe", "--workers", str(workers), "--state", str(state),
+             "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.ready = threading.Event()
+        self.info: dict[str, object] = {}
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self.ready.wait(30):
+            self.stop()
+            raise SystemExit("mirror-router did not get ready in 30 s")
+        self.dns_port = _port(self.info["dns"])
+        self.http_port = _port(self.info["http"])
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("event") == "ready" and "workers" in event:
+                self.info = event
+                self.ready.set()
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+    def get(self, path: str) -> tuple[str, str]:
+        """The body of GET path, and the pid of the worker that answered."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=5)
+        try:
+            conn.request("GET", path)
+            r = conn.getresponse()
+            return r.read().decode(), r.headers.get("X-Mirror-Router-Pid", "")
+        finally:
+            conn.close()
+
+
+def _port(addresses: object) -> int:
+    assert isinstance(addresses, list) and addresses
+    return int(str(addresses[0]).rsplit(":", 1)[1])
+
+
+def answers(port: int, count: int = 16) -> set[str]:
+    """The A records of go.example.com for Tokyo, asked from ``count`` fresh sockets."""
+    seen: set[str] = set()
+    for _ in range(count):
+        query = dns.message.make_query("go.example.com", "A", use_edns=0, options=[TOKYO])
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            reply = dns.query.udp(query, "127.0.0.1", port=port, timeout=2, sock=sock)
+        seen |= {rr.address for rrset in reply.answer for rr in rrset}
+    return seen
+
+
+def until(check: object, bound: float) -> float:
+    """Seconds until ``check()`` is true, polling as fast as it goes (bounded)."""
+    assert callable(check)
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > bound:
+            raise SystemExit(f"no change after {bound} s")
+    return time.monotonic() - started
+
+
+def lag(router: Router) -> tuple[float, float, list[tuple[str, float]]]:
+    """The worker state lag histogram: count, mean seconds, and its buckets."""
+    body, _ = router.get("/metrics")
+    count = total = 0.0
+    buckets = []
+    for line in body.splitlines():
+        if line.startswith("mirror_router_worker_state_lag_seconds_count"):
+            count = float(line.split()[-1])
+        elif line.startswith("mirror_router_worker_state_lag_seconds_sum"):
+            total = float(line.split()[-1])
+        elif line.startswith("mirror_router_worker_state_lag_seconds_bucket"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((le, float(line.split()[-1])))
+    return count, (total / count if count else 0.0), buckets
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--changes", type=int, default=20)
+    args = p.parse_args()
+    run = Path(tempfile.mkdtemp(prefix="bench-workers-"))
+    zones = run / "zones"
+    zones.mkdir()
+    zone = (ROOT / "bench" / "conf" / "mirror-router" / "example.com.toml").read_text()
+    (zones / "example.com.toml").write_text(zone.replace("@HEALTH@", "http://127.0.0.1:9"))
+    state = run / "state.toml"
+    statefile.write(state, {})
+    router = Router(zones, state, args.workers)
+    try:
+        pids = {router.get("/healthz")[1] for _ in range(8 * args.workers)}
+        print(f"mirror-router pid {router.proc.pid}, workers answering HTTP: {sorted(pids)}")
+        if len(pids) < args.workers:
+            print("  (not every worker answered those 8 x N connections: the kernel chose)")
+        assert answers(router.dns_port) == {ADDRESS["tyo"]}
+        times = []
+        for i in range(args.changes):
+            drained = i % 2 == 0
+            want = {ADDRESS["bj" if drained else "tyo"]}
+            statefile.write(state, {"tyo": Admin.DRAIN} if drained else {})
+            times.append(until(lambda want=want: answers(router.dns_port) == want, 5.0))
+            time.sleep(0.1 + (i % 5) * 0.05)  # not in step with the file's polling
+        count, mean, buckets = lag(router)
+    finally:
+        router.stop()
+    q = statistics.quantiles(times, n=10)
+    print(f"\nstate file written -> every worker answers with it ({args.changes} changes, "
+          f"{args.workers} workers):")
+    print(f"  min {min(times) * 1000:.0f} ms  median {statistics.median(times) * 1000:.0f} ms"
+          f"  p90 {q[-1] * 1000:.0f} ms  max {max(times) * 1000:.0f} ms")
+    print(f"supervisor snapshot -> worker serving it (worker_state_lag_seconds, {count:.0f} "
+          f"hand-ons): mean {mean * 1000:.2f} ms")
+    print("  buckets (le: count): " + ", ".join(f"{le}: {n:.0f}" for le, n in buckets))
+    print(f"\nreproduce: .venv/bin/python bench/workers.py --workers {args.workers} "
+          f"--changes {args.changes}   (on {os.cpu_count()} CPUs)")
+
+
+if __name__ == "__main__":
+    main()
