@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -109,7 +110,7 @@ def free_port() -> int:
     while True:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
             u.bind(("127.0.0.1", 0))
-            port = u.getsockname()[1]
+            port: int = u.getsockname()[1]
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
                 try:
                     t.bind(("127.0.0.1", port))
@@ -125,7 +126,7 @@ def started(server: Server, run: Path, port: int, cpu: str,
     command = server.start(run, port, cpu)
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, cwd=ROOT)
-    running = Running(proc, " ".join(command))
+    running = Running(proc, shlex.join(command))
     assert proc.stderr is not None
     threading.Thread(target=lambda: running.log.extend(proc.stderr or []), daemon=True).start()
     try:
