@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: serve test lint bench-dns clean
+.PHONY: serve test lint bench-dns bench-http clean
 
 $(BIN)/mirror-router: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,16 +17,19 @@ serve: $(BIN)/mirror-router
 	$(BIN)/mirror-router serve --zones zones --no-probe --trusted-proxy 127.0.0.1/32
 
 test: $(BIN)/mirror-router
-	$(BIN)/ruff check router tests bench bench/dns bench/heads tools
+	$(BIN)/ruff check router tests bench bench/dns bench/heads bench/http tools
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 lint: $(BIN)/mirror-router
-	$(BIN)/ruff check router tests bench bench/dns bench/heads tools
+	$(BIN)/ruff check router tests bench bench/dns bench/heads bench/http tools
 	$(BIN)/mypy
 
 bench-dns: $(BIN)/mirror-router
 	$(BIN)/python bench/dns
+
+bench-http: $(BIN)/mirror-router
+	$(BIN)/python bench/http
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -11,18 +11,24 @@ from router.geo import SPECIAL
 QUERY = "go.example.com"
 
 
-def ecs_queries(count: int, seed: int = 6) -> bytes:
-    """``count`` queries (TCP framing, for dnsperf -B), each with its own routable /24."""
+def subnets(count: int, seed: int = 6) -> list[int]:
+    """``count`` distinct routable IPv4 /24s (as integers), the same ones for the same seed."""
     rnd = random.Random(seed)
     special = [n for n in SPECIAL if n.version == 4]
-    chosen: set[int] = set()
-    out = bytearray()
+    chosen: dict[int, None] = {}  # in the order drawn
     while len(chosen) < count:
         net = rnd.randrange(1 << 24, 224 << 24) & ~0xFF
         if net in chosen or any(ipaddress.IPv4Address(net) in n for n in special):
             continue
-        chosen.add(net)
-        query = wire_query(len(chosen) & 0xFFFF, ecs=net.to_bytes(4, "big")[:3])
+        chosen[net] = None
+    return list(chosen)
+
+
+def ecs_queries(count: int, seed: int = 6) -> bytes:
+    """``count`` queries (TCP framing, for dnsperf -B), each with its own routable /24."""
+    out = bytearray()
+    for i, net in enumerate(subnets(count, seed), 1):
+        query = wire_query(i & 0xFFFF, ecs=net.to_bytes(4, "big")[:3])
         out += struct.pack("!H", len(query)) + query
     return bytes(out)
 

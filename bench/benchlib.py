@@ -1,0 +1,267 @@
+"""What ``bench/dns`` and ``bench/http`` share: the servers' start and stop (pinned to a
+CPU), the loopback health endpoint, the configs rendered into the run folder, the CPU and
+memory readings from /proc, the best-of-runs rows, and the tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Generic, Protocol, TypeVar
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "bench" / "conf"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from router.geo import embedded_database  # noqa: E402
+
+# ------------------------------------------------------------------ health endpoint
+
+
+class Health:
+    """GET /health/<address>: 200, or 503 for the addresses in ``down`` (loopback only)."""
+
+    def __init__(self) -> None:
+        self.down: set[str] = set()
+        health = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                bad = self.path.rsplit("/", 1)[-1] in health.down
+                self.send_response(503 if bad else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+# ------------------------------------------------------------------ the servers
+
+Start = Callable[[Path, int, str], list[str]]  # (run folder, port, cpus) -> command
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    needs: tuple[str, ...]  # executables (or files: absolute paths)
+    steered: bool  # answers by location (else one fixed answer)
+    start: Start
+
+    def available(self) -> bool:
+        return all(Path(n).exists() if n.startswith("/") else shutil.which(n) for n in self.needs)
+
+
+def chosen_servers(known: dict[str, Server], names: str) -> list[Server]:
+    """The servers named (comma-separated) that are installed; a line for each that is not."""
+    chosen = [known[n] for n in names.split(",")]
+    for s in chosen:
+        if not s.available():
+            print(f"skipping {s.name}: {', '.join(s.needs)} not installed")
+    return [s for s in chosen if s.available()]
+
+
+@dataclass
+class Running:
+    proc: subprocess.Popen[str]
+    command: str
+    log: list[str] = field(default_factory=list)
+
+
+def render(name: str, run: Path, values: dict[str, str]) -> Path:
+    """Copy conf/NAME to the run folder with ``values`` (and @RUN@, @CONF@, @MMDB@) filled in.
+
+    @RUN@ and @CONF@ are the rendered folder itself.
+    """
+    folder = run / name
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(CONF / name, folder)
+    values = {"@RUN@": str(folder), "@CONF@": str(folder),
+              "@MMDB@": str(embedded_database()), **values}
+    for path in folder.rglob("*"):
+        if path.is_file():
+            text = path.read_text()
+            for key, value in values.items():
+                text = text.replace(key, value)
+            path.write_text(text)
+    return folder
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 (at the time of asking)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            port: int = u.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+        return port
+
+
+@contextlib.contextmanager
+def started(server: Server, run: Path, port: int, cpu: str,
+            ready: Callable[[], bool]) -> Iterator[Running]:
+    """Start ``server`` pinned to ``cpu``, wait until ``ready()``, stop it on the way out."""
+    command = server.start(run, port, cpu)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT)
+    running = Running(proc, shlex.join(command))
+    assert proc.stderr is not None
+    threading.Thread(target=lambda: running.log.extend(proc.stderr or []), daemon=True).start()
+    try:
+        deadline = time.monotonic() + 60
+        while not ready():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{server.name} did not come up:\n{''.join(running.log[-20:])}")
+            time.sleep(0.2)
+        for pid in [proc.pid, *children(proc.pid)]:  # knotd pins its own threads: re-pin
+            subprocess.run(["taskset", "-a", "-p", "-c", cpu, str(pid)],
+                           stdout=subprocess.DEVNULL, check=False)
+        yield running
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
+                         text=True, check=False).stdout
+    return [int(p) for p in out.split()]
+
+
+def prepare(client_cpu: str) -> None:
+    """Stop the servers on SIGTERM too, and pin this script (and its threads) to the client."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    os.sched_setaffinity(0, cpus(client_cpu))
+
+
+def cpus(text: str) -> set[int]:
+    """``1``, ``0,1`` or ``0-3`` (taskset's list form) as a set of CPU numbers."""
+    out: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        out.update(range(int(first), int(last or first) + 1))
+    return out
+
+
+# ------------------------------------------------------------------ measuring
+
+
+def cpu_ticks(pid: int) -> int:
+    total = 0
+    for p in [pid, *children(pid)]:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total
+
+
+class CpuShare:
+    """The server's utime+stime (with its children) from now on, per second of wall time."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.ticks, self.began = cpu_ticks(pid), time.monotonic()
+
+    def share(self) -> float:
+        return (cpu_ticks(self.pid) - self.ticks) / os.sysconf("SC_CLK_TCK") / (
+            time.monotonic() - self.began)
+
+
+def memory_mb(pid: int, field_name: str) -> float:
+    with contextlib.suppress(OSError):
+        m = re.search(rf"{field_name}:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+        if m:
+            return int(m.group(1)) / 1024
+    return float("nan")
+
+
+def peak_mb(pid: int) -> float:
+    """The VmHWM of the process and its children, added up."""
+    return sum(memory_mb(p, "VmHWM") for p in [pid, *children(pid)])
+
+
+# ------------------------------------------------------------------ output
+
+
+class Measured(Protocol):
+    server: str
+    job: str
+    runs: list[float]  # the rate of every run (the row: the best)
+
+    @property
+    def rate(self) -> float: ...
+
+
+R = TypeVar("R", bound=Measured)
+
+
+def best_of(rows: Sequence[R]) -> list[R]:
+    """One row per (server, job): the run with the highest rate, with every run's rate."""
+    best: dict[tuple[str, str], R] = {}
+    for row in rows:
+        key = (row.server, row.job)
+        runs = [*best[key].runs, row.rate] if key in best else [row.rate]
+        if key not in best or row.rate > best[key].rate:
+            best[key] = row
+        best[key].runs = runs
+    return list(best.values())
+
+
+def all_runs(row: Measured) -> str:
+    return " / ".join(f"{q:.0f}" for q in row.runs) if len(row.runs) > 1 else ""
+
+
+@dataclass(frozen=True)
+class Column(Generic[R]):
+    title: str
+    width: int  # right-aligned in this width; 0: left-aligned after two spaces, unpadded
+    cell: Callable[[R], str]
+
+
+def table(columns: Sequence[Column[R]], rows: Sequence[R], header: bool = True) -> list[str]:
+    def line(cells: list[str]) -> str:
+        return "".join(f"  {c}" if col.width == 0 else f"{c:<{-col.width}}" if col.width < 0
+                       else f"{c:>{col.width}}" for col, c in zip(columns, cells, strict=True))
+
+    out = [line([c.title for c in columns])] if header else []
+    out += [line([c.cell(r) for c in columns]).rstrip() for r in rows]
+    return out
+
+
+def ratios(rows: Sequence[Measured], job_names: list[str], unit: str) -> list[str]:
+    """mirror-router's rate over each peer's, per job."""
+    rate = {(r.server, r.job): r.rate for r in rows}
+    peers = sorted({r.server for r in rows} - {"mirror-router"}, key=[r.server for r in rows].index)
+    out = [f"mirror-router {unit} / peer {unit}, same job, same run:",
+           f"{'peer':<15}" + "".join(f"{j:>9}" for j in job_names)]
+    for peer in peers:
+        cells = [rate.get(("mirror-router", j), 0) / rate[(peer, j)] if rate.get((peer, j))
+                 else 0 for j in job_names]
+        out.append(f"{peer:<15}" + "".join(f"{c:>9.2f}" if c else f"{'-':>9}" for c in cells))
+    return out
