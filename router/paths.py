@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
@@ -124,6 +124,14 @@ class Redirect:
     target: Target
     location: str
     links: tuple[str, ...]  # RFC 6249 ``Link`` values: the next choices, rel=duplicate
+    # The 302's headers, built once: ``Location``, ``Cache-Control`` (the choice is per
+    # client, so no shared cache may keep it) and the ``Link`` alternates.
+    headers: tuple[tuple[str, str], ...] = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "headers", (
+            ("Location", self.location), ("Cache-Control", "private, no-store"),
+            *(("Link", link) for link in self.links)))
 
 
 def redirect_for(route: Route, decision: Decision, query: str = "") -> Redirect | None:

@@ -14,6 +14,8 @@ import ipaddress
 import json
 import math
 import time
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from aiohttp import web
@@ -32,12 +34,8 @@ from router.steering import Decision, Want, worth_waiting_for
 from router.steering import decide as steer
 
 RECHECK = 1.0  # seconds: how often a cached listed file still starts its due checks
-RUNTIME = web.AppKey("runtime", Runtime)
-# (peer, Forwarded, X-Forwarded-For) → (the client's address as text, its location)
-CLIENTS = web.AppKey("clients", Memo[tuple[object, ...], tuple[str | None, Location]])
-SETTINGS = web.AppKey("trusted_proxies", tuple[IPNetwork, ...])
-INVENTORY = web.AppKey("inventory", Inventory)  # absent with --no-probe
 NOWHERE = Location(ipaddress.ip_network("0.0.0.0/0"))
+EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
 class NotRouted(RouterError):
@@ -52,101 +50,111 @@ class Unavailable(RouterError):
         self.retry_after = retry_after
 
 
-async def handle(request: web.Request) -> web.StreamResponse:
-    runtime = request.app[RUNTIME]
-    raw_path, _, raw_query = request.raw_path.partition("?")
-    route = runtime.routes.resolve(raw_path, request.host)
-    if route is None:
-        raise NotRouted(raw_path)
-    service = route.service
-    if not runtime.ready:
-        raise Unavailable("starting: the first probe round is not done", 1)
-    catalog = runtime.ledger.catalog(service.name) if service.catalog else None
-    if catalog is not None and not route.rest and request.query.get("mode") == "json":
-        return downloads.listing(catalog, request.query.get("include") == "all")
-    item = downloads.asked(route, catalog, request.headers.get("Accept", ""))
-    if item.form is downloads.Form.SHA256 and item.file is not None:
-        return downloads.sha256(item.file)
-    entry = await _decide(request, item.route, item.file)
-    decision = entry.decision
-    if item.form is downloads.Form.METALINK:
-        return downloads.metalink_response(item, decision)
-    if "mirrorlist" in request.query:
-        return _mirrorlist(request, item.route, decision, item.file)
-    query = paths.check_query(raw_query) if service.pass_query and raw_query else ""
-    return _redirect(request, item, entry, query)
+class Redirector:
+    """The redirector's handler, with what it reads bound once (no per-request lookups).
 
-
-def _redirect(request: web.Request, item: downloads.Asked, entry: Entry,
-              query: str) -> web.Response:
-    """The 302: Location, Link alternates, and for a listed file Digest and describedby."""
-    found = entry.redirect(item.route, query)
-    if found is None:
-        raise Unavailable("no mirror can serve this now",
-                          max(1, math.ceil(item.route.service.health.interval)))
-    request["target"] = found.target.id
-    request.app[RUNTIME].stats.http_chosen[(item.route.service.name, found.target.id)] += 1
-    response = web.Response(status=302, headers={"Location": found.location,
-                                                 "Cache-Control": "private, no-store"})
-    for name, value in [*(("Link", link) for link in found.links),
-                        *downloads.file_headers(item)]:
-        response.headers.add(name, value)
-    return response
-
-
-async def _decide(request: web.Request, route: paths.Route, file: CatalogFile | None,
-                  ) -> Entry:
-    """The decision for a file; for a listed one, after the availability checks settle.
-
-    Decisions are remembered per client network and state generation (router.decisions);
-    a hit on a listed file still starts its due re-checks, at most once a second.
+    ``location()`` is also what the status page uses to mark its viewer on the map.
     """
-    runtime, service, client = request.app[RUNTIME], route.service, _client(request)
-    inventory = request.app.get(INVENTORY)
-    key = (service.name, client.key, runtime.board.snapshot.generation,
-           runtime.ledger.generation, file.name if file is not None else None)
-    now = time.monotonic()
-    entry = runtime.decisions.get(key)
-    if entry is not None:
-        if file is not None and inventory is not None and now - entry.stamp > RECHECK:
-            entry.stamp = now
-            inventory.check_due(service, file)
-        return entry
 
-    def decide() -> Decision:
-        files = runtime.ledger.view(service, file) if file is not None else None
-        return steer(runtime.board.snapshot, service, client, Want.URL, files=files)
+    def __init__(self, runtime: Runtime, trusted: tuple[IPNetwork, ...],
+                 inventory: Inventory | None) -> None:
+        self.runtime = runtime
+        self.trusted = trusted
+        self.inventory = inventory
+        # (peer, Forwarded, X-Forwarded-For) → (the client's address as text, its location)
+        self.clients: Memo[tuple[object, ...], tuple[str | None, Location]] = Memo(65536)
+        runtime.caches["http_clients"] = self.clients.counters
 
-    if file is None or inventory is None:
-        return runtime.decisions.put(key, Entry(decide(), now))
-    decision = await inventory.settle(service, file, decide)
-    if worth_waiting_for(decision):
-        return Entry(decision, now)  # checks that could change it are out: not remembered
-    return runtime.decisions.put(key, Entry(decision, now))
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        runtime = self.runtime
+        raw_path, _, raw_query = request.raw_path.partition("?")
+        route = runtime.routes.resolve(raw_path, request.host)
+        if route is None:
+            raise NotRouted(raw_path)
+        service = route.service
+        if not runtime.ready:
+            raise Unavailable("starting: the first probe round is not done", 1)
+        catalog = runtime.ledger.catalog(service.name) if service.catalog else None
+        query: Mapping[str, str] = request.query if raw_query else EMPTY  # parsed if any
+        if catalog is not None and not route.rest and query.get("mode") == "json":
+            return downloads.listing(catalog, query.get("include") == "all")
+        item = downloads.asked(route, catalog, request.headers.get("Accept", ""))
+        if item.form is downloads.Form.SHA256 and item.file is not None:
+            return downloads.sha256(item.file)
+        entry = await self._decide(request, item.route, item.file)
+        if item.form is downloads.Form.METALINK:
+            return downloads.metalink_response(item, entry.decision)
+        if "mirrorlist" in query:
+            return _mirrorlist(request, runtime, item.route, entry.decision, item.file)
+        passed = paths.check_query(raw_query) if service.pass_query and raw_query else ""
+        found = entry.redirect(item.route, passed)
+        if found is None:
+            raise Unavailable("no mirror can serve this now",
+                              max(1, math.ceil(service.health.interval)))
+        request["target"] = found.target.id
+        runtime.stats.http_chosen[(service.name, found.target.id)] += 1
+        headers = found.headers  # Location, Cache-Control, Link alternates
+        if item.file is not None:
+            headers = (*headers, *downloads.file_headers(item))  # Digest, describedby
+        return web.Response(status=302, headers=headers)
+
+    async def _decide(self, request: web.Request, route: paths.Route,
+                      file: CatalogFile | None) -> Entry:
+        """The decision for a file; for a listed one, after the availability checks settle.
+
+        Decisions are remembered per client network and state generation
+        (router.decisions); a hit on a listed file still starts its due re-checks, at most
+        once a second.
+        """
+        runtime, service, inventory = self.runtime, route.service, self.inventory
+        client = self.location(request)
+        key = (service.name, client.key, runtime.board.snapshot.generation,
+               runtime.ledger.generation, file.name if file is not None else None)
+        now = time.monotonic()
+        entry = runtime.decisions.get(key)
+        if entry is not None:
+            if file is not None and inventory is not None and now - entry.stamp > RECHECK:
+                entry.stamp = now
+                inventory.check_due(service, file)
+            return entry
+
+        def decide() -> Decision:
+            files = runtime.ledger.view(service, file) if file is not None else None
+            return steer(runtime.board.snapshot, service, client, Want.URL, files=files)
+
+        if file is None or inventory is None:
+            return runtime.decisions.put(key, Entry(decide(), now))
+        decision = await inventory.settle(service, file, decide)
+        if worth_waiting_for(decision):
+            return Entry(decision, now)  # checks that could change it are out: not remembered
+        return runtime.decisions.put(key, Entry(decision, now))
+
+    def location(self, request: web.Request) -> Location:
+        """The client's location, remembered per (peer, forwarding headers)."""
+        headers = request.headers
+        key = (request.remote, headers.get("Forwarded"),
+               tuple(headers.getall("X-Forwarded-For", ())))
+        known = self.clients.get(key)
+        if known is None:
+            trusted = self.trusted
+            address = client_address(request.remote, trusted, request.forwarded if trusted
+                                     else (), key[2] if trusted else ())
+            location = self.runtime.locator.locate(address) if address else NOWHERE
+            known = self.clients.put(key, (str(address) if address else None, location))
+        request["client"] = known[0]
+        return known[1]
 
 
-def _client(request: web.Request) -> Location:
-    """The client's location, remembered per (peer, forwarding headers)."""
-    headers = request.headers
-    key = (request.remote, headers.get("Forwarded"), tuple(headers.getall("X-Forwarded-For", ())))
-    clients = request.app[CLIENTS]
-    known = clients.get(key)
-    if known is None:
-        trusted = request.app[SETTINGS]
-        address = client_address(request.remote, trusted,
-                                 request.forwarded if trusted else (), key[2] if trusted else ())
-        location = request.app[RUNTIME].locator.locate(address) if address else NOWHERE
-        known = clients.put(key, (str(address) if address else None, location))
-    request["client"] = known[0]
-    return known[1]
+RUNTIME = web.AppKey("runtime", Runtime)
+REDIRECTOR = web.AppKey("redirector", Redirector)
 
 
-def _mirrorlist(request: web.Request, route: paths.Route, decision: Decision,
-                file: CatalogFile | None) -> web.Response:
+def _mirrorlist(request: web.Request, runtime: Runtime, route: paths.Route,
+                decision: Decision, file: CatalogFile | None) -> web.Response:
     data = paths.describe_redirect(request.path, route, decision)
     data["client_address"] = request.get("client")
     if route.service.catalog is not None:
-        _add_availability(request.app[RUNTIME], route, data, file)
+        _add_availability(runtime, route, data, file)
     wants_json = (request.query.get("mirrorlist") == "json"
                   or "application/json" in request.headers.get("Accept", ""))
     headers = {"Cache-Control": "private, no-store"}

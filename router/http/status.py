@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry
 
 from router import metrics
 from router.http import statuspage
-from router.http.redirect import RUNTIME, _client
+from router.http.redirect import REDIRECTOR, RUNTIME
 from router.overview import overview
 
 REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
@@ -23,11 +24,11 @@ NO_STORE = {"Cache-Control": "no-store"}
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def add_routes(app: web.Application) -> None:
+def routes(app: web.Application) -> dict[str, Handler]:
+    """The GET routes of these pages (the app factory registers them)."""
     app[REGISTRY] = metrics.registry(app[RUNTIME])
-    app.router.add_get("/metrics", metrics_handler)
-    app.router.add_get("/status", status_page)
-    app.router.add_get("/status.json", status_json)
+    return {"/metrics": metrics_handler, "/status": status_page,
+            "/status.json": status_json}
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
@@ -36,12 +37,13 @@ async def metrics_handler(request: web.Request) -> web.Response:
 
 
 async def status_page(request: web.Request) -> web.Response:
-    client = _client(request)
+    client = request.app[REDIRECTOR].location(request)
     data = overview(request.app[RUNTIME], client, request.get("client"))
     return web.Response(text=statuspage.page(data), content_type="text/html", headers=NO_STORE)
 
 
 async def status_json(request: web.Request) -> web.Response:
-    data = overview(request.app[RUNTIME], _client(request), request.get("client"))
+    client = request.app[REDIRECTOR].location(request)
+    data = overview(request.app[RUNTIME], client, request.get("client"))
     return web.Response(text=json.dumps(data, indent=2), content_type="application/json",
                         headers=NO_STORE)
