@@ -6,6 +6,14 @@ snapshot knows (its ``generation``), everything the availability ledger knows (i
 any part moves, the old entries are simply never asked for again, and they age out of
 the bounded memo. Each entry also remembers the redirects built from it, per path and
 query, so the URL encoding is done once. Pure: the clock is passed in.
+
+Client networks that come to the same outcome (the same targets in the same order, for
+the same service, generations and file) share one entry (``remember``): a redirect or a
+Metalink document depends on that order only. So the memo holds a key per network but
+few decisions, and 65,536 networks cost about 10 MB, not the 200 MB that as many full
+decisions (every candidate with its reasons) took. The entry's ``decision`` is the first
+of its outcome: what only one client's decision can say (distances, costs: ``?mirrorlist``)
+is decided afresh.
 """
 
 from __future__ import annotations
@@ -42,3 +50,18 @@ class Entry:
 class DecisionCache(Memo[Key, Entry]):
     def __init__(self, size: int = DEFAULT_SIZE) -> None:
         super().__init__(size)
+        self._outcomes: dict[tuple[object, ...], Entry] = {}
+
+    def remember(self, key: Key, decision: Decision, now: float) -> Entry:
+        """``put(key, Entry(decision, now))``, sharing the entry of an equal outcome."""
+        outcome = (key[0], *key[2:], *(c.target.id for c in decision.ranked))
+        entry = self._outcomes.get(outcome)
+        if entry is None:
+            if len(self._outcomes) >= self.size:
+                self._outcomes.clear()  # old generations' outcomes: forget them all
+            entry = self._outcomes[outcome] = Entry(decision, now)
+        return self.put(key, entry)
+
+    def clear(self) -> None:
+        super().clear()
+        self._outcomes.clear()

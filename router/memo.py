@@ -7,6 +7,7 @@ outsider chooses (addresses, paths) cannot grow memory without limit.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Generic, TypeVar
 
 K = TypeVar("K")
@@ -16,7 +17,10 @@ V = TypeVar("V")
 class Memo(Generic[K, V]):
     def __init__(self, size: int) -> None:
         self.size = size
-        self._entries: dict[K, V] = {}
+        # An OrderedDict, not a dict: dropping a plain dict's first key again and again
+        # (``next(iter(d))``) walks over every slot deleted before it, O(n) per eviction:
+        # that took a sixth of the time of a redirector seeing ever new clients.
+        self._entries: OrderedDict[K, V] = OrderedDict()
         self.hits = 0
         self.misses = 0
         self.evictions = 0
@@ -31,7 +35,7 @@ class Memo(Generic[K, V]):
 
     def put(self, key: K, value: V) -> V:
         if key not in self._entries and len(self._entries) >= self.size:
-            del self._entries[next(iter(self._entries))]  # the oldest
+            self._entries.popitem(last=False)  # the oldest
             self.evictions += 1
         self._entries[key] = value
         return value

@@ -48,6 +48,28 @@ def test_a_newer_generation_is_a_different_key():
     assert cache.get(("s", b"k", 1, 0, None)) is not None
 
 
+TWO = Service(name="s", origin="", targets=(
+    Target("fra", Point(50.1, 8.7), url="https://fra.example/"),
+    Target("tyo", Point(35.7, 139.7), url="https://tyo.example/")))
+
+
+def test_networks_with_the_same_outcome_share_one_entry():
+    cache = DecisionCache()
+
+    def remember(network: str, lat: float, lon: float, generation: int = 1) -> Entry:
+        client = Location(ipaddress.ip_network(network), Point(lat, lon))
+        key = ("s", network.encode(), generation, 0, None)
+        return cache.remember(key, rank(TWO, client, always_up, Want.URL), 0.0)
+
+    paris = remember("2.0.0.0/16", 48.9, 2.4)
+    berlin = remember("5.0.0.0/16", 52.5, 13.4)
+    osaka = remember("1.0.0.0/16", 34.7, 135.5)
+    assert berlin is paris  # fra, then tyo: one entry, its redirects built once
+    assert osaka is not paris and osaka.decision.ranked[0].target.id == "tyo"
+    assert remember("5.0.0.0/16", 52.5, 13.4, generation=2) is not paris  # a new state
+    assert len(cache) == 4 and cache.get(("s", b"5.0.0.0/16", 1, 0, None)) is paris
+
+
 def test_a_reload_is_seen_by_the_next_redirect(tmp_path, city_mirrors):
     zones = write_zone(tmp_path / "zones", five_city_zone(city_mirrors, interval="5s"))
     router = RouterProcess(zones, "--trusted-proxy", "127.0.0.1")

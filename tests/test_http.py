@@ -156,6 +156,20 @@ def test_mirrorlist_json_agrees_with_the_redirect(five_cities, city_mirrors):
     assert json.loads(by_accept.body)["location"] == redirect.location
 
 
+def test_mirrorlist_shows_this_clients_figures_when_another_shares_its_outcome(five_cities):
+    """Clients with the same ranking share a cached entry (router.decisions); the
+    mirrorlist still gives each its own location and distances."""
+    for address in ("41.0.0.1", "41.1.0.1"):  # Pretoria, then the middle of South Africa
+        assert request(five_cities.http_port, "/" + FILE, xff(address)).status == 302
+    pretoria, middle = (
+        json.loads(request(five_cities.http_port, f"/{FILE}?mirrorlist=json", xff(a)).body)
+        for a in ("41.0.0.1", "41.1.0.1"))
+    assert [c["id"] for c in pretoria["candidates"]] == [c["id"] for c in middle["candidates"]]
+    assert pretoria["client"]["network"] != middle["client"]["network"]
+    assert pretoria["candidates"][0]["distance_km"] != middle["candidates"][0]["distance_km"]
+    assert middle["client_address"] == "41.1.0.1"
+
+
 def test_mirrorlist_html_lists_every_mirror(five_cities):
     r = request(five_cities.http_port, f"/{FILE}?mirrorlist", xff("1.0.16.1"))
     assert r.status == 200 and r.headers["Content-Type"].startswith("text/html")

@@ -62,7 +62,7 @@ class Redirector:
         self.trusted = trusted
         self.inventory = inventory
         # (peer, Forwarded, X-Forwarded-For) → (the client's address as text, its location)
-        self.clients: Memo[tuple[object, ...], tuple[str | None, Location]] = Memo(65536)
+        self.clients: Memo[tuple[object, ...], tuple[str | None, Location]] = Memo(32768)
         runtime.caches["http_clients"] = self.clients.counters
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -81,11 +81,12 @@ class Redirector:
         item = downloads.asked(route, catalog, request.headers.get("Accept", ""))
         if item.form is downloads.Form.SHA256 and item.file is not None:
             return downloads.sha256(item.file)
+        if "mirrorlist" in query:  # this client's own figures: decided afresh
+            entry = await self._decide(request, item.route, item.file, remember=False)
+            return _mirrorlist(request, runtime, item.route, entry.decision, item.file)
         entry = await self._decide(request, item.route, item.file)
         if item.form is downloads.Form.METALINK:
             return downloads.metalink_response(item, entry.decision)
-        if "mirrorlist" in query:
-            return _mirrorlist(request, runtime, item.route, entry.decision, item.file)
         passed = paths.check_query(raw_query) if service.pass_query and raw_query else ""
         found = entry.redirect(item.route, passed)
         if found is None:
@@ -99,19 +100,19 @@ class Redirector:
         return web.Response(status=302, headers=headers)
 
     async def _decide(self, request: web.Request, route: paths.Route,
-                      file: CatalogFile | None) -> Entry:
+                      file: CatalogFile | None, remember: bool = True) -> Entry:
         """The decision for a file; for a listed one, after the availability checks settle.
 
         Decisions are remembered per client network and state generation
-        (router.decisions); a hit on a listed file still starts its due re-checks, at most
-        once a second.
+        (router.decisions; not with ``remember=False``); a hit on a listed file still
+        starts its due re-checks, at most once a second.
         """
         runtime, service, inventory = self.runtime, route.service, self.inventory
         client = self.location(request)
         key = (service.name, client.key, runtime.board.snapshot.generation,
                runtime.ledger.generation, file.name if file is not None else None)
         now = time.monotonic()
-        entry = runtime.decisions.get(key)
+        entry = runtime.decisions.get(key) if remember else None
         if entry is not None:
             if file is not None and inventory is not None and now - entry.stamp > RECHECK:
                 entry.stamp = now
@@ -123,11 +124,12 @@ class Redirector:
             return steer(runtime.board.snapshot, service, client, Want.URL, files=files)
 
         if file is None or inventory is None:
-            return runtime.decisions.put(key, Entry(decide(), now))
-        decision = await inventory.settle(service, file, decide)
-        if worth_waiting_for(decision):
-            return Entry(decision, now)  # checks that could change it are out: not remembered
-        return runtime.decisions.put(key, Entry(decision, now))
+            decision = decide()
+        else:
+            decision = await inventory.settle(service, file, decide)
+        if not remember or worth_waiting_for(decision):
+            return Entry(decision, now)  # or checks that could change it are out
+        return runtime.decisions.remember(key, decision, now)
 
     def location(self, request: web.Request) -> Location:
         """The client's location, remembered per (peer, forwarding headers)."""
