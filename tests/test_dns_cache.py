@@ -393,6 +393,25 @@ def test_cached_answers_are_the_strict_paths_answers(zones, locator):
     assert served["scoped ECS echo"] >= 20, served
 
 
+def test_queries_sent_again_byte_for_byte_get_the_strict_paths_answers(zones, locator):
+    """The same bytes (new ID only) from other senders, over rounds of health changes:
+    the cache's table of exact queries must never answer for the wrong client or state."""
+    cached, strict, board = _pair(zones, locator, size=400)
+    assert cached.cache is not None
+    rnd = random.Random(5)
+    cases = [c for c in corpus(300, seed=11) if "malformed" not in c.kind]
+    exact = 0
+    for _ in range(4):
+        for case in cases:
+            for peer in rnd.sample(PEERS, 4):
+                _differ(cached, strict, Case(rnd.randbytes(2) + case.data[2:], peer, case.tcp,
+                                             case.kind))
+            exact = max(exact, len(cached.cache._exact))
+        _flip_health(board, rnd)
+    assert exact > 20  # the table was used ...
+    assert len(cached.cache._exact) <= 100  # ... and stays within a quarter of the size
+
+
 def test_a_small_cache_stays_small_and_right(zones, locator):
     cached, strict, _board = _pair(zones, locator, size=50)
     rnd = random.Random(3)

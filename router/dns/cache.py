@@ -10,7 +10,8 @@ has built it, under the key of everything it depends on:
   generation it was decided in. Other answers are not keyed by client at all.
 
 On a hit only the ID, the spelling of the name and the ECS option (the query's own,
-with the stored scope) are patched in, and the hit is counted as the strict path counts
+with the stored scope) are patched in (a query seen before byte for byte, whose answer
+the sender does not decide, skips even that: its reply is kept whole, bar the ID), and the hit is counted as the strict path counts
 (``router.stats``: qtype and rcode, and the targets a steered answer chose).
 
 The zone config is fixed for the life of an ``Authority``, and a reload builds a new
@@ -90,10 +91,22 @@ class AnswerCache:
         self._shared: dict[Any, Any] = {}
         self._subnets: dict[bytes, Client] = {}  # checked ECS option values
         self._peers: dict[IPAddress, bytes] = {}
+        # Replies to queries seen before, byte for byte after the ID, when nothing else
+        # decides them (an ECS subnet, or an answer for everyone) and they fit any
+        # buffer: the query's bytes -> (the reply after its ID, its entry). A hit here is
+        # one dict lookup and the generation check; at most a quarter of ``size``.
+        self._exact: dict[bytes, tuple[bytes, Entry]] = {}
         self.hits = self.misses = self.stale = self.declined = self.evictions = 0
 
     def answer(self, data: bytes, peer: IPAddress, tcp: bool) -> bytes | None:
         """The reply to ``data`` from the cache, or None: take the strict path."""
+        seen = self._exact.get(data[2:])
+        if seen is not None:
+            rest, known = seen
+            if known.generation < 0 or known.generation == self.health().generation:
+                self._count(known)
+                return data[:2] + rest
+            del self._exact[data[2:]]  # stale: the lookup below says so
         p = peek(data)
         client = None if p is None else self._client(data, p, peer)
         if p is None or client is None:
@@ -114,11 +127,17 @@ class AnswerCache:
             self.misses += 1
             return None  # the strict path truncates it
         self.entries.move_to_end(key)
+        self._count(entry)
+        if len(out) <= 512 and (entry.generation < 0 or client.network != BY_PEER):
+            _remember(self._exact, data[2:], (out[2:], entry), self.size // 4 or 1)
+        return out
+
+    def _count(self, entry: Entry) -> None:
+        """A hit, counted as the strict path counts the query."""
         self.hits += 1
         self.stats.dns_queries[entry.counted] += 1
         for chosen in entry.chosen:
             self.stats.dns_chosen[chosen] += 1
-        return out
 
     def store(self, data: bytes, query: Query, peer: IPAddress, out: bytes,
               counted: tuple[int, int], reply: Reply) -> None:

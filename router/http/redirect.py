@@ -62,7 +62,7 @@ class Redirector:
         self.trusted = trusted
         self.inventory = inventory
         # (peer, Forwarded, X-Forwarded-For) → (the client's address as text, its location)
-        self.clients: Memo[tuple[object, ...], tuple[str | None, Location]] = Memo(32768)
+        self.clients: Memo[tuple[object, ...], tuple[str | None, Location]] = Memo(65536)
         runtime.caches["http_clients"] = self.clients.counters
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
