@@ -11,8 +11,9 @@ has built it, under the key of everything it depends on:
 
 On a hit only the ID, the spelling of the name and the ECS option (the query's own,
 with the stored scope) are patched in (a query seen before byte for byte, whose answer
-the sender does not decide, skips even that: its reply is kept whole, bar the ID), and the hit is counted as the strict path counts
-(``router.stats``: qtype and rcode, and the targets a steered answer chose).
+the sender does not decide, skips even that: its reply is kept whole, bar the ID), and
+the hit is counted as the strict path counts (``router.stats``: qtype and rcode, and the
+targets a steered answer chose).
 
 The zone config is fixed for the life of an ``Authority``, and a reload builds a new
 one, so a new config starts with an empty cache.
