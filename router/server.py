@@ -138,15 +138,7 @@ class Server:
                        if h.status is Status.DOWN])
 
     async def main_loop(self) -> None:
-        while not self.stop.is_set():
-            stop = asyncio.ensure_future(self.stop.wait())
-            reload = asyncio.ensure_future(self.reload_requested.wait())
-            await asyncio.wait({stop, reload}, return_when=asyncio.FIRST_COMPLETED)
-            stop.cancel()
-            reload.cancel()
-            if self.reload_requested.is_set() and not self.stop.is_set():
-                self.reload_requested.clear()
-                self.reload()
+        await serve_until_stopped(self.stop, self.reload_requested, self.reload)
 
     def reload(self) -> bool:
         """Load the zones again; on any problem keep serving the old config."""
@@ -253,6 +245,20 @@ def bind_http(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     sock.listen(1024)
     sock.setblocking(False)
     return sock
+
+
+async def serve_until_stopped(stop: asyncio.Event, reload_requested: asyncio.Event,
+                              reload: Callable[[], object]) -> None:
+    """Until ``stop`` is set, call ``reload()`` each time ``reload_requested`` is (SIGHUP)."""
+    while not stop.is_set():
+        stopped = asyncio.ensure_future(stop.wait())
+        asked = asyncio.ensure_future(reload_requested.wait())
+        await asyncio.wait({stopped, asked}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        asked.cancel()
+        if reload_requested.is_set() and not stop.is_set():
+            reload_requested.clear()
+            reload()
 
 
 def fmt(address: tuple[str, int] | tuple[str, int, int, int]) -> str:

@@ -46,7 +46,15 @@ from router.health import Board, Snapshot
 from router.inventory import Inventory
 from router.monitor import Monitor
 from router.runtime import Runtime
-from router.server import Server, Settings, Sockets, bind_http, fmt, run_loop
+from router.server import (
+    Server,
+    Settings,
+    Sockets,
+    bind_http,
+    fmt,
+    run_loop,
+    serve_until_stopped,
+)
 from router.stats import Stats
 
 log = structlog.get_logger("router.workers")
@@ -252,7 +260,7 @@ class Supervisor:
                      pids=[s.proc.pid for s in self.slots if s.proc],
                      dns=[fmt(a) for a in self.dns], http=[fmt(a) for a in self.http],
                      zones=[z.origin for z in config.zones], probing=self.settings.probe)
-            await self._main_loop()
+            await serve_until_stopped(self.stop, self.reload_requested, self._reload)
         await self._shutdown()
         return 0
 
@@ -380,17 +388,6 @@ class Supervisor:
             if slot.writer is not None:
                 with contextlib.suppress(ConnectionError):
                     await send(slot.writer, message(slot))
-
-    async def _main_loop(self) -> None:
-        while not self.stop.is_set():
-            stop = asyncio.ensure_future(self.stop.wait())
-            reload = asyncio.ensure_future(self.reload_requested.wait())
-            await asyncio.wait({stop, reload}, return_when=asyncio.FIRST_COMPLETED)
-            stop.cancel()
-            reload.cancel()
-            if self.reload_requested.is_set() and not self.stop.is_set():
-                self.reload_requested.clear()
-                self._reload()
 
     def _reload(self) -> None:
         try:
