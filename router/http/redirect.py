@@ -127,8 +127,10 @@ class Redirector:
             decision = decide()
         else:
             decision = await inventory.settle(service, file, decide)
-        if not remember or worth_waiting_for(decision):
-            return Entry(decision, now)  # or checks that could change it are out
+            if worth_waiting_for(decision):
+                remember = False  # checks that could change it are still out
+        if not remember:
+            return Entry(decision, now)
         return runtime.decisions.remember(key, decision, now)
 
     def location(self, request: web.Request) -> Location:
