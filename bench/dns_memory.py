@@ -12,6 +12,7 @@ one at a time, so the figures are the server's own. bench/dns measures the serve
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from benchlib import memory_mb  # noqa: E402
 from dns_profile import PEER, authority  # noqa: E402
 from queries import ecs_queries, unframe  # noqa: E402
 
@@ -30,12 +32,8 @@ CHUNK = 5_000  # queries built at a time (small, so that they barely show in the
 
 def memory() -> str:
     """VmRSS, its anonymous and file-backed parts, and VmHWM, in MB."""
-    fields = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        name, _, rest = line.partition(":")
-        if name in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
-            fields[name] = int(rest.split()[0]) // 1024
-    return "  ".join(f"{k} {v:4d} MB" for k, v in fields.items())
+    return "  ".join(f"{name} {memory_mb(os.getpid(), name):4.0f} MB"
+                     for name in ("VmHWM", "VmRSS", "RssAnon", "RssFile"))
 
 
 def main() -> None:

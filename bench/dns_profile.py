@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from benchlib import render  # noqa: E402
 from queries import ecs_queries, unframe  # noqa: E402
 
 from router.config import load  # noqa: E402
@@ -42,9 +43,8 @@ PEER = ipaddress.ip_address("127.0.0.1")
 
 
 def authority(cache_size: int) -> Authority:
-    folder = Path(tempfile.mkdtemp(prefix="bench-zone-"))
-    zone = (ROOT / "bench" / "conf" / "mirror-router" / "example.com.toml").read_text()
-    (folder / "example.com.toml").write_text(zone.replace("@HEALTH@", "http://127.0.0.1:9"))
+    run = Path(tempfile.mkdtemp(prefix="bench-zone-"))
+    folder = render("mirror-router", run, {"@HEALTH@": "http://127.0.0.1:9"})  # not probed
     board = Board()
     return Authority(ZoneTable(load(folder)), Locator(), lambda: board.snapshot,
                      cache_size=cache_size)

@@ -21,24 +21,23 @@ workers to start, and land in the top buckets.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
-import json
 import os
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import dns.message  # noqa: E402
 import dns.query  # noqa: E402
+from benchlib import Server, free_port, render, started  # noqa: E402
 from dns.edns import ECSOption  # noqa: E402
 
 from router import statefile  # noqa: E402
@@ -48,56 +47,21 @@ TOKYO = ECSOption("1.0.16.0", 24)
 ADDRESS = {"tyo": "192.0.2.2", "bj": "192.0.2.1"}  # drained tyo: Beijing is next
 
 
-class Router:
-    """mirror-router serve --workers N, with its JSON log read as it comes."""
-
-    def __init__(self, zones: Path, state: Path, workers: int) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "router", "serve", "--zones", str(zones),
-             "--log-format", "json", "--no-probe", "--workers", str(workers), "--state", str(state),
-             "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.ready = threading.Event()
-        self.info: dict[str, object] = {}
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self.ready.wait(30):
-            self.stop()
-            raise SystemExit("mirror-router did not get ready in 30 s")
-        self.dns_port = _port(self.info["dns"])
-        self.http_port = _port(self.info["http"])
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if event.get("event") == "ready" and "workers" in event:
-                self.info = event
-                self.ready.set()
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-    def get(self, path: str) -> tuple[str, str]:
-        """The body of GET path, and the pid of the worker that answered."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=5)
-        try:
-            conn.request("GET", path)
-            r = conn.getresponse()
-            return r.read().decode(), r.headers.get("X-Mirror-Router-Pid", "")
-        finally:
-            conn.close()
+def get(port: int, path: str) -> tuple[str, str]:
+    """The body of GET path, and the pid of the worker that answered."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.read().decode(), r.headers.get("X-Mirror-Router-Pid", "")
+    finally:
+        conn.close()
 
 
-def _port(addresses: object) -> int:
-    assert isinstance(addresses, list) and addresses
-    return int(str(addresses[0]).rsplit(":", 1)[1])
+def ready(port: int) -> bool:
+    with contextlib.suppress(OSError):
+        return get(port, "/readyz")[0].startswith("ready")
+    return False
 
 
 def answers(port: int, count: int = 16) -> set[str]:
@@ -121,9 +85,9 @@ def until(check: object, bound: float) -> float:
     return time.monotonic() - started
 
 
-def lag(router: Router) -> tuple[float, float, list[tuple[str, float]]]:
+def lag(http_port: int) -> tuple[float, float, list[tuple[str, float]]]:
     """The worker state lag histogram: count, mean seconds, and its buckets."""
-    body, _ = router.get("/metrics")
+    body, _ = get(http_port, "/metrics")
     count = total = 0.0
     buckets = []
     for line in body.splitlines():
@@ -142,31 +106,34 @@ def main() -> None:
                                 formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--changes", type=int, default=20)
+    p.add_argument("--cpus", default="0,1", help="taskset list for mirror-router")
     args = p.parse_args()
     run = Path(tempfile.mkdtemp(prefix="bench-workers-"))
-    zones = run / "zones"
-    zones.mkdir()
-    zone = (ROOT / "bench" / "conf" / "mirror-router" / "example.com.toml").read_text()
-    (zones / "example.com.toml").write_text(zone.replace("@HEALTH@", "http://127.0.0.1:9"))
     state = run / "state.toml"
     statefile.write(state, {})
-    router = Router(zones, state, args.workers)
-    try:
-        pids = {router.get("/healthz")[1] for _ in range(8 * args.workers)}
-        print(f"mirror-router pid {router.proc.pid}, workers answering HTTP: {sorted(pids)}")
+    dns_port, http_port = free_port(), free_port()
+
+    def start(run: Path, port: int, cpu: str) -> list[str]:
+        zones = render("mirror-router", run, {"@HEALTH@": "http://127.0.0.1:9"})  # --no-probe
+        return ["taskset", "-c", cpu, sys.executable, "-m", "router", "serve", "--zones",
+                str(zones), "--no-probe", "--workers", str(args.workers), "--state", str(state),
+                "--dns", f"127.0.0.1:{port}", "--http", f"127.0.0.1:{http_port}"]
+
+    router = Server("mirror-router", ("taskset",), True, start)
+    with started(router, run, dns_port, args.cpus, lambda: ready(http_port)) as running:
+        pids = {get(http_port, "/healthz")[1] for _ in range(8 * args.workers)}
+        print(f"mirror-router pid {running.proc.pid}, workers answering HTTP: {sorted(pids)}")
         if len(pids) < args.workers:
             print("  (not every worker answered those 8 x N connections: the kernel chose)")
-        assert answers(router.dns_port) == {ADDRESS["tyo"]}
+        assert answers(dns_port) == {ADDRESS["tyo"]}
         times = []
         for i in range(args.changes):
             drained = i % 2 == 0
             want = {ADDRESS["bj" if drained else "tyo"]}
             statefile.write(state, {"tyo": Admin.DRAIN} if drained else {})
-            times.append(until(lambda want=want: answers(router.dns_port) == want, 5.0))
+            times.append(until(lambda want=want: answers(dns_port) == want, 5.0))
             time.sleep(0.1 + (i % 5) * 0.05)  # not in step with the file's polling
-        count, mean, buckets = lag(router)
-    finally:
-        router.stop()
+        count, mean, buckets = lag(http_port)
     q = statistics.quantiles(times, n=10)
     print(f"\nstate file written -> every worker answers with it ({args.changes} changes, "
           f"{args.workers} workers):")
@@ -176,7 +143,7 @@ def main() -> None:
           f"hand-ons): mean {mean * 1000:.2f} ms")
     print("  buckets (le: count): " + ", ".join(f"{le}: {n:.0f}" for le, n in buckets))
     print(f"\nreproduce: .venv/bin/python bench/workers.py --workers {args.workers} "
-          f"--changes {args.changes}   (on {os.cpu_count()} CPUs)")
+          f"--changes {args.changes} --cpus {args.cpus}   (on {os.cpu_count()} CPUs)")
 
 
 if __name__ == "__main__":
