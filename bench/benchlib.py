@@ -27,7 +27,7 @@ CONF = ROOT / "bench" / "conf"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from router.geo import embedded_database  # noqa: E402
+from router.core.geo import embedded_database  # noqa: E402
 
 # ------------------------------------------------------------------ health endpoint
 

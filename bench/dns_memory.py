@@ -24,8 +24,8 @@ from benchlib import memory_mb  # noqa: E402
 from dns_profile import PEER, authority  # noqa: E402
 from queries import ecs_queries, unframe  # noqa: E402
 
+from router.core.geo import Locator  # noqa: E402
 from router.dns.cache import DEFAULT_SIZE  # noqa: E402
-from router.geo import Locator  # noqa: E402
 
 CHUNK = 5_000  # queries built at a time (small, so that they barely show in the RSS)
 

@@ -33,11 +33,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 from benchlib import render  # noqa: E402
 from queries import ecs_queries, unframe  # noqa: E402
 
-from router.config import load  # noqa: E402
+from router.core.config import load  # noqa: E402
+from router.core.geo import Locator  # noqa: E402
+from router.core.health import Board  # noqa: E402
 from router.dns.authority import Authority  # noqa: E402
-from router.dns.zonedata import ZoneTable  # noqa: E402
-from router.geo import Locator  # noqa: E402
-from router.health import Board  # noqa: E402
+from router.dns.zone import ZoneTable  # noqa: E402
 
 PEER = ipaddress.ip_address("127.0.0.1")
 
@@ -56,8 +56,8 @@ STAGES = {  # (file suffix, function): what the summary calls it; calls overlap
     ("dns/wire.py", "parse"): "strict parse (wire.parse)",
     ("dns/authority.py", "respond"): "decision and records (Authority.respond)",
     ("dns/authority.py", "locate"): "GeoIP (Authority.locate: lookup and decision)",
-    ("router/geo.py", "_lookup"): "  of which: database reads (Locator._lookup)",
-    ("router/steering.py", "rank"): "steering (steering.rank)",
+    ("router/core/geo.py", "_lookup"): "  of which: database reads (Locator._lookup)",
+    ("router/core/steering.py", "rank"): "steering (steering.rank)",
     ("dns/wire.py", "encode"): "dnslib encoding (wire.encode)",
     ("dns/cache.py", "store"): "cache fill (AnswerCache.store)",
 }

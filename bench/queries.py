@@ -6,7 +6,7 @@ import ipaddress
 import random
 import struct
 
-from router.geo import SPECIAL
+from router.core.geo import SPECIAL
 
 QUERY = "go.example.com"
 

@@ -40,8 +40,8 @@ import dns.query  # noqa: E402
 from benchlib import Server, free_port, render, started  # noqa: E402
 from dns.edns import ECSOption  # noqa: E402
 
-from router import statefile  # noqa: E402
-from router.overrides import Admin  # noqa: E402
+from router.core.overrides import Admin  # noqa: E402
+from router.watch import statefile  # noqa: E402
 
 TOKYO = ECSOption("1.0.16.0", 24)
 ADDRESS = {"tyo": "192.0.2.2", "bj": "192.0.2.1"}  # drained tyo: Beijing is next

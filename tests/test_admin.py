@@ -11,7 +11,7 @@ import time
 import dns.rcode
 import pytest
 
-from router.statefile import default_path
+from router.watch.statefile import default_path
 from tests.conftest import write_zone
 from tests.harness import ROOT, RouterProcess, five_city_zone, wait_until
 from tests.test_dns import ZONE, addresses, ask

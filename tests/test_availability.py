@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.availability import Availability, Freshness, Ledger, Outcome, judge
-from router.catalog import CatalogError, CatalogFile, FileChecks, go_version_key, parse_go
-from router.config import Config, OnAllDown, Service, Zone
-from router.health import Status
-from router.steering import Exclusion, Standing, Want, rank, worth_waiting_for
+from router.core.availability import Availability, Freshness, Ledger, Outcome, judge
+from router.core.catalog import CatalogError, CatalogFile, FileChecks, go_version_key, parse_go
+from router.core.config import Config, OnAllDown, Service, Zone
+from router.core.health import Status
+from router.core.steering import Exclusion, Standing, Want, rank, worth_waiting_for
 from tests.harness import release_list
 from tests.test_steering import client, service, states, target
 

@@ -1,4 +1,4 @@
-"""One timed health check (``router.check``) against real loopback mirrors, one over HTTPS
+"""One timed health check (``router.watch.check``) against real loopback mirrors, one over HTTPS
 with a certificate from a throw-away CA, so that TLS verification is real."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import asyncio
 import pytest
 
 from router import __version__
-from router.check import USER_AGENT, check_once, new_session
-from router.config import HealthCheck
-from router.health import Result
+from router.core.config import HealthCheck
+from router.core.health import Result
+from router.watch.check import USER_AGENT, check_once, new_session
 from tests.tls import make_ca
 
 

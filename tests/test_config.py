@@ -1,4 +1,4 @@
-"""router/config.py: TOML zone files -> frozen dataclasses, and ``mirror-router check``.
+"""router/core/config.py: TOML zone files -> frozen dataclasses, and ``mirror-router check``.
 
 Most cases are one small edit to a minimal valid zone (``VALID``): a valid edit must load into
 the expected values, an invalid one must be reported with its exact key path and reason.
@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.catalog import CatalogFormat
-from router.config import (
+from router.core.catalog import CatalogFormat
+from router.core.config import (
     Caa,
     CatalogSpec,
     Config,
@@ -33,8 +33,8 @@ from router.config import (
     load_server,
     parse_duration,
 )
-from router.earth import Point
-from router.values import rdata
+from router.core.earth import Point
+from router.core.values import rdata
 
 ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "go.example.com."

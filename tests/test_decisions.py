@@ -5,11 +5,11 @@ from __future__ import annotations
 import ipaddress
 import signal
 
-from router.config import Service, Target
-from router.decisions import DecisionCache, Entry
-from router.earth import Point
-from router.geo import Location
-from router.steering import Want, always_up, rank
+from router.core.config import Service, Target
+from router.core.earth import Point
+from router.core.geo import Location
+from router.core.steering import Want, always_up, rank
+from router.http.decisions import DecisionCache, Entry
 from tests.conftest import write_zone
 from tests.harness import RouterProcess, five_city_zone
 from tests.test_http import FILE, request, xff

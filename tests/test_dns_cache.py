@@ -23,11 +23,11 @@ import dns.rcode
 import pytest
 import structlog.testing
 
-from router.config import load
+from router.core.config import load
+from router.core.geo import Locator
+from router.core.health import Board, Status
 from router.dns.authority import Authority
-from router.dns.zonedata import ZoneTable
-from router.geo import Locator
-from router.health import Board, Status
+from router.dns.zone import ZoneTable
 from tests.harness import RouterProcess, five_city_zone
 from tests.test_dns import ZONE, addresses, ask, ecs_of
 

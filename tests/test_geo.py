@@ -11,9 +11,9 @@ import pytest
 from mmdb_writer import MmdbF64, MMDBWriter
 from netaddr import IPSet
 
-from router.earth import Point
+from router.core.earth import Point
+from router.core.geo import GeoError, Location, Locator, embedded_database
 from router.errors import RouterError
-from router.geo import GeoError, Location, Locator, embedded_database
 
 
 def city(lat: float | None, lon: float | None, country: str | None = None,

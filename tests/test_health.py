@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from router.config import HealthCheck
-from router.health import (
+from router.core.config import HealthCheck
+from router.core.health import (
     EWMA_ALPHA,
     TRANSITIONS,
     Board,

@@ -157,7 +157,7 @@ def test_mirrorlist_json_agrees_with_the_redirect(five_cities, city_mirrors):
 
 
 def test_mirrorlist_shows_this_clients_figures_when_another_shares_its_outcome(five_cities):
-    """Clients with the same ranking share a cached entry (router.decisions); the
+    """Clients with the same ranking share a cached entry (router.http.decisions); the
     mirrorlist still gives each its own location and distances."""
     for address in ("41.0.0.1", "41.1.0.1"):  # Pretoria, then the middle of South Africa
         assert request(five_cities.http_port, "/" + FILE, xff(address)).status == 302

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from router.config import (
+from router.core.config import (
     DEFAULT_KM_PER_MS,
     PASSING,
     ConfigError,
@@ -17,7 +17,7 @@ from router.config import (
     ServerConfig,
     load_server,
 )
-from router.health import (
+from router.core.health import (
     LATENCY_STEP_MS,
     Board,
     Health,
@@ -27,7 +27,7 @@ from router.health import (
     observe,
     quantize,
 )
-from router.steering import Standing, Want, rank
+from router.core.steering import Standing, Want, rank
 from tests.test_config import problems_of, service_of, write, zone_toml
 from tests.test_steering import client, service, target
 

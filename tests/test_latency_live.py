@@ -14,7 +14,7 @@ import math
 import dns.rcode
 import pytest
 
-from router.earth import EARTH_RADIUS_KM
+from router.core.earth import EARTH_RADIUS_KM
 from tests.conftest import write_zone
 from tests.harness import RouterProcess, wait_until
 from tests.test_dns import addresses, ask

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from router.availability import Availability
-from router.config import ConfigError, OnAllDown
-from router.health import Board, Status
-from router.overrides import Admin, changed, lookup, parse, render
-from router.steering import FORCED, Exclusion, Standing, Want, rank
+from router.core.availability import Availability
+from router.core.config import ConfigError, OnAllDown
+from router.core.health import Board, Status
+from router.core.overrides import Admin, changed, lookup, parse, render
+from router.core.steering import FORCED, Exclusion, Standing, Want, rank
 from tests.test_steering import client, service, target
 
 TOKYO, BEIJING = target("tyo", "tokyo", "JP"), target("bj", "beijing", "CN")

@@ -6,10 +6,10 @@ import ipaddress
 
 import pytest
 
-from router.config import Config, Service, Target, Zone
-from router.earth import Point
+from router.core.config import Config, Service, Target, Zone
+from router.core.earth import Point
 from router.http.client import client_address, parse_ip
-from router.paths import MAX_PATH_BYTES, PathError, Routes, check_query, clean, mirror_url
+from router.http.routes import MAX_PATH_BYTES, PathError, Routes, check_query, clean, mirror_url
 
 # ---------------------------------------------------------------- clean()
 

@@ -10,13 +10,13 @@ import os
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.config import Config, HealthCheck
-from router.geo import Location
-from router.health import Board, Status
-from router.overrides import Admin, render
-from router.probe import JITTER, jittered
-from router.statefile import StateFile
-from router.steering import Want, rank
+from router.core.config import Config, HealthCheck
+from router.core.geo import Location
+from router.core.health import Board, Status
+from router.core.overrides import Admin, render
+from router.core.steering import Want, rank
+from router.watch.prober import JITTER, jittered
+from router.watch.statefile import StateFile
 from tests.test_steering import service, target
 
 

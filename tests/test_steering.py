@@ -13,14 +13,14 @@ from hypothesis import HealthCheck as HypothesisCheck
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router import steering
-from router.config import HealthCheck, OnAllDown, Service, Target
-from router.earth import Point, distance_km
-from router.geo import Location
-from router.health import Status
-from router.steering import Exclusion, Standing, Want, always_up, describe, rank
+from router.core import steering
+from router.core.config import HealthCheck, OnAllDown, Service, Target
+from router.core.earth import Point, distance_km
+from router.core.geo import Location
+from router.core.health import Status
+from router.core.steering import Exclusion, Standing, Want, always_up, describe, rank
 
-# Great-circle distances between city centres, worked out independently of router.earth by the
+# Great-circle distances between city centres, worked out independently of router.core.earth by the
 # spherical law of cosines (R = 6371.0088 km); they agree with published figures
 # (London-Paris 344 km, Tokyo-Beijing ~2,100 km, London-New York 5,570 km, ...).
 CITY = {

@@ -120,8 +120,8 @@ def _state_events(router: RouterProcess, tyo_events: int) -> int:
 
 
 def test_an_operator_drain_reaches_every_worker_within_a_second(fleet):
-    from router import statefile
-    from router.overrides import Admin
+    from router.core.overrides import Admin
+    from router.watch import statefile
 
     statefile.write(fleet.state_file, {"tyo": Admin.DRAIN})
     started = time.monotonic()

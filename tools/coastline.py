@@ -1,10 +1,10 @@
-"""Make ``router/land.txt``: the land outline the status page's world map draws.
+"""Make ``router/http/status/land.txt``: the land outline the status page's world map draws.
 
 The source is Natural Earth's 1:110m land polygons (public domain), as TopoJSON in the
 npm package ``world-atlas`` (ISC licence)::
 
     npm pack world-atlas@2.0.2 && tar xzf world-atlas-2.0.2.tgz
-    python3 tools/coastline.py package/land-110m.json > router/land.txt
+    python3 tools/coastline.py package/land-110m.json > router/http/status/land.txt
 
 Each ring is simplified (Douglas-Peucker, ``TOLERANCE`` degrees), small islands are
 dropped, and the rest is written as one SVG path in equirectangular coordinates: x =

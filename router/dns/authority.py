@@ -8,7 +8,7 @@ for the case-folded name, then the name is spelled back as the query spelled it,
 strict path and a cache hit give the same bytes. Errors are translated here, in one
 place: a malformed query gets FORMERR or silence (``wire.QueryError``), and any bug
 while answering gets SERVFAIL instead of reaching the event loop. It is also the one
-place where queries are counted (by qtype and rcode, in ``router.stats``), and
+place where queries are counted (by qtype and rcode, in ``router.core.stats``), and
 ``_steer`` counts the targets each answer chose; a cache hit counts the same, from what
 its entry kept (``AnswerCache.answer``).
 """
@@ -20,16 +20,16 @@ from collections.abc import Callable
 import structlog
 from dnslib import AAAA, RR, A, DNSLabel
 
-from router.config import Service
+from router.core.config import Service
+from router.core.geo import IPAddress, Location, Locator
+from router.core.health import Snapshot
+from router.core.stats import DROPPED, QTYPES, Stats
+from router.core.steering import Want, decide
 from router.dns import wire
 from router.dns.cache import DEFAULT_SIZE, AnswerCache
 from router.dns.fastpath import recase
 from router.dns.wire import CLASS_ANY, CLASS_IN, ClientSubnet, Query, QueryError, Rcode, Reply, Type
-from router.dns.zonedata import Name, Node, ZoneData, ZoneTable, to_name
-from router.geo import IPAddress, Location, Locator
-from router.health import Snapshot
-from router.stats import DROPPED, QTYPES, Stats
-from router.steering import Want, decide
+from router.dns.zone import Name, Node, ZoneData, ZoneTable, to_name
 
 log = structlog.get_logger("router.dns")
 

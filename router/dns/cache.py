@@ -12,7 +12,7 @@ has built it, under the key of everything it depends on:
 On a hit only the ID, the spelling of the name and the ECS option (the query's own,
 with the stored scope) are patched in (a query seen before byte for byte, whose answer
 the sender does not decide, skips even that: its reply is kept whole, bar the ID), and
-the hit is counted as the strict path counts (``router.stats``: qtype and rcode, and the
+the hit is counted as the strict path counts (``router.core.stats``: qtype and rcode, and the
 targets a steered answer chose).
 
 The zone config is fixed for the life of an ``Authority``, and a reload builds a new
@@ -34,13 +34,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
+from router.core.geo import IPAddress, Location
+from router.core.health import Key as TargetKey
+from router.core.health import Snapshot
+from router.core.stats import Stats
 from router.dns import wire
 from router.dns.fastpath import Base, Peek, echo, peek, recase
 from router.dns.wire import ClientSubnet, Query, Reply
-from router.geo import IPAddress, Location
-from router.health import Key as TargetKey
-from router.health import Snapshot
-from router.stats import Stats
 
 DEFAULT_SIZE = 50_000
 K = TypeVar("K")

@@ -1,11 +1,11 @@
 """The HTTP face (aiohttp): one app factory, short handlers, errors mapped in one place.
 
 Routes: ``/healthz`` (liveness), ``/readyz`` (readiness), ``/metrics``, ``/status`` and
-``/status.json`` (``router.http.status``), and every other GET/HEAD path goes to the
+``/status.json`` (``router.http.status.handlers``), and every other GET/HEAD path goes to the
 redirector (``router.http.redirect``). Other methods get 405 with ``Allow``.
 
 Every handler is registered wrapped by ``counted``, which turns our errors into HTTP
-statuses and counts every response by status (``router.stats``). A wrapper, not an
+statuses and counts every response by status (``router.core.stats``). A wrapper, not an
 aiohttp middleware: a middleware costs the hot redirect about four microseconds a
 request (a tenth of its rate, bench/http), a wrapper less than one. The access log is
 the one middleware, and only with ``--access-log``.
@@ -21,13 +21,14 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from router.core.runtime import Runtime
+from router.core.stats import Stats
 from router.errors import RouterError
-from router.http import downloads, redirect, status
+from router.http import downloads, redirect
 from router.http.client import IPNetwork
-from router.inventory import Inventory
-from router.paths import PathError
-from router.runtime import Runtime
-from router.stats import Stats
+from router.http.routes import PathError
+from router.http.status import handlers as status
+from router.watch.inventory import Inventory
 
 log = structlog.get_logger("router.http")
 access = structlog.get_logger("router.http.access")

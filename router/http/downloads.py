@@ -15,11 +15,11 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from router import metalink
-from router.catalog import Catalog, CatalogFile
+from router.core.catalog import Catalog, CatalogFile
+from router.core.steering import Decision
 from router.errors import RouterError
-from router.paths import SAFE, Route
-from router.steering import Decision
+from router.http import metalink
+from router.http.routes import SAFE, Route
 
 SHA256_SUFFIX = ".sha256"
 

@@ -20,18 +20,18 @@ from typing import Any
 
 from aiohttp import web
 
-from router import paths
-from router.catalog import CatalogFile
-from router.decisions import Entry
+from router.core.catalog import CatalogFile
+from router.core.geo import Location
+from router.core.memo import Memo
+from router.core.runtime import Runtime
+from router.core.steering import Decision, Want, worth_waiting_for
+from router.core.steering import decide as steer
 from router.errors import RouterError
-from router.geo import Location
 from router.http import downloads, pages
+from router.http import routes as paths
 from router.http.client import IPNetwork, client_address
-from router.inventory import Inventory
-from router.memo import Memo
-from router.runtime import Runtime
-from router.steering import Decision, Want, worth_waiting_for
-from router.steering import decide as steer
+from router.http.decisions import Entry
+from router.watch.inventory import Inventory
 
 RECHECK = 1.0  # seconds: how often a cached listed file still starts its due checks
 NOWHERE = Location(ipaddress.ip_network("0.0.0.0/0"))
@@ -104,7 +104,7 @@ class Redirector:
         """The decision for a file; for a listed one, after the availability checks settle.
 
         Decisions are remembered per client network and state generation
-        (router.decisions; not with ``remember=False``); a hit on a listed file still
+        (router.http.decisions; not with ``remember=False``); a hit on a listed file still
         starts its due re-checks, at most once a second.
         """
         runtime, service, inventory = self.runtime, route.service, self.inventory

@@ -1,0 +1,244 @@
+"""Target health: a pure state machine and the board that publishes it as snapshots.
+
+A probe reports pass or fail (plus timings). ``observe()`` applies the anti-flap rules:
+the first result decides at once (so a cold start is never a guess), then ``fall``
+consecutive failures take an UP target down and ``rise`` consecutive successes bring a
+DOWN one back. The rules are data, in ``TRANSITIONS``.
+
+Each success also feeds two moving averages: the time to first byte (what a user feels
+from here) and the server's *wait* (first byte less the request's round trip), which is
+what steering charges for. The wait is published to steering quantized to
+``LATENCY_STEP_MS`` with hysteresis, so that noise does not change decisions.
+
+``Board`` keeps the state of every (service, target), plus the operator's overrides, and
+publishes a frozen ``Snapshot`` by swapping one reference; each request reads the
+snapshot once. The snapshot's ``generation`` changes whenever anything a decision reads
+changes (a status, a published latency figure, an override), and only then, so caches
+of answers know when they are stale. Nothing here does I/O: the prober
+(``router.watch.prober``) feeds results in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from types import MappingProxyType
+
+from router.core.config import HealthCheck
+from router.core.overrides import Admin, Overrides, lookup
+
+EWMA_ALPHA = 0.5  # weight of the newest sample: a trend shows within two or three probes
+LATENCY_STEP_MS = 10  # steering sees the wait EWMA in steps of this many milliseconds
+LATENCY_HYSTERESIS_MS = 7.5  # ... and a new step only once the EWMA is this far off
+
+
+class Status(Enum):
+    UNKNOWN = "unknown"  # not probed (yet): usable
+    UP = "up"
+    DOWN = "down"
+
+
+class Threshold(Enum):
+    AT_ONCE = "at once"
+    RISE = "rise"
+    FALL = "fall"
+
+
+# (current status, probe passed) → (status once the streak reaches the threshold, threshold)
+TRANSITIONS: Mapping[tuple[Status, bool], tuple[Status, Threshold]] = MappingProxyType({
+    (Status.UNKNOWN, True): (Status.UP, Threshold.AT_ONCE),
+    (Status.UNKNOWN, False): (Status.DOWN, Threshold.AT_ONCE),
+    (Status.UP, True): (Status.UP, Threshold.AT_ONCE),
+    (Status.UP, False): (Status.DOWN, Threshold.FALL),
+    (Status.DOWN, True): (Status.UP, Threshold.RISE),
+    (Status.DOWN, False): (Status.DOWN, Threshold.AT_ONCE),
+})
+
+
+@dataclass(frozen=True, slots=True)
+class Phases:
+    """When each phase of one check ended, in seconds from its start, as ``curl -w``
+    reports them (time_namelookup, time_connect, time_appconnect, time_pretransfer,
+    time_starttransfer, time_total)."""
+
+    dns: float
+    connect: float
+    tls: float | None  # None: plain HTTP, no handshake
+    sent: float  # the request is on its way
+    ttfb: float
+    total: float
+
+    @property
+    def wait(self) -> float:
+        """The server's wait: request sent to first byte, less one round trip (the TCP
+        handshake took one), so that the distance from here to the mirror cancels out."""
+        return max(0.0, self.ttfb - self.sent - (self.connect - self.dns))
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One probe's outcome. Times are seconds; ``at`` is on the caller's clock."""
+
+    ok: bool
+    at: float
+    error: str | None = None
+    http_status: int | None = None
+    ttfb: float | None = None  # time to the first byte of the response
+    total: float | None = None
+    phases: Phases | None = None
+
+    @property
+    def wait(self) -> float | None:
+        return self.phases.wait if self.phases is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    status: Status = Status.UNKNOWN
+    successes: int = 0  # consecutive
+    failures: int = 0  # consecutive
+    since: float | None = None  # when the status last changed
+    last_ok: float | None = None
+    last_failure: float | None = None
+    last_error: str | None = None
+    ttfb_ewma: float | None = None
+    wait_ewma: float | None = None
+    latency_ms: int | None = None  # wait_ewma as steering sees it: quantized, hysteretic
+    checks: int = 0
+    last: Result | None = None
+
+
+def observe(h: Health, result: Result, check: HealthCheck) -> Health:
+    """Apply one probe result to a target's health (pure)."""
+    ok = result.ok
+    wait = _ewma(h.wait_ewma, result.wait) if ok else h.wait_ewma
+    successes = h.successes + 1 if ok else 0
+    failures = 0 if ok else h.failures + 1
+    goal, threshold = TRANSITIONS[(h.status, ok)]
+    need = {Threshold.AT_ONCE: 1, Threshold.RISE: check.rise, Threshold.FALL: check.fall}[threshold]
+    status = goal if (successes if ok else failures) >= need else h.status
+    return replace(
+        h,
+        status=status,
+        successes=successes,
+        failures=failures,
+        since=result.at if status is not h.status else h.since,
+        last_ok=result.at if ok else h.last_ok,
+        last_failure=h.last_failure if ok else result.at,
+        last_error=h.last_error if ok else result.error,
+        ttfb_ewma=_ewma(h.ttfb_ewma, result.ttfb) if ok else h.ttfb_ewma,
+        wait_ewma=wait,
+        latency_ms=quantize(wait, h.latency_ms),
+        checks=h.checks + 1,
+        last=result,
+    )
+
+
+def _ewma(old: float | None, new: float | None) -> float | None:
+    if new is None:
+        return old
+    return new if old is None else old + EWMA_ALPHA * (new - old)
+
+
+def quantize(seconds: float | None, published: int | None) -> int | None:
+    """The latency figure steering sees: ``seconds`` in ``LATENCY_STEP_MS`` steps. It
+    moves only when the average is ``LATENCY_HYSTERESIS_MS`` away from the published
+    figure, so a value hovering at a step boundary does not flip decisions (and caches)."""
+    if seconds is None:
+        return published
+    ms = seconds * 1000.0
+    if published is not None and abs(ms - published) < LATENCY_HYSTERESIS_MS:
+        return published
+    return round(ms / LATENCY_STEP_MS) * LATENCY_STEP_MS
+
+
+Key = tuple[str, str]  # (service name, target id)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A frozen view of every target's health at one moment."""
+
+    health: Mapping[Key, Health] = field(default_factory=lambda: MappingProxyType({}))
+    generation: int = 0
+    admin: Overrides = field(default_factory=lambda: MappingProxyType({}))
+
+    def get(self, service: str, target: str) -> Health:
+        return self.health.get((service, target), _UNKNOWN)
+
+    def view(self, service: str) -> Callable[[str], Status]:
+        """The ``target id → status`` function that steering reads for one service."""
+        health = self.health
+        return lambda target: health.get((service, target), _UNKNOWN).status
+
+    def latency(self, service: str) -> Callable[[str], int | None]:
+        """``target id → published wait in ms`` (None: no figure yet), for steering."""
+        health = self.health
+        return lambda target: health.get((service, target), _UNKNOWN).latency_ms
+
+    def overrides(self, service: str) -> Callable[[str], Admin]:
+        """``target id → the operator's override``, for steering."""
+        admin = self.admin
+        return lambda target: lookup(admin, service, target)
+
+    def to_wire(self) -> tuple[dict[Key, Health], int, dict[str, Admin]]:
+        """Plain, picklable parts, to hand the snapshot to another process."""
+        return dict(self.health), self.generation, dict(self.admin)
+
+    @classmethod
+    def from_wire(cls, wire: tuple[dict[Key, Health], int, dict[str, Admin]]) -> Snapshot:
+        health, generation, admin = wire
+        return cls(MappingProxyType(health), generation, MappingProxyType(admin))
+
+
+_UNKNOWN = Health()
+
+
+class Board:
+    """The live health of every target; ``snapshot`` is swapped whole on each change."""
+
+    def __init__(self) -> None:
+        self._state: dict[Key, Health] = {}
+        self._admin: Overrides = MappingProxyType({})
+        self.snapshot = Snapshot()
+
+    def record(self, key: Key, result: Result, check: HealthCheck) -> tuple[Health, Health]:
+        """Apply a result; return (before, after) so the caller can log a change."""
+        before = self._state.get(key, _UNKNOWN)
+        after = observe(before, result, check)
+        self._state[key] = after
+        self._publish(changed=after.status is not before.status
+                      or after.latency_ms != before.latency_ms)
+        return before, after
+
+    def set_overrides(self, overrides: Overrides) -> bool:
+        """Install the operator's overrides; True (and a new generation) if they changed."""
+        if dict(overrides) == dict(self._admin):
+            return False
+        self._admin = MappingProxyType(dict(overrides))
+        self._publish(changed=True)
+        return True
+
+    def assume(self, keys: Iterable[Key], status: Status, at: float) -> None:
+        """Set targets that are never probed (no health URL, or --no-probe)."""
+        for key in keys:
+            self._state[key] = Health(status=status, since=at)
+        self._publish(changed=True)
+
+    def retain(self, keys: Iterable[Key]) -> None:
+        """Forget targets that left the config (on reload)."""
+        wanted = set(keys)
+        gone = [k for k in self._state if k not in wanted]
+        for k in gone:
+            del self._state[k]
+        if gone:
+            self._publish(changed=True)
+
+    def adopt(self, snapshot: Snapshot) -> None:
+        """Take another process's snapshot whole (a worker fed by its supervisor)."""
+        self.snapshot = snapshot
+
+    def _publish(self, changed: bool) -> None:
+        generation = self.snapshot.generation + (1 if changed else 0)
+        self.snapshot = Snapshot(MappingProxyType(dict(self._state)), generation, self._admin)

@@ -1,0 +1,66 @@
+"""The live state every face reads: the current config, GeoIP, health, file availability,
+readiness, and the counters the faces keep (``router.core.stats``).
+
+One object, passed explicitly to the DNS and HTTP adapters (never a global). A reload
+calls ``install()``, which replaces the config and what is derived from it whole;
+requests read each attribute once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Protocol
+
+from router.core.availability import Ledger
+from router.core.config import Config
+from router.core.geo import Locator
+from router.core.health import Board
+from router.core.stats import Stats
+from router.http.decisions import DecisionCache
+from router.http.routes import Routes
+
+
+class StateView(Protocol):
+    """What the status page shows of the operator's state file."""
+
+    path: Path
+    error: str | None
+
+
+class Runtime:
+    def __init__(self, config: Config, locator: Locator, board: Board,
+                 probing: bool = True, *, ledger: Ledger | None = None) -> None:
+        self.locator = locator
+        self.board = board
+        self.ledger = ledger or Ledger()  # catalogs and per-file availability
+        self.probing = probing
+        self.ready = False
+        self.started = time.time()
+        self.config = config
+        self.routes = Routes(config)
+        self.stats = Stats()
+        self.state: StateView | None = None  # the operator's state file, when watched
+        self.peers: tuple[Stats, ...] = ()  # --workers: the other processes' counts
+        self.decisions = DecisionCache()  # HTTP: per client network, see router.http.decisions
+        # name -> the cache's counters, read by sample(); the faces add theirs
+        self.caches: dict[str, Callable[[], Mapping[str, int]]] = {
+            "geoip": locator.counters, "http_decisions": self.decisions.counters}
+
+    def sample(self) -> None:
+        """Copy every cache's counters into ``stats.caches``."""
+        for name, read in self.caches.items():
+            for figure, value in read().items():
+                self.stats.caches[(name, figure)] = value
+
+    def totals(self) -> Stats:
+        """This process's counts, plus the other workers' (as last reported)."""
+        self.sample()
+        return self.stats.merged(*self.peers) if self.peers else self.stats
+
+    def install(self, config: Config) -> None:
+        """Switch to a new config (on reload)."""
+        self.routes = Routes(config)
+        self.config = config
+        self.decisions.clear()

@@ -1,0 +1,416 @@
+"""TOML values → typed, checked Python values: the converters that zone files are read with.
+
+Each converter takes the raw TOML value and returns the typed value, or raises ``Invalid``
+with a reason written for the operator ("must be between -90 and 90, not 95"). The reader
+in ``router.core.config`` adds the file and the key path. Pure: stdlib only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+class Mx(NamedTuple):
+    preference: int
+    exchange: str
+
+
+class Srv(NamedTuple):
+    priority: int
+    weight: int
+    port: int
+    target: str
+
+
+class Caa(NamedTuple):
+    flags: int
+    tag: str
+    value: str
+
+
+class Txt(NamedTuple):
+    strings: tuple[bytes, ...]
+
+
+RData = Address | str | Mx | Srv | Caa | Txt
+
+
+class Invalid(Exception):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def table_value(v: Any) -> dict[str, Any]:
+    if not isinstance(v, dict):
+        raise Invalid(f"must be a table, not {_kind(v)}")
+    return v
+
+
+def list_of_tables(v: Any) -> list[dict[str, Any]]:
+    if not isinstance(v, list) or not all(isinstance(i, dict) for i in v):
+        raise Invalid(f"must be an array of tables ([[...]]), not {_kind(v)}")
+    return v
+
+
+def _kind(v: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+             list: "an array", dict: "a table"}
+    return names.get(type(v), type(v).__name__)
+
+
+def string(v: Any) -> str:
+    if not isinstance(v, str):
+        raise Invalid(f"must be a string, not {_kind(v)}")
+    return v
+
+
+def boolean(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise Invalid(f"must be true or false, not {_kind(v)}")
+    return v
+
+
+def integer(lo: int, hi: int) -> Callable[[Any], int]:
+    def convert(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise Invalid(f"must be an integer, not {_kind(v)}")
+        if not lo <= v <= hi:
+            raise Invalid(f"must be between {lo} and {hi}, not {v}")
+        return v
+    return convert
+
+
+def number(lo: float, hi: float) -> Callable[[Any], float]:
+    def convert(v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise Invalid(f"must be a number, not {_kind(v)}")
+        if not lo <= v <= hi:
+            raise Invalid(f"must be between {lo:g} and {hi:g}, not {v:g}")
+        return float(v)
+    return convert
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(v: Any) -> float:
+    """``"10s"``, ``"500ms"``, ``"2m"``, ``"1h"`` or a number of seconds → seconds."""
+    if isinstance(v, bool) or not isinstance(v, int | float | str):
+        raise Invalid(f'must be a duration such as "10s" or "500ms", not {_kind(v)}')
+    if isinstance(v, str):
+        m = _DURATION.match(v)
+        if not m:
+            raise Invalid(f'{v!r} is not a duration such as "10s", "500ms", "2m" or "1h"')
+        v = float(m.group(1)) * _UNIT[m.group(2)]
+    if v <= 0:
+        raise Invalid("must be longer than zero")
+    return float(v)
+
+
+def duration(lo: float, hi: float) -> Callable[[Any], float]:
+    def convert(v: Any) -> float:
+        seconds = parse_duration(v)
+        if not lo <= seconds <= hi:
+            raise Invalid(f"must be between {lo:g}s and {hi:g}s, not {seconds:g}s")
+        return seconds
+    return convert
+
+
+def list_of(convert: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
+    def convert_list(v: Any) -> tuple[Any, ...]:
+        if not isinstance(v, list):
+            raise Invalid(f"must be an array, not {_kind(v)}")
+        out = []
+        for i, item in enumerate(v):
+            try:
+                out.append(convert(item))
+            except Invalid as e:
+                raise Invalid(f"item {i + 1} ({item!r}): {e.reason}") from None
+        return tuple(out)
+    return convert_list
+
+
+def country(v: Any) -> str:
+    code = string(v)
+    if not re.fullmatch(r"[A-Za-z]{2}", code):
+        raise Invalid(f"{code!r} is not a two-letter ISO 3166 country code")
+    return code.upper()
+
+
+def countries(v: Any) -> frozenset[str]:
+    return frozenset(list_of(country)(v))
+
+
+def address(v: Any) -> Address:
+    try:
+        return ipaddress.ip_address(string(v))
+    except ValueError:
+        raise Invalid(f"{v!r} is not an IPv4 or IPv6 address") from None
+
+
+def url(v: Any) -> str:
+    url = string(v)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Invalid(f"{url!r} is not an http:// or https:// URL with a host")
+    if parts.query or parts.fragment:
+        raise Invalid(f"{url!r} must not carry a query or fragment")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise Invalid(f"{url!r} has an invalid port") from None
+    return url
+
+
+def fetch_url(v: Any) -> str:
+    """An http(s) URL to fetch, such as a release list: a query is allowed."""
+    text = string(v)
+    parts = urlsplit(text)
+    if parts.fragment or "#" in text:
+        raise Invalid(f"{text!r} must not carry a fragment")
+    url(parts._replace(query="").geturl())
+    return text
+
+
+def base_url(v: Any) -> str:
+    """A mirror's base URL always ends with ``/`` so that ``url + path`` is well formed."""
+    text = url(v)
+    return text if text.endswith("/") else text + "/"
+
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
+
+
+def fqdn(name: str) -> str:
+    return name.lower().rstrip(".") + "."
+
+
+def absolute_name(v: Any) -> str:
+    """A fully qualified name; the trailing dot is optional."""
+    name = string(v).strip()
+    if not name or name == ".":
+        raise Invalid("must be a domain name")
+    fq = fqdn(name)
+    if len(fq) > 254:
+        raise Invalid(f"{name!r} is longer than 253 characters")
+    for label in fq[:-1].split("."):
+        if label == "*":
+            raise Invalid(f"{name!r}: wildcard names are not supported")
+        if not _LABEL.match(label):
+            raise Invalid(f"{name!r}: {label!r} is not a valid DNS label")
+    return fq
+
+
+def relative_name(origin: str) -> Callable[[Any], str]:
+    """``@`` is the apex; ``www`` is ``www.<origin>``; ``www.<origin>.`` is absolute."""
+    def convert(v: Any) -> str:
+        name = string(v).strip()
+        if name == "@":
+            return origin
+        if not name:
+            raise Invalid("must not be empty: write '@' for the apex")
+        if name.endswith("."):
+            fq = absolute_name(name)
+            if fq != origin and not fq.endswith("." + origin):
+                raise Invalid(f"{name!r} is outside the zone {origin}")
+            return fq
+        if fqdn(name) == origin:
+            raise Invalid(f"{name!r} looks absolute but has no trailing dot: "
+                           f"write '@' or {fqdn(name)!r}")
+        if fqdn(name).endswith("." + origin):
+            raise Invalid(f"{name!r} looks absolute but has no trailing dot: "
+                           f"write {fqdn(name)[: -len(origin) - 1]!r} or {fqdn(name)!r}")
+        return absolute_name(name + "." + origin)
+    return convert
+
+
+def mailbox(v: Any) -> str:
+    """``hostmaster@example.com`` or ``hostmaster.example.com`` → SOA RNAME form."""
+    text = string(v).strip()
+    if "@" in text:
+        local, _, domain = text.partition("@")
+        if not local or "." in local:
+            raise Invalid(f"{text!r}: the mailbox part must be one label (no dots)")
+        text = f"{local}.{domain}"
+    return absolute_name(text)
+
+
+def rdata(rtype: str) -> Callable[[Any], RData]:
+    converters: dict[str, Callable[[Any], RData]] = {
+        "A": _a, "AAAA": _aaaa, "CNAME": absolute_name, "NS": absolute_name,
+        "PTR": absolute_name, "MX": _mx, "TXT": _txt, "SRV": _srv, "CAA": _caa,
+    }
+    return converters[rtype]
+
+
+RECORD_TYPES = ("A", "AAAA", "CNAME", "NS", "PTR", "MX", "TXT", "SRV", "CAA")
+
+
+def _a(v: Any) -> ipaddress.IPv4Address:
+    try:
+        return ipaddress.IPv4Address(string(v))
+    except ValueError:
+        raise Invalid(f"{v!r} is not an IPv4 address") from None
+
+
+def _aaaa(v: Any) -> ipaddress.IPv6Address:
+    try:
+        return ipaddress.IPv6Address(string(v))
+    except ValueError:
+        raise Invalid(f"{v!r} is not an IPv6 address") from None
+
+
+def _fields(v: Any, count: int, shape: str) -> list[str]:
+    parts = string(v).split(None, count - 1)
+    if len(parts) != count:
+        raise Invalid(f"{v!r} is not of the form {shape!r}")
+    return parts
+
+
+def _u16(text: str, what: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise Invalid(f"{what} {text!r} is not a number from 0 to 65535")
+    return int(text)
+
+
+def _mx(v: Any) -> Mx:
+    pref, host = _fields(v, 2, "preference exchange")
+    return Mx(_u16(pref, "preference"), absolute_name(host))
+
+
+def _srv(v: Any) -> Srv:
+    prio, weight, port, host = _fields(v, 4, "priority weight port target")
+    target = "." if host == "." else absolute_name(host)
+    return Srv(_u16(prio, "priority"), _u16(weight, "weight"), _u16(port, "port"), target)
+
+
+def _caa(v: Any) -> Caa:
+    flags, tag, value = _fields(v, 3, 'flags tag "value"')
+    if not flags.isdigit() or int(flags) > 255:
+        raise Invalid(f"flags {flags!r} is not a number from 0 to 255")
+    if not re.fullmatch(r"[A-Za-z0-9]{1,15}", tag):
+        raise Invalid(f"tag {tag!r} must be 1-15 letters or digits (issue, issuewild, iodef)")
+    return Caa(int(flags), tag.lower(), value.strip().removeprefix('"').removesuffix('"'))
+
+
+def _txt(v: Any) -> Txt:
+    data = string(v).encode("utf-8")
+    return Txt(tuple(data[i:i + 255] for i in range(0, len(data), 255)) or (b"",))
+
+
+def nonempty(convert: Callable[[Any], tuple[Any, ...]]) -> Callable[[Any], tuple[Any, ...]]:
+    def check(v: Any) -> tuple[Any, ...]:
+        out = convert(v)
+        if not out:
+            raise Invalid("must not be empty")
+        return out
+    return check
+
+
+def record_type(v: Any) -> str:
+    rtype = string(v).upper()
+    if rtype not in RECORD_TYPES:
+        raise Invalid(f"{v!r} is not supported (one of {', '.join(RECORD_TYPES)})")
+    return rtype
+
+
+def anything(v: Any) -> tuple[()]:
+    return ()
+
+
+def one_or_many(convert: Callable[[Any], RData]) -> Callable[[Any], tuple[RData, ...]]:
+    def convert_data(v: Any) -> tuple[RData, ...]:
+        return nonempty(list_of(convert))(v) if isinstance(v, list) else (convert(v),)
+    return convert_data
+
+
+def choice(enum: type[StrEnum]) -> Callable[[Any], Any]:
+    def convert(v: Any) -> Any:
+        try:
+            return enum(string(v))
+        except ValueError:
+            names = ", ".join(f'"{e.value}"' for e in enum)
+            raise Invalid(f"{v!r} is not one of {names}") from None
+    return convert
+
+
+def url_path(v: Any) -> str:
+    p = string(v)
+    if not p.startswith("/") or any(c in p for c in " \t\r\n#"):
+        raise Invalid(f"{p!r} must be a URL path that starts with '/'")
+    return p
+
+
+def http_prefix(v: Any) -> str:
+    """A URL path prefix: starts and ends with ``/`` (``"/dl"`` becomes ``"/dl/"``)."""
+    prefix = url_path(v)
+    if "//" in prefix or "?" in prefix or "%" in prefix or "\\" in prefix:
+        raise Invalid(f"{prefix!r} must be a plain path such as \"/\" or \"/dl/\"")
+    if any(seg in (".", "..") for seg in prefix.split("/")):
+        raise Invalid(f"{prefix!r} must not contain . or .. segments")
+    return prefix if prefix.endswith("/") else prefix + "/"
+
+
+def network(v: Any) -> IPNetwork:
+    """A CIDR network (``"10.0.0.0/8"``) or a single address (``"127.0.0.1"``)."""
+    try:
+        return ipaddress.ip_network(string(v), strict=False)
+    except ValueError:
+        raise Invalid(f"{v!r} is not an IP network such as \"127.0.0.0/8\"") from None
+
+
+def target_id(v: Any) -> str:
+    tid = string(v)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", tid):
+        raise Invalid(f"{tid!r}: ids use letters, digits, '.', '-' and '_' (at most 63)")
+    return tid
+
+
+_STATUS_RANGE = re.compile(r"^\s*([1-5]\d\d)\s*(?:-\s*([1-5]\d\d)\s*)?$")
+
+
+def _status_range(v: Any) -> tuple[int, int]:
+    if isinstance(v, int) and not isinstance(v, bool):
+        if not 100 <= v <= 599:
+            raise Invalid(f"{v} is not an HTTP status (100 to 599)")
+        return v, v
+    m = _STATUS_RANGE.match(string(v))
+    if not m:
+        raise Invalid(f"{v!r} is not a status or a range such as \"200-299\"")
+    lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+    if lo > hi:
+        raise Invalid(f"{v!r}: the range is backwards")
+    return lo, hi
+
+
+def status_ranges(v: Any) -> tuple[tuple[int, int], ...]:
+    """``200``, ``"200-299"``, or a list of either → inclusive (low, high) ranges."""
+    return nonempty(list_of(_status_range))(v) if isinstance(v, list) else (_status_range(v),)
+
+
+def nonempty_string(limit: int) -> Callable[[Any], str]:
+    def convert(v: Any) -> str:
+        text = string(v)
+        if not 0 < len(text) <= limit:
+            raise Invalid(f"must be 1 to {limit} characters long")
+        return text
+    return convert
+
+
+def readable_file(base: Path) -> Callable[[Any], Path]:
+    """A path to a file that exists; relative paths are taken from ``base``."""
+    def convert(v: Any) -> Path:
+        path = base / Path(string(v)).expanduser()
+        if not path.is_file():
+            raise Invalid(f"{str(v)!r}: no such file")
+        return path
+    return convert

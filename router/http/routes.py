@@ -1,0 +1,163 @@
+"""Request paths: checked, routed to a service, turned into mirror URLs. Pure.
+
+A redirect's Location is always a configured target URL followed by the checked path,
+re-encoded: nothing from the request can change the scheme, host or base of the URL.
+``clean()`` rejects what could: ``..`` and ``.`` segments (also percent-encoded), ``//``,
+backslashes, control characters (CR, LF, NUL, ...), bytes that are not UTF-8, and paths
+over 1024 bytes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, unquote_to_bytes
+
+from router.core.config import Config, Service, Target
+from router.core.memo import Memo
+from router.core.steering import Decision, describe
+from router.errors import RouterError
+
+MAX_PATH_BYTES = 1024
+# Characters left as they are in a mirror URL: RFC 3986 pchar minus '%', plus '/'.
+# Go module paths need '!' (escaped capitals) and '@' (@v, @latest).
+SAFE = "/!$&'()*+,;=:@~-._"
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
+class PathError(RouterError):
+    """The request path or query is unsafe or malformed (HTTP 400)."""
+
+
+def clean(raw: str) -> str:
+    """The raw (percent-encoded) request path → the decoded, checked path."""
+    if len(raw.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+        raise PathError(f"path longer than {MAX_PATH_BYTES} bytes")
+    if not raw.startswith("/"):
+        raise PathError("path must start with /")
+    try:
+        path = unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise PathError("path is not UTF-8") from None
+    if _FORBIDDEN.search(raw) or _FORBIDDEN.search(path):
+        raise PathError("control character or backslash in path")
+    if "//" in path:
+        raise PathError("empty segment (//) in path")
+    for segment in path.split("/"):
+        if segment.split(";", 1)[0] in (".", ".."):
+            raise PathError("'.' or '..' segment in path")
+    return path
+
+
+def check_query(raw: str) -> str:
+    """A query string to pass on: it is sent as it came, so it must be plain."""
+    if _FORBIDDEN.search(raw) or " " in raw or "#" in raw:
+        raise PathError("control character, space or '#' in query")
+    return raw
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    service: Service
+    rest: str  # the decoded path after the service's prefix (no leading '/')
+
+
+class Routes:
+    """Every service with an ``http_prefix``, longest prefix first, built once per config."""
+
+    def __init__(self, config: Config) -> None:
+        entries = []
+        for zone in config.zones:
+            names = {zone.origin.rstrip(".")}
+            for s in zone.services:
+                names.update(n.rstrip(".") for n in s.dns_names)
+            entries += [(s.http_prefix, names, s) for s in zone.services if s.http_prefix]
+        self._entries = sorted(entries, key=lambda e: -len(e[0]))
+        self._resolved: Memo[tuple[str, str | None], tuple[Route | None, str]] = Memo(65536)
+
+    def resolve(self, raw_path: str, host: str | None = None) -> Route | None:
+        """``clean()`` then ``match()``, remembered per (raw path, host); PathError as ever."""
+        key = (raw_path, host)
+        known = self._resolved.get(key)
+        if known is None:
+            try:
+                known = (self.match(clean(raw_path), host), "")
+            except PathError as e:
+                known = (None, str(e))
+            self._resolved.put(key, known)
+        route, error = known
+        if error:
+            raise PathError(error)
+        return route
+
+    def match(self, path: str, host: str | None = None) -> Route | None:
+        """The service for ``path``; between equal prefixes, the zone named by ``host``."""
+        found = [(prefix, names, s) for prefix, names, s in self._entries
+                 if path.startswith(prefix) or path + "/" == prefix]
+        if not found:
+            return None
+        longest = [f for f in found if len(f[0]) == len(found[0][0])]
+        wanted = (host or "").lower().rsplit(":", 1)[0].rstrip(".") if host else ""
+        prefix, _names, service = next((f for f in longest if wanted in f[1]), longest[0])
+        return Route(service, path[len(prefix):])
+
+    @property
+    def services(self) -> Iterable[Service]:
+        return (s for _p, _n, s in self._entries)
+
+
+def mirror_url(target: Target, rest: str, query: str = "") -> str:
+    """``<target url><path>`` with the path re-encoded, plus the query if passed on."""
+    return _joined(target, quote(rest, safe=SAFE), query)
+
+
+def _joined(target: Target, quoted: str, query: str) -> str:
+    assert target.url is not None
+    url = target.url + quoted
+    return f"{url}?{query}" if query else url
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    target: Target
+    location: str
+    links: tuple[str, ...]  # RFC 6249 ``Link`` values: the next choices, rel=duplicate
+    # The 302's headers, built once: ``Location``, ``Cache-Control`` (the choice is per
+    # client, so no shared cache may keep it) and the ``Link`` alternates.
+    headers: tuple[tuple[str, str], ...] = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "headers", (
+            ("Location", self.location), ("Cache-Control", "private, no-store"),
+            *(("Link", link) for link in self.links)))
+
+
+def redirect_for(route: Route, decision: Decision, query: str = "") -> Redirect | None:
+    """The 302 for a decision: the best target's URL and up to ``link_alternates`` more."""
+    if not decision.ranked:
+        return None
+    first, *others = decision.ranked[: 1 + route.service.link_alternates]
+    quoted = quote(route.rest, safe=SAFE)  # once, for every URL
+    links = tuple(_link(_joined(c.target, quoted, query), pri, c.target.country)
+                  for pri, c in enumerate(others, 1))
+    return Redirect(first.target, _joined(first.target, quoted, query), links)
+
+
+def _link(url: str, pri: int, country: str | None) -> str:
+    geo = f"; geo={country.lower()}" if country else ""
+    return f"<{url}>; rel=duplicate; pri={pri}{geo}"
+
+
+def describe_redirect(path: str, route: Route, decision: Decision) -> dict[str, Any]:
+    """The decision for one path as plain data: what ``?mirrorlist`` and ``explain`` show."""
+    data = describe(decision)
+    for row, cand in zip(data["candidates"], (*decision.ranked, *decision.excluded),
+                         strict=True):
+        row["file_url"] = mirror_url(cand.target, route.rest) if cand.target.url else None
+    found = redirect_for(route, decision)
+    data["path"] = path
+    data["location"] = found.location if found else None
+    data["links"] = list(found.links) if found else []
+    return data

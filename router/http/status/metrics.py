@@ -1,0 +1,186 @@
+"""``/metrics``: the router's state and counters in Prometheus' text format.
+
+Nothing is counted through prometheus-client on the hot paths: the faces add to plain
+integers (``router.core.stats``), and ``RouterCollector`` reads those, the health snapshot and
+the config only when Prometheus scrapes. Every series is prefixed ``mirror_router_``.
+
+Per target (labels ``service``, ``target``): ``target_up``, ``target_override{state}``,
+``target_ttfb_ewma_seconds``, ``target_wait_ewma_seconds`` (what steering charges for)
+and ``target_wait_steering_seconds`` (the quantized figure it sees),
+``target_last_success_timestamp_seconds`` / ``..._failure_...``,
+``target_chosen_total{face}`` (dns, http), ``probes_total{result}`` and the histogram
+``probe_phase_seconds{phase}`` (dns, connect, tls, ttfb, total).
+
+Per server: ``dns_queries_total{qtype, rcode}``, ``http_responses_total{status}``,
+``errors_total{where}``, ``cache_events_total{cache, event}`` (hit, miss, stale,
+declined, eviction) and ``cache_entries{cache}``, ``health_generation``, ``ready``,
+``state_file_ok``, ``info``, and the standard ``process_*`` series.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from router import __version__
+from router.core.health import Health, Key, Status
+from router.core.overrides import Admin
+from router.core.runtime import Runtime
+from router.core.stats import QTYPE_NAMES, RCODE_NAMES, Stats
+
+PREFIX = "mirror_router_"
+TARGET = ["service", "target"]
+
+
+def registry(runtime: Runtime) -> CollectorRegistry:
+    """A registry of its own (not the global one), so that tests may run several."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(RouterCollector(runtime))
+    ProcessCollector(registry=reg)
+    return reg
+
+
+def exposition(reg: CollectorRegistry) -> bytes:
+    return generate_latest(reg)
+
+
+class RouterCollector(Collector):
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def collect(self) -> Iterable[Metric]:
+        stats = self.runtime.totals()  # every worker's counts, read once per scrape
+        yield from self._targets()
+        yield from self._activity(stats)
+        yield from self._probes(stats)
+        yield from self._server(stats)
+
+    def _keys(self) -> list[Key]:
+        return [(s.name, t.id) for s in self.runtime.config.services for t in s.targets]
+
+    def _targets(self) -> Iterator[Metric]:
+        snap = self.runtime.board.snapshot
+        up = _gauge("target_up", "1 while the target's health check passes", TARGET)
+        admin = _gauge("target_override", "the operator's override (1 for the one in force)",
+                       [*TARGET, "state"])
+        figures = {name: _gauge(name, text, TARGET) for name, text in _FIGURES}
+        for key in self._keys():
+            h = snap.get(*key)
+            up.add_metric(list(key), 1.0 if h.status is Status.UP else 0.0)
+            state = snap.overrides(key[0])(key[1])
+            for a in Admin:
+                admin.add_metric([*key, a.value], 1.0 if a is state else 0.0)
+            for name, _text in _FIGURES:
+                value = _figure(name, h)
+                if value is not None:
+                    figures[name].add_metric(list(key), value)
+        yield up
+        yield admin
+        yield from figures.values()
+
+    def _activity(self, stats: Stats) -> Iterator[Metric]:
+        chosen = _counter("target_chosen", "answers (dns) and redirects (http) that chose "
+                          "the target", [*TARGET, "face"])
+        for face, counts in (("dns", stats.dns_chosen), ("http", stats.http_chosen)):
+            for key, n in sorted(counts.items()):
+                chosen.add_metric([*key, face], n)
+        yield chosen
+        probes = _counter("probes", "health checks done", [*TARGET, "result"])
+        for (service, target, ok), n in sorted(stats.probes.items()):
+            probes.add_metric([service, target, "ok" if ok else "fail"], n)
+        yield probes
+
+    def _probes(self, stats: Stats) -> Iterator[Metric]:
+        phases = HistogramMetricFamily(
+            PREFIX + "probe_phase_seconds", "when each phase of a health check ended, from "
+            "its start (as curl -w reports them)", labels=[*TARGET, "phase"])
+        for (service, target, phase), h in sorted(stats.phases.items()):
+            phases.add_metric([service, target, phase], h.cumulative(), h.total)
+        yield phases
+        if stats.state_lag.total or any(stats.state_lag.counts):
+            lag = HistogramMetricFamily(
+                PREFIX + "worker_state_lag_seconds", "--workers: from the supervisor's health "
+                "snapshot to a worker answering with it")
+            lag.add_metric([], stats.state_lag.cumulative(), stats.state_lag.total)
+            yield lag
+
+    def _server(self, stats: Stats) -> Iterator[Metric]:
+        rt = self.runtime
+        queries = _counter("dns_queries", "DNS queries by type and response code",
+                           ["qtype", "rcode"])
+        for (qtype, rcode), n in sorted(stats.dns_queries.items()):
+            queries.add_metric([QTYPE_NAMES.get(qtype, str(qtype)),
+                                RCODE_NAMES.get(rcode, str(rcode))], n)
+        responses = _counter("http_responses", "HTTP responses by status", ["status"])
+        for status, n in sorted(stats.http_responses.items()):
+            responses.add_metric([str(status)], n)
+        errors = _counter("errors", "unexpected errors caught at an edge", ["where"])
+        for where in ("dns", "http"):
+            errors.add_metric([where], stats.errors[where])
+        yield from (queries, responses, errors)
+        yield from _caches(stats)
+        yield _gauge("health_generation", "bumps whenever a decision could change",
+                     value=rt.board.snapshot.generation)
+        yield _gauge("ready", "1 once the first probe round is done", value=float(rt.ready))
+        if rt.state is not None:
+            yield _gauge("state_file_ok", "0 while the state file has a problem (the last "
+                         "good overrides stay in force)", value=float(rt.state.error is None))
+        info = InfoMetricFamily(PREFIX + "build", "the running version")
+        info.add_metric([], {"version": __version__})
+        yield info
+
+
+_EVENTS = {"hits": "hit", "misses": "miss", "evictions": "eviction"}
+
+
+def _caches(stats: Stats) -> Iterator[Metric]:
+    events = _counter("cache_events", "cache lookups and evictions (dns: encoded answers; "
+                      "http_decisions, http_clients: the redirector's; geoip: networks; "
+                      "reset by a reload)", ["cache", "event"])
+    entries = _gauge("cache_entries", "entries held, all workers together", ["cache"])
+    for (cache, figure), n in sorted(stats.caches.items()):
+        if figure == "size":
+            entries.add_metric([cache], n)
+        else:
+            events.add_metric([cache, _EVENTS.get(figure, figure)], n)
+    yield events
+    yield entries
+
+
+_FIGURES = (
+    ("target_ttfb_ewma_seconds", "moving average of the time to first byte, from here"),
+    ("target_wait_ewma_seconds", "moving average of the server's wait (first byte less "
+                                 "one round trip): what steering charges for"),
+    ("target_wait_steering_seconds", "the wait as steering sees it (quantized)"),
+    ("target_last_success_timestamp_seconds", "when the last check passed"),
+    ("target_last_failure_timestamp_seconds", "when the last check failed"),
+)
+
+
+def _figure(name: str, h: Health) -> float | None:
+    values = {
+        "target_ttfb_ewma_seconds": h.ttfb_ewma,
+        "target_wait_ewma_seconds": h.wait_ewma,
+        "target_wait_steering_seconds": None if h.latency_ms is None else h.latency_ms / 1000,
+        "target_last_success_timestamp_seconds": h.last_ok,
+        "target_last_failure_timestamp_seconds": h.last_failure,
+    }
+    return values[name]
+
+
+def _gauge(name: str, text: str, labels: list[str] | None = None,
+           value: float | None = None) -> GaugeMetricFamily:
+    return GaugeMetricFamily(PREFIX + name, text, value=value, labels=labels)
+
+
+def _counter(name: str, text: str, labels: list[str]) -> CounterMetricFamily:
+    return CounterMetricFamily(PREFIX + name, text, labels=labels)

@@ -1,0 +1,90 @@
+"""Every service and target at a glance, as plain data: what ``/status`` shows. Pure.
+
+``overview()`` reads one health snapshot, the config and the counters, and says for each
+target its state, the operator's override, the colour it gets on the map, its latency
+figures, its last error, and the share of its service's answers it got since start.
+
+Colours: green = passing and not overridden (or forced up while passing); amber = not
+probed yet, drained, forced up while failing, or up but its last check failed; red =
+down, by its health check or by the operator.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from router import __version__
+from router.core.config import Service
+from router.core.geo import Location
+from router.core.health import Health, Snapshot, Status
+from router.core.overrides import Admin
+from router.core.runtime import Runtime
+from router.core.stats import Stats
+
+
+def overview(runtime: Runtime, client: Location | None = None,
+             address: str | None = None) -> dict[str, Any]:
+    snap = runtime.board.snapshot
+    state = runtime.state
+    totals = runtime.totals()
+    now = time.time()
+    return {
+        "version": __version__,
+        "now": now,
+        "uptime_s": round(now - runtime.started, 1),
+        "ready": runtime.ready,
+        "probing": runtime.probing,
+        "generation": snap.generation,
+        "state_file": None if state is None else {
+            "path": str(state.path), "ok": state.error is None, "error": state.error},
+        "client": _client(client, address),
+        "services": [_service(s, snap, totals) for s in runtime.config.services],
+    }
+
+
+def _client(client: Location | None, address: str | None) -> dict[str, Any] | None:
+    if client is None:
+        return None
+    point = client.point
+    return {"address": address, "network": str(client.network), "country": client.country,
+            "city": client.city, "lat": point.lat if point else None,
+            "lon": point.lon if point else None}
+
+
+def _service(service: Service, snap: Snapshot, stats: Stats) -> dict[str, Any]:
+    total = sum(stats.answers((service.name, t.id)) for t in service.targets)
+    admin = snap.overrides(service.name)
+    rows = [_target(service, t.id, snap.get(service.name, t.id), admin(t.id),
+                    stats.answers((service.name, t.id)), total) for t in service.targets]
+    return {"name": service.name, "zone": service.origin, "answers": total,
+            "dns_names": list(service.dns_names), "http_prefix": service.http_prefix,
+            "targets": rows}
+
+
+def _target(service: Service, tid: str, h: Health, admin: Admin, answers: int,
+            total: int) -> dict[str, Any]:
+    t = service.target(tid)
+    assert t is not None
+    return {
+        "id": tid, "state": h.status.value, "admin": admin.value, "colour": colour(h, admin),
+        "enabled": t.enabled, "country": t.country, "url": t.url,
+        "location": None if t.location is None else {"lat": t.location.lat,
+                                                     "lon": t.location.lon},
+        "ttfb_ms": _ms(h.ttfb_ewma), "wait_ms": _ms(h.wait_ewma), "latency_ms": h.latency_ms,
+        "last_ok": h.last_ok, "last_failure": h.last_failure, "last_error": h.last_error,
+        "checks": h.checks, "answers": answers,
+        "share": round(answers / total, 4) if total else 0.0,
+    }
+
+
+def colour(h: Health, admin: Admin) -> str:
+    if admin is Admin.DOWN or (h.status is Status.DOWN and admin is not Admin.UP):
+        return "red"
+    if admin is Admin.DRAIN or h.status is not Status.UP or h.failures:
+        return "amber"
+    return "green"
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)

@@ -1,0 +1,131 @@
+"""The ``/status`` page: a world map and one table per service. Self-contained HTML.
+
+No script, no external asset: the map is inline SVG (``router.http.status.worldmap``), the style is
+inline, and the page refreshes itself every ``REFRESH`` seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from html import escape
+from typing import Any
+
+from router.core.earth import Point
+from router.http.status.worldmap import COLOURS, Marker, svg
+
+REFRESH = 10
+STYLE = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em 2em; color: #222; }
+h1 { margin: 0 0 .2em; } h2 { margin: 1.2em 0 .3em; } .meta { color: #555; }
+#map { width: 100%; max-width: 1100px; display: block; border: 1px solid #bbb; }
+table { border-collapse: collapse; margin-bottom: 1em; }
+th, td { padding: .25em .6em; text-align: left; vertical-align: top; }
+th { border-bottom: 2px solid #888; } tr:nth-child(even) { background: #f4f4f4; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.dot { display: inline-block; width: .8em; height: .8em; border-radius: 50%; }
+.err { color: #b00020; max-width: 28em; } .bad { color: #b00020; font-weight: bold; }
+"""
+
+
+def page(data: dict[str, Any]) -> str:
+    body = (_header(data) + svg(_markers(data)) + _legend(data)
+            + "".join(_service(s) for s in data["services"]))
+    return (f"<!doctype html><html lang=en><head><meta charset=utf-8>"
+            f"<meta http-equiv=refresh content={REFRESH}>"
+            f"<meta name=viewport content='width=device-width,initial-scale=1'>"
+            f"<title>mirror-router status</title><style>{STYLE}</style></head>"
+            f"<body>{body}</body></html>")
+
+
+def _header(data: dict[str, Any]) -> str:
+    state = data["state_file"]
+    note = ""
+    if state is not None and not state["ok"]:
+        note = (f"<p class=bad>State file problem (the last good overrides stay in force): "
+                f"{escape(str(state['error']))}</p>")
+    ready = "ready" if data["ready"] else "<span class=bad>starting</span>"
+    probing = "" if data["probing"] else " &middot; <b>not probing</b> (--no-probe)"
+    return (f"<h1>mirror-router status</h1><p class=meta>version {escape(data['version'])} "
+            f"&middot; {ready}{probing} &middot; up {_duration(data['uptime_s'])} &middot; "
+            f"health generation {data['generation']}</p>{note}")
+
+
+def _markers(data: dict[str, Any]) -> list[Marker]:
+    out = []
+    for s in data["services"]:
+        for t in s["targets"]:
+            if t["location"] is not None:
+                out.append(Marker(f"marker-{s['name']}-{t['id']}", t["id"],
+                                  Point(t["location"]["lat"], t["location"]["lon"]),
+                                  t["colour"], f"{s['name']}/{t['id']}: {_state(t)}"))
+    c = data["client"]
+    if c is not None and c["lat"] is not None:
+        out.append(Marker("marker-client", "you", Point(c["lat"], c["lon"]), "blue",
+                          f"you: {c['address']} ({c['network']})"))
+    return out
+
+
+def _legend(data: dict[str, Any]) -> str:
+    items = [("green", "up"), ("amber", "unknown, drained, forced or failing"),
+             ("red", "down"), ("blue", "you")]
+    anycast = [f"{s['name']}/{t['id']}" for s in data["services"] for t in s["targets"]
+               if t["location"] is None]
+    text = " ".join(f"{_dot(c)} {escape(label)}" for c, label in items)
+    if anycast:
+        text += " &middot; anycast (not on the map): " + escape(", ".join(anycast))
+    return f"<p class=meta>{text}</p>"
+
+
+def _service(s: dict[str, Any]) -> str:
+    names = ", ".join(s["dns_names"]) or "&ndash;"
+    head = (f"<h2 id='service-{escape(s['name'])}'>{escape(s['name'])}</h2><p class=meta>zone "
+            f"{escape(s['zone'])} &middot; DNS {escape(names)} &middot; HTTP "
+            f"{escape(s['http_prefix'] or '-')} &middot; {s['answers']:,} answers since start</p>")
+    cols = ("", "target", "state", "override", "country", "TTFB ms", "wait ms", "charged ms",
+            "share", "answers", "last success", "last error")
+    rows = "".join(_row(s["name"], t) for t in s["targets"])
+    return head + "<table><tr>" + "".join(f"<th>{c}</th>" for c in cols) + "</tr>" + rows + \
+        "</table>"
+
+
+def _row(service: str, t: dict[str, Any]) -> str:
+    cells = [
+        _dot(t["colour"]), f"<b>{escape(t['id'])}</b>", escape(_state(t)), escape(t["admin"]),
+        escape(t["country"] or "-"), _num(t["ttfb_ms"]), _num(t["wait_ms"]),
+        _num(t["latency_ms"]), f"{t['share'] * 100:.1f}%", f"{t['answers']:,}",
+        _ago(t["last_ok"]),
+    ]
+    error = t["last_error"]
+    tds = "".join(f"<td class=num>{c}</td>" if c[:1].isdigit() or c == "&ndash;" else
+                  f"<td>{c}</td>" for c in cells)
+    when = f" ({_ago(t['last_failure'])})" if t["last_failure"] else ""
+    tds += f"<td class=err>{escape(error) + when if error else '&ndash;'}</td>"
+    return f"<tr id='target-{escape(service)}-{escape(t['id'])}'>{tds}</tr>"
+
+
+OVERRIDDEN = {"drain": "drained", "down": "marked down", "up": "forced up"}
+
+
+def _state(t: dict[str, Any]) -> str:
+    text = t["state"] if t["enabled"] else "disabled"
+    admin = OVERRIDDEN.get(t["admin"])
+    return f"{text}, {admin} by the operator" if admin else text
+
+
+def _dot(colour: str) -> str:
+    return f"<span class=dot style='background:{COLOURS[colour]}'></span>"
+
+
+def _num(value: float | None) -> str:
+    return "&ndash;" if value is None else f"{value:,.1f}"
+
+
+def _ago(at: float | None) -> str:
+    return "&ndash;" if at is None else f"{_duration(time.time() - at)} ago"
+
+
+def _duration(seconds: float) -> str:
+    s = int(max(0, seconds))
+    if s < 120:
+        return f"{s}s"
+    return f"{s // 60}m" if s < 7200 else f"{s // 3600}h{s % 3600 // 60:02d}m"

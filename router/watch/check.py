@@ -1,0 +1,147 @@
+"""One HTTP(S) health check, timed the way ``curl -w`` times a request.
+
+``check_once()`` GETs a URL on a fresh connection (a probe should feel what a new
+downloader feels), reads at most 64 KiB of the body, and returns a ``Result`` with the
+phases a user feels: DNS lookup, TCP connect, TLS handshake, request sent, first byte,
+total, each counted from the start like curl's ``time_*`` variables.
+
+aiohttp's ``TraceConfig`` marks DNS, the connection and the request; it sees TCP and
+TLS as one step, so ``TimedContext`` (an ``SSLContext``) marks when the handshake starts:
+asyncio and uvloop both call ``wrap_bio()`` the moment the TCP connection is up. The
+marks of the check under way live in a context variable, so concurrent checks on one
+session never mix their clocks.
+
+A check passes when the status is in the check's ``expect_status`` (2xx and 3xx by
+default) and, if it has one, ``expect_body`` occurs in the first 64 KiB.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from contextvars import ContextVar
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+
+from router import __version__
+from router.core.config import HealthCheck
+from router.core.health import Phases, Result
+
+USER_AGENT = f"mirror-router/{__version__} (health check; +https://github.com/mirror-router)"
+BODY_LIMIT = 64 * 1024
+
+
+class _Clock:
+    """The marks of one check, in seconds since it started."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.dns: float | None = None
+        self.tcp: float | None = None  # the TCP connection is up (TLS starts here)
+        self.connected: float | None = None  # TCP (and TLS) done
+        self.sent: float | None = None
+
+    def now(self) -> float:
+        return time.perf_counter() - self.started
+
+    def phases(self, ttfb: float, total: float) -> Phases:
+        connected = self.connected if self.connected is not None else ttfb
+        dns = self.dns if self.dns is not None else 0.0  # an IP literal: no lookup
+        tls = connected if self.tcp is not None else None
+        connect = self.tcp if self.tcp is not None else connected
+        sent = self.sent if self.sent is not None else connected
+        return Phases(dns, connect, tls, sent, ttfb, total)
+
+
+_CLOCK: ContextVar[_Clock | None] = ContextVar("check_clock", default=None)
+
+
+def _mark(name: str) -> Any:
+    async def mark(_session: aiohttp.ClientSession, _ctx: SimpleNamespace, _params: Any) -> None:
+        clock = _CLOCK.get()
+        if clock is not None:
+            setattr(clock, name, clock.now())
+    return mark
+
+
+def _trace() -> aiohttp.TraceConfig:
+    trace = aiohttp.TraceConfig()
+    trace.on_dns_resolvehost_end.append(_mark("dns"))
+    trace.on_connection_create_end.append(_mark("connected"))
+    trace.on_request_headers_sent.append(_mark("sent"))
+    return trace
+
+
+class TimedContext(ssl.SSLContext):
+    """A client ``SSLContext`` that marks the start of each TLS handshake."""
+
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
+        clock = _CLOCK.get()
+        if clock is not None:
+            clock.tcp = clock.now()
+        return super().wrap_bio(*args, **kwargs)
+
+
+def tls_context(ca_file: Path | None = None) -> TimedContext:
+    """Verifying context: the system's CAs, plus ``ca_file`` (PEM) when given."""
+    context = TimedContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the host name
+    context.load_default_certs()
+    if ca_file is not None:
+        context.load_verify_locations(cafile=str(ca_file))
+    return context
+
+
+def new_session(ca_file: Path | None = None) -> aiohttp.ClientSession:
+    # A fresh connection and a fresh DNS lookup per check: a new downloader's view.
+    connector = aiohttp.TCPConnector(force_close=True, limit=64, use_dns_cache=False,
+                                     ssl=tls_context(ca_file))
+    return aiohttp.ClientSession(connector=connector, headers={"User-Agent": USER_AGENT},
+                                 trace_configs=[_trace()])
+
+
+async def check_once(session: aiohttp.ClientSession, url: str, check: HealthCheck) -> Result:
+    """One health check of ``url``, bounded by ``check.timeout``."""
+    clock = _Clock()
+    token = _CLOCK.set(clock)
+    at = time.time()
+    try:
+        async with session.get(url, allow_redirects=False,
+                               timeout=aiohttp.ClientTimeout(total=check.timeout)) as resp:
+            ttfb = clock.now()
+            body = await _read(resp)
+            phases = clock.phases(ttfb, clock.now())
+            error = _verdict(check, resp.status, body)
+            return Result(error is None, at, error, resp.status, ttfb, phases.total, phases)
+    except TimeoutError:
+        return Result(False, at, f"timeout after {check.timeout:g}s", total=clock.now())
+    except (aiohttp.ClientError, OSError, ValueError) as e:
+        return Result(False, at, _describe(e), total=clock.now())
+    finally:
+        _CLOCK.reset(token)
+
+
+async def _read(resp: aiohttp.ClientResponse) -> bytes:
+    body = b""
+    while len(body) < BODY_LIMIT:
+        chunk = await resp.content.read(BODY_LIMIT - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return body
+
+
+def _verdict(check: HealthCheck, status: int, body: bytes) -> str | None:
+    """None when the check passes, else why not."""
+    if not check.passes(status):
+        return f"HTTP {status}"
+    if check.expect_body is not None and check.expect_body.encode() not in body:
+        return f"body lacks {check.expect_body!r}"
+    return None
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -1,0 +1,223 @@
+"""The inventory: fetches catalogs and HEADs mirrors for files, feeding the ``Ledger``.
+
+The I/O half of per-file availability (``router.core.availability`` is the pure half):
+
+- one loop per service with a ``catalog``: fetch the list at start and every ``refresh``;
+  a failed fetch keeps the last good copy and is logged (``catalog_failed``), and while
+  there is no good copy at all it is tried again within ``RETRY`` seconds. After every
+  good fetch the **freshness probe** HEADs the newest stable release's files on every
+  mirror, skipping results that are not yet due;
+- ``check()``: one HEAD of one file on one mirror, shared by every request that wants it
+  while it runs, at most ``availability_checks`` at once per mirror;
+- ``settle()``: what a request calls: rank, start the checks that are due, wait at most
+  ``availability_wait`` for those that could change the winner, rank again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+import aiohttp
+import structlog
+
+from router.core.availability import Freshness, Ledger, Outcome, judge
+from router.core.catalog import Catalog, CatalogError, CatalogFile, CatalogFormat, parse_go
+from router.core.config import Config, Service, Target
+from router.core.steering import Decision, worth_waiting_for
+from router.errors import RouterError
+from router.http.routes import mirror_url
+from router.watch.check import USER_AGENT
+
+log = structlog.get_logger("router.watch.inventory")
+
+CATALOG_LIMIT = 64 * 1024 * 1024  # bytes: a larger release list is refused
+RETRY = 30.0  # seconds: retry within this while a service has no good catalog at all
+QUEUE_LIMIT = 512  # checks waiting for one mirror; past this, new ones are not started
+PARSERS: dict[CatalogFormat, Callable[[bytes], Catalog]] = {CatalogFormat.GO: parse_go}
+
+CheckKey = tuple[str, str, str]  # (service, target, file name)
+
+
+class FetchError(RouterError):
+    """The catalog could not be fetched."""
+
+
+async def fetch(session: aiohttp.ClientSession, url: str, timeout: float) -> bytes:
+    """GET ``url``: the body of a 200, at most ``CATALOG_LIMIT`` bytes."""
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            if resp.status != 200:
+                raise FetchError(f"HTTP {resp.status}")
+            body = await resp.content.read(CATALOG_LIMIT + 1)
+    except TimeoutError:
+        raise FetchError(f"timeout after {timeout:g}s") from None
+    except (aiohttp.ClientError, OSError, ValueError) as e:
+        raise FetchError(str(e) or type(e).__name__) from None
+    if len(body) > CATALOG_LIMIT:
+        raise FetchError(f"larger than {CATALOG_LIMIT} bytes")
+    return body
+
+
+async def head(session: aiohttp.ClientSession, url: str, file: CatalogFile,
+               timeout: float) -> Outcome:
+    """HEAD ``url`` (following up to 3 redirects) and judge the answer against ``file``."""
+    try:
+        async with session.head(url, allow_redirects=True, max_redirects=3,
+                                timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            return judge(file, resp.status, resp.content_length)
+    except TimeoutError:
+        return judge(file, None, None, f"timeout after {timeout:g}s")
+    except (aiohttp.ClientError, OSError, ValueError) as e:
+        return judge(file, None, None, (str(e) or type(e).__name__)[:200])
+
+
+class Inventory:
+    """Keeps the ledger's catalogs and per-file availability up to date."""
+
+    def __init__(self, ledger: Ledger, *, catalogs: bool = True) -> None:
+        self.ledger = ledger
+        self.catalogs = catalogs  # False in a worker: its supervisor fetches and probes
+        self.heads = 0  # HEAD requests sent, in all
+        self._session: aiohttp.ClientSession | None = None
+        self._services: dict[str, Service] = {}
+        self._loops: dict[str, tuple[asyncio.Task[None], object]] = {}
+        self._first: dict[str, asyncio.Event] = {}
+        self._inflight: dict[CheckKey, asyncio.Task[None]] = {}
+        self._gates: dict[tuple[str, str], tuple[asyncio.Semaphore, int]] = {}
+        self._queued: dict[tuple[str, str], int] = {}
+
+    async def start(self, config: Config) -> None:
+        connector = aiohttp.TCPConnector(limit=256)
+        self._session = aiohttp.ClientSession(connector=connector,
+                                              headers={"User-Agent": USER_AGENT})
+        self.reconfigure(config)
+
+    def reconfigure(self, config: Config) -> None:
+        """Start, keep or stop catalog loops to match ``config`` (on start and reload)."""
+        self.ledger.retain(config)
+        self._services = {s.name: s for s in config.services if s.catalog is not None}
+        for name, (task, spec) in list(self._loops.items()):
+            service = self._services.get(name)
+            if service is None or service.catalog != spec:
+                task.cancel()
+                del self._loops[name]
+        for name, service in self._services.items():
+            if name not in self._loops and self.catalogs:
+                self._first[name] = asyncio.Event()
+                task = asyncio.create_task(self._catalog_loop(name), name=f"catalog {name}")
+                self._loops[name] = (task, service.catalog)
+
+    async def first_fetch(self) -> None:
+        """Wait until every catalog has been fetched once (or failed), within its timeout."""
+        pending = [e.wait() for e in self._first.values() if not e.is_set()]
+        if pending:
+            longest = max(s.catalog.timeout for s in self._services.values() if s.catalog)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*pending), longest + 1.0)
+
+    async def close(self) -> None:
+        tasks = [t for t, _spec in self._loops.values()] + list(self._inflight.values())
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._loops.clear()
+        if self._session is not None:
+            await self._session.close()
+
+    # ---------------------------------------------------------------- requests
+
+    async def settle(self, service: Service, file: CatalogFile,
+                     decide: Callable[[], Decision]) -> Decision:
+        """Decide; wait at most ``availability_wait`` for checks that could change it."""
+        decision = decide()
+        self.check_due(service, file)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + service.checks.wait
+        while True:
+            waiting = [task for tid in worth_waiting_for(decision)
+                       if (task := self._inflight.get((service.name, tid, file.name)))]
+            left = deadline - loop.time()
+            if not waiting or left <= 0:
+                return decision
+            await asyncio.wait(waiting, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            decision = decide()
+
+    def check_due(self, service: Service, file: CatalogFile) -> None:
+        """Start, in the background, every check of ``file`` that has come due."""
+        for t in service.targets:
+            self.check(service, t.id, file)
+
+    def check(self, service: Service, target_id: str, file: CatalogFile) -> None:
+        """Check ``file`` on a target if it is due and not already being checked."""
+        key = (service.name, target_id, file.name)
+        target = service.target(target_id)
+        if (key in self._inflight or target is None or target.url is None
+                or not target.enabled or self._session is None
+                or not self.ledger.is_due(service, target_id, file, time.time())):
+            return
+        mirror = (service.name, target_id)
+        if self._queued.get(mirror, 0) >= QUEUE_LIMIT:
+            return
+        self._queued[mirror] = self._queued.get(mirror, 0) + 1
+        task = asyncio.create_task(self._check(service, target, file))
+        self._inflight[key] = task
+        task.add_done_callback(lambda _t: self._done(key))
+
+    def _done(self, key: CheckKey) -> None:
+        self._inflight.pop(key, None)
+        mirror = key[:2]
+        self._queued[mirror] = self._queued.get(mirror, 1) - 1
+
+    async def _check(self, service: Service, target: Target, file: CatalogFile) -> None:
+        assert self._session is not None
+        async with self._gate(service, target):
+            self.heads += 1
+            outcome = await head(self._session, mirror_url(target, file.name), file,
+                                 service.health.timeout)
+        before = self.ledger.freshness(service, target.id)
+        self.ledger.record(service, target.id, file, outcome, time.time())
+        after = self.ledger.freshness(service, target.id)
+        if after is not before and after is not Freshness.UNKNOWN:
+            log.info("mirror_freshness", service=service.name, target=target.id,
+                     old=before.value, new=after.value)
+
+    def _gate(self, service: Service, target: Target) -> asyncio.Semaphore:
+        key, limit = (service.name, target.id), service.checks.per_mirror
+        gate = self._gates.get(key)
+        if gate is None or gate[1] != limit:
+            gate = self._gates[key] = (asyncio.Semaphore(limit), limit)
+        return gate[0]
+
+    # ---------------------------------------------------------------- catalogs
+
+    async def _catalog_loop(self, name: str) -> None:
+        while True:
+            service = self._services[name]
+            ok = await self._refresh(service)
+            self._first[name].set()
+            spec = service.catalog
+            assert spec is not None
+            good = ok or self.ledger.catalog(name) is not None
+            await asyncio.sleep(spec.refresh if good else min(spec.refresh, RETRY))
+
+    async def _refresh(self, service: Service) -> bool:
+        spec = service.catalog
+        assert spec is not None and self._session is not None
+        try:
+            catalog = PARSERS[spec.format](await fetch(self._session, spec.url, spec.timeout))
+        except (FetchError, CatalogError) as e:
+            held = self.ledger.catalog(service.name)
+            log.warning("catalog_failed", service=service.name, url=spec.url, error=str(e),
+                        keeping="the last good copy" if held else "no catalog yet")
+            return False
+        changed = self.ledger.install(service, catalog)
+        newest = catalog.newest_stable
+        log.info("catalog", service=service.name, changed=changed,
+                 releases=len(catalog.releases), files=len(catalog.files),
+                 newest=newest.version if newest else None)
+        for target_id, file in list(self.ledger.freshness_plan(service, time.time())):
+            self.check(service, target_id, file)
+        return True

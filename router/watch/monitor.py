@@ -1,0 +1,75 @@
+"""The watching side: the prober and the operator's state file, both feeding one Board.
+
+In a single process the server runs a ``Monitor`` itself. With ``--workers N`` only the
+supervising process runs one, and the workers get its snapshots (``router.serve.supervisor``),
+so probe traffic does not multiply with the number of workers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from router.core.config import Config
+from router.core.health import Board, Status
+from router.core.stats import Stats
+from router.watch.prober import Prober, log_change
+from router.watch.statefile import StateFile
+
+log = structlog.get_logger("router.watch.monitor")
+
+
+class Monitor:
+    def __init__(self, board: Board, stats: Stats, config: Callable[[], Config], *,
+                 probe: bool = True, state: Path | None = None,
+                 ca_file: Path | None = None) -> None:
+        self.board = board
+        self.stats = stats
+        self.config = config
+        self.probe = probe
+        self.ca_file = ca_file
+        self.state = StateFile(state, board, config) if state is not None else None
+        self.prober: Prober | None = None
+
+    async def start(self) -> None:
+        """Apply the operator's overrides, then run the first probe round (or assume up)."""
+        if self.state is not None:
+            self.state.load_now()
+            self.state.start()
+        config = self.config()
+        if not self.probe:
+            assume_up(self.board, config)
+            return
+        self.prober = Prober(self.board, log_change, on_result=self.stats.probed,
+                             ca_file=self.ca_file)
+        await self.prober.start(config)
+        started = time.monotonic()
+        await self.prober.first_round()
+        log.info("first_probe_round", seconds=round(time.monotonic() - started, 3),
+                 checked=len(self.board.snapshot.health))
+
+    async def ready(self, dns: list[str], http: list[str]) -> None:
+        """Nothing to tell: this process serves on its own."""
+
+    def reconfigure(self, config: Config) -> None:
+        """Follow a reloaded config: new targets probed, gone ones forgotten."""
+        if self.prober is not None:
+            self.prober.reconfigure(config)
+        else:
+            assume_up(self.board, config)
+
+    async def close(self) -> None:
+        if self.prober is not None:
+            await self.prober.close()
+        if self.state is not None:
+            await self.state.stop()
+
+
+def assume_up(board: Board, config: Config) -> None:
+    """--no-probe: every target counts as up and nothing is contacted."""
+    keys = [(s.name, t.id) for s in config.services for t in s.targets]
+    board.retain(keys)
+    board.assume(keys, Status.UP, time.time())

@@ -1,0 +1,129 @@
+"""The prober: HTTP(S) health checks that feed the ``Board``.
+
+Each target with a health URL gets its own loop: one check (``router.watch.check``: GET the URL
+with the service's timeout, timed phase by phase), record the result, sleep a jittered
+interval. The first round runs for every target at once and ``first_round()`` waits for
+it (bounded by the timeouts), so the server is ready only once every answer rests on a
+real observation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+import structlog
+
+from router.core.config import Config, HealthCheck
+from router.core.health import Board, Health, Key, Result, Status
+from router.watch.check import check_once, new_session
+
+log = structlog.get_logger("router.watch.prober")
+
+JITTER = 0.1  # each interval is shortened by up to 10%, so probes drift apart
+
+Job = tuple[Key, str, HealthCheck]  # (service, target), url, check
+
+
+def jobs(config: Config) -> list[Job]:
+    """Every probe the config asks for, one per (service, target) with a health URL."""
+    return [((s.name, t.id), t.health_url, s.health)
+            for s in config.services for t in s.targets if t.health_url and t.enabled]
+
+
+def jittered(interval: float, u: float) -> float:
+    """The wait before the next check, ``u`` uniform in [0, 1): up to ``JITTER`` shorter,
+    so that checks started together drift apart and never stampede."""
+    return interval * (1 - u * JITTER)
+
+
+def unprobed(config: Config) -> list[Key]:
+    """Targets with no health URL: they are always up."""
+    return [(s.name, t.id) for s in config.services for t in s.targets if not t.health_url]
+
+
+OnChange = Callable[[Key, Health, Health], None]
+OnResult = Callable[[Key, Result], None]
+
+
+class Prober:
+    """Runs one check loop per target and records every result on the board.
+
+    The prober only ever calls ``board.record()`` (and ``on_result``, for statistics), so
+    the board can as well be fed from elsewhere: one prober per machine, publishing to
+    several serving processes."""
+
+    def __init__(self, board: Board, on_change: OnChange | None = None, *,
+                 on_result: OnResult | None = None, ca_file: Path | None = None) -> None:
+        self.board = board
+        self.on_change = on_change
+        self.on_result = on_result
+        self.ca_file = ca_file
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: dict[Key, tuple[asyncio.Task[None], str, HealthCheck]] = {}
+        self._first: dict[Key, asyncio.Event] = {}
+
+    async def start(self, config: Config) -> None:
+        self._session = new_session(self.ca_file)
+        self.reconfigure(config)
+
+    def reconfigure(self, config: Config) -> None:
+        """Start, keep or stop loops so that they match ``config`` (on start and reload)."""
+        wanted = {key: (url, check) for key, url, check in jobs(config)}
+        for key, (task, url, check) in list(self._tasks.items()):
+            if wanted.get(key) != (url, check):
+                task.cancel()
+                del self._tasks[key]
+        for key, (url, check) in wanted.items():
+            if key not in self._tasks:
+                self._first[key] = asyncio.Event()
+                task = asyncio.create_task(self._loop(key, url, check), name=f"probe {key}")
+                self._tasks[key] = (task, url, check)
+        self.board.retain([*wanted, *unprobed(config)])
+        self.board.assume([k for k in unprobed(config)
+                           if self.board.snapshot.get(*k).status is not Status.UP],
+                          Status.UP, time.time())
+
+    async def first_round(self) -> None:
+        """Wait until every target has one result (each check is bounded by its timeout)."""
+        pending = [e.wait() for e in self._first.values() if not e.is_set()]
+        if pending:
+            longest = max(check.timeout for _t, _u, check in self._tasks.values())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*pending), longest + 1.0)
+
+    async def close(self) -> None:
+        tasks = [t for t, _u, _c in self._tasks.values()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._session is not None:
+            await self._session.close()
+
+    async def _loop(self, key: Key, url: str, check: HealthCheck) -> None:
+        assert self._session is not None
+        while True:
+            started = time.monotonic()
+            result = await check_once(self._session, url, check)
+            before, after = self.board.record(key, result, check)
+            if self.on_result is not None:
+                self.on_result(key, result)
+            self._first[key].set()
+            if after.status is not before.status and self.on_change is not None:
+                self.on_change(key, before, after)
+            delay = jittered(check.interval, random.random())
+            await asyncio.sleep(max(0.0, started + delay - time.monotonic()))
+
+
+def log_change(key: Key, before: Health, after: Health) -> None:
+    """The default ``on_change``: one structured log line per state change."""
+    last = after.last
+    log.info("target_state", service=key[0], target=key[1], old=before.status.value,
+             new=after.status.value, error=last.error if last else None,
+             http_status=last.http_status if last else None)

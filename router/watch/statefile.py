@@ -1,0 +1,146 @@
+"""The operator's state file on disk: read it safely, write it atomically, watch it.
+
+``serve --state FILE`` polls the file four times a second and applies a change once the
+file has stood still for one poll, so a change shows in answers within half a second,
+and an editor caught half-way through a save is not read. Whatever goes wrong, the last
+good overrides stay in force: a file that is missing, unreadable, not TOML, or has a bad
+entry is logged (file, key, reason) and ignored until it is fixed. Only a good file,
+which must hold a ``[targets]`` table (an empty or truncated file does not), changes
+anything. ``mirror-router admin`` writes the file by renaming a complete copy over it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import structlog
+
+from router.core.config import Config, ConfigError, Problem
+from router.core.health import Board
+from router.core.overrides import Admin, Overrides, parse, render, unknown
+
+log = structlog.get_logger("router.state")
+
+POLL = 0.25  # seconds between looks at the file
+DEFAULT_NAME = "state.toml"
+DEFAULT_DIR = Path("/var/lib/mirror-router")  # systemd's StateDirectory=mirror-router
+
+Signature = tuple[int, int, int, int]  # inode, size, mtime, ctime
+
+
+def default_path(env: Callable[[str], str | None] = os.environ.get) -> Path | None:
+    """``$STATE_DIRECTORY/state.toml`` when systemd gives a state directory, else None."""
+    directory = env("STATE_DIRECTORY")
+    return Path(directory.split(":")[0]) / DEFAULT_NAME if directory else None
+
+
+def _signature(path: Path) -> Signature | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def read(path: Path) -> dict[str, Admin]:
+    """The overrides in ``path`` (none if it does not exist); ``ConfigError`` if bad."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError([Problem(str(path), "", f"cannot read: {e}")]) from None
+    return parse(text, str(path))
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Serialise read-modify-write cycles of ``mirror-router admin`` on one file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def write(path: Path, overrides: Overrides) -> None:
+    """Replace ``path`` whole: write a complete copy beside it, then rename it over."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "w", encoding="utf-8") as f:
+        f.write(render(overrides))
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, path)
+
+
+class StateFile:
+    """Applies the file's overrides to the board; keeps the last good ones on error."""
+
+    def __init__(self, path: Path, board: Board, config: Callable[[], Config]) -> None:
+        self.path = path
+        self.board = board
+        self.config = config
+        self.error: str | None = None  # why the file on disk is not in force, if it is not
+        self.loaded_at: float | None = None
+        self._seen: Signature | None = None
+        self._applied: Signature | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def load_now(self) -> None:
+        """Read the file at once (at start-up)."""
+        self._seen = _signature(self.path)
+        self._apply(self._seen)
+
+    def poll(self) -> None:
+        """Apply the file once it has changed and then stood still for one poll."""
+        signature = _signature(self.path)
+        if signature != self._applied and signature == self._seen:
+            self._apply(signature)
+        self._seen = signature
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._watch(), name="state file")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(POLL)
+            self.poll()
+
+    def _apply(self, signature: Signature | None) -> None:
+        self._applied = signature
+        if signature is None:
+            self._keep(f"{self.path}: no such file" if self.loaded_at else None)
+            return
+        try:
+            overrides = parse(self.path.read_text(encoding="utf-8"), str(self.path))
+        except (OSError, UnicodeDecodeError) as e:
+            self._keep(f"{self.path}: cannot read: {e}")
+            return
+        except ConfigError as e:
+            self._keep("; ".join(str(p) for p in e.problems))
+            return
+        changed = self.board.set_overrides(overrides)
+        self.error, self.loaded_at = None, time.time()
+        log.info("state_loaded", file=str(self.path), changed=changed,
+                 overrides={k: str(s) for k, s in sorted(overrides.items())})
+        strays = unknown(overrides, self.config())
+        if strays:
+            log.warning("state_unknown_targets", file=str(self.path), selectors=strays)
+
+    def _keep(self, error: str | None) -> None:
+        """Something is wrong with the file: log it and keep the overrides in force."""
+        self.error = error
+        if error is not None:
+            log.error("state_file_invalid", file=str(self.path), error=error,
+                      keeping={k: str(s) for k, s in sorted(self.board.snapshot.admin.items())})
