@@ -8,8 +8,9 @@ import pytest
 
 from router.core.config import Config, Service, Target, Zone
 from router.core.earth import Point
+from router.core.urls import join, mirror_url
 from router.http.client import client_address, parse_ip
-from router.http.routes import MAX_PATH_BYTES, PathError, Routes, check_query, clean, mirror_url
+from router.http.routes import MAX_PATH_BYTES, PathError, Routes, check_query, clean
 
 # ---------------------------------------------------------------- clean()
 
@@ -77,11 +78,21 @@ def target(tid: str = "m", url: str | None = "https://m.example.net/golang/",
     ("", "https://m.example.net/golang/"),
 ])
 def test_mirror_url_is_the_target_url_plus_the_reencoded_path(rest, url):
-    assert mirror_url(target(), rest) == url
+    assert mirror_url(target().url, rest) == url
+
+
+@pytest.mark.parametrize(("base", "path", "url"), [
+    ("https://m/golang/", "/", "https://m/golang/"),
+    ("https://m/golang", "/healthz", "https://m/golang/healthz"),
+    ("https://m/golang/", "x/y", "https://m/golang/x/y"),
+    ("https://m/", "//x", "https://m/x"),
+])
+def test_join_never_doubles_or_drops_the_slash_between_base_and_path(base, path, url):
+    assert join(base, path) == url
 
 
 def test_mirror_url_appends_a_passed_query():
-    assert mirror_url(target(), "x", "go-get=1") == "https://m.example.net/golang/x?go-get=1"
+    assert mirror_url(target().url, "x", "go-get=1") == "https://m.example.net/golang/x?go-get=1"
 
 
 # ---------------------------------------------------------------- Routes

@@ -19,6 +19,7 @@ from typing import Any
 from router.core import values as v
 from router.core.catalog import CatalogFormat, CatalogSpec, FileChecks
 from router.core.earth import Point
+from router.core.urls import join, mirror_url
 from router.core.values import (
     RECORD_TYPES,
     Address,
@@ -82,6 +83,11 @@ class Target:
 
     def addresses_of(self, version: int) -> tuple[Address, ...]:
         return tuple(a for a in self.addresses if a.version == version)
+
+    def url_for(self, path: str, query: str = "") -> str:
+        """The URL of a decoded path on this target (which must have a ``url``)."""
+        assert self.url is not None, f"target {self.id} has no url"
+        return mirror_url(self.url, path, query)
 
 
 @dataclass(frozen=True, slots=True)
@@ -521,7 +527,7 @@ def _build_targets(s: _Table, health: HealthCheck | None) -> Iterator[Target]:
             country=t.get("country", v.country, None),
             addresses=t.get("addresses", v.list_of(v.address), ()),
             url=url,
-            health_url=explicit or (join_url(url, path) if url else None),
+            health_url=explicit or (join(url, path) if url else None),
             weight=t.get("weight", v.integer(1, 1_000_000), 100),
             only_countries=t.get("only_countries", v.countries, frozenset()),
             exclude_countries=t.get("exclude_countries", v.countries, frozenset()),
@@ -535,11 +541,6 @@ def _read_location(t: _Table) -> Point | None:
     if "location" not in t.data:
         t.get("location", v.anything)  # reports "is required"
     return _read_point(t, "location", anycast=True)
-
-
-def join_url(base: str, path: str) -> str:
-    """``https://m/golang/`` + ``/x`` → ``https://m/golang/x`` (never climbs above base)."""
-    return base.rstrip("/") + "/" + path.lstrip("/")
 
 
 # ---------------------------------------------------------------- cross checks
@@ -613,5 +614,5 @@ __all__ = [
     "RECORD_TYPES", "Address", "Caa", "CatalogSpec", "Config", "ConfigError", "FileChecks",
     "HealthCheck", "Mx", "OnAllDown",
     "Problem", "RData", "Record", "ServerConfig", "Service", "Srv", "Target", "Txt", "Zone",
-    "join_url", "load", "load_server", "parse_duration",
+    "load", "load_server", "parse_duration",
 ]

@@ -18,8 +18,6 @@ from router.core.config import Config
 from router.core.geo import Locator
 from router.core.health import Board
 from router.core.stats import Stats
-from router.http.decisions import DecisionCache
-from router.http.routes import Routes
 
 
 class StateView(Protocol):
@@ -39,14 +37,11 @@ class Runtime:
         self.ready = False
         self.started = time.time()
         self.config = config
-        self.routes = Routes(config)
         self.stats = Stats()
         self.state: StateView | None = None  # the operator's state file, when watched
         self.peers: tuple[Stats, ...] = ()  # --workers: the other processes' counts
-        self.decisions = DecisionCache()  # HTTP: per client network, see router.http.decisions
         # name -> the cache's counters, read by sample(); the faces add theirs
-        self.caches: dict[str, Callable[[], Mapping[str, int]]] = {
-            "geoip": locator.counters, "http_decisions": self.decisions.counters}
+        self.caches: dict[str, Callable[[], Mapping[str, int]]] = {"geoip": locator.counters}
 
     def sample(self) -> None:
         """Copy every cache's counters into ``stats.caches``."""
@@ -60,7 +55,6 @@ class Runtime:
         return self.stats.merged(*self.peers) if self.peers else self.stats
 
     def install(self, config: Config) -> None:
-        """Switch to a new config (on reload)."""
-        self.routes = Routes(config)
+        """Switch to a new config (on reload). What a face derives from the config it
+        derives again when it sees ``config`` is no longer the object it derived from."""
         self.config = config
-        self.decisions.clear()

@@ -38,9 +38,10 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 from router.core.availability import Availability, FileView
+from router.core.catalog import CatalogFile
 from router.core.config import OnAllDown, Service, Target
 from router.core.earth import Point, distance_km
 from router.core.geo import Location
@@ -282,6 +283,18 @@ def _order(usable: list[Candidate], service: Service, key: bytes) -> list[Candid
     else:
         first = [replace(near[0], standing=Standing.NEAREST)]
     return first + [replace(c, standing=Standing.BY_COST) for c in rest]
+
+
+class FileChecker(Protocol):
+    """What checks files on mirrors for a request (``router.watch.inventory.Inventory``):
+    the HTTP face is handed one and never imports the watching side."""
+
+    async def settle(self, service: Service, file: CatalogFile,
+                     decide: Callable[[], Decision]) -> Decision:
+        """Decide; wait a bounded time for the checks that could change the decision."""
+
+    def check_due(self, service: Service, file: CatalogFile) -> None:
+        """Start, in the background, every check of ``file`` that has come due."""
 
 
 def worth_waiting_for(decision: Decision) -> tuple[str, ...]:

@@ -23,12 +23,12 @@ from aiohttp.typedefs import Handler
 
 from router.core.runtime import Runtime
 from router.core.stats import Stats
+from router.core.steering import FileChecker
 from router.errors import RouterError
 from router.http import downloads, redirect
 from router.http.client import IPNetwork
 from router.http.routes import PathError
 from router.http.status import handlers as status
-from router.watch.inventory import Inventory
 
 log = structlog.get_logger("router.http")
 access = structlog.get_logger("router.http.access")
@@ -110,7 +110,7 @@ async def access_log(request: web.Request, handler: Handler) -> web.StreamRespon
 
 
 def create_app(runtime: Runtime, settings: HttpSettings | None = None, *,
-               inventory: Inventory | None = None) -> web.Application:
+               inventory: FileChecker | None = None) -> web.Application:
     settings = settings or HttpSettings()
     app = web.Application(middlewares=[access_log] if settings.access_log else [])
     app[RUNTIME] = runtime

@@ -17,9 +17,10 @@ from aiohttp import web
 
 from router.core.catalog import Catalog, CatalogFile
 from router.core.steering import Decision
+from router.core.urls import quoted
 from router.errors import RouterError
 from router.http import metalink
-from router.http.routes import SAFE, Route
+from router.http.routes import Route
 
 SHA256_SUFFIX = ".sha256"
 
@@ -84,7 +85,7 @@ def file_headers(item: Asked) -> list[tuple[str, str]]:
     if item.file is None:
         return []
     prefix = item.route.service.http_prefix or "/"
-    meta4 = prefix + quote(item.route.rest, safe=SAFE) + metalink.SUFFIX
+    meta4 = prefix + quoted(item.route.rest) + metalink.SUFFIX
     headers = [("Link", f'<{meta4}>; rel=describedby; type="{metalink.MEDIA_TYPE}"')]
     if item.file.digest:
         headers.insert(0, ("Digest", item.file.digest))

@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 from router import __version__
 from router.core.catalog import CatalogFile
 from router.core.steering import Decision
-from router.http.routes import Route, mirror_url
+from router.http.routes import Route
 
 NS = "urn:ietf:params:xml:ns:metalink"
 MEDIA_TYPE = "application/metalink4+xml"
@@ -41,6 +41,6 @@ def document(route: Route, decision: Decision, file: CatalogFile | None) -> byte
         attrs = {"priority": str(min(priority, MAX_PRIORITY))}
         if cand.target.country:
             attrs["location"] = cand.target.country.lower()
-        ET.SubElement(entry, f"{{{NS}}}url", attrs).text = mirror_url(cand.target, route.rest)
+        ET.SubElement(entry, f"{{{NS}}}url", attrs).text = cand.target.url_for(route.rest)
     body: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     return body + b"\n"

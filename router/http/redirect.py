@@ -21,17 +21,17 @@ from typing import Any
 from aiohttp import web
 
 from router.core.catalog import CatalogFile
+from router.core.config import Config
 from router.core.geo import Location
 from router.core.memo import Memo
 from router.core.runtime import Runtime
-from router.core.steering import Decision, Want, worth_waiting_for
+from router.core.steering import Decision, FileChecker, Want, worth_waiting_for
 from router.core.steering import decide as steer
 from router.errors import RouterError
 from router.http import downloads, pages
 from router.http import routes as paths
 from router.http.client import IPNetwork, client_address
-from router.http.decisions import Entry
-from router.watch.inventory import Inventory
+from router.http.decisions import DecisionCache, Entry
 
 RECHECK = 1.0  # seconds: how often a cached listed file still starts its due checks
 NOWHERE = Location(ipaddress.ip_network("0.0.0.0/0"))
@@ -57,18 +57,30 @@ class Redirector:
     """
 
     def __init__(self, runtime: Runtime, trusted: tuple[IPNetwork, ...],
-                 inventory: Inventory | None) -> None:
+                 inventory: FileChecker | None) -> None:
         self.runtime = runtime
         self.trusted = trusted
         self.inventory = inventory
         # (peer, Forwarded, X-Forwarded-For) → (the client's address as text, its location)
         self.clients: Memo[tuple[object, ...], tuple[str | None, Location]] = Memo(65536)
+        self.decisions = DecisionCache()  # per client network, see router.http.decisions
+        self.config: Config = runtime.config  # what routes and decisions were made from
+        self.routes = paths.Routes(self.config)
         runtime.caches["http_clients"] = self.clients.counters
+        runtime.caches["http_decisions"] = self.decisions.counters
+
+    def follow(self) -> None:
+        """The runtime has a new config (a reload): route and decide afresh."""
+        self.config = self.runtime.config
+        self.routes = paths.Routes(self.config)
+        self.decisions.clear()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         runtime = self.runtime
         raw_path, _, raw_query = request.raw_path.partition("?")
-        route = runtime.routes.resolve(raw_path, request.host)
+        if runtime.config is not self.config:
+            self.follow()
+        route = self.routes.resolve(raw_path, request.host)
         if route is None:
             raise NotRouted(raw_path)
         service = route.service
@@ -112,7 +124,7 @@ class Redirector:
         key = (service.name, client.key, runtime.board.snapshot.generation,
                runtime.ledger.generation, file.name if file is not None else None)
         now = time.monotonic()
-        entry = runtime.decisions.get(key) if remember else None
+        entry = self.decisions.get(key) if remember else None
         if entry is not None:
             if file is not None and inventory is not None and now - entry.stamp > RECHECK:
                 entry.stamp = now
@@ -131,7 +143,7 @@ class Redirector:
                 remember = False  # checks that could change it are still out
         if not remember:
             return Entry(decision, now)
-        return runtime.decisions.remember(key, decision, now)
+        return self.decisions.remember(key, decision, now)
 
     def location(self, request: web.Request) -> Location:
         """The client's location, remembered per (peer, forwarding headers)."""

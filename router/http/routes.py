@@ -13,17 +13,15 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, unquote_to_bytes
+from urllib.parse import unquote_to_bytes
 
 from router.core.config import Config, Service, Target
 from router.core.memo import Memo
 from router.core.steering import Decision, describe
+from router.core.urls import join, quoted
 from router.errors import RouterError
 
 MAX_PATH_BYTES = 1024
-# Characters left as they are in a mirror URL: RFC 3986 pchar minus '%', plus '/'.
-# Go module paths need '!' (escaped capitals) and '@' (@v, @latest).
-SAFE = "/!$&'()*+,;=:@~-._"
 _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\\]")
 
 
@@ -108,15 +106,9 @@ class Routes:
         return (s for _p, _n, s in self._entries)
 
 
-def mirror_url(target: Target, rest: str, query: str = "") -> str:
-    """``<target url><path>`` with the path re-encoded, plus the query if passed on."""
-    return _joined(target, quote(rest, safe=SAFE), query)
-
-
-def _joined(target: Target, quoted: str, query: str) -> str:
+def _joined(target: Target, path: str, query: str) -> str:
     assert target.url is not None
-    url = target.url + quoted
-    return f"{url}?{query}" if query else url
+    return join(target.url, path, query)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,10 +131,10 @@ def redirect_for(route: Route, decision: Decision, query: str = "") -> Redirect 
     if not decision.ranked:
         return None
     first, *others = decision.ranked[: 1 + route.service.link_alternates]
-    quoted = quote(route.rest, safe=SAFE)  # once, for every URL
-    links = tuple(_link(_joined(c.target, quoted, query), pri, c.target.country)
+    path = quoted(route.rest)  # once, for every URL
+    links = tuple(_link(_joined(c.target, path, query), pri, c.target.country)
                   for pri, c in enumerate(others, 1))
-    return Redirect(first.target, _joined(first.target, quoted, query), links)
+    return Redirect(first.target, _joined(first.target, path, query), links)
 
 
 def _link(url: str, pri: int, country: str | None) -> str:
@@ -155,7 +147,7 @@ def describe_redirect(path: str, route: Route, decision: Decision) -> dict[str, 
     data = describe(decision)
     for row, cand in zip(data["candidates"], (*decision.ranked, *decision.excluded),
                          strict=True):
-        row["file_url"] = mirror_url(cand.target, route.rest) if cand.target.url else None
+        row["file_url"] = cand.target.url_for(route.rest) if cand.target.url else None
     found = redirect_for(route, decision)
     data["path"] = path
     data["location"] = found.location if found else None

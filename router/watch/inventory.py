@@ -28,7 +28,6 @@ from router.core.catalog import Catalog, CatalogError, CatalogFile, CatalogForma
 from router.core.config import Config, Service, Target
 from router.core.steering import Decision, worth_waiting_for
 from router.errors import RouterError
-from router.http.routes import mirror_url
 from router.watch.check import USER_AGENT
 
 log = structlog.get_logger("router.watch.inventory")
@@ -175,7 +174,7 @@ class Inventory:
         assert self._session is not None
         async with self._gate(service, target):
             self.heads += 1
-            outcome = await head(self._session, mirror_url(target, file.name), file,
+            outcome = await head(self._session, target.url_for(file.name), file,
                                  service.health.timeout)
         before = self.ledger.freshness(service, target.id)
         self.ledger.record(service, target.id, file, outcome, time.time())
