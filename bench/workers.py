@@ -40,7 +40,7 @@ import dns.query  # noqa: E402
 from benchlib import Server, free_port, render, started  # noqa: E402
 from dns.edns import ECSOption  # noqa: E402
 
-from router.core.overrides import Admin  # noqa: E402
+from router.core.overrides import Override  # noqa: E402
 from router.watch import statefile  # noqa: E402
 
 TOKYO = ECSOption("1.0.16.0", 24)
@@ -130,7 +130,7 @@ def main() -> None:
         for i in range(args.changes):
             drained = i % 2 == 0
             want = {ADDRESS["bj" if drained else "tyo"]}
-            statefile.write(state, {"tyo": Admin.DRAIN} if drained else {})
+            statefile.write(state, {"tyo": Override.DRAIN} if drained else {})
             times.append(until(lambda want=want: answers(dns_port) == want, 5.0))
             time.sleep(0.1 + (i % 5) * 0.05)  # not in step with the file's polling
         count, mean, buckets = lag(http_port)

@@ -461,7 +461,8 @@ INVALID = [
     pytest.param([('country = "de"', "weight = 0")], "", f"{TARGET}.weight",
                  "must be between 1 and 1000000, not 0", id="weight-zero"),
     pytest.param([('id = "a"', 'id = "a b"'), ('fallback = ["a"]', "")], "",
-                 "services.dl.targets[a b].id", "ids use letters, digits", id="target-id-space"),
+                 "services.dl.targets[a b].id", "names and ids use letters, digits",
+                 id="target-id-space"),
     pytest.param([('addresses = ["192.0.2.1", "2001:db8::1"]', "")], "", "services.dl.dns_names",
                  "no target has addresses, so DNS could never answer",
                  id="dns-names-without-addresses"),
@@ -545,7 +546,7 @@ INVALID = [
                  "", "zone.hostmaster", "the mailbox part must be one label", id="hostmaster-dots"),
     pytest.param([("[services.dl]", '[services."bad name"]'),
                   ("[[services.dl.targets]]", '[[services."bad name".targets]]')], "",
-                 "services.bad name", "service names use letters, digits", id="bad-service-name"),
+                 "services.bad name", "names and ids use letters, digits", id="bad-service-name"),
     # catalogs and availability
     pytest.param([*CATALOG, ("ttl = 30", 'ttl = 30\ncatalog.format = "debian"')], "",
                  "services.dl.catalog.format", "'debian' is not one of \"go\"",

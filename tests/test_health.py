@@ -9,12 +9,15 @@ from router.core.health import (
     EWMA_ALPHA,
     TRANSITIONS,
     Board,
+    Effective,
     Health,
     Result,
     Snapshot,
     Status,
+    effective,
     observe,
 )
+from router.core.overrides import Override
 
 U, D, N = Status.UP, Status.DOWN, Status.UNKNOWN
 LETTER = {"U": U, "D": D}
@@ -267,3 +270,18 @@ def test_empty_snapshot() -> None:
     assert snap.generation == 0
     assert snap.get("downloads", "tyo") == Health()
     assert snap.view("downloads")("tyo") is N
+
+
+@pytest.mark.parametrize(("status", "override", "expected"), [
+    (Status.UP, Override.AUTO, Effective.USABLE),
+    (Status.UNKNOWN, Override.AUTO, Effective.USABLE),
+    (Status.DOWN, Override.AUTO, Effective.DOWN),
+    (Status.DOWN, Override.UP, Effective.FORCED),
+    (Status.UP, Override.UP, Effective.USABLE),
+    (Status.UP, Override.DRAIN, Effective.DRAINED),
+    (Status.DOWN, Override.DRAIN, Effective.DRAINED),
+    (Status.UP, Override.DOWN, Effective.ADMIN_DOWN),
+    (Status.DOWN, Override.DOWN, Effective.ADMIN_DOWN),
+])
+def test_effective_combines_health_and_the_override(status, override, expected) -> None:
+    assert effective(status, override) is expected

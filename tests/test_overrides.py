@@ -7,7 +7,7 @@ import pytest
 from router.core.availability import Availability
 from router.core.config import ConfigError, OnAllDown
 from router.core.health import Board, Status
-from router.core.overrides import Admin, changed, lookup, parse, render
+from router.core.overrides import Override, changed, lookup, parse, render
 from router.core.steering import FORCED, Exclusion, Standing, Want, rank
 from tests.test_steering import client, service, target
 
@@ -15,7 +15,7 @@ TOKYO, BEIJING = target("tyo", "tokyo", "JP"), target("bj", "beijing", "CN")
 JAPAN = client("tokyo", "JP")
 
 
-def decide(admin: dict[str, Admin], health: dict[str, Status] | None = None, **kw):
+def decide(admin: dict[str, Override], health: dict[str, Status] | None = None, **kw):
     svc = service(TOKYO, BEIJING, **kw)
     h = health or {}
     return rank(svc, JAPAN, lambda t: h.get(t, Status.UP), Want.IPV4,
@@ -23,7 +23,7 @@ def decide(admin: dict[str, Admin], health: dict[str, Status] | None = None, **k
 
 
 def test_state_file_round_trip():
-    overrides = {"tyo": Admin.DRAIN, "downloads/bj": Admin.DOWN, "x.y-z": Admin.UP}
+    overrides = {"tyo": Override.DRAIN, "downloads/bj": Override.DOWN, "x.y-z": Override.UP}
     text = render(overrides)
     assert parse(text, "state.toml") == overrides
     assert render({}).strip().endswith("[targets]")
@@ -31,9 +31,9 @@ def test_state_file_round_trip():
 
 
 def test_auto_entries_are_dropped():
-    assert parse('[targets]\ntyo = "auto"\nbj = "up"\n', "s") == {"bj": Admin.UP}
-    assert changed({"tyo": Admin.DRAIN}, "tyo", Admin.AUTO) == {}
-    assert changed({}, "tyo", Admin.DOWN) == {"tyo": Admin.DOWN}
+    assert parse('[targets]\ntyo = "auto"\nbj = "up"\n', "s") == {"bj": Override.UP}
+    assert changed({"tyo": Override.DRAIN}, "tyo", Override.AUTO) == {}
+    assert changed({}, "tyo", Override.DOWN) == {"tyo": Override.DOWN}
 
 
 @pytest.mark.parametrize(("text", "key", "reason"), [
@@ -54,15 +54,15 @@ def test_bad_state_files_name_file_key_and_reason(text, key, reason):
 
 
 def test_service_entry_wins_over_plain_id():
-    overrides = {"tyo": Admin.DRAIN, "downloads/tyo": Admin.UP}
-    assert lookup(overrides, "downloads", "tyo") is Admin.UP
-    assert lookup(overrides, "proxy", "tyo") is Admin.DRAIN
-    assert lookup(overrides, "proxy", "bj") is Admin.AUTO
+    overrides = {"tyo": Override.DRAIN, "downloads/tyo": Override.UP}
+    assert lookup(overrides, "downloads", "tyo") is Override.UP
+    assert lookup(overrides, "proxy", "tyo") is Override.DRAIN
+    assert lookup(overrides, "proxy", "bj") is Override.AUTO
 
 
 @pytest.mark.parametrize(("state", "exclusion"), [
-    (Admin.DRAIN, Exclusion.DRAINED),
-    (Admin.DOWN, Exclusion.ADMIN_DOWN),
+    (Override.DRAIN, Exclusion.DRAINED),
+    (Override.DOWN, Exclusion.ADMIN_DOWN),
 ])
 def test_drain_and_down_move_clients_and_stay_visible(state, exclusion):
     assert [c.target.id for c in decide({}).ranked] == ["tyo", "bj"]
@@ -74,7 +74,7 @@ def test_drain_and_down_move_clients_and_stay_visible(state, exclusion):
 
 
 def test_forced_up_ignores_a_failing_check():
-    d = decide({"tyo": Admin.UP}, {"tyo": Status.DOWN})
+    d = decide({"tyo": Override.UP}, {"tyo": Status.DOWN})
     first = d.ranked[0]
     assert (first.target.id, first.status, first.standing) == ("tyo", Status.DOWN,
                                                                Standing.NEAREST)
@@ -87,31 +87,31 @@ def test_admin_down_is_not_served_even_when_all_are_down(mode):
     kw = {"on_all_down": mode, "fallback": ("tyo", "bj")}
     health = {"tyo": Status.DOWN, "bj": Status.DOWN}
     assert [c.target.id for c in decide({}, health, **kw).ranked] == ["tyo", "bj"]
-    d = decide({"tyo": Admin.DOWN}, health, **kw)
+    d = decide({"tyo": Override.DOWN}, health, **kw)
     assert d.degraded and [c.target.id for c in d.ranked] == ["bj"]
 
 
 def test_everything_drained_answers_nothing():
-    d = decide({"tyo": Admin.DRAIN, "bj": Admin.DRAIN})
+    d = decide({"tyo": Override.DRAIN, "bj": Override.DRAIN})
     assert d.ranked == () and not d.degraded
 
 
 def test_overrides_bump_the_generation_once_per_change():
     board = Board()
     assert not board.set_overrides({})
-    assert board.set_overrides({"tyo": Admin.DRAIN})
+    assert board.set_overrides({"tyo": Override.DRAIN})
     generation = board.snapshot.generation
-    assert not board.set_overrides({"tyo": Admin.DRAIN})
+    assert not board.set_overrides({"tyo": Override.DRAIN})
     assert board.snapshot.generation == generation
-    assert board.snapshot.overrides("downloads")("tyo") is Admin.DRAIN
+    assert board.snapshot.overrides("downloads")("tyo") is Override.DRAIN
     assert board.set_overrides({})
     assert board.snapshot.generation == generation + 1
-    assert board.snapshot.overrides("downloads")("tyo") is Admin.AUTO
+    assert board.snapshot.overrides("downloads")("tyo") is Override.AUTO
 
 
 def test_a_drained_target_is_not_served_even_as_unverified():
     svc = service(TOKYO, BEIJING)
     d = rank(svc, JAPAN, lambda t: Status.UP, Want.URL, files=lambda t: Availability.UNKNOWN,
-             admin=lambda t: lookup({"tyo": Admin.DRAIN}, svc.name, t))
+             admin=lambda t: lookup({"tyo": Override.DRAIN}, svc.name, t))
     assert [(c.target.id, c.standing) for c in d.ranked] == [("bj", Standing.UNVERIFIED)]
     assert d.excluded[0].excluded is Exclusion.DRAINED

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from router.core.config import Config, HealthCheck
 from router.core.geo import Location
 from router.core.health import Board, Status
-from router.core.overrides import Admin, render
+from router.core.overrides import Override, render
 from router.core.steering import Want, rank
 from router.watch.prober import JITTER, jittered
 from router.watch.statefile import StateFile
@@ -42,28 +42,28 @@ def test_missing_at_start_is_no_overrides_and_no_error(tmp_path):
 def test_a_change_applies_after_it_stood_still_for_one_poll(tmp_path):
     state = watcher(tmp_path, render({}))
     generation = state.board.snapshot.generation
-    touch(state.path, render({"tyo": Admin.DRAIN}), 1)
+    touch(state.path, render({"tyo": Override.DRAIN}), 1)
     state.poll()  # first seen: maybe still being written
     assert state.board.snapshot.admin == {}
     state.poll()  # unchanged since: apply
-    assert state.board.snapshot.admin == {"tyo": Admin.DRAIN}
+    assert state.board.snapshot.admin == {"tyo": Override.DRAIN}
     assert state.board.snapshot.generation == generation + 1
     state.poll()
     assert state.board.snapshot.generation == generation + 1  # no change, no bump
 
 
 def test_bad_empty_or_missing_files_keep_the_last_good_overrides(tmp_path):
-    state = watcher(tmp_path, render({"tyo": Admin.DOWN}))
+    state = watcher(tmp_path, render({"tyo": Override.DOWN}))
     for tick, text in enumerate(["", '[targets]\ntyo = "dr', "[targets]\ntyo = 3\n"], 1):
         touch(state.path, text, tick)
         state.poll()
         state.poll()
-        assert state.board.snapshot.admin == {"tyo": Admin.DOWN}
+        assert state.board.snapshot.admin == {"tyo": Override.DOWN}
         assert state.error and str(state.path) in state.error
     state.path.unlink()
     state.poll()
     state.poll()
-    assert state.board.snapshot.admin == {"tyo": Admin.DOWN}
+    assert state.board.snapshot.admin == {"tyo": Override.DOWN}
     assert state.error == f"{state.path}: no such file"
     touch(state.path, render({}), 9)
     state.poll()
@@ -77,7 +77,7 @@ def test_jitter_shortens_the_interval_by_at_most_ten_percent():
     assert JITTER == 0.1
 
 
-@given(st.dictionaries(st.sampled_from(["a", "b", "c"]), st.sampled_from(list(Admin))),
+@given(st.dictionaries(st.sampled_from(["a", "b", "c"]), st.sampled_from(list(Override))),
        st.dictionaries(st.sampled_from(["a", "b", "c"]), st.sampled_from(list(Status))),
        st.dictionaries(st.sampled_from(["a", "b", "c"]), st.integers(0, 5000)),
        st.integers(0, 600), st.floats(0.05, 100))
@@ -86,6 +86,6 @@ def test_answer_ttl_never_exceeds_the_service_ttl(admin, health, latency, ttl, i
                   health=HealthCheck(interval=interval))
     client = Location(ipaddress.ip_network("1.0.16.0/20"))
     d = rank(svc, client, lambda t: health.get(t, Status.UP), Want.ANY,
-             latency=latency.get, admin=lambda t: admin.get(t, Admin.AUTO))
+             latency=latency.get, admin=lambda t: admin.get(t, Override.AUTO))
     assert d.ttl <= ttl
-    assert all(admin.get(c.target.id) not in (Admin.DRAIN, Admin.DOWN) for c in d.ranked)
+    assert all(admin.get(c.target.id) not in (Override.DRAIN, Override.DOWN) for c in d.ranked)

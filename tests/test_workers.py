@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
@@ -120,10 +121,10 @@ def _state_events(router: RouterProcess, tyo_events: int) -> int:
 
 
 def test_an_operator_drain_reaches_every_worker_within_a_second(fleet):
-    from router.core.overrides import Admin
+    from router.core.overrides import Override
     from router.watch import statefile
 
-    statefile.write(fleet.state_file, {"tyo": Admin.DRAIN})
+    statefile.write(fleet.state_file, {"tyo": Override.DRAIN})
     started = time.monotonic()
     try:
         wait_until(lambda: _all_answer(fleet, "192.0.2.1"), 1.5, what="drain everywhere")
@@ -227,3 +228,25 @@ def test_a_file_check_by_one_worker_serves_every_worker(fleet_with_catalog):
         r = request(router.http_port, f"/{name}", xff("5.9.0.1"))
         assert r.location == f"{m['fra'].base}/go/{name}"
     assert m["fra"].heads(f"/go/{name}") == 1  # the other worker was told, it did not ask
+
+
+def test_a_second_sigterm_cuts_the_drain_short(tmp_path, city_mirrors):
+    """A worker that does not drain (stopped) holds the supervisor for drain + grace
+    seconds; a second SIGTERM ends the wait at once, as uvicorn does."""
+    zones = write_zone(tmp_path / "zones", five_city_zone(city_mirrors))
+    router = RouterProcess(zones, "--workers", str(WORKERS))
+    stuck = sorted(_pids(router))[0]
+    try:
+        os.kill(stuck, signal.SIGSTOP)
+        router.signal(signal.SIGTERM)
+        router.wait_for("stopping")
+        assert router.proc.poll() is None  # waiting for the stopped worker to drain
+        router.signal(signal.SIGTERM)
+        router.wait_for("drain_cut_short")
+        assert router.proc.wait(timeout=8) == 0  # drain + grace would be 10 s
+        assert [e["pid"] for e in router.find("worker_killed")] == [stuck]
+        assert not _alive(stuck)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(stuck, signal.SIGKILL)
+        router.stop()

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 from router.core.config import ConfigError, load
-from router.core.overrides import Admin, changed, selector, unknown
-from router.core.values import Invalid
+from router.core.overrides import Override, changed, unknown
+from router.core.values import Invalid, selector
 from router.watch import statefile
 
 
@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     actions = p.add_subparsers(required=True, metavar="ACTION")
     set_ = actions.add_parser("set", help="set one target's override")
     set_.add_argument("target", metavar="ID|SERVICE/ID")
-    set_.add_argument("value", choices=[a.value for a in Admin], metavar="STATE",
+    set_.add_argument("value", choices=[a.value for a in Override], metavar="STATE",
                       help="drain | down | up | auto")
     set_.set_defaults(func=_set)
     show = actions.add_parser("show", help="print the overrides in force in the file")
@@ -59,7 +59,7 @@ def _set(args: argparse.Namespace) -> int:
             return _fail("\n".join(str(p) for p in e.problems))
         if strays:
             return _fail(f"{key}: no such target in {args.zones}")
-    state = Admin(args.value)
+    state = Override(args.value)
     try:
         with statefile.locked(args.state):
             before = statefile.read(args.state)
@@ -68,7 +68,7 @@ def _set(args: argparse.Namespace) -> int:
         return _fail("\n".join(str(p) for p in e.problems) + "\nnot changed: fix the file first")
     except OSError as e:
         return _fail(f"{args.state}: {e}")
-    print(f"{key}: {state} (was {before.get(key, Admin.AUTO)}) in {args.state}")
+    print(f"{key}: {state} (was {before.get(key, Override.AUTO)}) in {args.state}")
     return 0
 
 

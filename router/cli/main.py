@@ -15,9 +15,9 @@ from router.cli import probe as probetable
 from router.core.config import Config, ConfigError, ServerConfig, Service, load, load_server
 from router.core.geo import GeoError, Location, Locator
 from router.core.health import Status
+from router.core.ip import IPNetwork
 from router.core.overrides import lookup
 from router.core.steering import Decision, Want, describe, rank
-from router.core.values import IPNetwork
 from router.dns.cache import DEFAULT_SIZE
 from router.http.routes import PathError, Routes, clean, describe_redirect, redirect_for
 from router.watch import statefile
@@ -153,7 +153,8 @@ def _load_or_report(zones: Path) -> Config | None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from router.serve.server import Settings, run
+    from router.serve.server import run
+    from router.serve.settings import Settings
 
     try:
         server = load_server(args.config) if args.config else ServerConfig()

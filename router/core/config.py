@@ -8,7 +8,6 @@ beyond reading the files it is given.
 
 from __future__ import annotations
 
-import re
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,12 +18,11 @@ from typing import Any
 from router.core import values as v
 from router.core.catalog import CatalogFormat, CatalogSpec, FileChecks
 from router.core.earth import Point
+from router.core.ip import IPAddress, IPNetwork
 from router.core.urls import join, mirror_url
 from router.core.values import (
     RECORD_TYPES,
-    Address,
     Caa,
-    IPNetwork,
     Mx,
     RData,
     Srv,
@@ -69,7 +67,7 @@ class Target:
     id: str
     location: Point | None  # None: anycast, reachable near everyone
     country: str | None = None
-    addresses: tuple[Address, ...] = ()
+    addresses: tuple[IPAddress, ...] = ()
     url: str | None = None
     health_url: str | None = None  # resolved: explicit health_url, else url + health.path
     weight: int = 100
@@ -81,7 +79,7 @@ class Target:
     def anycast(self) -> bool:
         return self.location is None
 
-    def addresses_of(self, version: int) -> tuple[Address, ...]:
+    def addresses_of(self, version: int) -> tuple[IPAddress, ...]:
         return tuple(a for a in self.addresses if a.version == version)
 
     def url_for(self, path: str, query: str = "") -> str:
@@ -428,8 +426,10 @@ def _build_services(doc: _Table, origin: str, source: str) -> Iterator[Service]:
     if services is None:
         return
     for name, s in services.subtables():
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
-            s.report(s.path, "service names use letters, digits, '-' and '_'")
+        try:
+            v.identifier(name)
+        except v.Invalid as e:
+            s.report(s.path, e.reason)
         service = _build_service(name, s, origin, source)
         s.finish()
         if service is not None:
@@ -522,7 +522,7 @@ def _build_targets(s: _Table, health: HealthCheck | None) -> Iterator[Target]:
         url = t.get("url", v.base_url, None)
         explicit = t.get("health_url", v.url, None)
         target = Target(
-            id=t.get("id", v.target_id),
+            id=t.get("id", v.identifier),
             location=_read_location(t),
             country=t.get("country", v.country, None),
             addresses=t.get("addresses", v.list_of(v.address), ()),
@@ -611,8 +611,26 @@ def _check_zone(zone: Zone, doc: _Table) -> None:
 
 
 __all__ = [
-    "RECORD_TYPES", "Address", "Caa", "CatalogSpec", "Config", "ConfigError", "FileChecks",
-    "HealthCheck", "Mx", "OnAllDown",
-    "Problem", "RData", "Record", "ServerConfig", "Service", "Srv", "Target", "Txt", "Zone",
-    "load", "load_server", "parse_duration",
+    "RECORD_TYPES",
+    "Caa",
+    "CatalogSpec",
+    "Config",
+    "ConfigError",
+    "FileChecks",
+    "HealthCheck",
+    "IPAddress",
+    "Mx",
+    "OnAllDown",
+    "Problem",
+    "RData",
+    "Record",
+    "ServerConfig",
+    "Service",
+    "Srv",
+    "Target",
+    "Txt",
+    "Zone",
+    "load",
+    "load_server",
+    "parse_duration",
 ]

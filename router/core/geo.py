@@ -15,11 +15,8 @@ from typing import Any
 import maxminddb
 
 from router.core.earth import Point
+from router.core.ip import IPAddress, IPNetwork
 from router.errors import RouterError
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
 
 # IANA special-purpose blocks (RFC 6890 and successors): never located, whatever a
 # database says. A database network that contains one is not cached as a whole.

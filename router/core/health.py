@@ -24,9 +24,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from types import MappingProxyType
+from typing import Any
 
 from router.core.config import HealthCheck
-from router.core.overrides import Admin, Overrides, lookup
+from router.core.overrides import Override, Overrides, lookup
 
 EWMA_ALPHA = 0.5  # weight of the newest sample: a trend shows within two or three probes
 LATENCY_STEP_MS = 10  # steering sees the wait EWMA in steps of this many milliseconds
@@ -37,6 +38,27 @@ class Status(Enum):
     UNKNOWN = "unknown"  # not probed (yet): usable
     UP = "up"
     DOWN = "down"
+
+
+class Effective(Enum):
+    """What a target's health and the operator's override come to, together."""
+
+    USABLE = "usable"  # passing, or not probed yet
+    FORCED = "forced"  # its check fails, but the operator forced it up: served
+    DRAINED = "drained"  # the operator drains it: no new choices
+    DOWN = "down"  # its check fails
+    ADMIN_DOWN = "admin down"  # the operator took it down
+
+
+def effective(status: Status, override: Override) -> Effective:
+    """The one place health and an override are combined (steering, /status, explain)."""
+    if override is Override.DOWN:
+        return Effective.ADMIN_DOWN
+    if override is Override.DRAIN:
+        return Effective.DRAINED
+    if status is Status.DOWN:
+        return Effective.FORCED if override is Override.UP else Effective.DOWN
+    return Effective.USABLE
 
 
 class Threshold(Enum):
@@ -177,19 +199,18 @@ class Snapshot:
         health = self.health
         return lambda target: health.get((service, target), _UNKNOWN).latency_ms
 
-    def overrides(self, service: str) -> Callable[[str], Admin]:
+    def overrides(self, service: str) -> Callable[[str], Override]:
         """``target id → the operator's override``, for steering."""
         admin = self.admin
         return lambda target: lookup(admin, service, target)
 
-    def to_wire(self) -> tuple[dict[Key, Health], int, dict[str, Admin]]:
-        """Plain, picklable parts, to hand the snapshot to another process."""
-        return dict(self.health), self.generation, dict(self.admin)
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Picklable (the mappings are read-only views): for ``--workers``' channel."""
+        return _snapshot, (dict(self.health), self.generation, dict(self.admin))
 
-    @classmethod
-    def from_wire(cls, wire: tuple[dict[Key, Health], int, dict[str, Admin]]) -> Snapshot:
-        health, generation, admin = wire
-        return cls(MappingProxyType(health), generation, MappingProxyType(admin))
+
+def _snapshot(health: dict[Key, Health], generation: int, admin: dict[str, Override]) -> Snapshot:
+    return Snapshot(MappingProxyType(health), generation, MappingProxyType(admin))
 
 
 _UNKNOWN = Health()

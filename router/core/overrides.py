@@ -13,7 +13,6 @@ watches it (``router.watch.statefile``). This module only turns text into overri
 
 from __future__ import annotations
 
-import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
@@ -24,7 +23,7 @@ from router.core.config import Config, ConfigError, Problem
 TABLE = "targets"
 
 
-class Admin(StrEnum):
+class Override(StrEnum):
     """What the operator says about a target."""
 
     AUTO = "auto"  # the health checks decide
@@ -33,19 +32,9 @@ class Admin(StrEnum):
     UP = "up"  # forced up: served whatever its health check says
 
 
-Overrides = Mapping[str, Admin]  # selector ("id" or "service/id") → state, never AUTO
+Overrides = Mapping[str, Override]  # selector ("id" or "service/id") → state, never AUTO
 
-_SELECTOR = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9_-]*/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
-
-
-def selector(text: str) -> str:
-    """A target id, or ``service/id``; raise ``v.Invalid`` otherwise."""
-    if not _SELECTOR.fullmatch(text):
-        raise v.Invalid(f"{text!r} is not a target id or service/id")
-    return text
-
-
-def parse(text: str, source: str) -> dict[str, Admin]:
+def parse(text: str, source: str) -> dict[str, Override]:
     """The state file's text → overrides; raise ``ConfigError`` naming file, key, reason."""
     problems: list[Problem] = []
     try:
@@ -58,16 +47,16 @@ def parse(text: str, source: str) -> dict[str, Admin]:
         problems.append(Problem(source, TABLE, "is required (a [targets] table, maybe empty)"))
         table = {}
     problems += [Problem(source, k, "unknown key") for k in data if k != TABLE]
-    found: dict[str, Admin] = {}
+    found: dict[str, Override] = {}
     for key, value in table.items():
         try:
-            state = v.choice(Admin)(value)
-            found[selector(key)] = state
+            state = v.choice(Override)(value)
+            found[v.selector(key)] = state
         except v.Invalid as e:
             problems.append(Problem(source, f"{TABLE}.{key}", e.reason))
     if problems:
         raise ConfigError(problems)
-    return {k: s for k, s in found.items() if s is not Admin.AUTO}
+    return {k: s for k, s in found.items() if s is not Override.AUTO}
 
 
 def render(overrides: Overrides) -> str:
@@ -75,23 +64,23 @@ def render(overrides: Overrides) -> str:
     lines = ["# mirror-router operator overrides: drain | down | up (auto = no entry).",
              "# Edit with: mirror-router admin --state FILE set ID|SERVICE/ID STATE", "",
              f"[{TABLE}]"]
-    lines += [f'"{k}" = "{s}"' for k, s in sorted(overrides.items()) if s is not Admin.AUTO]
+    lines += [f'"{k}" = "{s}"' for k, s in sorted(overrides.items()) if s is not Override.AUTO]
     return "\n".join(lines) + "\n"
 
 
-def changed(overrides: Overrides, key: str, state: Admin) -> dict[str, Admin]:
+def changed(overrides: Overrides, key: str, state: Override) -> dict[str, Override]:
     """A copy with ``key`` set to ``state`` (``auto`` removes the entry)."""
     out = {k: s for k, s in overrides.items() if k != key}
-    if state is not Admin.AUTO:
+    if state is not Override.AUTO:
         out[key] = state
     return out
 
 
-def lookup(overrides: Overrides, service: str, target: str) -> Admin:
+def lookup(overrides: Overrides, service: str, target: str) -> Override:
     """The override for one target: ``service/id`` first, then ``id``, else AUTO."""
     if not overrides:
-        return Admin.AUTO
-    return overrides.get(f"{service}/{target}") or overrides.get(target) or Admin.AUTO
+        return Override.AUTO
+    return overrides.get(f"{service}/{target}") or overrides.get(target) or Override.AUTO
 
 
 def unknown(overrides: Iterable[str], config: Config) -> list[str]:

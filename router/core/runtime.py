@@ -23,8 +23,11 @@ from router.core.stats import Stats
 class StateView(Protocol):
     """What the status page shows of the operator's state file."""
 
-    path: Path
-    error: str | None
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def error(self) -> str | None: ...
 
 
 class Runtime:

@@ -45,8 +45,8 @@ from router.core.catalog import CatalogFile
 from router.core.config import OnAllDown, Service, Target
 from router.core.earth import Point, distance_km
 from router.core.geo import Location
-from router.core.health import Snapshot, Status
-from router.core.overrides import Admin
+from router.core.health import Effective, Snapshot, Status, effective
+from router.core.overrides import Override
 
 
 class Want(Enum):
@@ -110,14 +110,14 @@ class Candidate:
     file: Availability | None = None  # of the file asked for, when a catalog lists it
     latency_ms: int | None = None  # the server's wait as published by health (None: none yet)
     latency_km: float = 0.0  # km_per_ms x (latency_ms - the fastest usable target's)
-    admin: Admin = Admin.AUTO
+    admin: Override = Override.AUTO
 
     @property
     def reason(self) -> str:
         if self.excluded is not None:
             return self.excluded.value
         text = self.standing.value if self.standing else ""
-        forced = self.admin is Admin.UP and self.status is Status.DOWN
+        forced = effective(self.status, self.admin) is Effective.FORCED
         return text + FORCED if forced else text
 
 
@@ -146,7 +146,7 @@ class Decision:
 # board's snapshot, so one decision sees one consistent state.
 HealthView = Callable[[str], Status]
 LatencyView = Callable[[str], int | None]  # target id → published wait in ms
-AdminView = Callable[[str], Admin]  # target id → the operator's override
+OverrideView = Callable[[str], Override]  # target id → the operator's override
 
 
 def always_up(_target_id: str) -> Status:
@@ -157,13 +157,13 @@ def no_latency(_target_id: str) -> int | None:
     return None
 
 
-def no_overrides(_target_id: str) -> Admin:
-    return Admin.AUTO
+def no_overrides(_target_id: str) -> Override:
+    return Override.AUTO
 
 
 def rank(service: Service, client: Location, health: HealthView, want: Want, *,
          files: FileView | None = None, latency: LatencyView = no_latency,
-         admin: AdminView = no_overrides) -> Decision:
+         admin: OverrideView = no_overrides) -> Decision:
     """Rank ``service``'s targets for ``client``; the hash key is the client's network.
 
     ``files``: each target's availability of the file asked for (HTTP, catalog listed).
@@ -206,7 +206,7 @@ def decide(snapshot: Snapshot, service: Service, client: Location, want: Want, *
 
 
 def _assess(target: Target, service: Service, client: Location, origin: Point | None,
-            status: Status, want: Want, file: Availability | None, admin: Admin,
+            status: Status, want: Want, file: Availability | None, admin: Override,
             latency_ms: int | None) -> Candidate:
     distance = _distance(target, service, origin)
     border = _border_km(target, service, client)
@@ -239,7 +239,7 @@ def _border_km(target: Target, service: Service, client: Location) -> float:
 
 
 def _exclusion(target: Target, client: Location, status: Status, want: Want,
-               file: Availability | None, admin: Admin) -> Exclusion | None:
+               file: Availability | None, admin: Override) -> Exclusion | None:
     if not target.enabled:
         return Exclusion.DISABLED
     if want is Want.URL and target.url is None:
@@ -250,13 +250,14 @@ def _exclusion(target: Target, client: Location, status: Status, want: Want,
         return Exclusion.NOT_FOR_COUNTRY
     if client.country in target.exclude_countries:
         return Exclusion.COUNTRY_EXCLUDED
-    if admin is Admin.DRAIN:
+    state = effective(status, admin)
+    if state is Effective.DRAINED:
         return Exclusion.DRAINED
-    if admin is Admin.DOWN:
+    if state is Effective.ADMIN_DOWN:
         return Exclusion.ADMIN_DOWN
     if file in _FILE_EXCLUSIONS:
         return _FILE_EXCLUSIONS[file]
-    if status is Status.DOWN and admin is not Admin.UP:
+    if state is Effective.DOWN:
         return Exclusion.DOWN
     if file is Availability.UNKNOWN:
         return Exclusion.UNVERIFIED

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from router.core.ip import IPAddress, IPNetwork
+from router.errors import RouterError
+
 
 class Mx(NamedTuple):
     preference: int
@@ -40,11 +41,14 @@ class Txt(NamedTuple):
     strings: tuple[bytes, ...]
 
 
-RData = Address | str | Mx | Srv | Caa | Txt
+RData = IPAddress | str | Mx | Srv | Caa | Txt
 
 
-class Invalid(Exception):
+class Invalid(RouterError):
+    """A value that does not convert; the reader adds the file and the key path."""
+
     def __init__(self, reason: str) -> None:
+        super().__init__(reason)
         self.reason = reason
 
 
@@ -150,7 +154,7 @@ def countries(v: Any) -> frozenset[str]:
     return frozenset(list_of(country)(v))
 
 
-def address(v: Any) -> Address:
+def address(v: Any) -> IPAddress:
     try:
         return ipaddress.ip_address(string(v))
     except ValueError:
@@ -368,11 +372,28 @@ def network(v: Any) -> IPNetwork:
         raise Invalid(f"{v!r} is not an IP network such as \"127.0.0.0/8\"") from None
 
 
-def target_id(v: Any) -> str:
-    tid = string(v)
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", tid):
-        raise Invalid(f"{tid!r}: ids use letters, digits, '.', '-' and '_' (at most 63)")
-    return tid
+# The one grammar of names an operator gives: service names and target ids, and so the
+# ``id`` and ``service/id`` selectors of overrides.
+ID = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
+_ID = re.compile(ID)
+_SELECTOR = re.compile(rf"(?:{ID}/)?{ID}")
+
+
+def identifier(v: Any) -> str:
+    """A service name or a target id."""
+    name = string(v)
+    if not _ID.fullmatch(name):
+        raise Invalid(f"{name!r}: names and ids use letters, digits, '.', '-' and '_' "
+                      "(at most 63, starting with a letter or digit)")
+    return name
+
+
+def selector(v: Any) -> str:
+    """A target id, or ``service/id``."""
+    text = string(v)
+    if not _SELECTOR.fullmatch(text):
+        raise Invalid(f"{text!r} is not a target id or service/id")
+    return text
 
 
 _STATUS_RANGE = re.compile(r"^\s*([1-5]\d\d)\s*(?:-\s*([1-5]\d\d)\s*)?$")

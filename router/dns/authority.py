@@ -21,8 +21,9 @@ import structlog
 from dnslib import AAAA, RR, A, DNSLabel
 
 from router.core.config import Service
-from router.core.geo import IPAddress, Location, Locator
+from router.core.geo import Location, Locator
 from router.core.health import Snapshot
+from router.core.ip import IPAddress
 from router.core.stats import DROPPED, QTYPES, Stats
 from router.core.steering import Want, decide
 from router.dns import wire

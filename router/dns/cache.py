@@ -34,9 +34,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from router.core.geo import IPAddress, Location
+from router.core.geo import Location
 from router.core.health import Key as TargetKey
 from router.core.health import Snapshot
+from router.core.ip import IPAddress
 from router.core.stats import Stats
 from router.dns import wire
 from router.dns.fastpath import Base, Peek, echo, peek, recase

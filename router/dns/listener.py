@@ -16,11 +16,13 @@ from typing import cast
 
 import structlog
 
+from router.core.ip import HostPort
 from router.dns.authority import Authority
 
 log = structlog.get_logger("router.dns")
 
-Address = tuple[str, int]
+CLOSE_WAIT = 2.0  # seconds a stopping listener waits for its TCP connections
+
 
 
 class Dispatch:
@@ -28,9 +30,6 @@ class Dispatch:
 
     def __init__(self, authority: Authority) -> None:
         self.authority = authority
-        self.udp_replies = 0
-        self.tcp_replies = 0
-        self.dropped = 0
 
 
 class UdpProtocol(asyncio.DatagramProtocol):
@@ -45,11 +44,9 @@ class UdpProtocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         reply = self.dispatch.authority.handle(data, self._peer(str(addr[0])), tcp=False)
         if reply is None:
-            self.dispatch.dropped += 1
             return
         assert self.transport is not None
         self.transport.sendto(reply, addr)
-        self.dispatch.udp_replies += 1
 
     def _peer(self, host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         peer = self._peers.get(host)
@@ -98,11 +95,9 @@ class TcpProtocol(asyncio.Protocol):
         assert self.transport is not None and self.peer is not None
         reply = self.pool.dispatch.authority.handle(message, self.peer, tcp=True)
         if reply is None:  # not even a header: nothing sensible to say; hang up
-            self.pool.dispatch.dropped += 1
             self.transport.close()
             return False
         self.transport.write(struct.pack("!H", len(reply)) + reply)
-        self.pool.dispatch.tcp_replies += 1
         return True
 
     def pause_writing(self) -> None:
@@ -137,11 +132,9 @@ class TcpPool:
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self.open: set[TcpProtocol] = set()
-        self.refused = 0
 
     def admit(self, conn: TcpProtocol) -> bool:
         if len(self.open) >= self.max_connections:
-            self.refused += 1
             return False
         self.open.add(conn)
         return True
@@ -194,9 +187,9 @@ class DnsListener:
         self.pool = TcpPool(dispatch, max_tcp, idle_timeout)
         self.udp: asyncio.DatagramTransport | None = None
         self.tcp: asyncio.Server | None = None
-        self.address: Address = ("", 0)
+        self.address: HostPort = ("", 0)
 
-    async def start_on(self, udp_sock: socket.socket, tcp_sock: socket.socket) -> Address:
+    async def start_on(self, udp_sock: socket.socket, tcp_sock: socket.socket) -> HostPort:
         """Serve on sockets from ``bind()`` (bound early, so a busy port fails fast)."""
         loop = asyncio.get_running_loop()
         self.address = udp_sock.getsockname()[:2]
@@ -205,11 +198,16 @@ class DnsListener:
         self.tcp = await loop.create_server(lambda: TcpProtocol(self.pool), sock=tcp_sock)
         return self.address
 
-    async def stop(self) -> None:
+    def close(self) -> None:
+        """Stop taking queries: UDP closed, no new TCP connections, open ones closed."""
         if self.udp is not None:
             self.udp.close()
         if self.tcp is not None:
             self.tcp.close()
             self.pool.close_all()
+
+    async def wait_closed(self) -> None:
+        """Until the TCP connections are gone (at most ``CLOSE_WAIT`` seconds)."""
+        if self.tcp is not None:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.tcp.wait_closed(), 2.0)
+                await asyncio.wait_for(self.tcp.wait_closed(), CLOSE_WAIT)

@@ -16,9 +16,8 @@ from enum import IntEnum
 
 from dnslib import EDNS0, RR, DNSHeader, DNSLabel, DNSQuestion, DNSRecord, EDNSOption
 
+from router.core.ip import IPAddress
 from router.errors import RouterError
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class Rcode(IntEnum):

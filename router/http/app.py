@@ -21,12 +21,12 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from router.core.ip import IPNetwork
 from router.core.runtime import Runtime
 from router.core.stats import Stats
 from router.core.steering import FileChecker
 from router.errors import RouterError
 from router.http import downloads, redirect
-from router.http.client import IPNetwork
 from router.http.routes import PathError
 from router.http.status import handlers as status
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from router.core.ip import IPAddress, IPNetwork
 
 
 def parse_ip(text: str) -> IPAddress | None:

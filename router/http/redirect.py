@@ -23,6 +23,7 @@ from aiohttp import web
 from router.core.catalog import CatalogFile
 from router.core.config import Config
 from router.core.geo import Location
+from router.core.ip import IPNetwork
 from router.core.memo import Memo
 from router.core.runtime import Runtime
 from router.core.steering import Decision, FileChecker, Want, worth_waiting_for
@@ -30,7 +31,7 @@ from router.core.steering import decide as steer
 from router.errors import RouterError
 from router.http import downloads, pages
 from router.http import routes as paths
-from router.http.client import IPNetwork, client_address
+from router.http.client import client_address
 from router.http.decisions import DecisionCache, Entry
 
 RECHECK = 1.0  # seconds: how often a cached listed file still starts its due checks

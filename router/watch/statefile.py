@@ -23,7 +23,7 @@ import structlog
 
 from router.core.config import Config, ConfigError, Problem
 from router.core.health import Board
-from router.core.overrides import Admin, Overrides, parse, render, unknown
+from router.core.overrides import Override, Overrides, parse, render, unknown
 
 log = structlog.get_logger("router.state")
 
@@ -48,7 +48,7 @@ def _signature(path: Path) -> Signature | None:
     return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
-def read(path: Path) -> dict[str, Admin]:
+def read(path: Path) -> dict[str, Override]:
     """The overrides in ``path`` (none if it does not exist); ``ConfigError`` if bad."""
     try:
         text = path.read_text(encoding="utf-8")

@@ -33,7 +33,7 @@ from prometheus_client.registry import Collector
 
 from router import __version__
 from router.core.health import Health, Key, Status
-from router.core.overrides import Admin
+from router.core.overrides import Override
 from router.core.runtime import Runtime
 from router.core.stats import QTYPE_NAMES, RCODE_NAMES, Stats
 
@@ -77,7 +77,7 @@ class RouterCollector(Collector):
             h = snap.get(*key)
             up.add_metric(list(key), 1.0 if h.status is Status.UP else 0.0)
             state = snap.overrides(key[0])(key[1])
-            for a in Admin:
+            for a in Override:
                 admin.add_metric([*key, a.value], 1.0 if a is state else 0.0)
             for name, _text in _FIGURES:
                 value = _figure(name, h)

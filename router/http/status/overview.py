@@ -17,8 +17,8 @@ from typing import Any
 from router import __version__
 from router.core.config import Service
 from router.core.geo import Location
-from router.core.health import Health, Snapshot, Status
-from router.core.overrides import Admin
+from router.core.health import Effective, Health, Snapshot, Status, effective
+from router.core.overrides import Override
 from router.core.runtime import Runtime
 from router.core.stats import Stats
 
@@ -62,7 +62,7 @@ def _service(service: Service, snap: Snapshot, stats: Stats) -> dict[str, Any]:
             "targets": rows}
 
 
-def _target(service: Service, tid: str, h: Health, admin: Admin, answers: int,
+def _target(service: Service, tid: str, h: Health, admin: Override, answers: int,
             total: int) -> dict[str, Any]:
     t = service.target(tid)
     assert t is not None
@@ -78,10 +78,11 @@ def _target(service: Service, tid: str, h: Health, admin: Admin, answers: int,
     }
 
 
-def colour(h: Health, admin: Admin) -> str:
-    if admin is Admin.DOWN or (h.status is Status.DOWN and admin is not Admin.UP):
+def colour(h: Health, admin: Override) -> str:
+    state = effective(h.status, admin)
+    if state in (Effective.DOWN, Effective.ADMIN_DOWN):
         return "red"
-    if admin is Admin.DRAIN or h.status is not Status.UP or h.failures:
+    if state is not Effective.USABLE or h.status is not Status.UP or h.failures:
         return "amber"
     return "green"
 

@@ -1,0 +1,121 @@
+"""The channel between the ``--workers`` supervisor and one worker: typed messages over
+one end of a socketpair, each a 4-byte length and a pickle.
+
+Pickle is safe here: both ends are our own processes and the socketpair is private to
+them. Every message is one of the frozen dataclasses below, so mypy checks both sides;
+``receive()`` refuses anything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from router.core.availability import Event
+from router.core.health import Snapshot
+from router.core.stats import Stats
+from router.serve.settings import Settings
+
+# ---------------------------------------------------------------- supervisor → worker
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """The first message: who the worker is and how it serves and logs."""
+
+    index: int
+    settings: Settings
+    log_format: str
+    log_level: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewSnapshot:
+    """The supervisor's health snapshot (its probes and the operator's overrides)."""
+
+    snapshot: Snapshot
+    sent: float  # wall clock, for the hand-on lag in /metrics
+
+
+@dataclass(frozen=True, slots=True)
+class PeerCounts:
+    """Every other process's counters, so each worker's /metrics shows the machine's."""
+
+    stats: tuple[Stats, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StateNews:
+    """The operator's state file as the supervisor last read it (for /status)."""
+
+    path: Path
+    error: str | None
+
+
+# ---------------------------------------------------------------- worker → supervisor
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    dns: list[str]
+    http: list[str]
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """A worker's own counters, once a second."""
+
+    stats: Stats
+
+
+# ---------------------------------------------------------------- both ways
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerNews:
+    """What one process's availability ledger learned, for every other one."""
+
+    event: Event
+
+
+Message = Hello | NewSnapshot | PeerCounts | StateNews | Ready | Counts | LedgerNews
+MESSAGES = (Hello, NewSnapshot, PeerCounts, StateNews, Ready, Counts, LedgerNews)
+
+
+def encode(message: Message) -> bytes:
+    data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+    return len(data).to_bytes(4, "big") + data
+
+
+class Channel:
+    """One end of the socketpair."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, sock: socket.socket) -> Channel:
+        return cls(*await asyncio.open_connection(sock=sock))
+
+    async def send(self, message: Message) -> None:
+        self.writer.write(encode(message))
+        await self.writer.drain()
+
+    def post(self, message: Message) -> None:
+        """``send`` without waiting for the buffer to drain (for callbacks that cannot)."""
+        if not self.writer.is_closing():
+            self.writer.write(encode(message))
+
+    async def receive(self) -> Message:
+        size = int.from_bytes(await self.reader.readexactly(4), "big")
+        message = pickle.loads(await self.reader.readexactly(size))  # our own process
+        if not isinstance(message, MESSAGES):
+            raise ConnectionError(f"not a channel message: {type(message).__name__}")
+        return message
+
+    def close(self) -> None:
+        self.writer.close()

@@ -1,0 +1,165 @@
+"""The life of a serving process, written once for the single server and the ``--workers``
+supervisor (after uvicorn's ``Server``): start up, serve until stopped (reloading the
+zones on SIGHUP), shut down.
+
+Signal handlers only set events. SIGTERM or SIGINT starts the drain; a second one
+during the drain cuts it short, as uvicorn does. SIGHUP asks for a reload, which checks
+the zone folder first and keeps the old config on any problem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Coroutine
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+
+from router.core.config import Config, ConfigError, load
+from router.core.geo import GeoError
+from router.core.runtime import StateView
+from router.serve.settings import Settings
+from router.watch.inventory import Inventory
+
+log = structlog.get_logger("router.serve")
+
+# What stops a start-up with a clear message instead of a traceback.
+STARTUP_ERRORS = (ConfigError, GeoError, OSError)
+
+
+class Source(Protocol):
+    """What feeds the health board: a ``Monitor`` (prober and state file) in the process
+    that probes, or the supervisor's snapshots in a worker (``router.serve.worker``)."""
+
+    @property
+    def state(self) -> StateView | None: ...
+
+    async def start(self) -> None: ...
+    async def ready(self, dns: list[str], http: list[str]) -> None: ...
+    def reconfigure(self, config: Config) -> None: ...
+    async def close(self) -> None: ...
+
+
+class Signals:
+    """``stop`` on SIGTERM/SIGINT, ``force`` on a second one, ``reload`` on SIGHUP."""
+
+    def __init__(self) -> None:
+        self.stop = asyncio.Event()
+        self.force = asyncio.Event()
+        self.reload = asyncio.Event()
+
+    def install(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping, sig)
+        loop.add_signal_handler(signal.SIGHUP, self.reload.set)
+
+    def stopping(self, sig: int = signal.SIGTERM) -> None:
+        name = signal.Signals(sig).name
+        if self.stop.is_set():
+            log.warning("drain_cut_short", signal=name)
+            self.force.set()
+        else:
+            log.info("stopping", signal=name)
+        self.stop.set()
+
+
+async def first_of(*waits: Awaitable[object]) -> int:
+    """Wait until the first of ``waits`` is done, cancel the others; its position."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+    first = next(i for i, task in enumerate(tasks) if task in done)
+    tasks[first].result()  # its exception, if it raised
+    return first
+
+
+async def first_round(source: Source, inventory: Inventory | None, config: Config) -> None:
+    """Before ready: the first probe round (or the supervisor's first snapshot), and every
+    catalog fetched once (--no-probe, or a worker: none here)."""
+    async def catalogs() -> None:
+        if inventory is not None:
+            await inventory.start(config)
+            await inventory.first_fetch()
+
+    await asyncio.gather(source.start(), catalogs())
+
+
+def load_for_reload(zones: Path) -> Config | None:
+    """The zone folder again, or None (logged) when it has a problem."""
+    try:
+        return load(zones)
+    except ConfigError as e:
+        log.error("reload_failed", problems=[str(p) for p in e.problems],
+                  keeping="the previous config")
+        return None
+
+
+class Lifecycle(ABC):
+    """Start-up, serving, shutdown; ``run()`` is the whole life and its exit code."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.signals = Signals()
+
+    async def run(self) -> int:
+        self.signals.install()
+        try:
+            await self.startup()
+        except STARTUP_ERRORS as e:
+            log.error("startup_failed", error=str(e))
+            await self.shutdown()
+            return 1
+        await self.serve()
+        await self.shutdown()
+        return 0
+
+    async def serve(self) -> None:
+        """Until stopped, reload each time SIGHUP asks for it."""
+        signals = self.signals
+        while not signals.stop.is_set():
+            await first_of(signals.stop.wait(), signals.reload.wait())
+            if signals.reload.is_set() and not signals.stop.is_set():
+                signals.reload.clear()
+                self.reload()
+
+    async def drain(self, work: Awaitable[object]) -> bool:
+        """Wait for ``work`` unless a second SIGTERM/SIGINT cuts it short (then False)."""
+        return await first_of(work, self.signals.force.wait()) == 0
+
+    def reload(self) -> bool:
+        """Load the zones again and switch to them; on any problem keep the old config."""
+        config = load_for_reload(self.settings.zones)
+        if config is None:
+            return False
+        self.switch(config)
+        log.info("reloaded", zones=[z.origin for z in config.zones],
+                 services=len(config.services))
+        return True
+
+    @abstractmethod
+    async def startup(self) -> None:
+        """Bind, load, run the first round; return once serving (or stopped meanwhile)."""
+
+    @abstractmethod
+    def switch(self, config: Config) -> None:
+        """Serve a new, checked config."""
+
+    @abstractmethod
+    async def shutdown(self) -> None:
+        """Stop listening, stop watching, drain (cut short by a second signal)."""
+
+
+def run_loop(main: Coroutine[Any, Any, int]) -> int:
+    """Run ``main`` on uvloop when it is installed, else on the stdlib loop."""
+    try:
+        import uvloop
+    except ImportError:  # not on Linux: the stdlib loop works too
+        return asyncio.run(main)
+    return uvloop.run(main)

@@ -1,0 +1,80 @@
+"""What ``serve`` was asked to do, validated once (``Settings``), and the listening
+sockets it binds before anything else (so a busy port fails fast)."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from router.core.ip import HostPort, IPNetwork
+from router.dns.authority import DEFAULT_PAYLOAD
+from router.dns.cache import DEFAULT_SIZE
+from router.dns.listener import bind as bind_dns
+
+BACKLOG = 1024  # listen() backlog of the HTTP and DNS-over-TCP sockets
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every ``serve`` option, validated once by the CLI."""
+
+    zones: Path = Path("zones")
+    dns: tuple[HostPort, ...] = (("127.0.0.1", 5300),)
+    http: tuple[HostPort, ...] = (("127.0.0.1", 8300),)
+    geoip: Path | None = None
+    probe: bool = True
+    edns_payload: int = DEFAULT_PAYLOAD
+    tcp_idle: float = 10.0
+    tcp_max: int = 512
+    rcvbuf: int | None = None
+    dns_cache: int = DEFAULT_SIZE  # encoded answers kept (0: none)
+    drain_timeout: float = 5.0
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    access_log: bool = False
+    state: Path | None = None  # the operator's state file (overrides), watched
+    ca_file: Path | None = None  # extra CAs for checking HTTPS mirrors
+
+
+@dataclass(frozen=True, slots=True)
+class Sockets:
+    """One serving process's bound sockets: (UDP, TCP) per DNS address, and HTTP."""
+
+    dns: tuple[tuple[socket.socket, socket.socket], ...]
+    http: tuple[socket.socket, ...]
+
+    @classmethod
+    def bind(cls, settings: Settings, dns: tuple[HostPort, ...], http: tuple[HostPort, ...],
+             reuse_port: bool = False) -> Sockets:
+        return cls(tuple(bind_dns(host, port, reuse_port=reuse_port, rcvbuf=settings.rcvbuf)
+                         for host, port in dns),
+                   tuple(bind_http(host, port, reuse_port) for host, port in http))
+
+    def all(self) -> tuple[socket.socket, ...]:
+        return (*(s for pair in self.dns for s in pair), *self.http)
+
+    def close(self) -> None:
+        for sock in self.all():
+            sock.close()
+
+
+def bind_http(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(BACKLOG)
+    sock.setblocking(False)
+    return sock
+
+
+def fmt(address: tuple[str, int] | tuple[str, int, int, int]) -> str:
+    """``127.0.0.1:5300``, ``[::1]:5300``."""
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,143 @@
+"""One ``--workers`` process: ``python -m router.serve.worker --channel FD --dns U:T,...
+--http FD,...``, started by the supervisor (``router.serve.supervisor``) with its sockets
+already bound.
+
+It is a ``Server`` whose board is fed by the supervisor (``Feed``, the ``Source``) rather
+than by a prober of its own: health snapshots, the operator's state file, the other
+processes' counters and what their availability ledgers learned arrive over the
+channel; "ready", its own counters and what its own file checks learn go back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+import structlog
+
+from router import log as logging_setup
+from router.core.config import Config
+from router.core.runtime import Runtime
+from router.serve.channel import (
+    Channel,
+    Counts,
+    Hello,
+    LedgerNews,
+    Message,
+    NewSnapshot,
+    PeerCounts,
+    Ready,
+    StateNews,
+)
+from router.serve.lifecycle import first_of, run_loop
+from router.serve.server import Server
+from router.serve.settings import Sockets
+
+log = structlog.get_logger("router.serve.worker")
+
+STATS_EVERY = 1.0  # seconds between counter reports
+
+
+class Feed:
+    """A worker's ``Source``: the supervisor's snapshots instead of a prober."""
+
+    def __init__(self, runtime: Runtime, channel: Channel, on_lost: Callable[[], None]) -> None:
+        self.runtime = runtime
+        self.channel = channel
+        self.on_lost = on_lost
+        self.state: StateNews | None = None
+        self._first = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        # What this worker's own file checks learn, every other process learns too.
+        runtime.ledger.journal = lambda event: channel.post(LedgerNews(event))
+
+    async def start(self) -> None:
+        """Wait for the supervisor's first snapshot (its first probe round)."""
+        self._tasks = [asyncio.create_task(self._read(), name="feed"),
+                       asyncio.create_task(self._report(), name="feed report")]
+        if await first_of(self._first.wait(), self._lost.wait()) == 1:
+            raise OSError("the supervisor went away before the first snapshot")
+
+    async def ready(self, dns: list[str], http: list[str]) -> None:
+        await self.channel.send(Ready(dns, http, os.getpid()))
+
+    def reconfigure(self, config: Config) -> None:
+        """Nothing to do: the supervisor follows the zones and sends what follows."""
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.channel.close()
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                self._apply(await self.channel.receive())
+        except (asyncio.IncompleteReadError, ConnectionError):
+            log.error("supervisor_lost")
+            self._lost.set()
+            self.on_lost()
+
+    def _apply(self, message: Message) -> None:
+        runtime = self.runtime
+        match message:
+            case NewSnapshot(snapshot, sent):
+                runtime.board.adopt(snapshot)
+                runtime.stats.state_lag.observe(max(0.0, time.time() - sent))
+                self._first.set()
+            case LedgerNews(event):
+                runtime.ledger.apply(event, runtime.config)
+            case PeerCounts(stats):
+                runtime.peers = stats
+            case StateNews():
+                self.state = runtime.state = message
+            case _:
+                log.warning("channel_unexpected", message=type(message).__name__)
+
+    async def _report(self) -> None:
+        while True:
+            await asyncio.sleep(STATS_EVERY)
+            with contextlib.suppress(ConnectionError):
+                self.runtime.sample()
+                await self.channel.send(Counts(self.runtime.stats))
+
+
+async def serve(channel_socket: socket.socket, sockets: Sockets) -> int:
+    channel = await Channel.open(channel_socket)
+    hello = await channel.receive()
+    if not isinstance(hello, Hello):
+        raise ConnectionError(f"expected Hello, got {type(hello).__name__}")
+    logging_setup.configure(hello.log_format, hello.log_level)
+    structlog.contextvars.bind_contextvars(worker=hello.index)
+    server: Server
+
+    def feed(runtime: Runtime) -> Feed:
+        return Feed(runtime, channel, on_lost=server.signals.stop.set)
+
+    server = Server(hello.settings, sockets=sockets, source=feed)
+    return await server.run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m router.serve.worker")
+    p.add_argument("--channel", type=int, required=True)
+    p.add_argument("--dns", default="")
+    p.add_argument("--http", default="")
+    args = p.parse_args(argv)
+    pairs = [pair.split(":") for pair in args.dns.split(",") if pair]
+    sockets = Sockets(
+        dns=tuple((socket.socket(fileno=int(u)), socket.socket(fileno=int(t))) for u, t in pairs),
+        http=tuple(socket.socket(fileno=int(f)) for f in args.http.split(",") if f))
+    return run_loop(serve(socket.socket(fileno=args.channel), sockets))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
