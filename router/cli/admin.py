@@ -15,13 +15,14 @@ import os
 import sys
 from pathlib import Path
 
+from router.cli import args as common
 from router.core.config import ConfigError, load
 from router.core.overrides import Override, changed, unknown
 from router.core.values import Invalid, selector
 from router.watch import statefile
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(sub: common.Subparsers[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("admin", help="drain, take down or force up a target (state file)")
     p.add_argument("--state", type=Path, default=_default_state(), metavar="FILE",
                    help=f"the state file (default {_default_state()})")

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TextIO
 
+from router.cli import args as common
 from router.core.config import Config, ConfigError, HealthCheck, Service, load
 from router.core.geo import GeoError, Location, Locator
 from router.core.health import Health, Result, Snapshot, observe
@@ -35,18 +36,15 @@ PARALLEL = 16
 PHASES = ("dns", "connect", "tls", "ttfb", "wait", "total")
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(sub: common.Subparsers[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("probe", help="check every target now and print a timing table")
-    p.add_argument("--zones", type=Path, default=Path("zones"), metavar="DIR",
-                   help="folder of zone files, or one file (default ./zones)")
+    common.zones(p)
     p.add_argument("--count", type=int, default=1, metavar="N",
                    help="checks per target (default 1); the table shows medians")
     p.add_argument("--client", type=ipaddress.ip_address, metavar="IP",
                    help="add the rank this client would get from these results")
-    p.add_argument("--geoip", type=Path, metavar="FILE",
-                   help="MaxMind City database (default: the embedded GeoLite2 City)")
-    p.add_argument("--ca-file", type=Path, metavar="FILE",
-                   help="extra CA certificates (PEM) to trust for HTTPS mirrors")
+    common.geoip(p)
+    common.ca_file(p)
     p.add_argument("--json", action="store_true", help="print JSON, every check included")
     p.set_defaults(func=main)
 

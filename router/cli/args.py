@@ -1,0 +1,71 @@
+"""What several subcommands share: their common options, argument types, and how a
+config problem is printed (one per line, as ``check`` prints them)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+from pathlib import Path
+
+from router import log
+from router.core.config import Config, ConfigError, load
+from router.core.ip import HostPort, IPNetwork
+
+Subparsers = argparse._SubParsersAction
+
+
+def zones(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--zones", type=Path, default=Path("zones"), metavar="DIR",
+                   help="folder of zone files, or one file (default ./zones)")
+
+
+def geoip(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--geoip", type=Path, metavar="FILE",
+                   help="MaxMind City database (default: the embedded GeoLite2 City)")
+
+
+def ca_file(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ca-file", type=Path, metavar="FILE",
+                   help="extra CA certificates (PEM) to trust when checking HTTPS mirrors")
+
+
+def logging(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-format", choices=log.FORMATS, default="console",
+                   help="console (one readable line per event) or json (default console)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                   default="info", help="the least important events logged (default info)")
+
+
+def host_port(text: str) -> HostPort:
+    """``127.0.0.1:5300``, ``[::1]:5300`` or ``:5300`` (all IPv4 addresses)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{host!r} is not an IP address") from None
+    return host, int(port)
+
+
+def network(text: str) -> IPNetwork:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP network (CIDR)") from None
+
+
+def report(e: ConfigError) -> None:
+    for problem in e.problems:
+        print(problem, file=sys.stderr)
+    print(f"{len(e.problems)} problem(s) found", file=sys.stderr)
+
+
+def load_or_report(folder: Path) -> Config | None:
+    try:
+        return load(folder)
+    except ConfigError as e:
+        report(e)
+        return None

@@ -1,0 +1,24 @@
+"""``mirror-router check``: validate a folder of zone files, every problem on its line."""
+
+from __future__ import annotations
+
+import argparse
+
+from router.cli import args as common
+
+
+def add_parser(sub: common.Subparsers[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("check", help="validate a folder of zone files")
+    common.zones(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = common.load_or_report(args.zones)
+    if config is None:
+        return 1
+    for zone in config.zones:
+        targets = sum(len(s.targets) for s in zone.services)
+        print(f"{zone.source}: ok: {zone.origin} with {len(zone.records)} record(s), "
+              f"{len(zone.services)} service(s), {targets} target(s)")
+    return 0

@@ -1,0 +1,99 @@
+"""``mirror-router serve``: answer DNS and HTTP for the zones (``router.serve``)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from router.cli import args as common
+from router.core.config import ConfigError, ServerConfig, load_server
+from router.dns.cache import DEFAULT_SIZE
+from router.serve import server, supervisor
+from router.serve.settings import Settings
+from router.watch import statefile
+
+
+def add_parser(sub: common.Subparsers[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="answer DNS and HTTP for the zones")
+    common.zones(p)
+    _listen_args(p)
+    common.geoip(p)
+    p.add_argument("--no-probe", action="store_true",
+                   help="contact nothing: treat every target as healthy")
+    _dns_args(p)
+    _http_args(p)
+    p.add_argument("--state", type=Path, default=statefile.default_path(),
+                   metavar="FILE", help="operator overrides to watch (mirror-router "
+                   "admin); default $STATE_DIRECTORY/state.toml under systemd, else none")
+    common.ca_file(p)
+    common.logging(p)
+    p.set_defaults(func=run)
+
+
+def _listen_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dns", action="append", type=common.host_port, metavar="HOST:PORT",
+                   help="DNS listen address, UDP and TCP (repeatable; "
+                        "default 127.0.0.1:5300)")
+    p.add_argument("--http", action="append", type=common.host_port, metavar="HOST:PORT",
+                   help="HTTP listen address (repeatable; default 127.0.0.1:8300)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="serve from N processes on SO_REUSEPORT sockets; health checks "
+                        "still run once (default 1)")
+    p.add_argument("--no-http", action="store_true", help="serve DNS only")
+
+
+def _dns_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--edns-buffer", type=int, default=1232, metavar="BYTES",
+                   help="largest UDP reply, whatever the client offers (default 1232)")
+    p.add_argument("--tcp-idle", type=float, default=10.0, metavar="SECONDS",
+                   help="close DNS TCP connections idle this long (default 10)")
+    p.add_argument("--tcp-max", type=int, default=512, metavar="N",
+                   help="most DNS TCP connections open at once (default 512)")
+    p.add_argument("--dns-cache", type=int, default=DEFAULT_SIZE, metavar="ENTRIES",
+                   help="encoded DNS answers kept for reuse, least recently used "
+                        f"dropped first (default {DEFAULT_SIZE}; 0: no cache)")
+    p.add_argument("--rcvbuf", type=int, metavar="BYTES",
+                   help="UDP socket receive buffer (default: the kernel's)")
+
+
+def _http_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trusted-proxy", action="append", type=common.network, default=[],
+                   metavar="CIDR", help="a proxy whose X-Forwarded-For/Forwarded is "
+                   "believed (repeatable)")
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="server settings file with a [server] table (trusted_proxies, "
+                        "access_log, tls_ca)")
+    p.add_argument("--access-log", action="store_true",
+                   help="one log line per HTTP request (off by default, for speed)")
+
+
+def settings(args: argparse.Namespace, file: ServerConfig) -> Settings:
+    """The command line and the server settings file, validated once."""
+    return Settings(
+        zones=args.zones,
+        dns=tuple(args.dns or [("127.0.0.1", 5300)]),
+        http=() if args.no_http else tuple(args.http or [("127.0.0.1", 8300)]),
+        geoip=args.geoip,
+        probe=not args.no_probe,
+        edns_payload=max(512, min(args.edns_buffer, 65535)),
+        tcp_idle=args.tcp_idle,
+        tcp_max=args.tcp_max,
+        rcvbuf=args.rcvbuf,
+        dns_cache=max(0, args.dns_cache),
+        trusted_proxies=(*file.trusted_proxies, *args.trusted_proxy),
+        access_log=args.access_log or file.access_log,
+        state=args.state,
+        ca_file=args.ca_file or file.tls_ca,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        file = load_server(args.config) if args.config else ServerConfig()
+    except ConfigError as e:
+        common.report(e)
+        return 1
+    if args.workers > 1:
+        return supervisor.run(settings(args, file), args.workers, args.log_format,
+                              args.log_level)
+    return server.run(settings(args, file))
