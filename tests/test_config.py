@@ -18,23 +18,17 @@ from hypothesis import strategies as st
 
 from router.core.catalog import CatalogFormat
 from router.core.config import (
-    Caa,
     CatalogSpec,
     Config,
     ConfigError,
     FileChecks,
     HealthCheck,
-    Mx,
     OnAllDown,
     Problem,
-    Srv,
-    Txt,
-    load,
-    load_server,
-    parse_duration,
 )
 from router.core.earth import Point
-from router.core.values import rdata
+from router.core.values import Caa, Mx, Srv, Txt, parse_duration, rdata
+from router.core.zonefile import load, load_server
 
 ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "go.example.com."

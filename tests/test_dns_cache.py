@@ -23,9 +23,9 @@ import dns.rcode
 import pytest
 import structlog.testing
 
-from router.core.config import load
 from router.core.geo import Locator
 from router.core.health import Board, Status
+from router.core.zonefile import load
 from router.dns.authority import Authority
 from router.dns.zone import ZoneTable
 from tests.harness import RouterProcess, five_city_zone

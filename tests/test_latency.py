@@ -15,7 +15,6 @@ from router.core.config import (
     ConfigError,
     HealthCheck,
     ServerConfig,
-    load_server,
 )
 from router.core.health import (
     LATENCY_STEP_MS,
@@ -28,6 +27,7 @@ from router.core.health import (
     quantize,
 )
 from router.core.steering import Standing, Want, rank
+from router.core.zonefile import load_server
 from tests.test_config import problems_of, service_of, write, zone_toml
 from tests.test_steering import client, service, target
 

@@ -16,9 +16,10 @@ import sys
 from pathlib import Path
 
 from router.cli import args as common
-from router.core.config import ConfigError, load
+from router.core.config import ConfigError
 from router.core.overrides import Override, changed, unknown
 from router.core.values import Invalid, selector
+from router.core.zonefile import load
 from router.watch import statefile
 
 

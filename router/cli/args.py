@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 from router import log
-from router.core.config import Config, ConfigError, load
+from router.core.config import Config, ConfigError
 from router.core.ip import HostPort, IPNetwork
+from router.core.zonefile import load
 
 Subparsers = argparse._SubParsersAction
 

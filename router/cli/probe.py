@@ -26,10 +26,11 @@ from types import MappingProxyType
 from typing import Any, TextIO
 
 from router.cli import args as common
-from router.core.config import Config, ConfigError, HealthCheck, Service, load
+from router.core.config import Config, ConfigError, HealthCheck, Service
 from router.core.geo import GeoError, Location, Locator
 from router.core.health import Health, Result, Snapshot, observe
 from router.core.steering import Want, decide
+from router.core.zonefile import load
 from router.watch.check import check_once, new_session
 
 PARALLEL = 16

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from router.cli import args as common
-from router.core.config import ConfigError, ServerConfig, load_server
+from router.core.config import ConfigError, ServerConfig
+from router.core.zonefile import load_server
 from router.dns.cache import DEFAULT_SIZE
 from router.serve import server, supervisor
 from router.serve.settings import Settings

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from dnslib import AAAA, CAA, CNAME, MX, NS, PTR, RR, SOA, SRV, TXT, A, DNSLabel
 
 from router.core import config as cfg
+from router.core import values
 from router.dns.wire import Type
 
 Name = tuple[bytes, ...]
@@ -91,7 +92,7 @@ def _compile(zone: cfg.Zone) -> ZoneData:
     return ZoneData(zone, origin, nodes, parents, cuts, soa, negative)
 
 
-_TYPE = {name: int(Type[name]) for name in cfg.RECORD_TYPES}
+_TYPE = {name: int(Type[name]) for name in values.RECORD_TYPES}
 
 
 def _rdata(record: cfg.Record) -> object:
@@ -108,15 +109,15 @@ def _rdata(record: cfg.Record) -> object:
         case "PTR":
             return PTR(d)
         case "MX":
-            assert isinstance(d, cfg.Mx)
+            assert isinstance(d, values.Mx)
             return MX(d.exchange, d.preference)
         case "SRV":
-            assert isinstance(d, cfg.Srv)
+            assert isinstance(d, values.Srv)
             return SRV(d.priority, d.weight, d.port, d.target)
         case "CAA":
-            assert isinstance(d, cfg.Caa)
+            assert isinstance(d, values.Caa)
             return CAA(d.flags, d.tag, d.value)
         case "TXT":
-            assert isinstance(d, cfg.Txt)
+            assert isinstance(d, values.Txt)
             return TXT(list(d.strings))
     raise ValueError(f"unsupported record type {record.type}")

@@ -18,9 +18,10 @@ from typing import Any, Protocol
 
 import structlog
 
-from router.core.config import Config, ConfigError, load
+from router.core.config import Config, ConfigError
 from router.core.geo import GeoError
 from router.core.runtime import StateView
+from router.core.zonefile import load
 from router.serve.settings import Settings
 from router.watch.inventory import Inventory
 

@@ -16,10 +16,11 @@ import structlog
 from aiohttp import web
 
 from router import __version__
-from router.core.config import Config, load
+from router.core.config import Config
 from router.core.geo import Locator
 from router.core.health import Board, Status
 from router.core.runtime import Runtime
+from router.core.zonefile import load
 from router.dns.authority import Authority
 from router.dns.listener import Dispatch, DnsListener
 from router.dns.zone import ZoneTable

@@ -35,10 +35,11 @@ import structlog
 
 from router import __version__
 from router.core.availability import Ledger
-from router.core.config import Config, load
+from router.core.config import Config
 from router.core.geo import Locator
 from router.core.health import Board, Snapshot
 from router.core.stats import Stats
+from router.core.zonefile import load
 from router.serve.channel import (
     Channel,
     Counts,

@@ -1,0 +1,454 @@
+"""Zone files (TOML) → one frozen, validated ``Config``; a server settings file →
+``ServerConfig``.
+
+A folder holds one file per zone. The whole folder is checked in one pass, and every
+problem names the file, the key path and the reason, so a single run of
+``mirror-router check`` lists everything that is wrong. Nothing here does I/O beyond
+reading the files it is given.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from router.core import values as v
+from router.core.catalog import CatalogFormat, CatalogSpec, FileChecks
+from router.core.config import (
+    DEFAULT_ANYCAST_KM,
+    DEFAULT_KM_PER_MS,
+    DEFAULT_NEGATIVE_TTL,
+    DEFAULT_ZONE_TTL,
+    Config,
+    ConfigError,
+    HealthCheck,
+    OnAllDown,
+    Problem,
+    Record,
+    ServerConfig,
+    Service,
+    Target,
+    Zone,
+)
+from router.core.earth import Point
+from router.core.urls import join
+
+# ---------------------------------------------------------------- loading
+
+
+def load(path: str | Path) -> Config:
+    """Load a folder of ``*.toml`` zone files (or one file); raise ``ConfigError``."""
+    root = Path(path)
+    problems: list[Problem] = []
+    if root.is_dir():
+        files = sorted(root.glob("*.toml"))
+        if not files:
+            problems.append(Problem(str(root), "", "no *.toml zone files in this folder"))
+    elif root.is_file():
+        files = [root]
+    else:
+        raise ConfigError([Problem(str(root), "", "no such file or folder")])
+    zones = [z for f in files if (z := _load_file(f, problems)) is not None]
+    _check_across_files(zones, problems)
+    if problems:
+        raise ConfigError(problems)
+    return Config(tuple(zones))
+
+
+def _read_toml(path: Path, problems: list[Problem]) -> dict[str, Any] | None:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        problems.append(Problem(str(path), "", f"cannot read: {e}"))
+    except tomllib.TOMLDecodeError as e:
+        problems.append(Problem(str(path), "", f"not valid TOML: {e}"))
+    return None
+
+
+def _load_file(path: Path, problems: list[Problem]) -> Zone | None:
+    data = _read_toml(path, problems)
+    if data is None:
+        return None
+    before = len(problems)
+    doc = _Table(data, "", str(path), problems)
+    zone = _build_zone(doc, path)
+    doc.finish()
+    return zone if len(problems) == before else None
+
+
+def _check_across_files(zones: list[Zone], problems: list[Problem]) -> None:
+    seen_origin: dict[str, str] = {}
+    seen_service: dict[str, str] = {}
+    for z in zones:
+        if z.origin in seen_origin:
+            problems.append(Problem(z.source, "zone.origin",
+                                    f"{z.origin} is also served by {seen_origin[z.origin]}"))
+        seen_origin.setdefault(z.origin, z.source)
+        for s in z.services:
+            if s.name in seen_service:
+                problems.append(Problem(z.source, f"services.{s.name}",
+                                        f"service name is also used in {seen_service[s.name]}"))
+            seen_service.setdefault(s.name, z.source)
+
+
+def load_server(path: str | Path) -> ServerConfig:
+    """Read a server settings file; raise ``ConfigError`` naming file, key and reason."""
+    problems: list[Problem] = []
+    data = _read_toml(Path(path), problems)
+    if data is None:
+        raise ConfigError(problems)
+    doc = _Table(data, "", str(path), problems)
+    server = doc.table("server", required=True)
+    settings = ServerConfig()
+    if server is not None:
+        settings = ServerConfig(
+            trusted_proxies=server.get("trusted_proxies", v.list_of(v.network), ()),
+            access_log=server.get("access_log", v.boolean, False),
+            tls_ca=server.get("tls_ca", v.readable_file(Path(path).parent), None),
+        )
+        server.finish()
+    doc.finish()
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+# ---------------------------------------------------------------- the reader
+
+_REQUIRED: Any = object()
+
+
+class _Table:
+    """One TOML table, its key path, and the problems found while reading it."""
+
+    def __init__(self, data: dict[str, Any], path: str, file: str, problems: list[Problem]) -> None:
+        self.data, self.path, self.file, self.problems = data, path, file, problems
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def report(self, key: str, reason: str) -> None:
+        self.problems.append(Problem(self.file, key, reason))
+
+    def get(self, name: str, convert: Callable[[Any], Any], default: Any = _REQUIRED) -> Any:
+        self.used.add(name)
+        if name not in self.data:
+            if default is _REQUIRED:
+                self.report(self.key(name), "is required")
+            return None if default is _REQUIRED else default
+        try:
+            return convert(self.data[name])
+        except v.Invalid as e:
+            self.report(self.key(name), e.reason)
+            # Go on with the default so that later checks still run and report.
+            return None if default is _REQUIRED else default
+
+    def table(self, name: str, required: bool = False) -> _Table | None:
+        value = self.get(name, v.table_value, _REQUIRED if required else None)
+        if value is None:
+            return None
+        return _Table(value, self.key(name), self.file, self.problems)
+
+    def tables(self, name: str) -> list[tuple[str, _Table]]:
+        """An array of tables; each comes with its key path."""
+        items = self.get(name, v.list_of_tables, [])
+        out = []
+        for i, item in enumerate(items or []):
+            label = item.get("id") if isinstance(item.get("id"), str) else f"#{i + 1}"
+            key = f"{self.key(name)}[{label}]"
+            out.append((key, _Table(item, key, self.file, self.problems)))
+        return out
+
+    def subtables(self) -> Iterator[tuple[str, _Table]]:
+        """Every key of this table, each a table itself (``[services.NAME]``)."""
+        for name in list(self.data):
+            sub = self.table(name)
+            if sub is not None:
+                yield name, sub
+
+    def finish(self) -> None:
+        for name in self.data:
+            if name not in self.used:
+                self.report(self.key(name), "unknown key")
+
+
+# ---------------------------------------------------------------- locations
+
+
+def _read_point(parent: _Table, name: str, anycast: bool = False) -> Point | None:
+    """``{lat, lon}`` (each key checked on its own path), or ``"anycast"`` where allowed."""
+    value = parent.data.get(name)
+    if anycast and value == "anycast":
+        parent.used.add(name)
+        return None
+    if isinstance(value, str):
+        parent.used.add(name)
+        parent.report(parent.key(name), f'must be {{lat, lon}} or "anycast", not {value!r}'
+                      if anycast else f"must be {{lat, lon}}, not {value!r}")
+        return None
+    table = parent.table(name)
+    if table is None:
+        return None
+    lat = table.get("lat", v.number(-90, 90))
+    lon = table.get("lon", v.number(-180, 180))
+    table.finish()
+    return Point(lat, lon) if lat is not None and lon is not None else None
+
+
+# ---------------------------------------------------------------- DNS names
+
+# ---------------------------------------------------------------- record data
+
+
+# ---------------------------------------------------------------- building
+
+
+def _build_zone(doc: _Table, path: Path) -> Zone | None:
+    before = len(doc.problems)
+    doc.used.add("services")  # read below once the origin is known
+    z = doc.table("zone", required=True)
+    origin = z.get("origin", v.absolute_name) if z is not None else None
+    if z is None or origin is None:
+        if z is not None:
+            z.used.update(_ZONE_KEYS)  # unchecked without an origin, but not unknown
+            z.finish()
+        return None
+    ttl = z.get("ttl", v.integer(0, 604800), DEFAULT_ZONE_TTL)
+    zone = Zone(
+        origin=origin,
+        nameservers=z.get("nameservers", v.nonempty(v.list_of(v.absolute_name))),
+        hostmaster=z.get("hostmaster", v.mailbox),
+        ttl=ttl,
+        negative_ttl=z.get("negative_ttl", v.integer(0, 86400), DEFAULT_NEGATIVE_TTL),
+        serial=z.get("serial", v.integer(0, 2**32 - 1), _file_serial(path)),
+        refresh=z.get("refresh", v.integer(1, 2**31 - 1), 3600),
+        retry=z.get("retry", v.integer(1, 2**31 - 1), 600),
+        expire=z.get("expire", v.integer(1, 2**31 - 1), 604800),
+        records=tuple(_build_records(z, origin, ttl or 0)),
+        services=tuple(_build_services(doc, origin, str(path))),
+        source=str(path),
+    )
+    z.finish()
+    _check_zone(zone, doc)
+    return zone if len(doc.problems) == before else None
+
+
+_ZONE_KEYS = ("nameservers", "hostmaster", "ttl", "negative_ttl", "serial", "refresh", "retry",
+              "expire", "records")
+
+
+def _file_serial(path: Path) -> int:
+    """The default SOA serial: the file's modification time, so edits raise it."""
+    try:
+        return int(path.stat().st_mtime) & 0xFFFFFFFF
+    except OSError:
+        return 1
+
+
+def _build_records(z: _Table, origin: str, default_ttl: int) -> Iterator[Record]:
+    for key, r in z.tables("records"):
+        name = r.get("name", v.relative_name(origin))
+        rtype = r.get("type", v.record_type)
+        ttl = r.get("ttl", v.integer(0, 604800), default_ttl)
+        values = r.get("data", v.one_or_many(v.rdata(rtype)) if rtype else v.anything) or ()
+        r.finish()
+        if name is None or rtype is None:
+            continue
+        if rtype == "NS" and name == origin:
+            r.report(f"{key}.type",
+                     "NS at the apex comes from zone.nameservers; remove this record")
+            continue
+        for value in values:
+            yield Record(name, rtype, value, ttl)
+
+
+def _build_services(doc: _Table, origin: str, source: str) -> Iterator[Service]:
+    services = doc.table("services")
+    if services is None:
+        return
+    for name, s in services.subtables():
+        try:
+            v.identifier(name)
+        except v.Invalid as e:
+            s.report(s.path, e.reason)
+        service = _build_service(name, s, origin, source)
+        s.finish()
+        if service is not None:
+            yield service
+
+
+def _build_service(name: str, s: _Table, origin: str, source: str) -> Service | None:
+    before = len(s.problems)
+    health = _build_health(s.table("health"))
+    targets = tuple(_build_targets(s, health))
+    fallback = s.get("fallback", v.list_of(v.string), ())
+    service = Service(
+        name=name,
+        origin=origin,
+        targets=targets,
+        dns_names=s.get("dns_names", v.list_of(v.relative_name(origin)), ()),
+        answers=s.get("answers", v.integer(1, 16), 1),
+        ttl=s.get("ttl", v.integer(0, 86400), 30),
+        spread=s.get("spread", v.number(1.0, 100.0), 1.0),
+        spread_km=s.get("spread_km", v.number(0, 40000), 0.0),
+        cross_border_km=s.get("cross_border_km", v.number(0, 40000), 0.0),
+        anycast_km=s.get("anycast_km", v.number(0, 40000), DEFAULT_ANYCAST_KM),
+        km_per_ms=s.get("km_per_ms", v.number(0, 40000), DEFAULT_KM_PER_MS),
+        default_location=_read_point(s, "default_location"),
+        # Default: the fallback targets when the service names any, else fail open.
+        on_all_down=s.get("on_all_down", v.choice(OnAllDown),
+                          OnAllDown.FALLBACK if fallback else OnAllDown.ALL),
+        fallback=fallback or (),
+        health=health or HealthCheck(),
+        http_prefix=s.get("http_prefix", v.http_prefix, None),
+        link_alternates=s.get("link_alternates", v.integer(0, 16), 4),
+        pass_query=s.get("pass_query", v.boolean, False),
+        catalog=_build_catalog(s.table("catalog")),
+        checks=_build_file_checks(s),
+        source=source,
+    )
+    _check_service(service, s)
+    return service if len(s.problems) == before else None
+
+
+def _build_health(h: _Table | None) -> HealthCheck | None:
+    if h is None:
+        return None
+    d = HealthCheck()
+    check = HealthCheck(
+        path=h.get("path", v.url_path, d.path),
+        interval=h.get("interval", v.duration(0.05, 86400), d.interval),
+        timeout=h.get("timeout", v.duration(0.01, 3600), d.timeout),
+        rise=h.get("rise", v.integer(1, 100), d.rise),
+        fall=h.get("fall", v.integer(1, 100), d.fall),
+        expect_status=h.get("expect_status", v.status_ranges, d.expect_status),
+        expect_body=h.get("expect_body", v.nonempty_string(1024), d.expect_body),
+    )
+    h.finish()
+    return check
+
+
+def _build_catalog(c: _Table | None) -> CatalogSpec | None:
+    if c is None:
+        return None
+    d = CatalogSpec("")
+    spec = CatalogSpec(
+        url=c.get("url", v.fetch_url),
+        format=c.get("format", v.choice(CatalogFormat), d.format),
+        refresh=c.get("refresh", v.duration(0.1, 7 * 86400), d.refresh),
+        timeout=c.get("timeout", v.duration(0.01, 3600), d.timeout),
+    )
+    c.finish()
+    return spec
+
+
+_FILE_CHECK_KEYS = ("availability_wait", "availability_ttl", "availability_negative_ttl",
+                    "availability_checks")
+
+
+def _build_file_checks(s: _Table) -> FileChecks:
+    d = FileChecks()
+    return FileChecks(
+        wait=s.get("availability_wait", v.duration(0.001, 60), d.wait),
+        ttl=s.get("availability_ttl", v.duration(0.1, 30 * 86400), d.ttl),
+        negative_ttl=s.get("availability_negative_ttl", v.duration(0.1, 30 * 86400),
+                           d.negative_ttl),
+        per_mirror=s.get("availability_checks", v.integer(1, 64), d.per_mirror),
+    )
+
+
+def _build_targets(s: _Table, health: HealthCheck | None) -> Iterator[Target]:
+    path = (health or HealthCheck()).path
+    for _key, t in s.tables("targets"):
+        url = t.get("url", v.base_url, None)
+        explicit = t.get("health_url", v.url, None)
+        target = Target(
+            id=t.get("id", v.identifier),
+            location=_read_location(t),
+            country=t.get("country", v.country, None),
+            addresses=t.get("addresses", v.list_of(v.address), ()),
+            url=url,
+            health_url=explicit or (join(url, path) if url else None),
+            weight=t.get("weight", v.integer(1, 1_000_000), 100),
+            only_countries=t.get("only_countries", v.countries, frozenset()),
+            exclude_countries=t.get("exclude_countries", v.countries, frozenset()),
+            enabled=t.get("enabled", v.boolean, True),
+        )
+        t.finish()
+        yield target
+
+
+def _read_location(t: _Table) -> Point | None:
+    if "location" not in t.data:
+        t.get("location", v.anything)  # reports "is required"
+    return _read_point(t, "location", anycast=True)
+
+
+# ---------------------------------------------------------------- cross checks
+
+
+def _check_service(service: Service, s: _Table) -> None:
+    ids = [t.id for t in service.targets]
+    for i, tid in enumerate(ids):
+        if tid is not None and tid in ids[:i]:  # a missing id is reported already
+            s.report(f"{s.path}.targets[{tid}].id", f"duplicate target id {tid!r}")
+    if not service.targets:
+        s.report(s.key("targets"), "a service needs at least one target")
+    for tid in service.fallback:
+        if tid not in ids:
+            s.report(s.key("fallback"), f"unknown target id {tid!r}")
+    if service.on_all_down is OnAllDown.FALLBACK and not service.fallback:
+        s.report(s.key("on_all_down"), '"fallback" needs at least one target id in fallback')
+    if service.dns_names and service.targets and not any(t.addresses for t in service.targets):
+        s.report(s.key("dns_names"), "no target has addresses, so DNS could never answer")
+    if service.http_prefix and service.targets and not any(t.url for t in service.targets):
+        s.report(s.key("http_prefix"), "no target has a url, so HTTP could never redirect")
+    if service.catalog is not None and not service.http_prefix:
+        s.report(s.key("catalog"), "needs http_prefix: only the HTTP redirector reads it")
+    for key in _FILE_CHECK_KEYS:
+        if key in s.data and service.catalog is None:
+            s.report(s.key(key), "has no effect without a catalog: availability is "
+                     "checked only for files a catalog lists")
+    for t in service.targets:
+        both = t.only_countries & t.exclude_countries
+        if both:
+            s.report(f"{s.path}.targets[{t.id}].exclude_countries",
+                     f"{sorted(both)[0]} is also in only_countries")
+
+
+def _check_zone(zone: Zone, doc: _Table) -> None:
+    """Rules that need the whole zone: CNAME exclusivity, steered names, glue."""
+    by_name: dict[str, set[str]] = {}
+    for r in zone.records:
+        by_name.setdefault(r.name, set()).add(r.type)
+    for name, types in by_name.items():
+        if "CNAME" in types and (len(types) > 1 or name == zone.origin or
+                                 sum(r.name == name for r in zone.records) > 1):
+            where = "at the zone apex" if name == zone.origin else "beside other data"
+            doc.report(f"zone.records[{name}]", f"a CNAME cannot stand {where}")
+    prefixes: dict[str, str] = {}
+    for s in zone.services:
+        if s.http_prefix in prefixes:
+            doc.report(f"services.{s.name}.http_prefix",
+                       f"{s.http_prefix} is already served by services.{prefixes[s.http_prefix]}")
+        if s.http_prefix:
+            prefixes[s.http_prefix] = s.name
+    steered: dict[str, str] = {}
+    for s in zone.services:
+        for name in s.dns_names:
+            if name in steered:
+                doc.report(f"services.{s.name}.dns_names",
+                           f"{name} is already steered by services.{steered[name]}")
+            steered[name] = s.name
+            clash = by_name.get(name, set()) & {"A", "AAAA", "CNAME"}
+            if clash:
+                doc.report(f"services.{s.name}.dns_names",
+                           f"{name} also has a static {sorted(clash)[0]} record")
+    for ns in zone.nameservers or ():
+        inside = ns == zone.origin or ns.endswith("." + zone.origin)
+        if inside and not by_name.get(ns, set()) & {"A", "AAAA"} and ns not in steered:
+            doc.report("zone.nameservers",
+                       f"{ns} is inside the zone but has no A or AAAA record (glue)")
