@@ -8,11 +8,12 @@ import signal
 from router.core.config import Service, Target
 from router.core.earth import Point
 from router.core.geo import Location
-from router.core.steering import Want, always_up, rank
+from router.core.steering import Want, rank
 from router.http.decisions import DecisionCache, Entry
 from tests.conftest import write_zone
 from tests.harness import RouterProcess, five_city_zone
 from tests.test_http import FILE, request, xff
+from tests.test_steering import always_up
 
 SERVICE = Service(name="s", origin="", targets=(
     Target("a", Point(50.0, 8.0), url="https://a.example/"),))

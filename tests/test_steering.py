@@ -18,7 +18,7 @@ from router.core.config import HealthCheck, OnAllDown, Service, Target
 from router.core.earth import Point, distance_km
 from router.core.geo import Location
 from router.core.health import Status
-from router.core.steering import Exclusion, Standing, Want, always_up, describe, rank
+from router.core.steering import Exclusion, Standing, Want, describe, rank
 
 # Great-circle distances between city centres, worked out independently of router.core.earth by the
 # spherical law of cosines (R = 6371.0088 km); they agree with published figures
@@ -63,6 +63,10 @@ def service(*targets: Target, **kw: Any) -> Service:
     return Service(name="downloads", origin="go.example.com.", targets=targets, **kw)
 
 
+def always_up(_target_id: str) -> Status:
+    return Status.UP
+
+
 def client(where: str | Point | None, country: str | None = None,
            network: str = "203.0.113.0/24") -> Location:
     point = CITY[where] if isinstance(where, str) else where
@@ -85,7 +89,7 @@ def rows_of(decision: steering.Decision) -> list[dict[str, Any]]:
 
 
 def first_id(svc: Service, where: Location) -> str:
-    best = rank(svc, where, always_up, Want.ANY).best
+    best = rank(svc, where, always_up, Want.ANY).ranked[0].target
     assert best is not None
     return best.id
 
@@ -253,7 +257,7 @@ def test_order_and_exclusions(where: str, country: str | None, health: dict[str,
     assert decision.ranked[0].standing is Standing.NEAREST
     assert all(c.standing is Standing.BY_COST for c in decision.ranked[1:])
     assert all(c.excluded is None for c in decision.ranked)
-    assert decision.best == decision.ranked[0].target
+    assert decision.chosen(1) == (decision.ranked[0].target,)
     assert not decision.degraded
     assert decision.ttl == SIX.ttl
 

@@ -137,20 +137,12 @@ class Decision:
         n = self.service.answers if count is None else count
         return tuple(c.target for c in self.ranked[:n])
 
-    @property
-    def best(self) -> Target | None:
-        return self.ranked[0].target if self.ranked else None
-
 
 # The health view steering reads: target id → status. Built once per request from the
 # board's snapshot, so one decision sees one consistent state.
 HealthView = Callable[[str], Status]
 LatencyView = Callable[[str], int | None]  # target id → published wait in ms
 OverrideView = Callable[[str], Override]  # target id → the operator's override
-
-
-def always_up(_target_id: str) -> Status:
-    return Status.UP
 
 
 def no_latency(_target_id: str) -> int | None:

@@ -40,21 +40,13 @@ from router.core.geo import Locator
 from router.core.health import Board, Snapshot
 from router.core.stats import Stats
 from router.core.zonefile import load
-from router.serve.channel import (
-    Channel,
-    Counts,
-    Hello,
-    LedgerNews,
-    Message,
-    NewSnapshot,
-    PeerCounts,
-    Ready,
-    StateNews,
-)
+from router.serve import channel as ch
+from router.serve.channel import Channel, Message
 from router.serve.lifecycle import Lifecycle, first_of, first_round, run_loop
 from router.serve.settings import Settings, Sockets, fmt
 from router.watch.inventory import Inventory
 from router.watch.monitor import Monitor
+from router.watch.tasks import cancel
 
 log = structlog.get_logger("router.serve.supervisor")
 
@@ -90,7 +82,7 @@ class Supervisor(Lifecycle):
         self.config: Config | None = None
         self.monitor: Monitor | None = None
         self.ledger = Ledger()  # catalogs and file results, the whole machine's
-        self.ledger.journal = lambda event: self._post_all(LedgerNews(event))
+        self.ledger.journal = lambda event: self._post_all(ch.LedgerNews(event))
         self.inventory = Inventory(self.ledger) if settings.probe else None
         self.dns, self.http = settings.dns, settings.http
         self.feeding = False  # the first probe round is done: snapshots go out
@@ -136,9 +128,7 @@ class Supervisor(Lifecycle):
                 log.error("worker_killed", pid=p.pid)
                 p.kill()
                 await p.wait()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel(self._tasks)
         if self.monitor is not None:
             await self.monitor.close()
         if self.inventory is not None:
@@ -177,17 +167,17 @@ class Supervisor(Lifecycle):
             sockets.close()
         slot.started, slot.ready = time.monotonic(), False
         channel = slot.channel = await Channel.open(mine)
-        await channel.send(Hello(slot.index, self.settings, self.log_format, self.log_level))
+        await channel.send(ch.Hello(slot.index, self.settings, self.log_format, self.log_level))
         for event in self.ledger.events():  # catch up: catalogs and what is known of files
-            channel.post(LedgerNews(event))
+            channel.post(ch.LedgerNews(event))
         if self.feeding:
             await channel.send(self._snapshot_message())
         self._task(self._listen(slot, channel), f"worker {slot.index}")
         self._task(self._watch(slot, slot.proc), f"watch {slot.index}")
         log.info("worker_started", worker=slot.index, pid=slot.proc.pid)
 
-    def _snapshot_message(self) -> NewSnapshot:
-        return NewSnapshot(self.board.snapshot, time.time())
+    def _snapshot_message(self) -> ch.NewSnapshot:
+        return ch.NewSnapshot(self.board.snapshot, time.time())
 
     async def _listen(self, slot: Slot, channel: Channel) -> None:
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
@@ -196,14 +186,14 @@ class Supervisor(Lifecycle):
 
     def _heard(self, slot: Slot, message: Message) -> None:
         match message:
-            case Counts(stats):
+            case ch.Counts(stats):
                 slot.stats = stats
-            case LedgerNews(event):  # one worker's file check: tell the others
+            case ch.LedgerNews(event):  # one worker's file check: tell the others
                 self.ledger.apply(event, self._config())
                 for other in self.slots:
                     if other is not slot and other.channel is not None:
                         other.channel.post(message)
-            case Ready():
+            case ch.Ready():
                 slot.ready = True
                 if all(s.ready for s in self.slots):
                     self.all_ready.set()
@@ -229,13 +219,13 @@ class Supervisor(Lifecycle):
     async def _hand_on(self) -> None:
         """Every new snapshot (and state file news) to every worker, within 50 ms."""
         sent: Snapshot | None = None
-        state: StateNews | None = None
+        state: ch.StateNews | None = None
         while True:
             if self.board.snapshot is not sent:
                 sent = self.board.snapshot
                 await self._to_all(lambda _slot: self._snapshot_message())
             file = self.monitor.state if self.monitor else None
-            news = None if file is None else StateNews(file.path, file.error)
+            news = None if file is None else ch.StateNews(file.path, file.error)
             if news is not None and news != state:
                 state = news
                 await self._to_all(_constant(news))
@@ -245,7 +235,7 @@ class Supervisor(Lifecycle):
         """Once a second, every worker learns the others' counts (for /metrics, /status)."""
         while True:
             await asyncio.sleep(STATS_EVERY)
-            await self._to_all(lambda slot: PeerCounts((
+            await self._to_all(lambda slot: ch.PeerCounts((
                 self.stats, self.retired, *(s.stats for s in self.slots if s is not slot))))
 
     def _post_all(self, message: Message) -> None:

@@ -24,20 +24,12 @@ import structlog
 from router import log as logging_setup
 from router.core.config import Config
 from router.core.runtime import Runtime
-from router.serve.channel import (
-    Channel,
-    Counts,
-    Hello,
-    LedgerNews,
-    Message,
-    NewSnapshot,
-    PeerCounts,
-    Ready,
-    StateNews,
-)
+from router.serve import channel as ch
+from router.serve.channel import Channel, Message
 from router.serve.lifecycle import first_of, run_loop
 from router.serve.server import Server
 from router.serve.settings import Sockets
+from router.watch.tasks import cancel
 
 log = structlog.get_logger("router.serve.worker")
 
@@ -51,12 +43,12 @@ class Feed:
         self.runtime = runtime
         self.channel = channel
         self.on_lost = on_lost
-        self.state: StateNews | None = None
+        self.state: ch.StateNews | None = None
         self._first = asyncio.Event()
         self._lost = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         # What this worker's own file checks learn, every other process learns too.
-        runtime.ledger.journal = lambda event: channel.post(LedgerNews(event))
+        runtime.ledger.journal = lambda event: channel.post(ch.LedgerNews(event))
 
     async def start(self) -> None:
         """Wait for the supervisor's first snapshot (its first probe round)."""
@@ -66,15 +58,13 @@ class Feed:
             raise OSError("the supervisor went away before the first snapshot")
 
     async def ready(self, dns: list[str], http: list[str]) -> None:
-        await self.channel.send(Ready(dns, http, os.getpid()))
+        await self.channel.send(ch.Ready(dns, http, os.getpid()))
 
     def reconfigure(self, config: Config) -> None:
         """Nothing to do: the supervisor follows the zones and sends what follows."""
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel(self._tasks)
         self.channel.close()
 
     async def _read(self) -> None:
@@ -89,15 +79,15 @@ class Feed:
     def _apply(self, message: Message) -> None:
         runtime = self.runtime
         match message:
-            case NewSnapshot(snapshot, sent):
+            case ch.NewSnapshot(snapshot, sent):
                 runtime.board.adopt(snapshot)
                 runtime.stats.state_lag.observe(max(0.0, time.time() - sent))
                 self._first.set()
-            case LedgerNews(event):
+            case ch.LedgerNews(event):
                 runtime.ledger.apply(event, runtime.config)
-            case PeerCounts(stats):
+            case ch.PeerCounts(stats):
                 runtime.peers = stats
-            case StateNews():
+            case ch.StateNews():
                 self.state = runtime.state = message
             case _:
                 log.warning("channel_unexpected", message=type(message).__name__)
@@ -107,13 +97,13 @@ class Feed:
             await asyncio.sleep(STATS_EVERY)
             with contextlib.suppress(ConnectionError):
                 self.runtime.sample()
-                await self.channel.send(Counts(self.runtime.stats))
+                await self.channel.send(ch.Counts(self.runtime.stats))
 
 
 async def serve(channel_socket: socket.socket, sockets: Sockets) -> int:
     channel = await Channel.open(channel_socket)
     hello = await channel.receive()
-    if not isinstance(hello, Hello):
+    if not isinstance(hello, ch.Hello):
         raise ConnectionError(f"expected Hello, got {type(hello).__name__}")
     logging_setup.configure(hello.log_format, hello.log_level)
     structlog.contextvars.bind_contextvars(worker=hello.index)

@@ -29,6 +29,7 @@ from router.core.config import Config, Service, Target
 from router.core.steering import Decision, worth_waiting_for
 from router.errors import RouterError
 from router.watch.check import USER_AGENT
+from router.watch.tasks import cancel
 
 log = structlog.get_logger("router.watch.inventory")
 
@@ -79,7 +80,6 @@ class Inventory:
     def __init__(self, ledger: Ledger, *, catalogs: bool = True) -> None:
         self.ledger = ledger
         self.catalogs = catalogs  # False in a worker: its supervisor fetches and probes
-        self.heads = 0  # HEAD requests sent, in all
         self._session: aiohttp.ClientSession | None = None
         self._services: dict[str, Service] = {}
         self._loops: dict[str, tuple[asyncio.Task[None], object]] = {}
@@ -118,10 +118,7 @@ class Inventory:
                 await asyncio.wait_for(asyncio.gather(*pending), longest + 1.0)
 
     async def close(self) -> None:
-        tasks = [t for t, _spec in self._loops.values()] + list(self._inflight.values())
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel([*(t for t, _spec in self._loops.values()), *self._inflight.values()])
         self._loops.clear()
         if self._session is not None:
             await self._session.close()
@@ -173,7 +170,6 @@ class Inventory:
     async def _check(self, service: Service, target: Target, file: CatalogFile) -> None:
         assert self._session is not None
         async with self._gate(service, target):
-            self.heads += 1
             outcome = await head(self._session, target.url_for(file.name), file,
                                  service.health.timeout)
         before = self.ledger.freshness(service, target.id)

@@ -22,6 +22,7 @@ import structlog
 from router.core.config import Config, HealthCheck
 from router.core.health import Board, Health, Key, Result, Status
 from router.watch.check import check_once, new_session
+from router.watch.tasks import cancel
 
 log = structlog.get_logger("router.watch.prober")
 
@@ -98,10 +99,7 @@ class Prober:
                 await asyncio.wait_for(asyncio.gather(*pending), longest + 1.0)
 
     async def close(self) -> None:
-        tasks = [t for t, _u, _c in self._tasks.values()]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel(t for t, _u, _c in self._tasks.values())
         self._tasks.clear()
         if self._session is not None:
             await self._session.close()
