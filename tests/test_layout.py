@@ -169,23 +169,24 @@ def long_functions(module: str, source: str) -> list[str]:
 
 def test_every_module_sits_in_a_known_layer():
     unknown = sorted(m for m in modules() if layer_of(m) not in LAYERS)
-    assert unknown == []
+    assert not unknown, "modules outside every layer:\n" + "\n".join(unknown)
 
 
 def test_imports_point_one_way():
     broken = [line for module, source in modules().items()
               for line in violations(module, source)]
-    assert broken == []
+    assert not broken, "imports that break the rules:\n" + "\n".join(broken)
 
 
 def test_there_are_no_import_circles():
-    assert circles(graph(modules())) == []
+    found = circles(graph(modules()))
+    assert not found, "import circles:\n" + "\n".join(" -> ".join(c) for c in found)
 
 
 def test_no_function_is_longer_than_forty_lines():
     long = [line for module, source in modules().items()
             for line in long_functions(module, source)]
-    assert long == []
+    assert not long, "functions over 40 lines:\n" + "\n".join(long)
 
 
 # ---------------------------------------------------------------- the checker itself
