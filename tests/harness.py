@@ -27,21 +27,26 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.02,
                what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``.
+
+    Every poll starts before the deadline: a truthy answer from a poll that started
+    after it does not count, so a bound is a bound even when polls are slow."""
     deadline = time.monotonic() + timeout
     while True:
+        started = time.monotonic()
+        if started > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         value = predicate()
         if value:
             return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+        time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
 
 
 class RouterProcess:
     """``mirror-router serve`` in a subprocess, with its JSON log lines collected."""
 
     def __init__(self, zones: Path, *args: str, ready_timeout: float = 30.0) -> None:
+        self.zones = zones
         cmd = [sys.executable, "-m", "router", "serve", "--zones", str(zones),
                "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-format", "json", *args]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -87,6 +92,13 @@ class RouterProcess:
             with self._lock:
                 tail = "".join(self.raw[-40:])
             raise AssertionError(f"{e}; the router's log ends:\n{tail}") from None
+
+    def wait_for_overrides(self, expected: dict[str, str], timeout: float = 10.0) -> None:
+        """Until the router says it applied exactly these overrides from its state file."""
+        def applied() -> bool:
+            loaded = self.find("state_loaded")
+            return bool(loaded) and loaded[-1]["overrides"] == expected
+        wait_until(applied, timeout, what=f"the router to apply the overrides {expected}")
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 import dns.rcode
+import pytest
 
 from tests.harness import wait_until
 from tests.test_dns import ZONE, addresses, ask
@@ -37,6 +38,7 @@ def _moves_to(router, subnet, expected, bound):
     return time.monotonic() - started
 
 
+@pytest.mark.timing
 def test_tokyo_down_and_back(five_cities, city_mirrors):
     tokyo = city_mirrors["tyo"]
     assert _answer_never_fails(five_cities, JAPAN)[0] == "192.0.2.2"
@@ -52,6 +54,7 @@ def test_tokyo_down_and_back(five_cities, city_mirrors):
     assert ("tyo", "up", "down") in changes and ("tyo", "down", "up") in changes
 
 
+@pytest.mark.timing
 def test_a_hanging_mirror_is_down_after_the_timeout(five_cities, city_mirrors):
     frankfurt = city_mirrors["fra"]
     assert _answer_never_fails(five_cities, GERMANY)[0] == "192.0.2.3"
@@ -66,6 +69,7 @@ def test_a_hanging_mirror_is_down_after_the_timeout(five_cities, city_mirrors):
     assert errors and "timeout" in errors[0]
 
 
+@pytest.mark.timing
 def test_an_http_error_status_counts_as_down(five_cities, city_mirrors):
     beijing = city_mirrors["bj"]
     china = ("202.106.0.0", 24)
@@ -77,6 +81,7 @@ def test_an_http_error_status_counts_as_down(five_cities, city_mirrors):
     _moves_to(five_cities, china, "192.0.2.1", UP_BOUND)
 
 
+@pytest.mark.timing
 def test_all_down_fails_open_with_a_short_ttl(five_cities, city_mirrors):
     for m in city_mirrors.values():
         m.health_status = 503

@@ -235,6 +235,7 @@ def test_health_endpoints(five_cities):
     assert request(five_cities.http_port, "/readyz").body == b"ready\n"
 
 
+@pytest.mark.timing
 def test_taking_the_nearest_mirror_down_moves_the_redirect_without_5xx(five_cities,
                                                                          city_mirrors):
     tokyo = city_mirrors["tyo"]

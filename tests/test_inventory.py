@@ -64,16 +64,17 @@ def availability(router, name):
     return {row["id"]: row["file"] for row in data["candidates"]}["tyo"]
 
 
+@pytest.mark.timing
 def test_a_request_waits_at_most_availability_wait_then_takes_the_next(live):
     router, origin, near = live
     name = "go1.21.0.os0-amd64.tar.gz"
-    near.head_delay = 1.0  # the HEAD timeout is 2 s
+    near.head_delay = 1.9  # the HEAD timeout is 2 s
     try:
         started = time.monotonic()
         first = goes_to(router, origin, near, name)
         elapsed = time.monotonic() - started
-        # It waited for the check of the nearest mirror (300 ms), not for its answer (1 s).
-        assert first == "origin" and 0.25 <= elapsed < 0.95, elapsed
+        # It waited for the check of the nearest mirror (300 ms), not for its answer (1.9 s).
+        assert first == "origin" and 0.25 <= elapsed < 1.5, elapsed
         wait_until(lambda: availability(router, name) == "present", 10,
                    what="the slow check to land")
     finally:

@@ -112,12 +112,13 @@ def _tcp_query(sock: socket.socket) -> int:
     return dns.message.from_wire(data).rcode()
 
 
+@pytest.mark.timing
 def test_idle_tcp_connections_are_closed(tight_tcp):
     with socket.create_connection(("127.0.0.1", tight_tcp.dns_port), timeout=3) as s:
         assert _tcp_query(s) == dns.rcode.NOERROR
         started = time.monotonic()
         assert s.recv(1) == b""  # the server hung up
-        assert time.monotonic() - started < 0.5 + 1.0
+        assert time.monotonic() - started < 0.5 + 2.0
 
 
 def test_tcp_connections_are_bounded(tight_tcp):

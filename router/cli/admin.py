@@ -1,11 +1,13 @@
 """``mirror-router admin``: read and change the operator's overrides in the state file.
 
-    mirror-router admin [--state FILE] set ID|SERVICE/ID drain|down|up|auto
+    mirror-router admin [--state FILE] [--zones DIR | --any-id] set ID|SERVICE/ID STATE
     mirror-router admin [--state FILE] show
 
 A running ``serve --state FILE`` picks the change up within a second. The file is
 rewritten whole (a complete copy renamed over it), under a lock, and never when it holds
-a mistake: ``admin`` then lists the problems and changes nothing.
+a mistake: ``admin`` then lists the problems and changes nothing. An id must name a target
+of the zones (``--zones``, ``./zones`` by default), so that a typo is refused rather than
+saved as an override that matches nothing.
 """
 
 from __future__ import annotations
@@ -26,9 +28,13 @@ from router.watch import statefile
 def add_parser(sub: common.Subparsers[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("admin", help="drain, take down or force up a target (state file)")
     p.add_argument("--state", type=Path, default=_default_state(), metavar="FILE",
-                   help=f"the state file (default {_default_state()})")
-    p.add_argument("--zones", type=Path, metavar="DIR",
-                   help="refuse ids that no target in these zone files has")
+                   help="the state file (default: $STATE_DIRECTORY/state.toml, as systemd's "
+                        f"StateDirectory= gives it, else {DEFAULT}; now {_default_state()})")
+    p.add_argument("--zones", type=Path, default=Path("zones"), metavar="DIR",
+                   help="the zones the server serves: ids no target there has are refused "
+                        "(default ./zones)")
+    p.add_argument("--any-id", action="store_true",
+                   help="accept ids the zones do not have (for a target not deployed yet)")
     actions = p.add_subparsers(required=True, metavar="ACTION")
     set_ = actions.add_parser("set", help="set one target's override")
     set_.add_argument("target", metavar="ID|SERVICE/ID")
@@ -39,9 +45,12 @@ def add_parser(sub: common.Subparsers[argparse.ArgumentParser]) -> None:
     show.set_defaults(func=_show)
 
 
+DEFAULT = statefile.DEFAULT_DIR / statefile.DEFAULT_NAME
+
+
 def _default_state() -> Path:
     """What ``serve`` under systemd (StateDirectory=mirror-router) reads by default."""
-    return statefile.default_path(os.environ.get) or statefile.DEFAULT_DIR / "state.toml"
+    return statefile.default_path(os.environ.get) or DEFAULT
 
 
 def _fail(message: str) -> int:
@@ -54,13 +63,14 @@ def _set(args: argparse.Namespace) -> int:
         key = selector(args.target)
     except Invalid as e:
         return _fail(e.reason)
-    if args.zones is not None:
+    if not args.any_id:
         try:
             strays = unknown([key], load(args.zones))
         except ConfigError as e:
-            return _fail("\n".join(str(p) for p in e.problems))
+            return _fail("\n".join(str(p) for p in e.problems)
+                         + "\n(--zones DIR names the zones the server serves)")
         if strays:
-            return _fail(f"{key}: no such target in {args.zones}")
+            return _fail(f"{key}: no such target in {args.zones} (--any-id accepts it)")
     state = Override(args.value)
     try:
         with statefile.locked(args.state):

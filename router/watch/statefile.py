@@ -61,8 +61,10 @@ def read(path: Path) -> dict[str, Override]:
 
 @contextlib.contextmanager
 def locked(path: Path) -> Iterator[None]:
-    """Serialise read-modify-write cycles of ``mirror-router admin`` on one file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Serialise read-modify-write cycles of ``mirror-router admin`` on one file. The
+    folder must exist: a mistyped path must not quietly create one."""
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path.parent}: no such folder (create it, or give --state)")
     with open(path.with_name(f".{path.name}.lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
