@@ -24,23 +24,34 @@ def test_version():
 
 
 def test_explain_prints_the_ranking_with_figures():
-    out = run("explain", "--client", "1.0.16.1", "go.example.com")
+    out = run("explain", "--client", "1.0.16.1", "dl.go.example.com")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert "1.0.16.0/20" in lines[1] and "JP" in lines[1]
     table = [line.split() for line in lines if line.strip()[:1].isdigit()]
-    assert [row[1] for row in table][:2] == ["google", "aliyun"]
+    assert [row[1] for row in table][:2] == ["nrt", "sin"]
     assert table[0][0] == "1*"  # chosen
-    assert lines[-1].startswith("answer: 192.0.2.10")
+    assert {row[2] for row in table} == {"up"}  # as a --no-probe server sees them
+    assert lines[-1].startswith("answer: 192.0.2.25")
 
 
 def test_explain_json_agrees_with_the_server_answer():
-    out = run("explain", "--client", "202.106.0.20", "--type", "AAAA", "--json", "go.example.com")
+    out = run("explain", "--client", "202.106.0.20", "--type", "AAAA", "--json",
+              "dl.go.example.com")
     data = json.loads(out.stdout)
     assert data["client"]["country"] == "CN"
-    assert data["candidates"][0]["id"] == "tuna" and data["candidates"][0]["chosen"]
-    assert data["answer"] == ["2001:db8::13"]
+    assert data["candidates"][0]["id"] == "nrt" and data["candidates"][0]["chosen"]
+    assert data["answer"] == ["2001:db8::25"]
     assert all({"distance_km", "cost", "reason", "state"} <= set(c) for c in data["candidates"])
+
+
+def test_explain_and_mirrorlist_agree_on_the_state(example):
+    out = json.loads(run("explain", "--client", "1.0.16.1", "--json",
+                         "/go1.22.5.linux-amd64.tar.gz").stdout)
+    listing = json.loads(request(example.http_port, "/go1.22.5.linux-amd64.tar.gz?mirrorlist=json",
+                                 xff("1.0.16.1")).body)
+    assert [(c["id"], c["state"]) for c in out["candidates"]] == \
+        [(c["id"], c["state"]) for c in listing["candidates"]]
 
 
 def test_explain_unknown_name_fails():
@@ -56,19 +67,22 @@ def example():
     assert router.stop() == 0
 
 
-def test_readme_dig_example(example):
-    """README: dig @127.0.0.1 -p 5300 go.example.com +subnet=1.0.16.0/24."""
-    msg = ask(example, "go.example.com.", "A", ecs=("1.0.16.0", 24))
-    assert addresses(msg) == ["192.0.2.10"]
+def test_the_dns_steered_name_answers_the_nearest_host_we_run(example):
+    msg = ask(example, "dl.go.example.com.", "A", ecs=("1.0.16.0", 24))
+    assert addresses(msg) == ["192.0.2.25"]  # Tokyo
     assert ecs_of(msg).scopelen == 20
-    assert addresses(ask(example, "go.example.com.", "A", ecs=("202.106.0.0", 24))) == [
-        "192.0.2.13"]
+    assert addresses(ask(example, "dl.go.example.com.", "A", ecs=("5.9.0.0", 24))) == [
+        "192.0.2.21"]  # Frankfurt
 
 
-def test_example_zone_serves_its_static_records(example):
+def test_the_redirectors_name_is_static_whoever_asks(example):
+    """go.example.com is the redirector's own name: its nodes, not a mirror's address."""
+    nodes = ["198.51.100.53", "203.0.113.53"]
+    for subnet in (("1.0.16.0", 24), ("202.106.0.0", 24), None):
+        msg = ask(example, "go.example.com.", "A", ecs=subnet)
+        assert sorted(addresses(msg)) == nodes
     assert addresses(ask(example, "ns1.go.example.com.", "A")) == ["198.51.100.53"]
-    cname = ask(example, "www.go.example.com.", "A", ecs=("202.106.0.0", 24))
-    assert addresses(cname) == ["192.0.2.13"]
+    assert sorted(addresses(ask(example, "www.go.example.com.", "A"))) == nodes
 
 
 # ---------------------------------------------------------------- the modules service

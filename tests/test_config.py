@@ -326,7 +326,12 @@ def test_the_example_zone_loads():
     assert zone.hostmaster == "hostmaster.example.com."
     service = config.service("downloads")
     assert service is not None
-    assert service.dns_names == (ORIGIN, "dl.go.example.com.")
+    assert service.dns_names == () and service.http_prefix == "/"  # the redirector's face
+    assert all(not t.addresses for t in service.targets)
+    edge = config.service_for_name("dl.go.example.com")  # the DNS face: hosts we run
+    assert edge is not None and edge.name == "edge" and edge.http_prefix is None
+    assert all(t.addresses for t in edge.targets)
+    assert config.service_for_name(ORIGIN) is None  # static records: the redirector's nodes
     assert service.fallback == ("google",)
     assert service.on_all_down is OnAllDown.FALLBACK
     google = service.target("google")
@@ -778,7 +783,7 @@ def test_check_accepts_the_example_zones():
     assert len(lines) == len(files) >= 1
     for line, path in zip(lines, files, strict=True):
         assert line.startswith(f"zones/{path.name}: ok: ")
-    assert "go.example.com. with 6 record(s), 2 service(s), 11 target(s)" in result.stdout
+    assert "go.example.com. with 11 record(s), 3 service(s), 16 target(s)" in result.stdout
 
 
 def test_check_prints_every_problem_and_fails(tmp_path):

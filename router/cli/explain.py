@@ -73,14 +73,15 @@ def _explain_name(args: argparse.Namespace, service: Service, client: Location) 
     return 0
 
 
-def _not_probed(_target: str) -> Status:
-    return Status.UNKNOWN
+def _assumed_up(_target: str) -> Status:
+    """Nothing is probed here: every target counts as up, as under ``serve --no-probe``."""
+    return Status.UP
 
 
 def _rank(args: argparse.Namespace, service: Service, client: Location, want: Want) -> Decision:
     """The decision as the server would make it before any probe, with --state applied."""
     overrides = args.overrides
-    return rank(service, client, _not_probed, want,
+    return rank(service, client, _assumed_up, want,
                 admin=lambda t: lookup(overrides, service.name, t))
 
 
