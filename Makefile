@@ -1,11 +1,13 @@
 # Two commands do everything on a fresh machine:
 #   make serve   run the router on the example zone (no probing: it names public hosts)
 #   make test    run the test suite
+# and one more shows it live:
+#   make demo    five loopback mirrors and a router that probes them (tools/loopback_demo.py)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: serve test lint bench-dns bench-http clean
+.PHONY: serve test demo lint bench-dns bench-http dist clean
 
 $(BIN)/mirror-router: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +17,9 @@ $(BIN)/mirror-router: pyproject.toml
 
 serve: $(BIN)/mirror-router
 	$(BIN)/mirror-router serve --zones zones --no-probe --trusted-proxy 127.0.0.1/32
+
+demo: $(BIN)/mirror-router
+	$(BIN)/python tools/loopback_demo.py
 
 test: $(BIN)/mirror-router
 	$(BIN)/ruff check router tests bench bench/dns bench/heads bench/http tools
@@ -31,5 +36,9 @@ bench-dns: $(BIN)/mirror-router
 bench-http: $(BIN)/mirror-router
 	$(BIN)/python bench/http
 
+dist: $(BIN)/mirror-router
+	$(BIN)/pip install --quiet build
+	$(BIN)/python -m build --outdir dist .
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis *.egg-info build dist
