@@ -121,3 +121,9 @@ def test_with_no_probe_the_example_contacts_nothing(example):
     r = request(example.http_port, "/go1.22.5.linux-amd64.tar.gz", xff("1.0.16.1"))
     assert r.location == "https://dl.google.com/go/go1.22.5.linux-amd64.tar.gz"
     assert "Digest" not in r.headers  # no catalog without fetching it
+
+
+def test_status_page_of_the_example_escapes_once(example):
+    page = request(example.http_port, "/status").body.decode()
+    assert "&amp;ndash;" not in page and "&amp;middot;" not in page
+    assert "DNS &ndash; &middot; HTTP /mod/" in page  # modules: no DNS name

@@ -13,6 +13,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from router import __version__
+from router.core.earth import Point
+from router.http.status.worldmap import RADIUS, Box, Marker, place, project, svg
 from tests.harness import CITIES, wait_until
 from tests.png import near, pixels
 from tests.test_dns import ZONE, ask
@@ -140,11 +142,44 @@ def test_status_page_renders_every_target_and_a_map_in_chromium(five_cities, cit
     assert '<path id="land" d="M' in html
     for tid in CITIES:
         assert f'<tr id="target-downloads-{tid}">' in html
-        assert re.search(rf'<g id="marker-downloads-{tid}" class="marker">.*?<circle.*?'
-                         rf'<text[^>]*>{tid}</text>', html)
+        assert re.search(rf'<g id="marker-downloads-{tid}" class="marker">.*?<circle', html)
+        assert re.search(rf'<text class="label"[^>]*>{tid}</text>', html)
+    assert "&amp;" not in html.replace("&amp;include", "")  # nothing escaped twice
     assert taken.returncode == 0 and shot.exists(), taken.stderr[-2000:]
     width, height, counts = pixels(shot)
     assert (width, height) == (1280, 1000)
     assert near(counts, OCEAN) > 100_000 and near(counts, LAND) > 50_000  # the map painted
     assert near(counts, GREEN) > 4 * 60  # four green markers (and the legend's dot)
     assert near(counts, RED) > 60  # Sao Paulo
+
+
+# ---------------------------------------------------------------- the map's labels
+
+CHINA = {"tuna": (40.00, 116.33), "aliyun": (30.27, 120.16), "ustc": (31.84, 117.26),
+         "nju": (32.06, 118.78), "tencent": (23.13, 113.26), "goproxy-cn": (31.23, 121.47),
+         "aliyun-goproxy": (30.27, 120.16), "tencent-goproxy": (23.13, 113.26),
+         "bj": (39.90, 116.40), "tyo": (35.68, 139.69)}
+
+
+def test_labels_never_overlap_each_other_or_a_marker():
+    """The example zone's mirrors crowd eastern China: every label finds a free spot."""
+    markers = [Marker(f"m-{tid}", tid, Point(lat, lon), "green", tid)
+               for tid, (lat, lon) in CHINA.items()]
+    labels = place(markers)
+    assert sorted(label.text for label in labels) == sorted(
+        ["tuna", "aliyun, aliyun-goproxy", "ustc", "nju", "tencent, tencent-goproxy",
+         "goproxy-cn", "bj", "tyo"])  # two places hold two mirrors each: one label
+    dots = [Box(x - RADIUS, y - RADIUS, 2 * RADIUS, 2 * RADIUS)
+            for x, y in {project(m.point) for m in markers}]
+    for i, a in enumerate(labels):
+        assert not any(a.box.overlaps(b.box) for b in labels[i + 1:]), a
+        assert not any(a.box.overlaps(d) for d in dots), a
+    page = svg(markers)
+    assert page.count("<text class='label'") == len(labels)
+    assert page.count("<line ") == sum(label.leader for label in labels)
+
+
+def test_a_lone_marker_is_labelled_right_beside_it():
+    (label,) = place([Marker("m", "fra", Point(50.11, 8.68), "green", "fra")])
+    x, y = project(Point(50.11, 8.68))
+    assert not label.leader and label.box.x == x + 3 and abs(label.box.y + 2 - y) < 0.01

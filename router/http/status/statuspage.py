@@ -77,9 +77,9 @@ def _legend(data: dict[str, Any]) -> str:
 
 
 def _service(s: dict[str, Any]) -> str:
-    names = ", ".join(s["dns_names"]) or "&ndash;"
+    names = escape(", ".join(s["dns_names"])) or "&ndash;"
     head = (f"<h2 id='service-{escape(s['name'])}'>{escape(s['name'])}</h2><p class=meta>zone "
-            f"{escape(s['zone'])} &middot; DNS {escape(names)} &middot; HTTP "
+            f"{escape(s['zone'])} &middot; DNS {names} &middot; HTTP "
             f"{escape(s['http_prefix'] or '-')} &middot; {s['answers']:,} answers since start</p>")
     cols = ("", "target", "state", "override", "country", "TTFB ms", "wait ms", "charged ms",
             "share", "answers", "last success", "last error")

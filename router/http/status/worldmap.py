@@ -36,6 +36,61 @@ def land() -> str:
     return " ".join(resources.files("router.http.status").joinpath("land.txt").read_text().split())
 
 
+FONT = 4.0  # label font size, in map units (degrees)
+CHAR = 0.6 * FONT  # a generous width of one character of the label font
+RADIUS = 2.2  # a marker's circle
+
+
+@dataclass(frozen=True, slots=True)
+class Box:
+    x: float
+    y: float
+    w: float
+    h: float
+
+    def overlaps(self, other: Box) -> bool:
+        return (self.x < other.x + other.w and other.x < self.x + self.w
+                and self.y < other.y + other.h and other.y < self.y + self.h)
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    text: str
+    box: Box  # where the text goes (its baseline is box.y + FONT * 0.8)
+    leader: bool  # drawn away from its marker, with a line back to it
+
+
+def place(markers: list[Marker]) -> list[Label]:
+    """One label per place (markers on the same spot share one), none over another label
+    or over a marker: each tries the spots around its marker, nearest first, then moves
+    further out with a leader line."""
+    groups: dict[tuple[float, float], list[Marker]] = {}
+    for m in markers:
+        groups.setdefault(project(m.point), []).append(m)
+    taken = [Box(x - RADIUS, y - RADIUS, 2 * RADIUS, 2 * RADIUS) for x, y in groups]
+    labels = []
+    for (x, y), group in sorted(groups.items(), key=lambda g: (g[0][1], g[0][0])):
+        text = ", ".join(dict.fromkeys(m.label for m in group))
+        label = next(c for c in _candidates(x, y, text) if not any(
+            c.box.overlaps(b) for b in taken))
+        taken.append(label.box)
+        labels.append(label)
+    return labels
+
+
+def _candidates(x: float, y: float, text: str) -> list[Label]:
+    w, h = len(text) * CHAR, FONT
+    near = [(x + 3, y - h / 2), (x - 3 - w, y - h / 2), (x - w / 2, y - 3 - h),
+            (x - w / 2, y + 3)]
+    out = [Label(text, Box(bx, by, w, h), False) for bx, by in near]
+    for step in range(1, 40):  # further out, alternately below and above, then left
+        for dy in (step * (h + 0.5), -step * (h + 0.5)):
+            out += [Label(text, Box(x + 6, y - h / 2 + dy, w, h), True),
+                    Label(text, Box(x - 6 - w, y - h / 2 + dy, w, h), True)]
+    out.append(Label(text, Box(x + 3, y - h / 2, w, h), False))  # nowhere free: overlap
+    return out
+
+
 def svg(markers: list[Marker], element_id: str = "map") -> str:
     """The whole map: ocean, graticule, land, then the markers with their labels."""
     lines = "".join(f"M{x} 0V180" for x in range(30, 360, 30))
@@ -48,6 +103,7 @@ def svg(markers: list[Marker], element_id: str = "map") -> str:
         f"<path id='land' d='{land()}' fill='#e7e5e0' stroke='#a8a29e' stroke-width='0.25'/>",
     ]
     parts += [_marker(m) for m in markers]
+    parts += [_label(label, markers) for label in place(markers)]
     parts.append("</svg>")
     return "".join(parts)
 
@@ -55,8 +111,19 @@ def svg(markers: list[Marker], element_id: str = "map") -> str:
 def _marker(m: Marker) -> str:
     x, y = project(m.point)
     return (f"<g id='{escape(m.id)}' class='marker'><title>{escape(m.title)}</title>"
-            f"<circle cx='{x:.2f}' cy='{y:.2f}' r='2.2' fill='{COLOURS[m.colour]}' "
-            f"stroke='#fff' stroke-width='0.6'/>"
-            f"<text x='{x + 3:.2f}' y='{y + 1.4:.2f}' font-size='4' fill='#1f2937' "
-            f"paint-order='stroke' stroke='#fff' stroke-width='0.8'>{escape(m.label)}</text>"
-            "</g>")
+            f"<circle cx='{x:.2f}' cy='{y:.2f}' r='{RADIUS}' fill='{COLOURS[m.colour]}' "
+            f"stroke='#fff' stroke-width='0.6'/></g>")
+
+
+def _label(label: Label, markers: list[Marker]) -> str:
+    b = label.box
+    line = ""
+    if label.leader:
+        owner = next(m for m in markers if label.text.startswith(m.label))
+        x, y = project(owner.point)
+        edge = b.x if b.x > x else b.x + b.w
+        line = (f"<line x1='{x:.2f}' y1='{y:.2f}' x2='{edge:.2f}' y2='{b.y + b.h / 2:.2f}' "
+                "stroke='#6b7280' stroke-width='0.3'/>")
+    return (f"{line}<text class='label' x='{b.x:.2f}' y='{b.y + FONT * 0.8:.2f}' "
+            f"font-size='{FONT:g}' fill='#1f2937' paint-order='stroke' stroke='#fff' "
+            f"stroke-width='0.8'>{escape(label.text)}</text>")
