@@ -45,13 +45,14 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
 class RouterProcess:
     """``mirror-router serve`` in a subprocess, with its JSON log lines collected."""
 
-    def __init__(self, zones: Path, *args: str, ready_timeout: float = 30.0) -> None:
+    def __init__(self, zones: Path, *args: str, ready_timeout: float = 30.0,
+                 env: dict[str, str] | None = None) -> None:
         self.zones = zones
         cmd = [sys.executable, "-m", "router", "serve", "--zones", str(zones),
                "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-format", "json", *args]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.events: list[dict[str, Any]] = []
         self.raw: list[str] = []
         self._lock = threading.Lock()

@@ -51,6 +51,13 @@ def host_port(text: str) -> HostPort:
     return host, int(port)
 
 
+def positive(text: str) -> int:
+    """A whole number of at least 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
 def network(text: str) -> IPNetwork:
     try:
         return ipaddress.ip_network(text, strict=False)

@@ -37,7 +37,7 @@ def _listen_args(p: argparse.ArgumentParser) -> None:
                         "default 127.0.0.1:5300)")
     p.add_argument("--http", action="append", type=common.host_port, metavar="HOST:PORT",
                    help="HTTP listen address (repeatable; default 127.0.0.1:8300)")
-    p.add_argument("--workers", type=int, default=1, metavar="N",
+    p.add_argument("--workers", type=common.positive, default=1, metavar="N",
                    help="serve from N processes on SO_REUSEPORT sockets; health checks "
                         "still run once (default 1)")
     p.add_argument("--no-http", action="store_true", help="serve DNS only")

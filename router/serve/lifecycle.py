@@ -22,6 +22,7 @@ from router.core.config import Config, ConfigError
 from router.core.geo import GeoError
 from router.core.runtime import StateView
 from router.core.zonefile import load
+from router.serve.notify import notify, reloading
 from router.serve.settings import Settings
 from router.watch.inventory import Inventory
 
@@ -117,7 +118,10 @@ class Lifecycle(ABC):
             log.error("startup_failed", error=str(e))
             await self.shutdown()
             return 1
+        if not self.signals.stop.is_set():
+            notify("READY=1", "STATUS=serving")
         await self.serve()
+        notify("STOPPING=1")
         await self.shutdown()
         return 0
 
@@ -128,7 +132,10 @@ class Lifecycle(ABC):
             await first_of(signals.stop.wait(), signals.reload.wait())
             if signals.reload.is_set() and not signals.stop.is_set():
                 signals.reload.clear()
-                self.reload()
+                reloading()
+                ok = self.reload()
+                notify("READY=1", "STATUS=serving" if ok else
+                       "STATUS=serving the previous config: the reload failed")
 
     async def drain(self, work: Awaitable[object]) -> bool:
         """Wait for ``work`` unless a second SIGTERM/SIGINT cuts it short (then False)."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import sys
@@ -41,6 +42,7 @@ from router.core.health import Board, Snapshot
 from router.core.stats import Stats
 from router.core.zonefile import load
 from router.serve import channel as ch
+from router.serve import notify
 from router.serve.channel import Channel, Message
 from router.serve.lifecycle import Lifecycle, first_of, first_round, run_loop
 from router.serve.settings import Settings, Sockets, fmt
@@ -161,7 +163,8 @@ class Supervisor(Lifecycle):
                 "--http", ",".join(str(s.fileno()) for s in sockets.http)]
         try:
             slot.proc = await asyncio.create_subprocess_exec(
-                *args, pass_fds=[theirs.fileno(), *(s.fileno() for s in sockets.all())])
+                *args, pass_fds=[theirs.fileno(), *(s.fileno() for s in sockets.all())],
+                env={k: v for k, v in os.environ.items() if k != notify.VARIABLE})
         finally:
             theirs.close()
             sockets.close()
