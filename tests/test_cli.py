@@ -127,3 +127,17 @@ def test_status_page_of_the_example_escapes_once(example):
     page = request(example.http_port, "/status").body.decode()
     assert "&amp;ndash;" not in page and "&amp;middot;" not in page
     assert "DNS &ndash; &middot; HTTP /mod/" in page  # modules: no DNS name
+
+
+@pytest.mark.parametrize("path", ["/mod/example.com/hello/@v/v1.2.0-rc.meta4",
+                                  "/mod/sumdb/sum.golang.org/lookup/example.com/hello@v1.2.0-rc.meta4",
+                                  "/go1.22.5.linux-amd64.tar.gz.meta4"])
+def test_without_a_catalog_a_meta4_path_is_an_ordinary_path(example, path):
+    """Only a catalog-listed file has a Metalink of ours; here nothing is listed (no
+    catalog fetched), so the path goes to a mirror as it is."""
+    r = request(example.http_port, path, xff("5.9.0.1"))
+    assert r.status == 302 and r.location.endswith(path.split("/", 2)[-1] if
+                                                   path.startswith("/mod/") else path[1:])
+    accept = request(example.http_port, "/go1.22.5.linux-amd64.tar.gz",
+                     {**xff("5.9.0.1"), "Accept": "application/metalink4+xml"})
+    assert accept.status == 302

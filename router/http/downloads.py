@@ -3,8 +3,10 @@
 
 ``asked()`` turns a routed path into what is asked for: the file itself, its Metalink
 (``<file>.meta4``, or ``Accept: application/metalink4+xml``), or its ``.sha256`` (served
-from the catalog, as the Go origin serves it). With a catalog, a file it does not list is
-``NotListed`` (404) and no mirror is asked.
+from the catalog, as the Go origin serves it). Only a file the catalog lists has a
+Metalink or a ``.sha256`` of ours: without a catalog, every path is redirected as it is
+(a ``.meta4`` on a mirror, or a module version that ends so, is the mirror's to serve).
+With a catalog, a file it does not list is ``NotListed`` (404) and no mirror is asked.
 """
 
 from __future__ import annotations
@@ -44,17 +46,17 @@ class Asked:
 
 def asked(route: Route, catalog: Catalog | None, accept: str) -> Asked:
     """What a request for ``route`` asks for; raise ``NotListed`` for unlisted files."""
+    if catalog is None:
+        return Asked(route, None, Form.FILE)
     rest = route.rest
-    if rest.endswith(metalink.SUFFIX) and len(rest) > len(metalink.SUFFIX):
-        form, rest = Form.METALINK, rest[: -len(metalink.SUFFIX)]
-    elif catalog is not None and rest.endswith(SHA256_SUFFIX) and not catalog.lookup(rest):
-        form, rest = Form.SHA256, rest[: -len(SHA256_SUFFIX)]
-    else:
-        form = Form.METALINK if metalink.MEDIA_TYPE in accept else Form.FILE
-    file = catalog.lookup(rest) if catalog is not None else None
-    if catalog is not None and file is None:
-        raise NotListed(rest)
-    if form is Form.SHA256 and (file is None or file.sha256 is None):
+    form = Form.METALINK if metalink.MEDIA_TYPE in accept else Form.FILE
+    if catalog.lookup(rest) is None:  # maybe the Metalink or the hash of a listed file
+        for suffix, derived in ((metalink.SUFFIX, Form.METALINK), (SHA256_SUFFIX, Form.SHA256)):
+            if rest.endswith(suffix) and catalog.lookup(rest[: -len(suffix)]) is not None:
+                form, rest = derived, rest[: -len(suffix)]
+                break
+    file = catalog.lookup(rest)
+    if file is None or (form is Form.SHA256 and file.sha256 is None):
         raise NotListed(route.rest)
     if form is Form.METALINK and not metalink.file_name(Route(route.service, rest)):
         raise NotListed(route.rest)
