@@ -65,6 +65,8 @@ class RouterProcess:
             raise
         self.dns_port = int(ready["dns"][0].rsplit(":", 1)[1])
         self.http_port = int(ready["http"][0].rsplit(":", 1)[1]) if ready["http"] else 0
+        admin = ready.get("admin") or []
+        self.admin_port = int(admin[0].rsplit(":", 1)[1]) if admin else 0
 
     def _read(self) -> None:
         assert self.proc.stderr is not None

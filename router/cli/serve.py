@@ -41,6 +41,9 @@ def _listen_args(p: argparse.ArgumentParser) -> None:
                    help="serve from N processes on SO_REUSEPORT sockets; health checks "
                         "still run once (default 1)")
     p.add_argument("--no-http", action="store_true", help="serve DNS only")
+    p.add_argument("--admin", action="append", type=common.host_port, metavar="HOST:PORT",
+                   help="a private listener for /metrics, /status, /status.json, /healthz "
+                        "and /readyz, which then leave the public HTTP listeners (repeatable)")
 
 
 def _dns_args(p: argparse.ArgumentParser) -> None:
@@ -74,6 +77,7 @@ def settings(args: argparse.Namespace, file: ServerConfig) -> Settings:
         zones=args.zones,
         dns=tuple(args.dns or [("127.0.0.1", 5300)]),
         http=() if args.no_http else tuple(args.http or [("127.0.0.1", 8300)]),
+        admin=tuple(args.admin or ()),
         geoip=args.geoip,
         probe=not args.no_probe,
         edns_payload=max(512, min(args.edns_buffer, 65535)),

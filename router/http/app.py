@@ -2,7 +2,11 @@
 
 Routes: ``/healthz`` (liveness), ``/readyz`` (readiness), ``/metrics``, ``/status`` and
 ``/status.json`` (``router.http.status.handlers``), and every other GET/HEAD path goes to the
-redirector (``router.http.redirect``). Other methods get 405 with ``Allow``.
+redirector (``router.http.redirect``). Other methods get 405 with ``Allow``. With an admin
+listener (``serve --admin``), the first five are served there (``create_admin_app``) and
+leave the public app, where those paths are ordinary paths.
+
+Every response says ``Server: mirror-router``, with no version of anything.
 
 Every handler is registered wrapped by ``counted``, which turns our errors into HTTP
 statuses and counts every response by status (``router.core.stats``). A wrapper, not an
@@ -18,7 +22,7 @@ import time
 from dataclasses import dataclass
 
 import structlog
-from aiohttp import web
+from aiohttp import web, web_response
 from aiohttp.typedefs import Handler
 
 from router.core.ip import IPNetwork
@@ -29,6 +33,11 @@ from router.errors import RouterError
 from router.http import downloads, redirect
 from router.http.routes import PathError
 from router.http.status import handlers as status
+
+# aiohttp names itself and Python, with versions, in every response it prepares (its
+# own error pages too): name ourselves instead, with no version to look up exploits by.
+SERVER = "mirror-router"
+web_response.SERVER_SOFTWARE = SERVER  # type: ignore[attr-defined]  # read when a response is prepared
 
 log = structlog.get_logger("router.http")
 access = structlog.get_logger("router.http.access")
@@ -110,16 +119,34 @@ async def access_log(request: web.Request, handler: Handler) -> web.StreamRespon
 
 
 def create_app(runtime: Runtime, settings: HttpSettings | None = None, *,
-               inventory: FileChecker | None = None) -> web.Application:
+               inventory: FileChecker | None = None, admin: bool = True) -> web.Application:
+    """The public app: the redirector, and (``admin``) the health and status pages."""
     settings = settings or HttpSettings()
     app = web.Application(middlewares=[access_log] if settings.access_log else [])
     app[RUNTIME] = runtime
     redirector = app[redirect.REDIRECTOR] = redirect.Redirector(
         runtime, settings.trusted_proxies, inventory)
-    routes = {"/healthz": healthz, "/readyz": readyz, **status.routes(app),
-              # [\s\S]: the decoded path may hold newlines (from %0a); the checks see them.
-              r"/{path:[\s\S]*}": redirector.handle}
-    for path, handler in routes.items():
-        app.router.add_get(path, counted(runtime.stats, handler))
-        app.router.add_route("*", path, counted(runtime.stats, not_allowed))
+    pages = _admin_routes(app) if admin else {}
+    # [\s\S]: the decoded path may hold newlines (from %0a); the checks see them.
+    _add(app, {**pages, r"/{path:[\s\S]*}": redirector.handle})
     return app
+
+
+def create_admin_app(public: web.Application) -> web.Application:
+    """The private listener's app: health, readiness, metrics and status, nothing else."""
+    app = web.Application()
+    app[RUNTIME] = public[RUNTIME]
+    app[redirect.REDIRECTOR] = public[redirect.REDIRECTOR]  # to place the viewer
+    _add(app, _admin_routes(app))
+    return app
+
+
+def _admin_routes(app: web.Application) -> dict[str, Handler]:
+    return {"/healthz": healthz, "/readyz": readyz, **status.routes(app)}
+
+
+def _add(app: web.Application, routes: dict[str, Handler]) -> None:
+    stats = app[RUNTIME].stats
+    for path, handler in routes.items():
+        app.router.add_get(path, counted(stats, handler))
+        app.router.add_route("*", path, counted(stats, not_allowed))

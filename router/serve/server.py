@@ -24,9 +24,9 @@ from router.core.zonefile import load
 from router.dns.authority import Authority
 from router.dns.listener import Dispatch, DnsListener
 from router.dns.zone import ZoneTable
-from router.http.app import HttpSettings, create_app
+from router.http.app import HttpSettings, create_admin_app, create_app
 from router.serve.lifecycle import Lifecycle, Source, first_round, run_loop
-from router.serve.settings import Settings, Sockets, fmt
+from router.serve.settings import Addresses, Settings, Sockets, fmt
 from router.watch.inventory import Inventory
 from router.watch.monitor import Monitor
 
@@ -45,7 +45,7 @@ class Server(Lifecycle):
         self.source: Source | None = None
         self.inventory: Inventory | None = None  # catalogs and file checks (not --no-probe)
         self.dns: list[DnsListener] = []
-        self.http: web.AppRunner | None = None
+        self.http: list[web.AppRunner] = []  # the public app's, then the admin app's
 
     async def startup(self) -> None:
         s = self.settings
@@ -55,11 +55,11 @@ class Server(Lifecycle):
         runtime.state = self.source.state
         self.dispatch = Dispatch(self._authority(config))
         runtime.caches["dns"] = self._dns_cache_counters
-        sockets = self.sockets or Sockets.bind(s, s.dns, s.http)
+        sockets = self.sockets or Sockets.bind(s, Addresses.of(s))
         if s.probe:  # a worker's catalogs come from its supervisor
             self.inventory = Inventory(runtime.ledger, catalogs=not self.fed)
-        http = await self._start_http(runtime, sockets)
-        log.info("listening", http=http, ready=False)
+        http, admin = await self._start_http(runtime, sockets)
+        log.info("listening", http=http, admin=admin, ready=False)
         await first_round(self.source, self.inventory, config)
         for udp, tcp in sockets.dns:
             listener = DnsListener(self.dispatch, s.tcp_max, s.tcp_idle)
@@ -69,7 +69,7 @@ class Server(Lifecycle):
         dns = [fmt(listener.address) for listener in self.dns]
         await self.source.ready(dns, http)
         log.info("worker_ready" if self.fed else "ready", version=__version__, dns=dns,
-                 http=http, zones=[z.origin for z in config.zones],
+                 http=http, admin=admin, zones=[z.origin for z in config.zones],
                  services=len(config.services), probing=s.probe,
                  geoip=runtime.locator.description,
                  down=[f"{k[0]}/{k[1]}" for k, h in runtime.board.snapshot.health.items()
@@ -104,9 +104,8 @@ class Server(Lifecycle):
 
     async def _drain(self) -> None:
         """Open DNS-over-TCP connections and HTTP requests in progress finish (bounded)."""
-        await asyncio.gather(*(listener.wait_closed() for listener in self.dns))
-        if self.http is not None:
-            await self.http.cleanup()
+        await asyncio.gather(*(listener.wait_closed() for listener in self.dns),
+                             *(runner.cleanup() for runner in self.http))
 
     def _dns_cache_counters(self) -> dict[str, int]:
         """The answer cache's counters (a reload starts a new cache, and new counts)."""
@@ -125,18 +124,24 @@ class Server(Lifecycle):
                          self.settings.edns_payload, stats=self.runtime.stats,
                          cache_size=self.settings.dns_cache)
 
-    async def _start_http(self, runtime: Runtime, sockets: Sockets) -> list[str]:
-        if not sockets.http:
-            return []
-        app = create_app(runtime, HttpSettings(self.settings.trusted_proxies,
-                                               self.settings.access_log),
-                         inventory=self.inventory)
-        self.http = web.AppRunner(app, access_log=None,
-                                  shutdown_timeout=self.settings.drain_timeout)
-        await self.http.setup()
-        for sock in sockets.http:
-            await web.SockSite(self.http, sock).start()
-        return [fmt(sock.getsockname()) for sock in sockets.http]
+    async def _start_http(self, runtime: Runtime,
+                          sockets: Sockets) -> tuple[list[str], list[str]]:
+        """The public app on the HTTP sockets; with admin sockets, the pages go there."""
+        s = self.settings
+        public = create_app(runtime, HttpSettings(s.trusted_proxies, s.access_log),
+                            inventory=self.inventory, admin=not sockets.admin)
+        apps = [(public, sockets.http)]
+        if sockets.admin:
+            apps.append((create_admin_app(public), sockets.admin))
+        for app, socks in apps:
+            if socks:
+                runner = web.AppRunner(app, access_log=None, shutdown_timeout=s.drain_timeout)
+                await runner.setup()
+                for sock in socks:
+                    await web.SockSite(runner, sock).start()
+                self.http.append(runner)
+        return ([fmt(sock.getsockname()) for sock in sockets.http],
+                [fmt(sock.getsockname()) for sock in sockets.admin])
 
 
 def run(settings: Settings) -> int:

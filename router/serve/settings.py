@@ -22,6 +22,7 @@ class Settings:
     zones: Path = Path("zones")
     dns: tuple[HostPort, ...] = (("127.0.0.1", 5300),)
     http: tuple[HostPort, ...] = (("127.0.0.1", 8300),)
+    admin: tuple[HostPort, ...] = ()  # health, metrics and status, off the public listeners
     geoip: Path | None = None
     probe: bool = True
     edns_payload: int = DEFAULT_PAYLOAD
@@ -37,21 +38,41 @@ class Settings:
 
 
 @dataclass(frozen=True, slots=True)
+class Addresses:
+    """Where to listen: DNS (UDP and TCP), HTTP, admin."""
+
+    dns: tuple[HostPort, ...]
+    http: tuple[HostPort, ...]
+    admin: tuple[HostPort, ...] = ()
+
+    @classmethod
+    def of(cls, settings: Settings) -> Addresses:
+        return cls(settings.dns, settings.http, settings.admin)
+
+
+@dataclass(frozen=True, slots=True)
 class Sockets:
-    """One serving process's bound sockets: (UDP, TCP) per DNS address, and HTTP."""
+    """One serving process's bound sockets: (UDP, TCP) per DNS address, HTTP, admin."""
 
     dns: tuple[tuple[socket.socket, socket.socket], ...]
     http: tuple[socket.socket, ...]
+    admin: tuple[socket.socket, ...] = ()
 
     @classmethod
-    def bind(cls, settings: Settings, dns: tuple[HostPort, ...], http: tuple[HostPort, ...],
-             reuse_port: bool = False) -> Sockets:
+    def bind(cls, settings: Settings, addresses: Addresses, reuse_port: bool = False) -> Sockets:
         return cls(tuple(bind_dns(host, port, reuse_port=reuse_port, rcvbuf=settings.rcvbuf)
-                         for host, port in dns),
-                   tuple(bind_http(host, port, reuse_port) for host, port in http))
+                         for host, port in addresses.dns),
+                   tuple(bind_http(host, port, reuse_port) for host, port in addresses.http),
+                   tuple(bind_http(host, port, reuse_port) for host, port in addresses.admin))
 
     def all(self) -> tuple[socket.socket, ...]:
-        return (*(s for pair in self.dns for s in pair), *self.http)
+        return (*(s for pair in self.dns for s in pair), *self.http, *self.admin)
+
+    def addresses(self) -> Addresses:
+        """Where these sockets listen (a port 0 resolved to the one the kernel gave)."""
+        return Addresses(tuple(_host_port(udp) for udp, _tcp in self.dns),
+                         tuple(_host_port(s) for s in self.http),
+                         tuple(_host_port(s) for s in self.admin))
 
     def close(self) -> None:
         for sock in self.all():
@@ -74,6 +95,11 @@ def bind_http(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     sock.listen(BACKLOG)
     sock.setblocking(False)
     return sock
+
+
+def _host_port(sock: socket.socket) -> HostPort:
+    host, port = sock.getsockname()[:2]
+    return str(host), int(port)
 
 
 def fmt(address: tuple[str, int] | tuple[str, int, int, int]) -> str:

@@ -45,7 +45,7 @@ from router.serve import channel as ch
 from router.serve import notify
 from router.serve.channel import Channel, Message
 from router.serve.lifecycle import Lifecycle, first_of, first_round, run_loop
-from router.serve.settings import Settings, Sockets, fmt
+from router.serve.settings import Addresses, Settings, Sockets, fmt
 from router.watch.inventory import Inventory
 from router.watch.monitor import Monitor
 from router.watch.tasks import cancel
@@ -86,7 +86,7 @@ class Supervisor(Lifecycle):
         self.ledger = Ledger()  # catalogs and file results, the whole machine's
         self.ledger.journal = lambda event: self._post_all(ch.LedgerNews(event))
         self.inventory = Inventory(self.ledger) if settings.probe else None
-        self.dns, self.http = settings.dns, settings.http
+        self.addresses = Addresses.of(settings)  # port 0 becomes a port at the first bind
         self.feeding = False  # the first probe round is done: snapshots go out
         self.stopping = False
         self.all_ready = asyncio.Event()
@@ -107,7 +107,9 @@ class Supervisor(Lifecycle):
         if await first_of(self.all_ready.wait(), self.signals.stop.wait()) == 0:
             log.info("ready", version=__version__, workers=self.count,
                      pids=[s.proc.pid for s in self.slots if s.proc],
-                     dns=[fmt(a) for a in self.dns], http=[fmt(a) for a in self.http],
+                     dns=[fmt(a) for a in self.addresses.dns],
+                     http=[fmt(a) for a in self.addresses.http],
+                     admin=[fmt(a) for a in self.addresses.admin],
                      zones=[z.origin for z in config.zones], probing=self.settings.probe)
 
     def switch(self, config: Config) -> None:
@@ -148,11 +150,8 @@ class Supervisor(Lifecycle):
 
     def _bind(self) -> Sockets:
         """One worker's sockets; the first call fixes the ports for all the others."""
-        sockets = Sockets.bind(self.settings, self.dns, self.http, reuse_port=True)
-        self.dns = tuple((host, udp.getsockname()[1]) for (host, _), (udp, _t) in zip(
-            self.dns, sockets.dns, strict=True))
-        self.http = tuple((host, sock.getsockname()[1]) for (host, _), sock in zip(
-            self.http, sockets.http, strict=True))
+        sockets = Sockets.bind(self.settings, self.addresses, reuse_port=True)
+        self.addresses = sockets.addresses()
         return sockets
 
     async def _spawn(self, slot: Slot, sockets: Sockets | None = None) -> None:
@@ -160,7 +159,8 @@ class Supervisor(Lifecycle):
         mine, theirs = socket.socketpair()
         args = [sys.executable, "-m", "router.serve.worker", "--channel", str(theirs.fileno()),
                 "--dns", ",".join(f"{u.fileno()}:{t.fileno()}" for u, t in sockets.dns),
-                "--http", ",".join(str(s.fileno()) for s in sockets.http)]
+                "--http", ",".join(str(s.fileno()) for s in sockets.http),
+                "--admin", ",".join(str(s.fileno()) for s in sockets.admin)]
         try:
             slot.proc = await asyncio.create_subprocess_exec(
                 *args, pass_fds=[theirs.fileno(), *(s.fileno() for s in sockets.all())],

@@ -121,12 +121,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--channel", type=int, required=True)
     p.add_argument("--dns", default="")
     p.add_argument("--http", default="")
+    p.add_argument("--admin", default="")
     args = p.parse_args(argv)
     pairs = [pair.split(":") for pair in args.dns.split(",") if pair]
     sockets = Sockets(
         dns=tuple((socket.socket(fileno=int(u)), socket.socket(fileno=int(t))) for u, t in pairs),
-        http=tuple(socket.socket(fileno=int(f)) for f in args.http.split(",") if f))
+        http=_inherited(args.http), admin=_inherited(args.admin))
     return run_loop(serve(socket.socket(fileno=args.channel), sockets))
+
+
+def _inherited(fds: str) -> tuple[socket.socket, ...]:
+    return tuple(socket.socket(fileno=int(f)) for f in fds.split(",") if f)
 
 
 if __name__ == "__main__":
