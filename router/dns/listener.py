@@ -164,8 +164,8 @@ def bind(host: str, port: int, reuse_port: bool = False,
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             if rcvbuf:
                 udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-            udp.bind((host, port))
-            tcp.bind((host, udp.getsockname()[1]))
+            _bind(udp, (host, port), "UDP")
+            _bind(tcp, (host, udp.getsockname()[1]), "TCP")
             tcp.listen(1024)
         except OSError:
             udp.close()
@@ -177,6 +177,14 @@ def bind(host: str, port: int, reuse_port: bool = False,
         tcp.setblocking(False)
         return udp, tcp
     raise OSError(f"no free port on {host} for both UDP and TCP")
+
+
+def _bind(sock: socket.socket, address: HostPort, kind: str) -> None:
+    """``sock.bind``, with an error that says which of the two sockets it was."""
+    try:
+        sock.bind(address)
+    except OSError as e:
+        raise OSError(e.errno, f"{kind}: {e.strerror}") from None
 
 
 class DnsListener:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Coroutine
 from pathlib import Path
@@ -19,17 +20,20 @@ from typing import Any, Protocol
 import structlog
 
 from router.core.config import Config, ConfigError
-from router.core.geo import GeoError
+from router.core.geo import Locator
 from router.core.runtime import StateView
 from router.core.zonefile import load
+from router.errors import RouterError
 from router.serve.notify import notify, reloading
 from router.serve.settings import Settings
+from router.watch.check import tls_context
 from router.watch.inventory import Inventory
 
 log = structlog.get_logger("router.serve")
 
-# What stops a start-up with a clear message instead of a traceback.
-STARTUP_ERRORS = (ConfigError, GeoError, OSError)
+# What stops a start-up with a clear message instead of a traceback: our errors name the
+# file or the address; an OSError names what the system refused.
+STARTUP_ERRORS = (RouterError, OSError)
 
 
 class Source(Protocol):
@@ -82,15 +86,29 @@ async def first_of(*waits: Awaitable[object]) -> int:
     return first
 
 
+def check_files(settings: Settings) -> None:
+    """The files ``serve`` was given, read once before anything listens: an error names
+    the file (the zones are read by ``startup()``)."""
+    if settings.ca_file is not None:
+        tls_context(settings.ca_file)
+    Locator(settings.geoip).close()
+
+
 async def first_round(source: Source, inventory: Inventory | None, config: Config) -> None:
     """Before ready: the first probe round (or the supervisor's first snapshot), and every
-    catalog fetched once (--no-probe, or a worker: none here)."""
+    catalog fetched once (--no-probe, or a worker: none here). If one fails, the other
+    is cancelled and the first error is raised."""
     async def catalogs() -> None:
         if inventory is not None:
             await inventory.start(config)
             await inventory.first_fetch()
 
-    await asyncio.gather(source.start(), catalogs())
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(source.start())
+            group.create_task(catalogs())
+    except BaseExceptionGroup as e:
+        raise e.exceptions[0] from None
 
 
 def load_for_reload(zones: Path) -> Config | None:
@@ -109,13 +127,18 @@ class Lifecycle(ABC):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.signals = Signals()
+        self.claims: list[socket.socket] = []  # our listen addresses, ours alone
 
     async def run(self) -> int:
         self.signals.install()
         try:
+            check_files(self.settings)
             await self.startup()
         except STARTUP_ERRORS as e:
-            log.error("startup_failed", error=str(e))
+            problems = [str(p) for p in e.problems] if isinstance(e, ConfigError) else [str(e)]
+            for problem in problems:  # one line each, as `mirror-router check` prints them
+                log.error("startup_problem", problem=problem)
+            log.error("startup_failed", problems=len(problems))
             await self.shutdown()
             return 1
         if not self.signals.stop.is_set():

@@ -26,7 +26,7 @@ from router.dns.listener import Dispatch, DnsListener
 from router.dns.zone import ZoneTable
 from router.http.app import HttpSettings, create_admin_app, create_app
 from router.serve.lifecycle import Lifecycle, Source, first_round, run_loop
-from router.serve.settings import Addresses, Settings, Sockets, fmt
+from router.serve.settings import Addresses, Settings, Sockets, claim, fmt
 from router.watch.inventory import Inventory
 from router.watch.monitor import Monitor
 
@@ -55,6 +55,8 @@ class Server(Lifecycle):
         runtime.state = self.source.state
         self.dispatch = Dispatch(self._authority(config))
         runtime.caches["dns"] = self._dns_cache_counters
+        if self.sockets is None:  # a worker's sockets are its supervisor's, claims too
+            self.claims = claim(Addresses.of(s))
         sockets = self.sockets or Sockets.bind(s, Addresses.of(s))
         if s.probe:  # a worker's catalogs come from its supervisor
             self.inventory = Inventory(runtime.ledger, catalogs=not self.fed)

@@ -3,16 +3,25 @@ sockets it binds before anything else (so a busy port fails fast)."""
 
 from __future__ import annotations
 
+import errno
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from router.core.ip import HostPort, IPNetwork
 from router.dns.authority import DEFAULT_PAYLOAD
 from router.dns.cache import DEFAULT_SIZE
 from router.dns.listener import bind as bind_dns
+from router.errors import RouterError
 
+T = TypeVar("T")
 BACKLOG = 1024  # listen() backlog of the HTTP and DNS-over-TCP sockets
+
+
+class ListenError(RouterError):
+    """A listen address cannot be had: says which listener, where, and what to do."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +69,25 @@ class Sockets:
 
     @classmethod
     def bind(cls, settings: Settings, addresses: Addresses, reuse_port: bool = False) -> Sockets:
-        return cls(tuple(bind_dns(host, port, reuse_port=reuse_port, rcvbuf=settings.rcvbuf)
-                         for host, port in addresses.dns),
-                   tuple(bind_http(host, port, reuse_port) for host, port in addresses.http),
-                   tuple(bind_http(host, port, reuse_port) for host, port in addresses.admin))
+        """Every socket, or ``ListenError`` naming the one that could not be had."""
+        bound: list[socket.socket] = []
+        try:
+            def dns(host: str, port: int) -> tuple[socket.socket, socket.socket]:
+                pair = bind_dns(host, port, reuse_port=reuse_port, rcvbuf=settings.rcvbuf)
+                bound.extend(pair)
+                return pair
+
+            def http(host: str, port: int) -> socket.socket:
+                bound.append(sock := bind_http(host, port, reuse_port))
+                return sock
+
+            return cls(tuple(_named("DNS", a, dns) for a in addresses.dns),
+                       tuple(_named("HTTP", a, http) for a in addresses.http),
+                       tuple(_named("admin", a, http) for a in addresses.admin))
+        except ListenError:
+            for sock in bound:
+                sock.close()
+            raise
 
     def all(self) -> tuple[socket.socket, ...]:
         return (*(s for pair in self.dns for s in pair), *self.http, *self.admin)
@@ -95,6 +119,54 @@ def bind_http(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     sock.listen(BACKLOG)
     sock.setblocking(False)
     return sock
+
+
+def _named(listener: str, address: HostPort, bind: Callable[[str, int], T]) -> T:
+    try:
+        return bind(*address)
+    except OSError as e:
+        raise ListenError(f"{listener} {fmt(address)}: {e.strerror or e}{_hint(e, address)}"
+                          ) from None
+
+
+def _hint(e: OSError, address: HostPort) -> str:
+    if e.errno == errno.EACCES and address[1] < 1024:
+        return ("; a port below 1024 needs CAP_NET_BIND_SERVICE (the systemd unit grants "
+                "it; elsewhere: setcap cap_net_bind_service=+ep on the Python binary)")
+    if e.errno == errno.EADDRINUSE:
+        return "; another program listens there (or another mirror-router)"
+    if e.errno == errno.EADDRNOTAVAIL:
+        return "; no interface of this machine has that address"
+    return ""
+
+
+def claim(addresses: Addresses) -> list[socket.socket]:
+    """Make every fixed listen address ours alone, for as long as this process lives.
+
+    Our own workers share their ports through SO_REUSEPORT, which the kernel would grant
+    a second mirror-router (same user) as well: the two would then split the traffic,
+    each with its own config. So the process that binds (the server, or the supervisor)
+    first takes one abstract UNIX socket per address, named for it: a second instance
+    finds the name taken and refuses to start. The kernel lets the name go when this
+    process ends, however it ends. Port 0 (any free port) needs none.
+    """
+    held: list[socket.socket] = []
+    for listener, group in (("DNS", addresses.dns), ("HTTP", addresses.http),
+                            ("admin", addresses.admin)):
+        for host, port in group:
+            if port == 0:
+                continue
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.bind(f"\0mirror-router {listener} {fmt((host, port))}")
+            except OSError:
+                sock.close()
+                for other in held:
+                    other.close()
+                raise ListenError(f"{listener} {fmt((host, port))}: another mirror-router "
+                                  "already serves this address") from None
+            held.append(sock)
+    return held
 
 
 def _host_port(sock: socket.socket) -> HostPort:

@@ -37,7 +37,6 @@ import structlog
 from router import __version__
 from router.core.availability import Ledger
 from router.core.config import Config
-from router.core.geo import Locator
 from router.core.health import Board, Snapshot
 from router.core.stats import Stats
 from router.core.zonefile import load
@@ -45,7 +44,7 @@ from router.serve import channel as ch
 from router.serve import notify
 from router.serve.channel import Channel, Message
 from router.serve.lifecycle import Lifecycle, first_of, first_round, run_loop
-from router.serve.settings import Addresses, Settings, Sockets, fmt
+from router.serve.settings import Addresses, Settings, Sockets, claim, fmt
 from router.watch.inventory import Inventory
 from router.watch.monitor import Monitor
 from router.watch.tasks import cancel
@@ -94,7 +93,7 @@ class Supervisor(Lifecycle):
 
     async def startup(self) -> None:
         config = self.config = load(self.settings.zones)
-        Locator(self.settings.geoip).close()  # a bad database fails here, not N times
+        self.claims = claim(self.addresses)
         first = self._bind()  # resolves any port 0, for every later worker too
         self.monitor = Monitor(self.board, self.stats, self._config, probe=self.settings.probe,
                                state=self.settings.state, ca_file=self.settings.ca_file)

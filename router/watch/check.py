@@ -29,6 +29,7 @@ import aiohttp
 from router import __version__
 from router.core.config import HealthCheck
 from router.core.health import Phases, Result
+from router.errors import RouterError
 
 USER_AGENT = f"mirror-router/{__version__} (health check; +https://github.com/mirror-router)"
 BODY_LIMIT = 64 * 1024
@@ -85,12 +86,20 @@ class TimedContext(ssl.SSLContext):
         return super().wrap_bio(*args, **kwargs)
 
 
+class CaFileError(RouterError):
+    """The extra CA file (``--ca-file``, ``tls_ca``) cannot be read."""
+
+
 def tls_context(ca_file: Path | None = None) -> TimedContext:
     """Verifying context: the system's CAs, plus ``ca_file`` (PEM) when given."""
     context = TimedContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the host name
     context.load_default_certs()
     if ca_file is not None:
-        context.load_verify_locations(cafile=str(ca_file))
+        try:
+            context.load_verify_locations(cafile=str(ca_file))
+        except (OSError, ssl.SSLError) as e:
+            raise CaFileError(f"{ca_file}: cannot read CA certificates (--ca-file, "
+                              f"tls_ca): {getattr(e, 'strerror', None) or e}") from None
     return context
 
 
