@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 
 import pytest
@@ -15,7 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from router import __version__
 from router.core.earth import Point
 from router.http.status.worldmap import RADIUS, Box, Marker, place, project, svg
-from tests.harness import CITIES, wait_until
+from tests.conftest import write_zone
+from tests.harness import CITIES, RouterProcess, five_city_zone, wait_until
 from tests.png import near, pixels
 from tests.test_dns import ZONE, ask
 from tests.test_http import FILE, request, xff
@@ -183,3 +185,36 @@ def test_a_lone_marker_is_labelled_right_beside_it():
     (label,) = place([Marker("m", "fra", Point(50.11, 8.68), "green", "fra")])
     x, y = project(Point(50.11, 8.68))
     assert not label.leader and label.box.x == x + 3 and abs(label.box.y + 2 - y) < 0.01
+
+
+def test_a_failed_reload_shows_in_metrics_and_status(tmp_path, city_mirrors):
+    zones = write_zone(tmp_path / "zones", five_city_zone(city_mirrors))
+    router = RouterProcess(zones)
+    try:
+        def figures() -> dict[str, float]:
+            text = request(router.http_port, "/metrics").body.decode()
+            return {s.name: s.value for f in text_string_to_metric_families(text)
+                    for s in f.samples if s.name.startswith("mirror_router_config_")}
+        first = figures()
+        assert first["mirror_router_config_last_reload_success"] == 1.0
+        (zones / "test.example.com.toml").write_text("[zone]\norigin = 1\n")
+        router.signal(signal.SIGHUP)
+        router.wait_for("reload_failed")
+        after = figures()
+        assert after["mirror_router_config_last_reload_success"] == 0.0
+        assert after["mirror_router_config_last_reload_success_timestamp_seconds"] == \
+            first["mirror_router_config_last_reload_success_timestamp_seconds"]
+        page = request(router.http_port, "/status").body.decode()
+        assert "running the config of " in page and "the last reload failed" in page
+        assert "zone.origin: must be a string" in page
+        status = json.loads(request(router.http_port, "/status.json").body)
+        assert status["config"]["last_reload"]["ok"] is False
+        (zones / "test.example.com.toml").write_text(five_city_zone(city_mirrors))
+        router.signal(signal.SIGHUP)
+        router.wait_for("reloaded")
+        again = figures()
+        assert again["mirror_router_config_last_reload_success"] == 1.0
+        assert again["mirror_router_config_last_reload_success_timestamp_seconds"] > \
+            first["mirror_router_config_last_reload_success_timestamp_seconds"]
+    finally:
+        assert router.stop() == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -30,6 +31,15 @@ class StateView(Protocol):
     def error(self) -> str | None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Reload:
+    """How the last reload (SIGHUP) went."""
+
+    ok: bool
+    at: float
+    problems: tuple[str, ...] = ()
+
+
 class Runtime:
     def __init__(self, config: Config, locator: Locator, board: Board,
                  probing: bool = True, *, ledger: Ledger | None = None) -> None:
@@ -40,6 +50,8 @@ class Runtime:
         self.ready = False
         self.started = time.time()
         self.config = config
+        self.config_loaded = self.started  # when the config in force was read
+        self.last_reload: Reload | None = None  # None: not reloaded since start
         self.stats = Stats()
         self.state: StateView | None = None  # the operator's state file, when watched
         self.peers: tuple[Stats, ...] = ()  # --workers: the other processes' counts
@@ -61,3 +73,4 @@ class Runtime:
         """Switch to a new config (on reload). What a face derives from the config it
         derives again when it sees ``config`` is no longer the object it derived from."""
         self.config = config
+        self.config_loaded = time.time()

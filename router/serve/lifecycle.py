@@ -12,16 +12,16 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Coroutine
-from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
 
 from router.core.config import Config, ConfigError
 from router.core.geo import Locator
-from router.core.runtime import StateView
+from router.core.runtime import Reload, StateView
 from router.core.zonefile import load
 from router.errors import RouterError
 from router.serve.notify import notify, reloading
@@ -111,16 +111,6 @@ async def first_round(source: Source, inventory: Inventory | None, config: Confi
         raise e.exceptions[0] from None
 
 
-def load_for_reload(zones: Path) -> Config | None:
-    """The zone folder again, or None (logged) when it has a problem."""
-    try:
-        return load(zones)
-    except ConfigError as e:
-        log.error("reload_failed", problems=[str(p) for p in e.problems],
-                  keeping="the previous config")
-        return None
-
-
 class Lifecycle(ABC):
     """Start-up, serving, shutdown; ``run()`` is the whole life and its exit code."""
 
@@ -166,13 +156,22 @@ class Lifecycle(ABC):
 
     def reload(self) -> bool:
         """Load the zones again and switch to them; on any problem keep the old config."""
-        config = load_for_reload(self.settings.zones)
-        if config is None:
+        try:
+            config = load(self.settings.zones)
+        except ConfigError as e:
+            problems = tuple(str(p) for p in e.problems)
+            log.error("reload_failed", problems=list(problems), keeping="the previous config")
+            self.record(Reload(False, time.time(), problems))
             return False
         self.switch(config)
+        self.record(Reload(True, time.time()))
         log.info("reloaded", zones=[z.origin for z in config.zones],
                  services=len(config.services))
         return True
+
+    @abstractmethod
+    def record(self, outcome: Reload) -> None:
+        """Keep how a reload went, for /metrics and /status."""
 
     @abstractmethod
     async def startup(self) -> None:

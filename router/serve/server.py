@@ -19,7 +19,7 @@ from router import __version__
 from router.core.config import Config
 from router.core.geo import Locator
 from router.core.health import Board, Status
-from router.core.runtime import Runtime
+from router.core.runtime import Reload, Runtime
 from router.core.zonefile import load
 from router.dns.authority import Authority
 from router.dns.listener import Dispatch, DnsListener
@@ -88,6 +88,10 @@ class Server(Lifecycle):
             self.inventory.reconfigure(config)
         else:
             self.runtime.ledger.retain(config)
+
+    def record(self, outcome: Reload) -> None:
+        if self.runtime is not None:
+            self.runtime.last_reload = outcome
 
     async def shutdown(self) -> None:
         for listener in self.dns:

@@ -38,6 +38,7 @@ from router import __version__
 from router.core.availability import Ledger
 from router.core.config import Config
 from router.core.health import Board, Snapshot
+from router.core.runtime import Reload
 from router.core.stats import Stats
 from router.core.zonefile import load
 from router.serve import channel as ch
@@ -118,6 +119,9 @@ class Supervisor(Lifecycle):
         if self.inventory is not None:
             self.inventory.reconfigure(config)
         self._signal_all(signal.SIGHUP)
+
+    def record(self, outcome: Reload) -> None:
+        """Nothing here: each worker reloads on the SIGHUP passed on, and keeps its own."""
 
     async def shutdown(self) -> None:
         self.stopping = True

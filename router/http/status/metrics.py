@@ -113,6 +113,20 @@ class RouterCollector(Collector):
             lag.add_metric([], stats.state_lag.cumulative(), stats.state_lag.total)
             yield lag
 
+    def _config(self) -> Iterator[Metric]:
+        """As Prometheus reports its own: alert on ..._success == 0."""
+        rt = self.runtime
+        ok = rt.last_reload is None or rt.last_reload.ok
+        success = _gauge("config_last_reload_success",
+                         "1 when the last reload (or the start) read the zones, 0 when it failed "
+                         "and the previous config still serves", [])
+        success.add_metric([], 1.0 if ok else 0.0)
+        at = _gauge("config_last_reload_success_timestamp_seconds",
+                    "when the config in force was read", [])
+        at.add_metric([], rt.config_loaded)
+        yield success
+        yield at
+
     def _server(self, stats: Stats) -> Iterator[Metric]:
         rt = self.runtime
         queries = _counter("dns_queries", "DNS queries by type and response code",
@@ -123,6 +137,7 @@ class RouterCollector(Collector):
         responses = _counter("http_responses", "HTTP responses by status", ["status"])
         for status, n in sorted(stats.http_responses.items()):
             responses.add_metric([str(status)], n)
+        yield from self._config()
         errors = _counter("errors", "unexpected errors caught at an edge", ["where"])
         for where in ("dns", "http"):
             errors.add_metric([where], stats.errors[where])

@@ -36,11 +36,19 @@ def overview(runtime: Runtime, client: Location | None = None,
         "ready": runtime.ready,
         "probing": runtime.probing,
         "generation": snap.generation,
+        "config": _config(runtime),
         "state_file": None if state is None else {
             "path": str(state.path), "ok": state.error is None, "error": state.error},
         "client": _client(client, address),
         "services": [_service(s, snap, totals) for s in runtime.config.services],
     }
+
+
+def _config(runtime: Runtime) -> dict[str, Any]:
+    """The config in force, and how the last reload went (None: none since start)."""
+    last = runtime.last_reload
+    return {"loaded_at": runtime.config_loaded, "last_reload": None if last is None else {
+        "ok": last.ok, "at": last.at, "problems": list(last.problems)}}
 
 
 def _client(client: Location | None, address: str | None) -> dict[str, Any] | None:

@@ -43,6 +43,12 @@ def _header(data: dict[str, Any]) -> str:
     if state is not None and not state["ok"]:
         note = (f"<p class=bad>State file problem (the last good overrides stay in force): "
                 f"{escape(str(state['error']))}</p>")
+    config, last = data["config"], data["config"]["last_reload"]
+    note += f"<p class=meta>running the config of {_when(config['loaded_at'])}"
+    if last is not None and not last["ok"]:
+        note += ("; <span class=bad>the last reload failed</span> "
+                 f"({_ago(last['at'])}): " + "; ".join(escape(p) for p in last["problems"]))
+    note += "</p>"
     ready = "ready" if data["ready"] else "<span class=bad>starting</span>"
     probing = "" if data["probing"] else " &middot; <b>not probing</b> (--no-probe)"
     return (f"<h1>mirror-router status</h1><p class=meta>version {escape(data['version'])} "
@@ -122,6 +128,10 @@ def _num(value: float | None) -> str:
 
 def _ago(at: float | None) -> str:
     return "&ndash;" if at is None else f"{_duration(time.time() - at)} ago"
+
+
+def _when(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
 
 
 def _duration(seconds: float) -> str:
