@@ -65,8 +65,8 @@ class RouterProcess:
             raise
         self.dns_port = int(ready["dns"][0].rsplit(":", 1)[1])
         self.http_port = int(ready["http"][0].rsplit(":", 1)[1]) if ready["http"] else 0
-        admin = ready.get("admin") or []
-        self.admin_port = int(admin[0].rsplit(":", 1)[1]) if admin else 0
+        self.admin_port = _first_port(ready.get("admin"))
+        self.https_port = _first_port(ready.get("https"))
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
@@ -116,6 +116,10 @@ class RouterProcess:
                 self.proc.wait()
         self._reader.join(5)
         return self.proc.returncode
+
+
+def _first_port(addresses: list[str] | None) -> int:
+    return int(addresses[0].rsplit(":", 1)[1]) if addresses else 0
 
 
 class Mirror:

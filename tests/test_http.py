@@ -106,6 +106,9 @@ def test_headers_from_an_untrusted_peer_change_nothing(five_cities, city_mirrors
         r = request(five_cities.http_port, "/" + FILE, {
             "X-Forwarded-For": client, "Forwarded": f'for="{client}"'}, source="127.0.0.2")
         assert r.location == file_url(city_mirrors, "iad")
+    warned = five_cities.find("forwarded_from_untrusted_peer")
+    assert len(warned) == 1 and warned[0]["peer"] == "127.0.0.2"  # once, naming the peer
+    assert "trusted_proxies" in warned[0]["hint"]
 
 
 @pytest.mark.parametrize(("headers", "city"), [

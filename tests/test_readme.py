@@ -101,8 +101,11 @@ def test_every_toml_block_passes_its_check(tmp_path):
         if "[zone]" in body:
             load(path)
         elif "[server]" in body:
-            for name in re.findall(r'tls_ca = "([^"]+)"', body):
-                (tmp_path / name).write_text("")  # the file it names, relative to it
+            for name in re.findall(r'tls_(?:ca|cert|key) = "([^"]+)"', body):
+                named = tmp_path / name  # the files it names (an absolute name replaces tmp)
+                body = body.replace(f'"{name}"', f'"{tmp_path / named.name}"')
+                (tmp_path / named.name).write_text("")
+            path.write_text(body)
             load_server(path)
         elif "[targets]" in body:
             parse(body, str(path))

@@ -24,6 +24,14 @@ class Pki:
     ca: Path
     cert: Path
     key: Path
+    ca_key: ec.EllipticCurvePrivateKey
+
+    def reissue(self, common: str = "localhost") -> int:
+        """A new leaf for localhost and 127.0.0.1 from the same CA, written over ``cert``
+        and ``key`` (as a renewal does); its serial number."""
+        leaf, key = _leaf(common, self.ca_key)
+        _write(self, leaf, key)
+        return int(leaf.serial_number)
 
     def server_context(self) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -54,18 +62,31 @@ def make_ca(folder: Path) -> Pki:
           .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
                                        False), True)
           .sign(ca_key, hashes.SHA256()))
+    pki = Pki(folder / "ca.pem", folder / "server.pem", folder / "server.key", ca_key)
+    pki.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    _write(pki, *_leaf("localhost", ca_key))
+    return pki
+
+
+def _leaf(common: str, ca_key: ec.EllipticCurvePrivateKey
+          ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (_builder("localhost", "mirror-router test CA", key, ca_key)
+    leaf = (_builder(common, "mirror-router test CA", key, ca_key)
             .add_extension(x509.SubjectAlternativeName([
                 x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
                 False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
             .sign(ca_key, hashes.SHA256()))
-    pki = Pki(folder / "ca.pem", folder / "server.pem", folder / "server.key")
-    pki.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    pki.cert.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    pki.key.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                          serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    return pki
+    return leaf, key
+
+
+def _write(pki: Pki, leaf: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+    """Key first, then the certificate, each renamed into place whole."""
+    for path, data in ((pki.key, key.private_bytes(serialization.Encoding.PEM,
+                                                    serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption())),
+                       (pki.cert, leaf.public_bytes(serialization.Encoding.PEM))):
+        temporary = path.with_name(path.name + ".new")
+        temporary.write_bytes(data)
+        temporary.replace(path)

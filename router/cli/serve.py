@@ -41,6 +41,13 @@ def _listen_args(p: argparse.ArgumentParser) -> None:
                    help="serve from N processes on SO_REUSEPORT sockets; health checks "
                         "still run once (default 1)")
     p.add_argument("--no-http", action="store_true", help="serve DNS only")
+    p.add_argument("--https", action="append", type=common.host_port, metavar="HOST:PORT",
+                   help="HTTPS listen address for the redirector (repeatable; needs tls_cert "
+                        "and tls_key: --config, or --tls-cert and --tls-key)")
+    p.add_argument("--tls-cert", type=Path, metavar="FILE",
+                   help="the HTTPS certificate chain, PEM (re-read on SIGHUP and when it "
+                        "changes)")
+    p.add_argument("--tls-key", type=Path, metavar="FILE", help="its private key, PEM")
     p.add_argument("--admin", action="append", type=common.host_port, metavar="HOST:PORT",
                    help="a private listener for /metrics, /status, /status.json, /healthz "
                         "and /readyz, which then leave the public HTTP listeners (repeatable)")
@@ -66,7 +73,7 @@ def _http_args(p: argparse.ArgumentParser) -> None:
                    "believed (repeatable)")
     p.add_argument("--config", type=Path, metavar="FILE",
                    help="server settings file with a [server] table (trusted_proxies, "
-                        "access_log, tls_ca)")
+                        "access_log, tls_ca, tls_cert, tls_key)")
     p.add_argument("--access-log", action="store_true",
                    help="one log line per HTTP request (off by default, for speed)")
 
@@ -78,6 +85,9 @@ def settings(args: argparse.Namespace, file: ServerConfig) -> Settings:
         dns=tuple(args.dns or [("127.0.0.1", 5300)]),
         http=() if args.no_http else tuple(args.http or [("127.0.0.1", 8300)]),
         admin=tuple(args.admin or ()),
+        https=tuple(args.https or ()),
+        tls_cert=args.tls_cert or file.tls_cert,
+        tls_key=args.tls_key or file.tls_key,
         geoip=args.geoip,
         probe=not args.no_probe,
         edns_payload=max(512, min(args.edns_buffer, 65535)),

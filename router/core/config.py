@@ -179,3 +179,5 @@ class ServerConfig:
     trusted_proxies: tuple[IPNetwork, ...] = ()
     access_log: bool = False
     tls_ca: Path | None = None  # extra CA certificates the prober trusts (PEM)
+    tls_cert: Path | None = None  # the HTTPS listeners' certificate chain (PEM)
+    tls_key: Path | None = None  # ... and its private key (PEM)

@@ -107,6 +107,8 @@ def load_server(path: str | Path) -> ServerConfig:
             trusted_proxies=server.get("trusted_proxies", v.list_of(v.network), ()),
             access_log=server.get("access_log", v.boolean, False),
             tls_ca=server.get("tls_ca", v.readable_file(Path(path).parent), None),
+            tls_cert=server.get("tls_cert", v.readable_file(Path(path).parent), None),
+            tls_key=server.get("tls_key", v.readable_file(Path(path).parent), None),
         )
         server.finish()
     doc.finish()

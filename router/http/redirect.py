@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from router.core.catalog import CatalogFile
@@ -33,6 +34,8 @@ from router.http import downloads, pages
 from router.http import routes as paths
 from router.http.client import client_address
 from router.http.decisions import DecisionCache, Entry
+
+log = structlog.get_logger("router.http")
 
 RECHECK = 1.0  # seconds: how often a cached listed file still starts its due checks
 NOWHERE = Location(ipaddress.ip_network("0.0.0.0/0"))
@@ -65,6 +68,7 @@ class Redirector:
         # (peer, Forwarded, X-Forwarded-For) → (the client's address as text, its location)
         self.clients: Memo[tuple[object, ...], tuple[str | None, Location]] = Memo(65536)
         self.decisions = DecisionCache()  # per client network, see router.http.decisions
+        self.warned = False  # forwarding headers from an untrusted peer (logged once)
         self.config: Config = runtime.config  # what routes and decisions were made from
         self.routes = paths.Routes(self.config)
         runtime.caches["http_clients"] = self.clients.counters
@@ -154,12 +158,26 @@ class Redirector:
         known = self.clients.get(key)
         if known is None:
             trusted = self.trusted
+            if not self.warned and (key[1] or key[2]) and not _behind(request.remote, trusted):
+                self.warned = True  # once: the headers of an untrusted peer are never read
+                log.warning("forwarded_from_untrusted_peer", peer=request.remote,
+                            hint="a proxy in front is probably missing from trusted_proxies "
+                                 "(--trusted-proxy): every client is placed where it is")
             address = client_address(request.remote, trusted, request.forwarded if trusted
                                      else (), key[2] if trusted else ())
             location = self.runtime.locator.locate(address) if address else NOWHERE
             known = self.clients.put(key, (str(address) if address else None, location))
         request["client"] = known[0]
         return known[1]
+
+
+def _behind(peer: str | None, trusted: tuple[IPNetwork, ...]) -> bool:
+    """Whether ``peer`` is one of the trusted proxies."""
+    try:
+        address = ipaddress.ip_address(peer or "")
+    except ValueError:
+        return False
+    return any(address in network for network in trusted)
 
 
 RUNTIME = web.AppKey("runtime", Runtime)

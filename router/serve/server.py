@@ -10,7 +10,9 @@ snapshots instead of a prober of its own (the ``Source``).
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
+from pathlib import Path
 
 import structlog
 from aiohttp import web
@@ -27,6 +29,7 @@ from router.dns.zone import ZoneTable
 from router.http.app import HttpSettings, create_admin_app, create_app
 from router.serve.lifecycle import Lifecycle, Source, first_round, run_loop
 from router.serve.settings import Addresses, Settings, Sockets, claim, fmt
+from router.serve.tls import Certificate, TlsError
 from router.watch.inventory import Inventory
 from router.watch.monitor import Monitor
 
@@ -46,6 +49,7 @@ class Server(Lifecycle):
         self.inventory: Inventory | None = None  # catalogs and file checks (not --no-probe)
         self.dns: list[DnsListener] = []
         self.http: list[web.AppRunner] = []  # the public app's, then the admin app's
+        self.certificate: Certificate | None = None  # HTTPS, renewed in place
 
     async def startup(self) -> None:
         s = self.settings
@@ -55,13 +59,15 @@ class Server(Lifecycle):
         runtime.state = self.source.state
         self.dispatch = Dispatch(self._authority(config))
         runtime.caches["dns"] = self._dns_cache_counters
+        if s.https:  # a bad certificate fails here, before anything listens
+            self.certificate = Certificate(_required(s.tls_cert), _required(s.tls_key))
         if self.sockets is None:  # a worker's sockets are its supervisor's, claims too
             self.claims = claim(Addresses.of(s))
         sockets = self.sockets or Sockets.bind(s, Addresses.of(s))
         if s.probe:  # a worker's catalogs come from its supervisor
             self.inventory = Inventory(runtime.ledger, catalogs=not self.fed)
-        http, admin = await self._start_http(runtime, sockets)
-        log.info("listening", http=http, admin=admin, ready=False)
+        listening = await self._start_http(runtime, sockets)
+        log.info("listening", **listening, ready=False)
         await first_round(self.source, self.inventory, config)
         for udp, tcp in sockets.dns:
             listener = DnsListener(self.dispatch, s.tcp_max, s.tcp_idle)
@@ -69,11 +75,15 @@ class Server(Lifecycle):
             self.dns.append(listener)
         runtime.ready = True
         dns = [fmt(listener.address) for listener in self.dns]
-        await self.source.ready(dns, http)
-        log.info("worker_ready" if self.fed else "ready", version=__version__, dns=dns,
-                 http=http, admin=admin, zones=[z.origin for z in config.zones],
-                 services=len(config.services), probing=s.probe,
-                 geoip=runtime.locator.description,
+        await self.source.ready(dns, listening["http"])
+        self._announce(dns, listening)
+
+    def _announce(self, dns: list[str], listening: dict[str, list[str]]) -> None:
+        assert self.runtime is not None
+        runtime, config = self.runtime, self.runtime.config
+        log.info("worker_ready" if self.fed else "ready", version=__version__, dns=dns, **listening,
+                 zones=[z.origin for z in config.zones], services=len(config.services),
+                 probing=self.settings.probe, geoip=runtime.locator.description,
                  down=[f"{k[0]}/{k[1]}" for k, h in runtime.board.snapshot.health.items()
                        if h.status is Status.DOWN])
 
@@ -89,6 +99,11 @@ class Server(Lifecycle):
         else:
             self.runtime.ledger.retain(config)
 
+    def reload(self) -> bool:
+        """The zones, and the certificate (kept when the new one does not load)."""
+        zones = super().reload()
+        return (self.certificate.reload() if self.certificate else True) and zones
+
     def record(self, outcome: Reload) -> None:
         if self.runtime is not None:
             self.runtime.last_reload = outcome
@@ -96,6 +111,8 @@ class Server(Lifecycle):
     async def shutdown(self) -> None:
         for listener in self.dns:
             listener.close()
+        if self.certificate is not None:
+            await self.certificate.stop()
         if not await self.drain(self._drain()):
             log.warning("drain_skipped", open_dns_tcp=sum(len(d.pool.open) for d in self.dns))
         if self.dispatch is not None and self.dispatch.authority.cache is not None:
@@ -130,24 +147,38 @@ class Server(Lifecycle):
                          self.settings.edns_payload, stats=self.runtime.stats,
                          cache_size=self.settings.dns_cache)
 
-    async def _start_http(self, runtime: Runtime,
-                          sockets: Sockets) -> tuple[list[str], list[str]]:
+    async def _start_http(self, runtime: Runtime, sockets: Sockets) -> dict[str, list[str]]:
         """The public app on the HTTP sockets; with admin sockets, the pages go there."""
         s = self.settings
         public = create_app(runtime, HttpSettings(s.trusted_proxies, s.access_log),
                             inventory=self.inventory, admin=not sockets.admin)
-        apps = [(public, sockets.http)]
+        tls = self.certificate.context if self.certificate is not None else None
+        apps = [(public, [*((x, None) for x in sockets.http),
+                          *((x, tls) for x in sockets.https)])]
         if sockets.admin:
-            apps.append((create_admin_app(public), sockets.admin))
+            apps.append((create_admin_app(public), [(x, None) for x in sockets.admin]))
         for app, socks in apps:
             if socks:
                 runner = web.AppRunner(app, access_log=None, shutdown_timeout=s.drain_timeout)
                 await runner.setup()
-                for sock in socks:
-                    await web.SockSite(runner, sock).start()
+                for sock, context in socks:
+                    await web.SockSite(runner, sock, ssl_context=context).start()
                 self.http.append(runner)
-        return ([fmt(sock.getsockname()) for sock in sockets.http],
-                [fmt(sock.getsockname()) for sock in sockets.admin])
+        if self.certificate is not None:
+            self.certificate.start()
+        return {"http": _addresses(sockets.http), "https": _addresses(sockets.https),
+                "admin": _addresses(sockets.admin)}
+
+
+def _addresses(socks: tuple[socket.socket, ...]) -> list[str]:
+    return [fmt(sock.getsockname()) for sock in socks]
+
+
+def _required(path: Path | None) -> Path:
+    if path is None:
+        raise TlsError("--https needs tls_cert and tls_key (in the [server] table of "
+                       "--config, or --tls-cert and --tls-key)")
+    return path
 
 
 def run(settings: Settings) -> int:

@@ -32,6 +32,9 @@ class Settings:
     dns: tuple[HostPort, ...] = (("127.0.0.1", 5300),)
     http: tuple[HostPort, ...] = (("127.0.0.1", 8300),)
     admin: tuple[HostPort, ...] = ()  # health, metrics and status, off the public listeners
+    https: tuple[HostPort, ...] = ()  # the redirector over TLS (tls_cert, tls_key)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     geoip: Path | None = None
     probe: bool = True
     edns_payload: int = DEFAULT_PAYLOAD
@@ -53,19 +56,27 @@ class Addresses:
     dns: tuple[HostPort, ...]
     http: tuple[HostPort, ...]
     admin: tuple[HostPort, ...] = ()
+    https: tuple[HostPort, ...] = ()
 
     @classmethod
     def of(cls, settings: Settings) -> Addresses:
-        return cls(settings.dns, settings.http, settings.admin)
+        return cls(settings.dns, settings.http, settings.admin, settings.https)
+
+    def named(self) -> tuple[tuple[str, tuple[HostPort, ...]], ...]:
+        """(listener, its addresses): how errors name them."""
+        return (("DNS", self.dns), ("HTTP", self.http), ("admin", self.admin),
+                ("HTTPS", self.https))
 
 
 @dataclass(frozen=True, slots=True)
 class Sockets:
-    """One serving process's bound sockets: (UDP, TCP) per DNS address, HTTP, admin."""
+    """One serving process's bound sockets: (UDP, TCP) per DNS address, HTTP, admin,
+    HTTPS."""
 
     dns: tuple[tuple[socket.socket, socket.socket], ...]
     http: tuple[socket.socket, ...]
     admin: tuple[socket.socket, ...] = ()
+    https: tuple[socket.socket, ...] = ()
 
     @classmethod
     def bind(cls, settings: Settings, addresses: Addresses, reuse_port: bool = False) -> Sockets:
@@ -83,20 +94,22 @@ class Sockets:
 
             return cls(tuple(_named("DNS", a, dns) for a in addresses.dns),
                        tuple(_named("HTTP", a, http) for a in addresses.http),
-                       tuple(_named("admin", a, http) for a in addresses.admin))
+                       tuple(_named("admin", a, http) for a in addresses.admin),
+                       tuple(_named("HTTPS", a, http) for a in addresses.https))
         except ListenError:
             for sock in bound:
                 sock.close()
             raise
 
     def all(self) -> tuple[socket.socket, ...]:
-        return (*(s for pair in self.dns for s in pair), *self.http, *self.admin)
+        return (*(s for pair in self.dns for s in pair), *self.http, *self.admin, *self.https)
 
     def addresses(self) -> Addresses:
         """Where these sockets listen (a port 0 resolved to the one the kernel gave)."""
         return Addresses(tuple(_host_port(udp) for udp, _tcp in self.dns),
                          tuple(_host_port(s) for s in self.http),
-                         tuple(_host_port(s) for s in self.admin))
+                         tuple(_host_port(s) for s in self.admin),
+                         tuple(_host_port(s) for s in self.https))
 
     def close(self) -> None:
         for sock in self.all():
@@ -151,8 +164,7 @@ def claim(addresses: Addresses) -> list[socket.socket]:
     process ends, however it ends. Port 0 (any free port) needs none.
     """
     held: list[socket.socket] = []
-    for listener, group in (("DNS", addresses.dns), ("HTTP", addresses.http),
-                            ("admin", addresses.admin)):
+    for listener, group in addresses.named():
         for host, port in group:
             if port == 0:
                 continue

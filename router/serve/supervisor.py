@@ -110,6 +110,7 @@ class Supervisor(Lifecycle):
                      dns=[fmt(a) for a in self.addresses.dns],
                      http=[fmt(a) for a in self.addresses.http],
                      admin=[fmt(a) for a in self.addresses.admin],
+                     https=[fmt(a) for a in self.addresses.https],
                      zones=[z.origin for z in config.zones], probing=self.settings.probe)
 
     def switch(self, config: Config) -> None:
@@ -163,7 +164,8 @@ class Supervisor(Lifecycle):
         args = [sys.executable, "-m", "router.serve.worker", "--channel", str(theirs.fileno()),
                 "--dns", ",".join(f"{u.fileno()}:{t.fileno()}" for u, t in sockets.dns),
                 "--http", ",".join(str(s.fileno()) for s in sockets.http),
-                "--admin", ",".join(str(s.fileno()) for s in sockets.admin)]
+                "--admin", ",".join(str(s.fileno()) for s in sockets.admin),
+                "--https", ",".join(str(s.fileno()) for s in sockets.https)]
         try:
             slot.proc = await asyncio.create_subprocess_exec(
                 *args, pass_fds=[theirs.fileno(), *(s.fileno() for s in sockets.all())],

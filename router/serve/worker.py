@@ -122,11 +122,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--dns", default="")
     p.add_argument("--http", default="")
     p.add_argument("--admin", default="")
+    p.add_argument("--https", default="")
     args = p.parse_args(argv)
     pairs = [pair.split(":") for pair in args.dns.split(",") if pair]
     sockets = Sockets(
         dns=tuple((socket.socket(fileno=int(u)), socket.socket(fileno=int(t))) for u, t in pairs),
-        http=_inherited(args.http), admin=_inherited(args.admin))
+        http=_inherited(args.http), admin=_inherited(args.admin),
+        https=_inherited(args.https))
     return run_loop(serve(socket.socket(fileno=args.channel), sockets))
 
 

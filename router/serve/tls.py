@@ -1,0 +1,116 @@
+"""HTTPS for the redirector: a hardened server context, and a certificate that can be
+renewed in place (certbot, lego) without dropping a connection.
+
+The context follows Mozilla's "intermediate" profile: TLS 1.2 and 1.3 only, forward-secret
+AEAD suites for TLS 1.2 (TLS 1.3's are all good), no compression, no renegotiation,
+ALPN ``http/1.1``. Every listener is given one fixed context whose SNI callback hands
+each new handshake the current certificate's context, so a renewed certificate is served
+to new connections at once while open ones go on with the old. A renewal is noticed on
+SIGHUP and when either file changes (looked at every ``WATCH_EVERY`` seconds); a pair
+that does not load keeps the old one in service, and says which file and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from pathlib import Path
+
+import structlog
+
+from router.errors import RouterError
+
+log = structlog.get_logger("router.serve.tls")
+
+WATCH_EVERY = 1.0  # seconds between looks at the certificate files
+# Mozilla "intermediate" (v5.7) for TLS 1.2; TLS 1.3 uses OpenSSL's own list.
+INTERMEDIATE = ":".join([
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+    "DHE-RSA-AES128-GCM-SHA256", "DHE-RSA-AES256-GCM-SHA384", "DHE-RSA-CHACHA20-POLY1305",
+])
+
+
+class TlsError(RouterError):
+    """The certificate or its key cannot be loaded."""
+
+
+def server_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A hardened server context with ``cert`` and ``key``; ``TlsError`` names the file."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(INTERMEDIATE)
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    context.set_alpn_protocols(["http/1.1"])
+    try:
+        context.load_cert_chain(cert, key)
+    except FileNotFoundError as e:
+        raise TlsError(f"{e.filename}: no such file (tls_cert, tls_key)") from None
+    except (OSError, ssl.SSLError) as e:
+        raise TlsError(f"{cert} with {key}: cannot be loaded as a certificate and its key: "
+                       f"{getattr(e, 'reason', None) or e}") from None
+    return context
+
+
+class Certificate:
+    """The HTTPS listeners' certificate: ``context`` is what every listener is given."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        self.cert, self.key = cert, key
+        self.current = server_context(cert, key)
+        self.context = server_context(cert, key)  # fixed: it only hands over
+        self.context.sni_callback = self._hand_over
+        self.loaded = _stamp(cert, key)
+        self.error: str | None = None
+        self._watch: asyncio.Task[None] | None = None
+
+    def _hand_over(self, conn: ssl.SSLObject, _name: str | None,
+                   _context: ssl.SSLContext) -> None:
+        conn.context = self.current  # called for every handshake, SNI or not
+
+    def reload(self) -> bool:
+        """Load the files again; on any problem keep serving the old certificate."""
+        self.loaded = _stamp(self.cert, self.key)  # a bad pair is tried again once it changes
+        try:
+            self.current = server_context(self.cert, self.key)
+        except TlsError as e:
+            self.error = str(e)
+            log.error("tls_reload_failed", error=self.error, keeping="the previous certificate")
+            return False
+        self.error = None
+        log.info("tls_reloaded", cert=str(self.cert), key=str(self.key))
+        return True
+
+    def start(self) -> None:
+        self._watch = asyncio.create_task(self._follow(), name="tls watch")
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+
+    async def _follow(self) -> None:
+        """Renewals in place: reload when either file changed (and stood still a look)."""
+        seen = self.loaded
+        while True:
+            await asyncio.sleep(WATCH_EVERY)
+            stamp = _stamp(self.cert, self.key)
+            if stamp != self.loaded and stamp == seen:
+                self.reload()
+            seen = stamp
+
+
+Stamp = tuple[int, int, int] | None
+
+
+def _stamp(*files: Path) -> tuple[Stamp, ...]:
+    out: list[Stamp] = []
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError:
+            out.append(None)
+            continue
+        out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(out)
