@@ -319,7 +319,7 @@ CITIES = {
 def five_city_zone(mirrors: dict[str, Mirror], *, interval: str = "500ms",
                    timeout: str = "500ms", rise: int = 2, fall: int = 2,
                    extra_service: str = "", extra_records: str = "",
-                   km_per_ms: float = 0) -> str:
+                   km_per_ms: float = 0, suspect_interval: str | None = None) -> str:
     """A zone steering test.example.com among the five cities, each probed on loopback.
 
     ``km_per_ms`` is 0 by default: tests of geography must not be reordered by a loaded
@@ -327,6 +327,8 @@ def five_city_zone(mirrors: dict[str, Mirror], *, interval: str = "500ms",
     """
     health = (f'path = "/health", interval = "{interval}", timeout = "{timeout}", '
               f"rise = {rise}, fall = {fall}")
+    if suspect_interval is not None:
+        health += f', suspect_interval = "{suspect_interval}"'
     targets = []
     for tid, (city, lat, lon, country, n) in CITIES.items():
         targets.append(f'''

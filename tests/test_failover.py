@@ -51,7 +51,8 @@ def test_tokyo_down_and_back(five_cities, city_mirrors):
     back = _moves_to(five_cities, JAPAN, "192.0.2.2", UP_BOUND)
     assert back <= UP_BOUND
     changes = [(e["target"], e["old"], e["new"]) for e in five_cities.find("target_state")]
-    assert ("tyo", "up", "down") in changes and ("tyo", "down", "up") in changes
+    assert ("tyo", "up", "suspect") in changes and ("tyo", "suspect", "down") in changes
+    assert ("tyo", "down", "up") in changes
 
 
 @pytest.mark.timing
@@ -97,3 +98,48 @@ def test_all_down_fails_open_with_a_short_ttl(five_cities, city_mirrors):
             m.health_status = 200
     wait_until(lambda: _answer_never_fails(five_cities, JAPAN)[1] == 30, UP_BOUND,
                what="healthy answer")
+
+
+# ---------------------------------------------------------------- suspect: fast failover
+
+SLOW, FAST, FALL3, TIMEOUT_FAST = 5.0, 0.3, 3, 0.5
+
+
+@pytest.fixture(scope="module")
+def fast_failover(tmp_path_factory, farm):
+    from tests.conftest import write_zone
+    from tests.harness import RouterProcess, five_city_zone
+    mirrors = {tid: farm.mirror(tid) for tid in ("bj", "tyo", "fra", "iad", "gru")}
+    zone = five_city_zone(mirrors, interval=f"{SLOW}s", timeout=f"{TIMEOUT_FAST}s", fall=FALL3,
+                          suspect_interval=f"{FAST}s")
+    router = RouterProcess(write_zone(tmp_path_factory.mktemp("zones"), zone),
+                           "--trusted-proxy", "127.0.0.1/32")
+    yield router, mirrors
+    assert router.stop() == 0
+
+
+@pytest.mark.timing
+def test_a_dead_mirror_is_out_within_fall_fast_checks_of_its_first_failure(fast_failover):
+    """The normal interval (5 s) is over ten times the suspect interval (0.3 s): after the
+    first failed check the next come every 0.3 s, so fall = 3 failures take about 0.6 s
+    more, not 10 s. Measured from the first failed check (logged as up -> suspect)."""
+    from tests.test_http import FILE, request, xff
+    router, mirrors = fast_failover
+    tokyo = mirrors["tyo"]
+    assert _answer_never_fails(router, JAPAN)[0] == "192.0.2.2"
+    seen = len(router.find("target_state"))
+    tokyo.stop()
+    try:
+        router.wait_for("target_state", SLOW + 2, count=seen + 1)  # the first failure
+        suspected = time.monotonic()
+        event = router.find("target_state")[seen]
+        assert (event["target"], event["old"], event["new"]) == ("tyo", "up", "suspect")
+        took = _moves_to(router, JAPAN, "192.0.2.1", FALL3 * FAST + TIMEOUT_FAST + 1.0)
+        r = request(router.http_port, "/" + FILE, xff("1.0.16.1"))
+        assert "/dl/" in r.location and mirrors["bj"].base in r.location
+        assert time.monotonic() - suspected <= FALL3 * FAST + TIMEOUT_FAST + 1.0, took
+        status = [e for e in router.find("target_state") if e["target"] == "tyo"]
+        assert [(e["old"], e["new"]) for e in status][-2:] == [("up", "suspect"),
+                                                             ("suspect", "down")]
+    finally:
+        tokyo.start()

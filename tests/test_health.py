@@ -20,7 +20,7 @@ from router.core.health import (
 from router.core.overrides import Override
 
 U, D, N = Status.UP, Status.DOWN, Status.UNKNOWN
-LETTER = {"U": U, "D": D}
+LETTER = {"U": U, "D": D, "S": Status.SUSPECT}
 
 
 def run(outcomes: str, rise: int, fall: int) -> list[Health]:
@@ -39,15 +39,15 @@ def run(outcomes: str, rise: int, fall: int) -> list[Health]:
     (2, 3, "-", "D"),
     (5, 5, "+", "U"),
     (5, 5, "-", "D"),
-    # UP needs `fall` consecutive failures
-    (2, 3, "+--", "UUU"),
-    (2, 3, "+---", "UUUD"),
-    (2, 3, "+----", "UUUDD"),
+    # UP needs `fall` consecutive failures, and is SUSPECT in between
+    (2, 3, "+--", "USS"),
+    (2, 3, "+---", "USSD"),
+    (2, 3, "+----", "USSDD"),
     (2, 1, "+-", "UD"),
-    # a success resets the failure streak
-    (2, 3, "+--+--", "UUUUUU"),
-    (2, 3, "+--+---", "UUUUUUD"),
-    # DOWN needs `rise` consecutive successes
+    # a success resets the failure streak: a suspect is UP again at once
+    (2, 3, "+--+--", "USSUSS"),
+    (2, 3, "+--+---", "USSUSSD"),
+    # DOWN needs `rise` consecutive successes (and is never suspect)
     (2, 3, "-+", "DD"),
     (2, 3, "-++", "DDU"),
     (3, 3, "-+++", "DDDU"),
@@ -55,11 +55,11 @@ def run(outcomes: str, rise: int, fall: int) -> list[Health]:
     # a failure resets the success streak
     (2, 3, "-+-+", "DDDD"),
     (2, 3, "-+-++", "DDDDU"),
-    (3, 2, "+--+-++-+++", "UUDDDDDDDDU"),
+    (3, 2, "+--+-++-+++", "USDDDDDDDDU"),
     # flapping with rise = fall = 1 follows every result
     (1, 1, "+-+-", "UDUD"),
     # a full cycle
-    (2, 2, "++--++", "UUUDDU"),
+    (2, 2, "++--++", "UUSDDU"),
 ])
 def test_rise_and_fall(rise: int, fall: int, outcomes: str, statuses: str) -> None:
     assert [h.status for h in run(outcomes, rise, fall)] == [LETTER[s] for s in statuses]
@@ -79,8 +79,8 @@ def test_streak_counters_are_the_trailing_run(outcomes: str) -> None:
 @pytest.mark.parametrize(("rise", "fall", "outcomes", "since"), [
     # `since` is the time of the last status change (the first result counts as one)
     (2, 3, "+++", [1, 1, 1]),
-    (2, 3, "+---", [1, 1, 1, 4]),
-    (2, 3, "-++--+", [1, 1, 3, 3, 3, 3]),
+    (2, 3, "+---", [1, 2, 2, 4]),  # up, suspect, suspect, down
+    (2, 3, "-++--+", [1, 1, 3, 4, 4, 6]),
     (1, 1, "+-+", [1, 2, 3]),
 ])
 def test_since_marks_the_last_change(rise: int, fall: int, outcomes: str,
@@ -162,7 +162,7 @@ def test_record_returns_before_and_after() -> None:
     assert after.status is U
     before2, after2 = board.record(KEY, Result(ok=False, at=2.0, error="x"), check)
     assert before2 == after
-    assert (after2.status, after2.failures) == (U, 1)
+    assert (after2.status, after2.failures) == (Status.SUSPECT, 1)
     _, after3 = board.record(KEY, Result(ok=False, at=3.0, error="x"), check)
     assert after3.status is D
     assert board.snapshot.get(*KEY) == after3
@@ -175,9 +175,9 @@ def test_generation_bumps_only_on_status_change() -> None:
         # (key, ok, generation after, status after, checks after)
         (KEY, True, 1, U, 1),  # UNKNOWN -> UP
         (KEY, True, 1, U, 2),
-        (KEY, False, 1, U, 3),  # one failure of two
+        (KEY, False, 1, Status.SUSPECT, 3),  # one failure of two: served as before
         (OTHER, False, 2, D, 1),  # another target: UNKNOWN -> DOWN
-        (KEY, False, 3, D, 4),  # UP -> DOWN
+        (KEY, False, 3, D, 4),  # SUSPECT -> DOWN
         (KEY, True, 3, D, 5),
         (KEY, True, 4, U, 6),  # DOWN -> UP
     ]
@@ -285,3 +285,13 @@ def test_empty_snapshot() -> None:
 ])
 def test_effective_combines_health_and_the_override(status, override, expected) -> None:
     assert effective(status, override) is expected
+
+
+@pytest.mark.parametrize(("interval", "suspect", "fast"), [
+    (10.0, None, 1.0),  # the default: a second
+    (0.5, None, 0.5),  # never slower than the normal interval
+    (10.0, 0.2, 0.2),
+    (0.3, 2.0, 0.3),
+])
+def test_a_suspect_is_checked_at_the_fast_interval(interval, suspect, fast) -> None:
+    assert HealthCheck(interval=interval, suspect_interval=suspect).fast == fast

@@ -27,6 +27,7 @@ DEFAULT_ANYCAST_KM = 1000.0
 # Light in fibre covers ~200 km per ms one way, so ~100 km of distance per ms of round trip:
 # a mirror that answers 1 ms later costs as much as one 100 km further away.
 DEFAULT_KM_PER_MS = 100.0
+SUSPECT_INTERVAL = 1.0  # seconds between the checks of a suspect target, by default
 PASSING = ((200, 399),)  # the statuses a health check accepts by default: 2xx and 3xx
 
 
@@ -47,9 +48,19 @@ class HealthCheck:
     fall: int = 3
     expect_status: tuple[tuple[int, int], ...] = PASSING  # inclusive ranges
     expect_body: str | None = None  # must occur in the first 64 KiB of the body
+    # After a failed check, the next ones come this soon (until `fall` or a pass), so a
+    # dead mirror is out in about fall x suspect_interval; None: min(1 s, interval).
+    suspect_interval: float | None = None
 
     def passes(self, status: int) -> bool:
         return any(lo <= status <= hi for lo, hi in self.expect_status)
+
+    @property
+    def fast(self) -> float:
+        """The interval between checks of a suspect target."""
+        if self.suspect_interval is not None:
+            return min(self.suspect_interval, self.interval)
+        return min(SUSPECT_INTERVAL, self.interval)
 
 
 @dataclass(frozen=True, slots=True)

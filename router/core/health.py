@@ -37,6 +37,7 @@ LATENCY_HYSTERESIS_MS = 7.5  # ... and a new step only once the EWMA is this far
 class Status(Enum):
     UNKNOWN = "unknown"  # not probed (yet): usable
     UP = "up"
+    SUSPECT = "suspect"  # up, but its last check failed: still served, checked again soon
     DOWN = "down"
 
 
@@ -67,14 +68,17 @@ class Threshold(Enum):
     FALL = "fall"
 
 
-# (current status, probe passed) → (status once the streak reaches the threshold, threshold)
-TRANSITIONS: Mapping[tuple[Status, bool], tuple[Status, Threshold]] = MappingProxyType({
-    (Status.UNKNOWN, True): (Status.UP, Threshold.AT_ONCE),
-    (Status.UNKNOWN, False): (Status.DOWN, Threshold.AT_ONCE),
-    (Status.UP, True): (Status.UP, Threshold.AT_ONCE),
-    (Status.UP, False): (Status.DOWN, Threshold.FALL),
-    (Status.DOWN, True): (Status.UP, Threshold.RISE),
-    (Status.DOWN, False): (Status.DOWN, Threshold.AT_ONCE),
+# (current status, probe passed) → (status once the streak reaches the threshold,
+# the threshold, the status while it has not)
+TRANSITIONS: Mapping[tuple[Status, bool], tuple[Status, Threshold, Status]] = MappingProxyType({
+    (Status.UNKNOWN, True): (Status.UP, Threshold.AT_ONCE, Status.UP),
+    (Status.UNKNOWN, False): (Status.DOWN, Threshold.AT_ONCE, Status.DOWN),
+    (Status.UP, True): (Status.UP, Threshold.AT_ONCE, Status.UP),
+    (Status.UP, False): (Status.DOWN, Threshold.FALL, Status.SUSPECT),
+    (Status.SUSPECT, True): (Status.UP, Threshold.AT_ONCE, Status.UP),
+    (Status.SUSPECT, False): (Status.DOWN, Threshold.FALL, Status.SUSPECT),
+    (Status.DOWN, True): (Status.UP, Threshold.RISE, Status.DOWN),
+    (Status.DOWN, False): (Status.DOWN, Threshold.AT_ONCE, Status.DOWN),
 })
 
 
@@ -137,9 +141,9 @@ def observe(h: Health, result: Result, check: HealthCheck) -> Health:
     wait = _ewma(h.wait_ewma, result.wait) if ok else h.wait_ewma
     successes = h.successes + 1 if ok else 0
     failures = 0 if ok else h.failures + 1
-    goal, threshold = TRANSITIONS[(h.status, ok)]
+    goal, threshold, meanwhile = TRANSITIONS[(h.status, ok)]
     need = {Threshold.AT_ONCE: 1, Threshold.RISE: check.rise, Threshold.FALL: check.fall}[threshold]
-    status = goal if (successes if ok else failures) >= need else h.status
+    status = goal if (successes if ok else failures) >= need else meanwhile
     return replace(
         h,
         status=status,
@@ -216,6 +220,12 @@ def _snapshot(health: dict[Key, Health], generation: int, admin: dict[str, Overr
 _UNKNOWN = Health()
 
 
+def _served(status: Status) -> Status:
+    """A status as steering uses it: a suspect is served as up, so UP <-> SUSPECT changes
+    no decision (and does not retire cached answers)."""
+    return Status.UP if status is Status.SUSPECT else status
+
+
 class Board:
     """The live health of every target; ``snapshot`` is swapped whole on each change."""
 
@@ -229,7 +239,7 @@ class Board:
         before = self._state.get(key, _UNKNOWN)
         after = observe(before, result, check)
         self._state[key] = after
-        self._publish(changed=after.status is not before.status
+        self._publish(changed=_served(after.status) is not _served(before.status)
                       or after.latency_ms != before.latency_ms)
         return before, after
 

@@ -328,6 +328,7 @@ def _build_health(h: _Table | None) -> HealthCheck | None:
         fall=h.get("fall", v.integer(1, 100), d.fall),
         expect_status=h.get("expect_status", v.status_ranges, d.expect_status),
         expect_body=h.get("expect_body", v.nonempty_string(1024), d.expect_body),
+        suspect_interval=h.get("suspect_interval", v.duration(0.05, 86400), None),
     )
     h.finish()
     return check

@@ -115,7 +115,10 @@ class Prober:
             self._first[key].set()
             if after.status is not before.status and self.on_change is not None:
                 self.on_change(key, before, after)
-            delay = jittered(check.interval, random.random())
+            # A suspect is checked again soon: fall x suspect_interval to take a dead one
+            # out; a recovering one keeps the normal interval for its rise.
+            every = check.fast if after.status is Status.SUSPECT else check.interval
+            delay = jittered(every, random.random())
             await asyncio.sleep(max(0.0, started + delay - time.monotonic()))
 
 

@@ -69,13 +69,17 @@ class RouterCollector(Collector):
 
     def _targets(self) -> Iterator[Metric]:
         snap = self.runtime.board.snapshot
-        up = _gauge("target_up", "1 while the target's health check passes", TARGET)
+        up = _gauge("target_up", "1 while the target is served as up (passing, or suspect: its "
+                    "last check failed, fewer than fall times)", TARGET)
+        suspect = _gauge("target_suspect", "1 while the target's last check failed but it "
+                         "is still served, checked again every suspect_interval", TARGET)
         admin = _gauge("target_override", "the operator's override (1 for the one in force)",
                        [*TARGET, "state"])
         figures = {name: _gauge(name, text, TARGET) for name, text in _FIGURES}
         for key in self._keys():
             h = snap.get(*key)
-            up.add_metric(list(key), 1.0 if h.status is Status.UP else 0.0)
+            up.add_metric(list(key), 1.0 if h.status in (Status.UP, Status.SUSPECT) else 0.0)
+            suspect.add_metric(list(key), 1.0 if h.status is Status.SUSPECT else 0.0)
             state = snap.overrides(key[0])(key[1])
             for a in Override:
                 admin.add_metric([*key, a.value], 1.0 if a is state else 0.0)
@@ -84,6 +88,7 @@ class RouterCollector(Collector):
                 if value is not None:
                     figures[name].add_metric(list(key), value)
         yield up
+        yield suspect
         yield admin
         yield from figures.values()
 
