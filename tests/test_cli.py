@@ -141,3 +141,13 @@ def test_without_a_catalog_a_meta4_path_is_an_ordinary_path(example, path):
     accept = request(example.http_port, "/go1.22.5.linux-amd64.tar.gz",
                      {**xff("5.9.0.1"), "Accept": "application/metalink4+xml"})
     assert accept.status == 302
+
+
+def test_the_embedded_database_is_old_and_the_log_says_so(example):
+    """The GeoLite2 snapshot inside maxminddb-geolite2 dates from July 2018."""
+    (warning,) = example.find("geoip_old")
+    assert warning["level"] == "warning" and warning["geoip_stale"] is True
+    assert warning["geoip"] == "GeoLite2-City built 2018-07-03"
+    assert warning["geoip_age_days"] > 60 and "SIGHUP" in warning["hint"]
+    ready = example.find("ready")[0]
+    assert ready["geoip"] == "GeoLite2-City built 2018-07-03"

@@ -6,6 +6,7 @@ answer and the key of every per-client cache, so lookups are cached per network.
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import sys
 from dataclasses import dataclass, field, replace
@@ -62,6 +63,9 @@ def embedded_database() -> Path:
     return Path(_maxminddb_geolite2.__file__).with_name("GeoLite2-City.mmdb")
 
 
+STALE_DAYS = 60  # a GeoIP database older than this is warned about: networks move
+
+
 class Locator:
     """GeoIP lookups, cached per matched network and bounded in size."""
 
@@ -72,12 +76,23 @@ class Locator:
         except (OSError, ValueError, maxminddb.InvalidDatabaseError) as e:
             raise GeoError(f"{self.path}: cannot open GeoIP database: {e}") from e
         meta = self._reader.metadata()
-        self.description = f"{meta.database_type} built {meta.build_epoch}"
         self.build_epoch: int = meta.build_epoch
+        built = datetime.datetime.fromtimestamp(self.build_epoch, datetime.UTC)
+        self.description = f"{meta.database_type} built {built:%Y-%m-%d}"
         self._cache_size = cache_size
         self._cache: dict[tuple[int, int, int], Location] = {}
         self._lengths: dict[int, list[int]] = {4: [], 6: []}  # prefix lengths in the cache
         self.misses = self.evictions = 0  # database reads; networks forgotten (cache full)
+
+    def age_days(self, now: float) -> float:
+        """How old the database is at ``now`` (seconds since the epoch), in days."""
+        return max(0.0, (now - self.build_epoch) / 86400)
+
+    def facts(self, now: float) -> dict[str, Any]:
+        """What the start-up log, /status and /status.json say of the database."""
+        return {"geoip": self.description, "geoip_file": str(self.path),
+                "geoip_age_days": round(self.age_days(now)),
+                "geoip_stale": self.age_days(now) > STALE_DAYS}
 
     def close(self) -> None:
         self._reader.close()

@@ -70,20 +70,26 @@ class Redirector:
         self.decisions = DecisionCache()  # per client network, see router.http.decisions
         self.warned = False  # forwarding headers from an untrusted peer (logged once)
         self.config: Config = runtime.config  # what routes and decisions were made from
+        self.locator = runtime.locator  # what client locations were found with
         self.routes = paths.Routes(self.config)
         runtime.caches["http_clients"] = self.clients.counters
         runtime.caches["http_decisions"] = self.decisions.counters
 
     def follow(self) -> None:
-        """The runtime has a new config (a reload): route and decide afresh."""
-        self.config = self.runtime.config
-        self.routes = paths.Routes(self.config)
+        """The runtime has a new config or GeoIP database (a reload): route, locate and
+        decide afresh, as far as each changed."""
+        if self.runtime.config is not self.config:
+            self.config = self.runtime.config
+            self.routes = paths.Routes(self.config)
+        if self.runtime.locator is not self.locator:
+            self.locator = self.runtime.locator
+            self.clients.clear()
         self.decisions.clear()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         runtime = self.runtime
         raw_path, _, raw_query = request.raw_path.partition("?")
-        if runtime.config is not self.config:
+        if runtime.config is not self.config or runtime.locator is not self.locator:
             self.follow()
         route = self.routes.resolve(raw_path, request.host)
         if route is None:

@@ -146,7 +146,7 @@ class Lifecycle(ABC):
             if signals.reload.is_set() and not signals.stop.is_set():
                 signals.reload.clear()
                 reloading()
-                ok = self.reload()
+                ok = await self.reload()
                 notify("READY=1", "STATUS=serving" if ok else
                        "STATUS=serving the previous config: the reload failed")
 
@@ -154,7 +154,7 @@ class Lifecycle(ABC):
         """Wait for ``work`` unless a second SIGTERM/SIGINT cuts it short (then False)."""
         return await first_of(work, self.signals.force.wait()) == 0
 
-    def reload(self) -> bool:
+    async def reload(self) -> bool:
         """Load the zones again and switch to them; on any problem keep the old config."""
         try:
             config = load(self.settings.zones)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from aiohttp import web
 
 from router import __version__
 from router.core.config import Config
-from router.core.geo import Locator
+from router.core.geo import STALE_DAYS, GeoError, Locator
 from router.core.health import Board, Status
 from router.core.runtime import Reload, Runtime
 from router.core.zonefile import load
@@ -30,10 +31,14 @@ from router.http.app import HttpSettings, create_admin_app, create_app
 from router.serve.lifecycle import Lifecycle, Source, first_round, run_loop
 from router.serve.settings import Addresses, Settings, Sockets, claim, fmt
 from router.serve.tls import Certificate, TlsError
+from router.watch.files import FileWatch, stamp
 from router.watch.inventory import Inventory
 from router.watch.monitor import Monitor
 
 log = structlog.get_logger("router.serve")
+
+GEOIP_READ = 30.0  # seconds a new GeoIP database may take to open (in a thread)
+GEOIP_WATCH_EVERY = 5.0  # seconds between looks at the --geoip file
 
 
 class Server(Lifecycle):
@@ -50,6 +55,7 @@ class Server(Lifecycle):
         self.dns: list[DnsListener] = []
         self.http: list[web.AppRunner] = []  # the public app's, then the admin app's
         self.certificate: Certificate | None = None  # HTTPS, renewed in place
+        self.geoip_watch: FileWatch | None = None  # --geoip, replaced in place
 
     async def startup(self) -> None:
         s = self.settings
@@ -77,13 +83,15 @@ class Server(Lifecycle):
         dns = [fmt(listener.address) for listener in self.dns]
         await self.source.ready(dns, listening["http"])
         self._announce(dns, listening)
+        if runtime.locator.age_days(time.time()) > STALE_DAYS:
+            _log_geoip("geoip_old", runtime.locator)
 
     def _announce(self, dns: list[str], listening: dict[str, list[str]]) -> None:
         assert self.runtime is not None
         runtime, config = self.runtime, self.runtime.config
         log.info("worker_ready" if self.fed else "ready", version=__version__, dns=dns, **listening,
                  zones=[z.origin for z in config.zones], services=len(config.services),
-                 probing=self.settings.probe, geoip=runtime.locator.description,
+                 probing=self.settings.probe, **runtime.locator.facts(time.time()),
                  down=[f"{k[0]}/{k[1]}" for k, h in runtime.board.snapshot.health.items()
                        if h.status is Status.DOWN])
 
@@ -99,10 +107,37 @@ class Server(Lifecycle):
         else:
             self.runtime.ledger.retain(config)
 
-    def reload(self) -> bool:
-        """The zones, and the certificate (kept when the new one does not load)."""
-        zones = super().reload()
-        return (self.certificate.reload() if self.certificate else True) and zones
+    async def reload(self) -> bool:
+        """The zones, the certificate and the GeoIP database: each kept when its new
+        version does not load."""
+        zones = await super().reload()
+        tls = self.certificate.reload() if self.certificate else True
+        return await self._reload_geoip() and tls and zones
+
+    async def _reload_geoip(self) -> bool:
+        """``--geoip`` again, if the file changed: opened in a thread (bounded), swapped in
+        whole, and what was derived from the old one (answer caches) dropped."""
+        path = self.settings.geoip
+        if path is None or self.geoip_watch is None or \
+                stamp(path) == self.geoip_watch.loaded:
+            return True  # the embedded database, or the same file: every cache stays
+        self.geoip_watch.loaded = stamp(path)
+        try:
+            locator = await asyncio.wait_for(asyncio.to_thread(Locator, path), GEOIP_READ)
+        except (GeoError, TimeoutError) as e:
+            log.error("geoip_reload_failed", file=str(path), error=str(e) or "timed out",
+                      keeping="the previous database")
+            return False
+        self._use(locator)
+        return True
+
+    def _use(self, locator: Locator) -> None:
+        assert self.runtime is not None and self.dispatch is not None
+        old, self.runtime.locator = self.runtime.locator, locator
+        self.runtime.caches["geoip"] = locator.counters
+        self.dispatch.authority = self._authority(self.runtime.config)  # a new answer cache
+        old.close()
+        _log_geoip("geoip_loaded", locator)
 
     def record(self, outcome: Reload) -> None:
         if self.runtime is not None:
@@ -111,8 +146,9 @@ class Server(Lifecycle):
     async def shutdown(self) -> None:
         for listener in self.dns:
             listener.close()
-        if self.certificate is not None:
-            await self.certificate.stop()
+        for watch in (self.certificate.watch if self.certificate else None, self.geoip_watch):
+            if watch is not None:
+                await watch.stop()
         if not await self.drain(self._drain()):
             log.warning("drain_skipped", open_dns_tcp=sum(len(d.pool.open) for d in self.dns))
         if self.dispatch is not None and self.dispatch.authority.cache is not None:
@@ -165,9 +201,21 @@ class Server(Lifecycle):
                     await web.SockSite(runner, sock, ssl_context=context).start()
                 self.http.append(runner)
         if self.certificate is not None:
-            self.certificate.start()
+            self.certificate.watch.start()
+        if s.geoip is not None:
+            self.geoip_watch = FileWatch((s.geoip,), self._reload_geoip, GEOIP_WATCH_EVERY)
+            self.geoip_watch.start()
         return {"http": _addresses(sockets.http), "https": _addresses(sockets.https),
                 "admin": _addresses(sockets.admin)}
+
+
+def _log_geoip(event: str, locator: Locator) -> None:
+    facts = locator.facts(time.time())
+    if facts["geoip_stale"]:
+        log.warning(event, **facts, hint=f"older than {STALE_DAYS} days: update it (README: "
+                    "Keeping GeoIP current) and SIGHUP, or it will be read when it changes")
+    else:
+        log.info(event, **facts)
 
 
 def _addresses(socks: tuple[socket.socket, ...]) -> list[str]:

@@ -12,13 +12,13 @@ that does not load keeps the old one in service, and says which file and why.
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from pathlib import Path
 
 import structlog
 
 from router.errors import RouterError
+from router.watch.files import FileWatch, stamp
 
 log = structlog.get_logger("router.serve.tls")
 
@@ -61,9 +61,8 @@ class Certificate:
         self.current = server_context(cert, key)
         self.context = server_context(cert, key)  # fixed: it only hands over
         self.context.sni_callback = self._hand_over
-        self.loaded = _stamp(cert, key)
         self.error: str | None = None
-        self._watch: asyncio.Task[None] | None = None
+        self.watch = FileWatch((cert, key), self._changed, WATCH_EVERY)
 
     def _hand_over(self, conn: ssl.SSLObject, _name: str | None,
                    _context: ssl.SSLContext) -> None:
@@ -71,7 +70,7 @@ class Certificate:
 
     def reload(self) -> bool:
         """Load the files again; on any problem keep serving the old certificate."""
-        self.loaded = _stamp(self.cert, self.key)  # a bad pair is tried again once it changes
+        self.watch.loaded = stamp(self.cert, self.key)  # a bad pair: tried once it changes
         try:
             self.current = server_context(self.cert, self.key)
         except TlsError as e:
@@ -82,35 +81,5 @@ class Certificate:
         log.info("tls_reloaded", cert=str(self.cert), key=str(self.key))
         return True
 
-    def start(self) -> None:
-        self._watch = asyncio.create_task(self._follow(), name="tls watch")
-
-    async def stop(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            await asyncio.gather(self._watch, return_exceptions=True)
-
-    async def _follow(self) -> None:
-        """Renewals in place: reload when either file changed (and stood still a look)."""
-        seen = self.loaded
-        while True:
-            await asyncio.sleep(WATCH_EVERY)
-            stamp = _stamp(self.cert, self.key)
-            if stamp != self.loaded and stamp == seen:
-                self.reload()
-            seen = stamp
-
-
-Stamp = tuple[int, int, int] | None
-
-
-def _stamp(*files: Path) -> tuple[Stamp, ...]:
-    out: list[Stamp] = []
-    for f in files:
-        try:
-            st = f.stat()
-        except OSError:
-            out.append(None)
-            continue
-        out.append((st.st_ino, st.st_size, st.st_mtime_ns))
-    return tuple(out)
+    async def _changed(self) -> None:
+        self.reload()

@@ -119,8 +119,13 @@ class RouterCollector(Collector):
             yield lag
 
     def _config(self) -> Iterator[Metric]:
-        """As Prometheus reports its own: alert on ..._success == 0."""
+        """As Prometheus reports its own: alert on ..._success == 0. And the GeoIP
+        database's age: alert when time() - ..._build_timestamp_seconds grows past weeks."""
         rt = self.runtime
+        built = _gauge("geoip_build_timestamp_seconds", "when the GeoIP database in use was "
+                       "built (its metadata's build_epoch)", [])
+        built.add_metric([], float(rt.locator.build_epoch))
+        yield built
         ok = rt.last_reload is None or rt.last_reload.ok
         success = _gauge("config_last_reload_success",
                          "1 when the last reload (or the start) read the zones, 0 when it failed "

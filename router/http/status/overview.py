@@ -37,6 +37,7 @@ def overview(runtime: Runtime, client: Location | None = None,
         "probing": runtime.probing,
         "generation": snap.generation,
         "config": _config(runtime),
+        "geoip": runtime.locator.facts(now),
         "state_file": None if state is None else {
             "path": str(state.path), "ok": state.error is None, "error": state.error},
         "client": _client(client, address),

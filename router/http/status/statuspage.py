@@ -48,7 +48,10 @@ def _header(data: dict[str, Any]) -> str:
     if last is not None and not last["ok"]:
         note += ("; <span class=bad>the last reload failed</span> "
                  f"({_ago(last['at'])}): " + "; ".join(escape(p) for p in last["problems"]))
-    note += "</p>"
+    geoip = data["geoip"]
+    note += (f" &middot; GeoIP {escape(geoip['geoip'])}, {geoip['geoip_age_days']:,} days old"
+             + (" <span class=bad>(over 60 days: update it)</span>" if geoip["geoip_stale"]
+                else "") + "</p>")
     ready = "ready" if data["ready"] else "<span class=bad>starting</span>"
     probing = "" if data["probing"] else " &middot; <b>not probing</b> (--no-probe)"
     return (f"<h1>mirror-router status</h1><p class=meta>version {escape(data['version'])} "

@@ -1,0 +1,53 @@
+"""Files that may change under a running server (a certificate renewed in place, a GeoIP
+database replaced): noticed by polling, acted on once a change has stood still."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+Stamp = tuple[int, int, int] | None  # (inode, size, mtime_ns); None: no such file
+
+
+def stamp(*files: Path) -> tuple[Stamp, ...]:
+    out: list[Stamp] = []
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError:
+            out.append(None)
+            continue
+        out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+class FileWatch:
+    """Calls ``on_change`` when ``files`` differ from what ``loaded`` says was last read,
+    once they have looked the same twice in a row (a copy caught half-way is not read).
+    ``on_change`` sets ``loaded`` itself (by reading, or by giving up on that version)."""
+
+    def __init__(self, files: tuple[Path, ...], on_change: Callable[[], Awaitable[object]],
+                 every: float) -> None:
+        self.files = files
+        self.on_change = on_change
+        self.every = every
+        self.loaded = stamp(*files)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._follow(), name=f"watch {self.files[0]}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _follow(self) -> None:
+        seen = self.loaded
+        while True:
+            await asyncio.sleep(self.every)
+            now = stamp(*self.files)
+            if now != self.loaded and now == seen:
+                await self.on_change()
+            seen = now
