@@ -271,3 +271,56 @@ def test_no_known_bad_copy_is_ever_ranked(files, health, on_all_down, where):
     verified = [c for c in d.ranked if c.file in (A.PRESENT, A.ORIGIN)]
     if any(c.standing is Standing.UNVERIFIED for c in d.ranked):
         assert not verified  # the unchecked are served only when nothing known is usable
+
+
+# ---------------------------------------------------------------- immutable paths (no catalog)
+
+IMMUTABLE = ("*/@v/*.info", "*/@v/*.mod", "*/@v/*.zip")
+
+
+@pytest.mark.parametrize(("path", "checked"), [
+    ("example.com/hello/@v/v1.1.0.zip", True),
+    ("github.com/!azure/go-autorest/@v/v14.2.0+incompatible.mod", True),
+    ("example.com/hello/@v/v1.1.0.info", True),
+    ("example.com/hello/@v/list", False),  # mutable: a new version changes it
+    ("example.com/hello/@latest", False),
+    ("example.com/hello/@v/v1.1.0.zip.meta4", False),
+])
+def test_immutable_paths_are_checked_and_mutable_ones_not(path, checked):
+    svc = replace(service(target("a", "tokyo")), immutable=IMMUTABLE)
+    found = svc.checked(path)
+    assert (found is not None) is checked
+    if found is not None:
+        assert (found.name, found.size, found.sha256) == (path, None, None)
+
+
+def test_without_a_size_a_200_means_present():
+    file = CatalogFile("example.com/hello/@v/v1.1.0.zip", "")
+    assert judge(file, 200, 123).state is Availability.PRESENT
+    assert judge(file, 200, None).state is Availability.PRESENT
+    assert judge(file, 404, None).state is Availability.MISSING
+
+
+def test_another_process_learns_an_immutable_paths_result():
+    svc = replace(service(target("a", "tokyo")), immutable=IMMUTABLE)
+    config = Config((Zone("example.org.", ("ns.example.org.",), "h.example.org.", 300, 60,
+                          1, 3600, 600, 604800, (), (svc,), "test"),))
+    mine, theirs = Ledger(), Ledger()
+    events = []
+    mine.journal = events.append
+    file = svc.checked("example.com/hello/@v/v1.1.0.zip")
+    assert file is not None
+    mine.record(svc, "a", file, Outcome(Availability.MISSING, "HTTP 404"), 1.0)
+    for event in events:
+        theirs.apply(event, config)
+    assert theirs.view(svc, file)("a") is Availability.MISSING
+
+
+def test_results_per_mirror_are_bounded():
+    svc = replace(service(target("a", "tokyo")), immutable=IMMUTABLE)
+    ledger = Ledger(max_files=16)
+    for i in range(40):
+        ledger.record(svc, "a", CatalogFile(f"m/@v/v{i}.zip", ""),
+                      Outcome(Availability.PRESENT, "HTTP 200"), float(i))
+    held = [i for i in range(40) if ledger.seen(svc.name, "a", f"m/@v/v{i}.zip")]
+    assert len(held) <= 16 and held[-1] == 39  # the newest stay, the oldest went

@@ -52,6 +52,8 @@ location = {{ lat = {lat}, lon = {lon} }}
 [services.modules]
 http_prefix = "/mod/"
 link_alternates = 0
+default_location = {{ lat = 50.11, lon = 8.68 }}   # 127.0.0.1 is measured from Frankfurt
+immutable = ["*/@v/*.info", "*/@v/*.mod", "*/@v/*.zip"]
 health = {{ path = "/health", interval = "500ms", timeout = "500ms", rise = 1, fall = 1 }}
 {targets}'''
 
@@ -63,11 +65,13 @@ def pki(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def proxies(farm, pki):
-    """Two HTTPS module proxies on loopback, Frankfurt and Ashburn."""
+    """Two HTTPS module proxies on loopback: Frankfurt, nearest, lacks v1.1.0.zip;
+    Ashburn has it all."""
     found = {name: farm.mirror(name, tls=pki.server_context(), host="localhost")
              for name in ("fra-proxy", "iad-proxy")}
     for m in found.values():
         m.files.update(module_files())
+    del found["fra-proxy"].files[f"/{MODULE}/@v/v1.1.0.zip"]
     return found
 
 
@@ -130,7 +134,10 @@ def test_old_protocols_are_refused(secure, pki):
 
 
 @pytest.mark.skipif(GO is None, reason="the go command is not installed (.ci/run installs it)")
-def test_go_mod_download_through_an_https_goproxy(secure, pki, proxies, tmp_path):
+def test_go_mod_download_through_an_https_goproxy_skips_a_proxy_lacking_the_zip(
+        secure, pki, proxies, tmp_path):
+    """Without a catalog, the immutable module files are HEAD-checked on first request:
+    the nearest proxy lacks the zip (404), so the go command is sent to the other."""
     env = {"PATH": str(Path(GO).parent), "HOME": str(tmp_path), "GOPATH": str(tmp_path / "go"),
            "GOCACHE": str(tmp_path / "cache"), "GOFLAGS": "-modcacherw", "GOSUMDB": "off",
            "GOPROXY": f"https://127.0.0.1:{secure.https_port}/mod", "GOTOOLCHAIN": "local",
@@ -139,8 +146,14 @@ def test_go_mod_download_through_an_https_goproxy(secure, pki, proxies, tmp_path
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert '"Version": "v1.1.0"' in done.stdout
-    fetched = [p for m in proxies.values() for _method, p in m.requests if p.endswith(".zip")]
-    assert fetched == [f"/{MODULE}/@v/v1.1.0.zip"]
+    zip_path = f"/{MODULE}/@v/v1.1.0.zip"
+    gets = {name: [p for method, p in m.requests if method == "GET" and "/@v/" in p]
+            for name, m in proxies.items()}
+    assert gets["iad-proxy"] == [zip_path]  # the zip, from the proxy that has it
+    assert f"/{MODULE}/@v/v1.1.0.info" in gets["fra-proxy"] and zip_path not in gets["fra-proxy"]
+    assert ("HEAD", zip_path) in proxies["fra-proxy"].requests  # checked, found missing
+    mutable = [p for _m, p in proxies["fra-proxy"].requests if p.endswith("/@v/list")]
+    assert all(m == "GET" for m, p in proxies["fra-proxy"].requests if p in mutable)
 
 
 def test_a_certificate_renewed_in_place_is_served_with_no_failed_request(secure, pki):

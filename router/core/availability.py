@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
+from itertools import islice
 from typing import Any
 
 from router.core.catalog import Catalog, CatalogFile, FileChecks
@@ -87,6 +88,7 @@ def judge(file: CatalogFile, status: int | None, length: int | None,
 
 
 Key = tuple[str, str]  # (service name, target id)
+MAX_FILES = 65536  # results kept per mirror (a client chooses which immutable paths)
 
 # What one ledger learned, for another process's ledger (``--workers``):
 # ("install", service, Catalog) or ("record", service, target, file name, Outcome, at).
@@ -102,7 +104,8 @@ class Ledger:
 
     journal: Callable[[Event], None] | None = None
 
-    def __init__(self) -> None:
+    def __init__(self, max_files: int = MAX_FILES) -> None:
+        self.max_files = max_files  # results kept per mirror: the oldest eighth goes first
         self._catalogs: dict[str, Catalog] = {}
         self._seen: dict[Key, dict[str, Seen]] = {}
         self._freshness: dict[Key, Freshness] = {}
@@ -193,6 +196,9 @@ class Ledger:
         self._urls.setdefault(key, _url_of(service, target))
         entries = self._seen.setdefault(key, {})
         before = entries.get(file.name)
+        if before is None and len(entries) >= self.max_files:  # immutable paths are many
+            for name in list(islice(entries, max(1, self.max_files // 8))):
+                del entries[name]
         state = outcome.state or (before.state if before else Availability.UNKNOWN)
         entries[file.name] = Seen(state, at, at + _ttl(service.checks, outcome.state),
                                   outcome.detail)
@@ -215,7 +221,7 @@ class Ledger:
                 self.install(service, event[2])
             elif event[0] == "record":
                 catalog = self._catalogs.get(service.name)
-                file = catalog.lookup(event[3]) if catalog else None
+                file = catalog.lookup(event[3]) if catalog else service.checked(event[3])
                 held = self.seen(service.name, event[2], event[3])
                 if file is not None and (held is None or held.at < event[5]):  # newer only
                     self.record(service, event[2], file, event[4], event[5])

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 from router.core import values as v
-from router.core.catalog import CatalogSpec, FileChecks
+from router.core.catalog import CatalogFile, CatalogSpec, FileChecks
 from router.core.earth import Point
 from router.core.ip import IPAddress, IPNetwork
 from router.core.urls import mirror_url
@@ -110,8 +111,17 @@ class Service:
     link_alternates: int = 4  # RFC 6249 Link: rel=duplicate headers on a redirect
     pass_query: bool = False  # pass the query string on to the mirror
     catalog: CatalogSpec | None = None  # what the origin publishes (HTTP only)
+    # Paths (after the prefix) that never change once published, checked on mirrors like
+    # catalog files, without a size to compare: "*/@v/*.zip" for a Go module proxy.
+    immutable: tuple[str, ...] = ()
     checks: FileChecks = field(default_factory=FileChecks)  # how availability is learned
     source: str = ""
+
+    def checked(self, path: str) -> CatalogFile | None:
+        """``path`` as a file to check on mirrors, when it is declared immutable."""
+        if any(fnmatchcase(path, pattern) for pattern in self.immutable):
+            return CatalogFile(path, "")
+        return None
 
     def target(self, target_id: str) -> Target | None:
         return next((t for t in self.targets if t.id == target_id), None)

@@ -372,6 +372,14 @@ def network(v: Any) -> IPNetwork:
         raise Invalid(f"{v!r} is not an IP network such as \"127.0.0.0/8\"") from None
 
 
+def path_pattern(v: Any) -> str:
+    """A shell-style pattern for request paths after the prefix (``*`` crosses ``/``)."""
+    text = string(v)
+    if not text or text.startswith("/") or any(c in text for c in "\x00\r\n\\"):
+        raise Invalid(f"{text!r}: a pattern such as \"*/@v/*.zip\" (no leading '/')")
+    return text
+
+
 # The one grammar of names an operator gives: service names and target ids, and so the
 # ``id`` and ``service/id`` selectors of overrides.
 ID = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"

@@ -309,6 +309,7 @@ def _build_service(name: str, s: _Table, origin: str, source: str) -> Service | 
         link_alternates=s.get("link_alternates", v.integer(0, 16), 4),
         pass_query=s.get("pass_query", v.boolean, False),
         catalog=_build_catalog(s.table("catalog")),
+        immutable=s.get("immutable", v.list_of(v.path_pattern), ()),
         checks=_build_file_checks(s),
         source=source,
     )

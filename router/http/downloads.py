@@ -40,14 +40,15 @@ class Form(Enum):
 @dataclass(frozen=True, slots=True)
 class Asked:
     route: Route  # the file's route (without .meta4 / .sha256)
-    file: CatalogFile | None  # None: the service has no catalog (yet)
+    file: CatalogFile | None  # to check on mirrors: listed, or immutable (None: neither)
     form: Form
+    listed: bool = True  # in the catalog (size, hash, Metalink), not only immutable
 
 
 def asked(route: Route, catalog: Catalog | None, accept: str) -> Asked:
     """What a request for ``route`` asks for; raise ``NotListed`` for unlisted files."""
-    if catalog is None:
-        return Asked(route, None, Form.FILE)
+    if catalog is None:  # an immutable path is checked on mirrors all the same
+        return Asked(route, route.service.checked(route.rest), Form.FILE, listed=False)
     rest = route.rest
     form = Form.METALINK if metalink.MEDIA_TYPE in accept else Form.FILE
     if catalog.lookup(rest) is None:  # maybe the Metalink or the hash of a listed file
@@ -84,7 +85,7 @@ def metalink_response(item: Asked, decision: Decision) -> web.Response:
 
 def file_headers(item: Asked) -> list[tuple[str, str]]:
     """``Digest`` (RFC 3230) and ``Link: rel=describedby`` for a listed file's 302."""
-    if item.file is None:
+    if item.file is None or not item.listed:
         return []
     prefix = item.route.service.http_prefix or "/"
     meta4 = prefix + quoted(item.route.rest) + metalink.SUFFIX

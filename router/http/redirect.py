@@ -194,7 +194,7 @@ def _mirrorlist(request: web.Request, runtime: Runtime, route: paths.Route,
                 decision: Decision, file: CatalogFile | None) -> web.Response:
     data = paths.describe_redirect(request.path, route, decision)
     data["client_address"] = request.get("client")
-    if route.service.catalog is not None:
+    if file is not None:
         _add_availability(runtime, route, data, file)
     wants_json = (request.query.get("mirrorlist") == "json"
                   or "application/json" in request.headers.get("Accept", ""))

@@ -71,7 +71,8 @@ class Server(Lifecycle):
             self.claims = claim(Addresses.of(s))
         sockets = self.sockets or Sockets.bind(s, Addresses.of(s))
         if s.probe:  # a worker's catalogs come from its supervisor
-            self.inventory = Inventory(runtime.ledger, catalogs=not self.fed)
+            self.inventory = Inventory(runtime.ledger, catalogs=not self.fed,
+                                       ca_file=s.ca_file)
         listening = await self._start_http(runtime, sockets)
         log.info("listening", **listening, ready=False)
         await first_round(self.source, self.inventory, config)

@@ -85,7 +85,8 @@ class Supervisor(Lifecycle):
         self.monitor: Monitor | None = None
         self.ledger = Ledger()  # catalogs and file results, the whole machine's
         self.ledger.journal = lambda event: self._post_all(ch.LedgerNews(event))
-        self.inventory = Inventory(self.ledger) if settings.probe else None
+        self.inventory = Inventory(self.ledger, ca_file=settings.ca_file) \
+            if settings.probe else None
         self.addresses = Addresses.of(settings)  # port 0 becomes a port at the first bind
         self.feeding = False  # the first probe round is done: snapshots go out
         self.stopping = False

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import aiohttp
 import structlog
@@ -28,7 +29,7 @@ from router.core.catalog import Catalog, CatalogError, CatalogFile, CatalogForma
 from router.core.config import Config, Service, Target
 from router.core.steering import Decision, worth_waiting_for
 from router.errors import RouterError
-from router.watch.check import USER_AGENT
+from router.watch.check import USER_AGENT, tls_context
 from router.watch.tasks import cancel
 
 log = structlog.get_logger("router.watch.inventory")
@@ -77,9 +78,11 @@ async def head(session: aiohttp.ClientSession, url: str, file: CatalogFile,
 class Inventory:
     """Keeps the ledger's catalogs and per-file availability up to date."""
 
-    def __init__(self, ledger: Ledger, *, catalogs: bool = True) -> None:
+    def __init__(self, ledger: Ledger, *, catalogs: bool = True,
+                 ca_file: Path | None = None) -> None:
         self.ledger = ledger
         self.catalogs = catalogs  # False in a worker: its supervisor fetches and probes
+        self.ca_file = ca_file  # HTTPS mirrors are verified as the health checks do
         self._session: aiohttp.ClientSession | None = None
         self._services: dict[str, Service] = {}
         self._loops: dict[str, tuple[asyncio.Task[None], object]] = {}
@@ -89,7 +92,7 @@ class Inventory:
         self._queued: dict[tuple[str, str], int] = {}
 
     async def start(self, config: Config) -> None:
-        connector = aiohttp.TCPConnector(limit=256)
+        connector = aiohttp.TCPConnector(limit=256, ssl=tls_context(self.ca_file))
         self._session = aiohttp.ClientSession(connector=connector,
                                               headers={"User-Agent": USER_AGENT})
         self.reconfigure(config)
