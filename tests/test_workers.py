@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import signal
 import time
@@ -232,6 +233,16 @@ def test_a_file_check_by_one_worker_serves_every_worker(fleet_with_catalog):
     first = request(router.http_port, f"/{name}", xff("5.9.0.1"))
     assert first.location == f"{m['fra'].base}/go/{name}"  # waited for its check
     assert m["fra"].heads(f"/go/{name}") == 1
+    # The result goes through the supervisor to the other worker; wait until both say so
+    # (/status.json asks nothing of the mirrors) before asking that worker for the file.
+    told: dict[int, int] = {}
+
+    def every_worker_knows() -> bool:
+        status = json.loads(request(router.http_port, "/status.json").body)
+        fra = next(t for t in status["services"][0]["targets"] if t["id"] == "fra")
+        told[status["pid"]] = fra["files"].get("present", 0)
+        return len(told) == WORKERS and min(told.values()) >= 1
+    wait_until(every_worker_knows, 10, interval=0.01, what="both workers to know the file")
     for _ in range(30):  # new connections: both workers answer some of these
         r = request(router.http_port, f"/{name}", xff("5.9.0.1"))
         assert r.location == f"{m['fra'].base}/go/{name}"

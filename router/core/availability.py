@@ -159,6 +159,13 @@ class Ledger:
                 if self.is_due(service, t.id, f, now):
                     yield t.id, f
 
+    def counts(self, service: str, target: str) -> dict[str, int]:
+        """How many files this process knows the state of on a mirror, by state."""
+        out: dict[str, int] = {}
+        for seen in self._seen.get((service, target), {}).values():
+            out[seen.state.value] = out.get(seen.state.value, 0) + 1
+        return out
+
     def describe(self, service: Service, target: str, file: CatalogFile | None) -> dict[str, Any]:
         """One mirror's row for ``?mirrorlist``: the file's availability and its freshness."""
         row: dict[str, Any] = {"freshness": self.freshness(service, target).value}

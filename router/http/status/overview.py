@@ -11,10 +11,12 @@ down, by its health check or by the operator.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 from router import __version__
+from router.core.availability import Ledger
 from router.core.config import Service
 from router.core.geo import Location
 from router.core.health import Effective, Health, Snapshot, Status, effective
@@ -41,7 +43,9 @@ def overview(runtime: Runtime, client: Location | None = None,
         "state_file": None if state is None else {
             "path": str(state.path), "ok": state.error is None, "error": state.error},
         "client": _client(client, address),
-        "services": [_service(s, snap, totals) for s in runtime.config.services],
+        "pid": os.getpid(),  # which process answered (--workers: each knows its own files)
+        "services": [_service(s, snap, totals, runtime.ledger)
+                     for s in runtime.config.services],
     }
 
 
@@ -61,11 +65,12 @@ def _client(client: Location | None, address: str | None) -> dict[str, Any] | No
             "lon": point.lon if point else None}
 
 
-def _service(service: Service, snap: Snapshot, stats: Stats) -> dict[str, Any]:
+def _service(service: Service, snap: Snapshot, stats: Stats, ledger: Ledger) -> dict[str, Any]:
     total = sum(stats.answers((service.name, t.id)) for t in service.targets)
     admin = snap.overrides(service.name)
-    rows = [_target(service, t.id, snap.get(service.name, t.id), admin(t.id),
-                    stats.answers((service.name, t.id)), total) for t in service.targets]
+    rows = [{**_target(service, t.id, snap.get(service.name, t.id), admin(t.id),
+                       stats.answers((service.name, t.id)), total),
+             "files": ledger.counts(service.name, t.id)} for t in service.targets]
     return {"name": service.name, "zone": service.origin, "answers": total,
             "dns_names": list(service.dns_names), "http_prefix": service.http_prefix,
             "targets": rows}
