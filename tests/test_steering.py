@@ -679,3 +679,21 @@ def test_removing_a_target_only_moves_its_own_networks() -> None:
         else:
             moved += 1
     assert moved > 50
+
+
+def test_a_decision_says_whether_it_hashed_on_the_network() -> None:
+    """What the redirector's per-place sharing relies on: without a hash, two networks at
+    one place get the same ranking; with one, they may not."""
+    nearest = service(target("tyo", "tokyo"), target("yok", "yokohama"), target("bj", "beijing"))
+    spread = replace(nearest, spread=1.5)
+    here = [client("osaka", "JP", f"203.0.{i}.0/24") for i in range(64)]
+    plain = [rank(nearest, c, always_up, Want.ANY) for c in here]
+    assert not any(d.hashed for d in plain)
+    assert len({ids(d.ranked)[0] for d in plain}) == 1
+    hashed = [rank(spread, c, always_up, Want.ANY) for c in here]
+    assert all(d.hashed for d in hashed)
+    assert {ids(d.ranked)[0] for d in hashed} == {"tyo", "yok"}  # networks spread
+    # The hash shows even when an all-down fallback takes the standings over.
+    down = rank(replace(spread, on_all_down=OnAllDown.ALL), here[0],
+                states(tyo=Status.DOWN, yok=Status.DOWN, bj=Status.DOWN), Want.ANY)
+    assert down.degraded and down.hashed

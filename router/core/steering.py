@@ -112,6 +112,13 @@ class Candidate:
     latency_km: float = 0.0  # km_per_ms x (latency_ms - the fastest usable target's)
     admin: Override = Override.AUTO
 
+    def standing_as(self, standing: Standing) -> Candidate:
+        """This candidate with ``standing``: ``dataclasses.replace`` without its generic
+        machinery (a third of a new client's ranking, bench/http)."""
+        return Candidate(self.target, self.status, self.distance_km, self.border_km,
+                         self.cost, self.excluded, standing, self.file, self.latency_ms,
+                         self.latency_km, self.admin)
+
     @property
     def reason(self) -> str:
         if self.excluded is not None:
@@ -132,6 +139,9 @@ class Decision:
     excluded: tuple[Candidate, ...]
     degraded: bool  # every target was down and on_all_down chose these
     ttl: int
+    # The order hashed on the client's network (near-equal targets spread): without it,
+    # every network at the same place (point, country) gets this same ranking.
+    hashed: bool = False
 
     def chosen(self, count: int | None = None) -> tuple[Target, ...]:
         n = self.service.answers if count is None else count
@@ -181,12 +191,13 @@ def rank(service: Service, client: Location, health: HealthView, want: Want, *,
         assessed = [_price(c, fastest, service.km_per_ms) for c in assessed]
         usable = [_price(c, fastest, service.km_per_ms) for c in usable]
     ranked = _order(usable, service, client.key) if usable else []
+    hashed = any(c.standing is Standing.SPREAD for c in ranked)
     chosen_ids = {c.target.id for c in ranked}
     excluded = tuple(c for c in assessed if c.target.id not in chosen_ids)
     if overridden is not None:
         ranked = [replace(c, excluded=None, standing=overridden) for c in ranked]
     return Decision(service, client, origin, tuple(ranked), excluded, degraded,
-                    _ttl(service, degraded))
+                    _ttl(service, degraded), hashed)
 
 
 def decide(snapshot: Snapshot, service: Service, client: Location, want: Want, *,
@@ -272,10 +283,10 @@ def _order(usable: list[Candidate], service: Service, key: bytes) -> list[Candid
     rest = sorted((c for c in usable if c.cost > limit), key=lambda c: (c.cost, c.target.id))
     if len(near) > 1:
         near.sort(key=lambda c: _rendezvous(key, c.target), reverse=True)
-        first = [replace(c, standing=Standing.SPREAD) for c in near]
+        first = [c.standing_as(Standing.SPREAD) for c in near]
     else:
-        first = [replace(near[0], standing=Standing.NEAREST)]
-    return first + [replace(c, standing=Standing.BY_COST) for c in rest]
+        first = [near[0].standing_as(Standing.NEAREST)]
+    return first + [c.standing_as(Standing.BY_COST) for c in rest]
 
 
 class FileChecker(Protocol):

@@ -68,12 +68,17 @@ class Redirector:
         # (peer, Forwarded, X-Forwarded-For) → (the client's address as text, its location)
         self.clients: Memo[tuple[object, ...], tuple[str | None, Location]] = Memo(65536)
         self.decisions = DecisionCache()  # per client network, see router.http.decisions
+        # Per client *place* (point and country): a ranking that did not hash on the client's
+        # network (no spread among near-equal targets) is the same for every network there,
+        # so a new client in a known place costs its GeoIP lookup and a dict lookup.
+        self.places: Memo[tuple[object, ...], Entry] = Memo(65536)
         self.warned = False  # forwarding headers from an untrusted peer (logged once)
         self.config: Config = runtime.config  # what routes and decisions were made from
         self.locator = runtime.locator  # what client locations were found with
         self.routes = paths.Routes(self.config)
         runtime.caches["http_clients"] = self.clients.counters
         runtime.caches["http_decisions"] = self.decisions.counters
+        runtime.caches["http_places"] = self.places.counters
 
     def follow(self) -> None:
         """The runtime has a new config or GeoIP database (a reload): route, locate and
@@ -85,6 +90,7 @@ class Redirector:
             self.locator = self.runtime.locator
             self.clients.clear()
         self.decisions.clear()
+        self.places.clear()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         runtime = self.runtime
@@ -136,6 +142,9 @@ class Redirector:
                runtime.ledger.generation, file.name if file is not None else None)
         now = time.monotonic()
         entry = self.decisions.get(key) if remember else None
+        place = (key[0], client.point, client.country, *key[2:])
+        if entry is None and remember and (entry := self.places.get(place)) is not None:
+            self.decisions.put(key, entry)
         if entry is not None:
             if file is not None and inventory is not None and now - entry.stamp > RECHECK:
                 entry.stamp = now
@@ -154,7 +163,10 @@ class Redirector:
                 remember = False  # checks that could change it are still out
         if not remember:
             return Entry(decision, now)
-        return self.decisions.remember(key, decision, now)
+        entry = self.decisions.remember(key, decision, now)
+        if not decision.hashed:
+            self.places.put(place, entry)  # the same for every network in this place
+        return entry
 
     def location(self, request: web.Request) -> Location:
         """The client's location, remembered per (peer, forwarding headers)."""
