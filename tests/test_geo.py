@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from mmdb_writer import MmdbF64, MMDBWriter
 from netaddr import IPSet
 
 from router.core.earth import Point
 from router.core.geo import GeoError, Location, Locator, embedded_database
+from router.core.ip import parse
 from router.errors import RouterError
 
 
@@ -198,7 +201,7 @@ def test_a_tiny_cache_still_answers_correctly(mmdb: Path) -> None:
     for order in (addresses, addresses[::-1], addresses[::3] + addresses[1::3] + addresses):
         for a in order:
             assert tiny.locate(a) == expected[a]
-            assert len(tiny._cache) <= 2
+            assert tiny.counters()["size"] <= 2
     assert expected["11.5.5.1"].point == Point(5.0, 5.0)
     reference.close()
     tiny.close()
@@ -326,3 +329,18 @@ def test_a_network_straddling_reserved_space_is_right_in_any_order(straddling: P
     assert not results["100.64.0.1"].located
     assert results["100.64.0.1"].network == ipaddress.ip_network("100.64.0.0/10")
     loc.close()
+
+
+@given(st.one_of(st.ip_addresses().map(str),
+                 st.text(alphabet="0123456789.:abcdef%x ", max_size=20),
+                 st.tuples(*[st.integers(0, 400)] * 4).map(lambda t: ".".join(map(str, t))),
+                 st.sampled_from(["01.2.3.4", "1.2.3.04", "1.2.3", "1.2.3.4.5", "\u0661.2.3.4",
+                                  " 1.2.3.4", "1.2.3.4 ", "", "256.1.1.1", "0.0.0.0"])))
+def test_the_fast_parser_agrees_with_ipaddress(text: str) -> None:
+    try:
+        expected = ipaddress.ip_address(text)
+    except ValueError:
+        with pytest.raises(ValueError):
+            parse(text)
+        return
+    assert parse(text) == expected and type(parse(text)) is type(expected)

@@ -80,8 +80,10 @@ class Locator:
         built = datetime.datetime.fromtimestamp(self.build_epoch, datetime.UTC)
         self.description = f"{meta.database_type} built {built:%Y-%m-%d}"
         self._cache_size = cache_size
-        self._cache: dict[tuple[int, int, int], Location] = {}
-        self._lengths: dict[int, list[int]] = {4: [], 6: []}  # prefix lengths in the cache
+        # per IP version, (bits below the prefix, {network >> those bits: location}), the
+        # longest prefixes first: a lookup probes one int key per prefix length held
+        self._by_length: dict[int, list[tuple[int, dict[int, Location]]]] = {4: [], 6: []}
+        self._size = 0
         self.misses = self.evictions = 0  # database reads; networks forgotten (cache full)
 
     def age_days(self, now: float) -> float:
@@ -112,17 +114,16 @@ class Locator:
         return found
 
     def _cached(self, addr: IPAddress) -> Location | None:
-        bits = addr.max_prefixlen
         value = int(addr)
-        for plen in self._lengths[addr.version]:
-            hit = self._cache.get((addr.version, value >> (bits - plen), plen))
+        for shift, networks in self._by_length[addr.version]:
+            hit = networks.get(value >> shift)
             if hit is not None:
                 return hit
         return None
 
     def counters(self) -> dict[str, int]:
         """For ``/metrics`` (hits are not counted: that would cost every lookup)."""
-        return {"misses": self.misses, "evictions": self.evictions, "size": len(self._cache)}
+        return {"misses": self.misses, "evictions": self.evictions, "size": self._size}
 
     def _lookup(self, addr: IPAddress) -> Location:
         self.misses += 1
@@ -141,17 +142,20 @@ class Locator:
         return location
 
     def _remember(self, version: int, network: IPNetwork, location: Location) -> None:
-        if len(self._cache) >= self._cache_size:
-            self.evictions += len(self._cache)
-            self._cache.clear()
-            self._lengths = {4: [], 6: []}
-        plen = network.prefixlen
-        key = (version, int(network.network_address) >> (network.max_prefixlen - plen), plen)
-        self._cache[key] = location
-        lengths = self._lengths[version]
-        if plen not in lengths:
-            lengths.append(plen)
-            lengths.sort(reverse=True)
+        if self._size >= self._cache_size:
+            self.evictions += self._size
+            self._size = 0
+            self._by_length = {4: [], 6: []}
+        shift = network.max_prefixlen - network.prefixlen
+        levels = self._by_length[version]
+        networks = next((n for s, n in levels if s == shift), None)
+        if networks is None:  # longest prefixes (smallest shifts) are probed first
+            networks = {}
+            levels.append((shift, networks))
+            levels.sort(key=lambda level: level[0])
+        key = int(network.network_address) >> shift
+        self._size += key not in networks
+        networks[key] = location
 
 
 def _span(n: IPNetwork) -> tuple[int, int]:

@@ -8,10 +8,9 @@ sending these headers: they are not even read.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 
-from router.core.ip import IPAddress, IPNetwork
+from router.core.ip import IPAddress, IPNetwork, parse
 
 
 def parse_ip(text: str) -> IPAddress | None:
@@ -22,7 +21,7 @@ def parse_ip(text: str) -> IPAddress | None:
     elif text.count(":") == 1:
         text = text.partition(":")[0]
     try:
-        addr = ipaddress.ip_address(text.partition("%")[0])
+        addr = parse(text.partition("%")[0])
     except ValueError:
         return None  # "unknown", "_hidden" (RFC 7239 obfuscated identifiers), garbage
     if addr.version == 6 and addr.ipv4_mapped is not None:
