@@ -10,6 +10,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from cryptography import x509
 
 from tests.conftest import write_zone
-from tests.harness import RouterProcess, five_city_zone, wait_until
+from tests.harness import ROOT, RouterProcess, five_city_zone, wait_until
 from tests.tls import make_ca
 
 GO = shutil.which("go")
@@ -197,3 +198,16 @@ def _renew(secure, pki) -> int:
         shutil.copy(f, secure.served / (f.name + ".new"))
         (secure.served / (f.name + ".new")).replace(secure.served / f.name)
     return serial
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_https_without_a_certificate_is_refused_before_anything_listens(tmp_path, workers):
+    done = subprocess.run([sys.executable, "-m", "router", "serve", "--zones", "zones",
+                           "--no-probe", "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0",
+                           "--https", "127.0.0.1:0", "--workers", workers,
+                           "--tls-cert", str(tmp_path / "nope.pem"), "--tls-key",
+                           str(tmp_path / "nope.key")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1
+    assert f"{tmp_path / 'nope.pem'}: no such file (tls_cert, tls_key)" in done.stderr
+    assert "worker_started" not in done.stderr and "listening" not in done.stderr

@@ -26,6 +26,7 @@ from router.core.zonefile import load
 from router.errors import RouterError
 from router.serve.notify import notify, reloading
 from router.serve.settings import Settings
+from router.serve.tls import certificate_files, server_context
 from router.watch.check import tls_context
 from router.watch.inventory import Inventory
 
@@ -92,6 +93,8 @@ def check_files(settings: Settings) -> None:
     if settings.ca_file is not None:
         tls_context(settings.ca_file)
     Locator(settings.geoip).close()
+    if settings.https:  # the supervisor too: its workers would fail one after the other
+        server_context(*certificate_files(settings))
 
 
 async def first_round(source: Source, inventory: Inventory | None, config: Config) -> None:

@@ -13,7 +13,6 @@ import asyncio
 import socket
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import structlog
 from aiohttp import web
@@ -30,7 +29,7 @@ from router.dns.zone import ZoneTable
 from router.http.app import HttpSettings, create_admin_app, create_app
 from router.serve.lifecycle import Lifecycle, Source, first_round, run_loop
 from router.serve.settings import Addresses, Settings, Sockets, claim, fmt
-from router.serve.tls import Certificate, TlsError
+from router.serve.tls import Certificate, certificate_files
 from router.watch.files import FileWatch, stamp
 from router.watch.inventory import Inventory
 from router.watch.monitor import Monitor
@@ -66,7 +65,7 @@ class Server(Lifecycle):
         self.dispatch = Dispatch(self._authority(config))
         runtime.caches["dns"] = self._dns_cache_counters
         if s.https:  # a bad certificate fails here, before anything listens
-            self.certificate = Certificate(_required(s.tls_cert), _required(s.tls_key))
+            self.certificate = Certificate(*certificate_files(s))
         if self.sockets is None:  # a worker's sockets are its supervisor's, claims too
             self.claims = claim(Addresses.of(s))
         sockets = self.sockets or Sockets.bind(s, Addresses.of(s))
@@ -221,13 +220,6 @@ def _log_geoip(event: str, locator: Locator) -> None:
 
 def _addresses(socks: tuple[socket.socket, ...]) -> list[str]:
     return [fmt(sock.getsockname()) for sock in socks]
-
-
-def _required(path: Path | None) -> Path:
-    if path is None:
-        raise TlsError("--https needs tls_cert and tls_key (in the [server] table of "
-                       "--config, or --tls-cert and --tls-key)")
-    return path
 
 
 def run(settings: Settings) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 import structlog
 
 from router.errors import RouterError
+from router.serve.settings import Settings
 from router.watch.files import FileWatch, stamp
 
 log = structlog.get_logger("router.serve.tls")
@@ -43,14 +44,23 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     context.set_ciphers(INTERMEDIATE)
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     context.set_alpn_protocols(["http/1.1"])
+    for path in (cert, key):
+        if not path.is_file():
+            raise TlsError(f"{path}: no such file (tls_cert, tls_key)")
     try:
         context.load_cert_chain(cert, key)
-    except FileNotFoundError as e:
-        raise TlsError(f"{e.filename}: no such file (tls_cert, tls_key)") from None
     except (OSError, ssl.SSLError) as e:
         raise TlsError(f"{cert} with {key}: cannot be loaded as a certificate and its key: "
                        f"{getattr(e, 'reason', None) or e}") from None
     return context
+
+
+def certificate_files(settings: Settings) -> tuple[Path, Path]:
+    """The certificate and key ``--https`` needs, or ``TlsError`` saying where to give them."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        raise TlsError("--https needs tls_cert and tls_key (in the [server] table of "
+                       "--config, or --tls-cert and --tls-key)")
+    return settings.tls_cert, settings.tls_key
 
 
 class Certificate:
