@@ -10,7 +10,7 @@ from router.core.config import ConfigError, ServerConfig
 from router.core.zonefile import load_server
 from router.dns.cache import DEFAULT_SIZE
 from router.serve import server, supervisor
-from router.serve.settings import Settings
+from router.serve.settings import KEEPALIVE, RCVBUF, Settings
 from router.watch import statefile
 
 
@@ -63,8 +63,9 @@ def _dns_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dns-cache", type=int, default=DEFAULT_SIZE, metavar="ENTRIES",
                    help="encoded DNS answers kept for reuse, least recently used "
                         f"dropped first (default {DEFAULT_SIZE}; 0: no cache)")
-    p.add_argument("--rcvbuf", type=int, metavar="BYTES",
-                   help="UDP socket receive buffer (default: the kernel's)")
+    p.add_argument("--rcvbuf", type=common.positive, default=RCVBUF, metavar="BYTES",
+                   help=f"DNS UDP receive buffer to ask for (default {RCVBUF}: 4 MiB; the "
+                        "kernel caps it at net.core.rmem_max, and the log says what it gave)")
 
 
 def _http_args(p: argparse.ArgumentParser) -> None:
@@ -74,6 +75,9 @@ def _http_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, metavar="FILE",
                    help="server settings file with a [server] table (trusted_proxies, "
                         "access_log, tls_ca, tls_cert, tls_key)")
+    p.add_argument("--keepalive", type=float, default=KEEPALIVE, metavar="SECONDS",
+                   help=f"close HTTP keep-alive connections idle this long (default "
+                        f"{KEEPALIVE:g})")
     p.add_argument("--access-log", action="store_true",
                    help="one log line per HTTP request (off by default, for speed)")
 
@@ -96,6 +100,7 @@ def settings(args: argparse.Namespace, file: ServerConfig) -> Settings:
         rcvbuf=args.rcvbuf,
         dns_cache=max(0, args.dns_cache),
         trusted_proxies=(*file.trusted_proxies, *args.trusted_proxy),
+        keepalive=max(0.0, args.keepalive),
         access_log=args.access_log or file.access_log,
         state=args.state,
         ca_file=args.ca_file or file.tls_ca,

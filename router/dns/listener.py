@@ -164,6 +164,9 @@ def bind(host: str, port: int, reuse_port: bool = False,
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             if rcvbuf:
                 udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+                granted = udp.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2  # Linux
+                log.info("udp_receive_buffer", address=f"{host}:{port}", asked=rcvbuf,
+                         granted=granted, capped=granted < rcvbuf)
             _bind(udp, (host, port), "UDP")
             _bind(tcp, (host, udp.getsockname()[1]), "TCP")
             tcp.listen(1024)

@@ -28,7 +28,15 @@ from router.dns.listener import Dispatch, DnsListener
 from router.dns.zone import ZoneTable
 from router.http.app import HttpSettings, create_admin_app, create_app
 from router.serve.lifecycle import Lifecycle, Source, first_round, run_loop
-from router.serve.settings import Addresses, Settings, Sockets, claim, fmt
+from router.serve.settings import (
+    MAX_HEADER_BYTES,
+    MAX_HEADERS,
+    Addresses,
+    Settings,
+    Sockets,
+    claim,
+    fmt,
+)
 from router.serve.tls import Certificate, certificate_files
 from router.watch.files import FileWatch, stamp
 from router.watch.inventory import Inventory
@@ -195,7 +203,10 @@ class Server(Lifecycle):
             apps.append((create_admin_app(public), [(x, None) for x in sockets.admin]))
         for app, socks in apps:
             if socks:
-                runner = web.AppRunner(app, access_log=None, shutdown_timeout=s.drain_timeout)
+                runner = web.AppRunner(app, access_log=None, shutdown_timeout=s.drain_timeout,
+                                       keepalive_timeout=s.keepalive, max_headers=MAX_HEADERS,
+                                       max_line_size=MAX_HEADER_BYTES,
+                                       max_field_size=MAX_HEADER_BYTES)
                 await runner.setup()
                 for sock, context in socks:
                     await web.SockSite(runner, sock, ssl_context=context).start()

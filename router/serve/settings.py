@@ -18,6 +18,15 @@ from router.errors import RouterError
 
 T = TypeVar("T")
 BACKLOG = 1024  # listen() backlog of the HTTP and DNS-over-TCP sockets
+# The kernel's default UDP receive buffer (208 KB) drops queries at 200 outstanding: ask
+# for 4 MiB (Linux grants up to net.core.rmem_max; the log says what it granted).
+RCVBUF = 4 << 20
+# HTTP: a keep-alive connection idle this long is closed (aiohttp's default is an hour),
+# and a request may carry at most this many header lines of at most this many bytes
+# (aiohttp's defaults, 128 x 8 KiB, let a connection hold about a megabyte of headers).
+KEEPALIVE = 15.0
+MAX_HEADERS = 40
+MAX_HEADER_BYTES = 4096
 
 
 class ListenError(RouterError):
@@ -40,10 +49,11 @@ class Settings:
     edns_payload: int = DEFAULT_PAYLOAD
     tcp_idle: float = 10.0
     tcp_max: int = 512
-    rcvbuf: int | None = None
+    rcvbuf: int = RCVBUF  # the DNS UDP receive buffer asked for (the kernel may cap it)
     dns_cache: int = DEFAULT_SIZE  # encoded answers kept (0: none)
     drain_timeout: float = 5.0
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    keepalive: float = KEEPALIVE  # seconds an idle HTTP keep-alive connection stays open
     access_log: bool = False
     state: Path | None = None  # the operator's state file (overrides), watched
     ca_file: Path | None = None  # extra CAs for checking HTTPS mirrors

@@ -1,0 +1,61 @@
+"""Bounded resources, black-box: idle keep-alive connections are closed, requests with
+too many or too large header lines are refused, and the DNS UDP buffer is asked for."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from tests.conftest import write_zone
+from tests.harness import RouterProcess, five_city_zone
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory, city_mirrors):
+    zones = write_zone(tmp_path_factory.mktemp("zones"), five_city_zone(city_mirrors))
+    router = RouterProcess(zones, "--keepalive", "1")
+    yield router
+    assert router.stop() == 0
+
+
+def _exchange(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        return s.recv(65536)
+
+
+@pytest.mark.timing
+def test_an_idle_keepalive_connection_is_closed(limited):
+    with socket.create_connection(("127.0.0.1", limited.http_port), timeout=10) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 200")
+        idle = time.monotonic()
+        assert s.recv(4096) == b""  # the server hung up ...
+        assert time.monotonic() - idle < 1.0 + 5.0  # ... after --keepalive 1, not an hour
+
+
+def test_too_many_header_lines_are_refused(limited):
+    headers = b"".join(b"X-%d: y\r\n" % i for i in range(41))
+    reply = _exchange(limited.http_port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + headers
+                      + b"\r\n")
+    assert reply.split(b"\r\n", 1)[0].split(b" ")[1] in (b"400", b"431")
+    ok = b"".join(b"X-%d: y\r\n" % i for i in range(30))
+    assert _exchange(limited.http_port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + ok
+                     + b"\r\n").startswith(b"HTTP/1.1 200")
+
+
+def test_a_header_line_over_4_kib_is_refused(limited):
+    big = b"X-Big: " + b"a" * 5000 + b"\r\n"
+    reply = _exchange(limited.http_port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + big
+                      + b"\r\n")
+    assert reply.split(b"\r\n", 1)[0].split(b" ")[1] in (b"400", b"431")
+    assert _exchange(limited.http_port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                     ).startswith(b"HTTP/1.1 200")  # and the server goes on
+
+
+def test_the_udp_receive_buffer_is_asked_for_and_the_log_says_what_was_given(limited):
+    (line,) = limited.find("udp_receive_buffer")
+    assert line["asked"] == 4 << 20 and line["granted"] > 0
+    assert line["capped"] is (line["granted"] < line["asked"])
