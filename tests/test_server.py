@@ -37,8 +37,11 @@ def test_ready_only_after_the_first_probe_round(tmp_path, farm):
            "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-format", "json"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
     try:
-        listening = json.loads(proc.stderr.readline())
-        assert listening["event"] == "listening"
+        before = [json.loads(proc.stderr.readline())]
+        while before[-1]["event"] != "listening":  # the socket set-up is logged first
+            before.append(json.loads(proc.stderr.readline()))
+        assert [e["event"] for e in before[:-1]] == ["udp_receive_buffer"]
+        listening = before[-1]
         port = int(listening["http"][0].rsplit(":", 1)[1])
         started = time.monotonic()
         assert _get(port, "/readyz")[0] == 503
