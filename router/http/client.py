@@ -9,6 +9,7 @@ sending these headers: they are not even read.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
 
 from router.core.ip import IPAddress, IPNetwork, parse
 
@@ -29,6 +30,14 @@ def parse_ip(text: str) -> IPAddress | None:
     return addr
 
 
+@lru_cache(maxsize=4096)
+def _peer(peer: str, trusted: tuple[IPNetwork, ...]) -> tuple[IPAddress | None, bool]:
+    """The socket peer's address, and whether it is a trusted proxy: the same few proxies
+    ask again and again, so both are remembered (bounded: peers are chosen by others)."""
+    addr = parse_ip(peer)
+    return addr, addr is not None and bool(trusted) and is_trusted(addr, trusted)
+
+
 def is_trusted(addr: IPAddress, trusted: Sequence[IPNetwork]) -> bool:
     return any(addr.version == net.version and addr in net for net in trusted)
 
@@ -37,8 +46,8 @@ def client_address(peer: str | None, trusted: Sequence[IPNetwork],
                    forwarded: Iterable[Mapping[str, str]], x_forwarded_for: Iterable[str]
                    ) -> IPAddress | None:
     """The client's address (None only when even the peer is unknown)."""
-    current = parse_ip(peer) if peer else None
-    if current is None or not trusted or not is_trusted(current, trusted):
+    current, from_proxy = _peer(peer, tuple(trusted)) if peer else (None, False)
+    if current is None or not from_proxy:
         return current
     hops = [h["for"] for h in forwarded if "for" in h]
     if not hops:

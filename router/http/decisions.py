@@ -54,13 +54,17 @@ class DecisionCache(Memo[Key, Entry]):
 
     def remember(self, key: Key, decision: Decision, now: float) -> Entry:
         """``put(key, Entry(decision, now))``, sharing the entry of an equal outcome."""
+        return self.put(key, self.shared(key, decision, now))
+
+    def shared(self, key: Key, decision: Decision, now: float) -> Entry:
+        """The entry of ``decision``'s outcome (made now if it is the first)."""
         outcome = (key[0], *key[2:], *(c.target.id for c in decision.ranked))
         entry = self._outcomes.get(outcome)
         if entry is None:
             if len(self._outcomes) >= self.size:
                 self._outcomes.clear()  # old generations' outcomes: forget them all
             entry = self._outcomes[outcome] = Entry(decision, now)
-        return self.put(key, entry)
+        return entry
 
     def clear(self) -> None:
         super().clear()

@@ -132,19 +132,18 @@ class Redirector:
                       file: CatalogFile | None, remember: bool = True) -> Entry:
         """The decision for a file; for a listed one, after the availability checks settle.
 
-        Decisions are remembered per client network and state generation
-        (router.http.decisions; not with ``remember=False``); a hit on a listed file still
-        starts its due re-checks, at most once a second.
+        Decisions are remembered per client place, or per client network when the ranking
+        hashed on it, and state generation (router.http.decisions; not with
+        ``remember=False``); a hit on a listed file still starts its due re-checks, at
+        most once a second.
         """
         runtime, service, inventory = self.runtime, route.service, self.inventory
         client = self.location(request)
         key = (service.name, client.key, runtime.board.snapshot.generation,
                runtime.ledger.generation, file.name if file is not None else None)
-        now = time.monotonic()
-        entry = self.decisions.get(key) if remember else None
         place = (key[0], client.point, client.country, *key[2:])
-        if entry is None and remember and (entry := self.places.get(place)) is not None:
-            self.decisions.put(key, entry)
+        now = time.monotonic()
+        entry = (self.places.get(place) or self.decisions.get(key)) if remember else None
         if entry is not None:
             if file is not None and inventory is not None and now - entry.stamp > RECHECK:
                 entry.stamp = now
@@ -163,10 +162,9 @@ class Redirector:
                 remember = False  # checks that could change it are still out
         if not remember:
             return Entry(decision, now)
-        entry = self.decisions.remember(key, decision, now)
-        if not decision.hashed:
-            self.places.put(place, entry)  # the same for every network in this place
-        return entry
+        if decision.hashed:  # this network's own order
+            return self.decisions.remember(key, decision, now)
+        return self.places.put(place, self.decisions.shared(key, decision, now))
 
     def location(self, request: web.Request) -> Location:
         """The client's location, remembered per (peer, forwarding headers)."""
