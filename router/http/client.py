@@ -31,11 +31,16 @@ def parse_ip(text: str) -> IPAddress | None:
 
 
 @lru_cache(maxsize=4096)
-def _peer(peer: str, trusted: tuple[IPNetwork, ...]) -> tuple[IPAddress | None, bool]:
+def peer_of(text: str, trusted: tuple[IPNetwork, ...]) -> tuple[IPAddress | None, bool]:
     """The socket peer's address, and whether it is a trusted proxy: the same few proxies
     ask again and again, so both are remembered (bounded: peers are chosen by others)."""
-    addr = parse_ip(peer)
+    addr = parse_ip(text)
     return addr, addr is not None and bool(trusted) and is_trusted(addr, trusted)
+
+
+def from_proxy(text: str | None, trusted: tuple[IPNetwork, ...]) -> bool:
+    """Whether the socket peer is one of the trusted proxies."""
+    return text is not None and peer_of(text, trusted)[1]
 
 
 def is_trusted(addr: IPAddress, trusted: Sequence[IPNetwork]) -> bool:
@@ -46,8 +51,8 @@ def client_address(peer: str | None, trusted: Sequence[IPNetwork],
                    forwarded: Iterable[Mapping[str, str]], x_forwarded_for: Iterable[str]
                    ) -> IPAddress | None:
     """The client's address (None only when even the peer is unknown)."""
-    current, from_proxy = _peer(peer, tuple(trusted)) if peer else (None, False)
-    if current is None or not from_proxy:
+    current, trusted_peer = peer_of(peer, tuple(trusted)) if peer else (None, False)
+    if current is None or not trusted_peer:
         return current
     hops = [h["for"] for h in forwarded if "for" in h]
     if not hops:

@@ -32,7 +32,7 @@ from router.core.steering import decide as steer
 from router.errors import RouterError
 from router.http import downloads, pages
 from router.http import routes as paths
-from router.http.client import client_address
+from router.http.client import client_address, from_proxy
 from router.http.decisions import DecisionCache, Entry
 
 log = structlog.get_logger("router.http")
@@ -174,7 +174,8 @@ class Redirector:
         known = self.clients.get(key)
         if known is None:
             trusted = self.trusted
-            if not self.warned and (key[1] or key[2]) and not _behind(request.remote, trusted):
+            if not self.warned and (key[1] or key[2]) and not from_proxy(request.remote,
+                                                                         trusted):
                 self.warned = True  # once: the headers of an untrusted peer are never read
                 log.warning("forwarded_from_untrusted_peer", peer=request.remote,
                             hint="a proxy in front is probably missing from trusted_proxies "
@@ -185,15 +186,6 @@ class Redirector:
             known = self.clients.put(key, (str(address) if address else None, location))
         request["client"] = known[0]
         return known[1]
-
-
-def _behind(peer: str | None, trusted: tuple[IPNetwork, ...]) -> bool:
-    """Whether ``peer`` is one of the trusted proxies."""
-    try:
-        address = ipaddress.ip_address(peer or "")
-    except ValueError:
-        return False
-    return any(address in network for network in trusted)
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
