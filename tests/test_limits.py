@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.conftest import write_zone
-from tests.harness import RouterProcess, five_city_zone
+from tests.harness import RouterProcess, five_city_zone, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -59,3 +59,37 @@ def test_the_udp_receive_buffer_is_asked_for_and_the_log_says_what_was_given(lim
     (line,) = limited.find("udp_receive_buffer")
     assert line["asked"] == 4 << 20 and line["granted"] > 0
     assert line["capped"] is (line["granted"] < line["asked"])
+
+
+def test_malformed_requests_log_one_json_line_and_then_a_count(limited):
+    """aiohttp's report of a malformed request goes through structlog (one JSON line, no
+    traceback), and the same report again within 10 s is counted, not written."""
+    bad = b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n"
+    for _ in range(30):
+        _exchange(limited.http_port, bad)
+    def reports() -> list[dict]:
+        return [e for e in limited.find("Error handling request from 127.0.0.1")
+                if "Invalid header token" in e.get("error", "")]
+    wait_until(reports, 10, what="the report of the malformed request")
+    assert len(reports()) == 1
+    first = reports()[0]
+    assert first["logger"] == "aiohttp.server" and "exception" not in first
+    assert all(line.startswith("{") for line in limited.raw)  # every line is JSON
+
+    def counted() -> bool:
+        _exchange(limited.http_port, bad)
+        later = reports()
+        return len(later) > 1 and later[-1].get("suppressed", 0) >= 29
+    wait_until(counted, 30, interval=0.5, what="the next report with the count")
+
+
+def test_the_rate_limit_counts_what_it_drops():
+    from router.log import RateLimit
+    now = [0.0]
+    limit = RateLimit(quiet=10.0, clock=lambda: now[0])
+    assert limit.admit("a", "boom") == 0  # the first: written
+    assert [limit.admit("a", "boom") for _ in range(3)] == [None, None, None]
+    assert limit.admit("a", "other") == 0  # another kind: written
+    now[0] = 10.5
+    assert limit.admit("a", "boom") == 3  # written, with the count left out
+    assert limit.admit("a", "boom") is None
