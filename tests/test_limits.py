@@ -93,3 +93,24 @@ def test_the_rate_limit_counts_what_it_drops():
     now[0] = 10.5
     assert limit.admit("a", "boom") == 3  # written, with the count left out
     assert limit.admit("a", "boom") is None
+
+
+def test_a_zone_file_that_hangs_stops_nothing(tmp_path, city_mirrors):
+    """A FIFO in place of the zone file: the reload's read hangs in a thread of its own;
+    DNS and HTTP go on with the old config, and the process still stops at once."""
+    import os
+    import signal
+
+    from tests.test_dns import ZONE, addresses, ask
+    from tests.test_http import request
+    zones = write_zone(tmp_path / "zones", five_city_zone(city_mirrors))
+    router = RouterProcess(zones)
+    try:
+        (zones / "test.example.com.toml").unlink()
+        os.mkfifo(zones / "test.example.com.toml")  # opening it for reading blocks
+        router.signal(signal.SIGHUP)
+        for _ in range(20):  # served all along, by the old config
+            assert addresses(ask(router, ZONE, "A", ecs=("1.0.16.0", 24))) == ["192.0.2.2"]
+            assert request(router.http_port, "/healthz").status == 200
+    finally:
+        assert router.stop(timeout=15) == 0  # the hung read does not hold the exit

@@ -28,9 +28,13 @@ from router.serve.notify import notify, reloading
 from router.serve.settings import Settings
 from router.serve.tls import certificate_files, server_context
 from router.watch.check import tls_context
+from router.watch.files import off_loop
 from router.watch.inventory import Inventory
 
 log = structlog.get_logger("router.serve")
+
+READ_TIMEOUT = 30.0  # seconds a reload's read of the zone folder may take (a FIFO, a
+# dead mount): past it, the old config keeps serving and the read is left behind
 
 # What stops a start-up with a clear message instead of a traceback: our errors name the
 # file or the address; an OSError names what the system refused.
@@ -149,7 +153,10 @@ class Lifecycle(ABC):
             if signals.reload.is_set() and not signals.stop.is_set():
                 signals.reload.clear()
                 reloading()
-                ok = await self.reload()
+                reload = asyncio.ensure_future(self.reload())
+                if await first_of(reload, signals.stop.wait()) == 1:
+                    break  # stopping: a reload still reading is left behind
+                ok = reload.result()
                 notify("READY=1", "STATUS=serving" if ok else
                        "STATUS=serving the previous config: the reload failed")
 
@@ -160,9 +167,10 @@ class Lifecycle(ABC):
     async def reload(self) -> bool:
         """Load the zones again and switch to them; on any problem keep the old config."""
         try:
-            config = load(self.settings.zones)
-        except ConfigError as e:
-            problems = tuple(str(p) for p in e.problems)
+            config = await self.zones()
+        except (ConfigError, TimeoutError) as e:
+            problems = tuple(str(p) for p in e.problems) if isinstance(e, ConfigError) \
+                else (str(e),)
             log.error("reload_failed", problems=list(problems), keeping="the previous config")
             self.record(Reload(False, time.time(), problems))
             return False
@@ -175,6 +183,11 @@ class Lifecycle(ABC):
     @abstractmethod
     def record(self, outcome: Reload) -> None:
         """Keep how a reload went, for /metrics and /status."""
+
+    async def zones(self) -> Config:
+        """The zone folder, read off the loop and bounded (``TimeoutError`` past it)."""
+        zones = self.settings.zones
+        return await off_loop(lambda: load(zones), READ_TIMEOUT, str(zones))
 
     @abstractmethod
     async def startup(self) -> None:

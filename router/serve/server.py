@@ -22,7 +22,6 @@ from router.core.config import Config
 from router.core.geo import STALE_DAYS, GeoError, Locator
 from router.core.health import Board, Status
 from router.core.runtime import Reload, Runtime
-from router.core.zonefile import load
 from router.dns.authority import Authority
 from router.dns.listener import Dispatch, DnsListener
 from router.dns.zone import ZoneTable
@@ -38,7 +37,7 @@ from router.serve.settings import (
     fmt,
 )
 from router.serve.tls import Certificate, certificate_files
-from router.watch.files import FileWatch, stamp
+from router.watch.files import FileWatch, off_loop, stamp
 from router.watch.inventory import Inventory
 from router.watch.monitor import Monitor
 
@@ -66,7 +65,7 @@ class Server(Lifecycle):
 
     async def startup(self) -> None:
         s = self.settings
-        config = load(s.zones)
+        config = await self.zones()
         runtime = self.runtime = Runtime(config, Locator(s.geoip), Board(), probing=s.probe)
         self.source = self.make_source(runtime)
         runtime.state = self.source.state
@@ -119,7 +118,7 @@ class Server(Lifecycle):
         """The zones, the certificate and the GeoIP database: each kept when its new
         version does not load."""
         zones = await super().reload()
-        tls = self.certificate.reload() if self.certificate else True
+        tls = await self.certificate.reload() if self.certificate else True
         return await self._reload_geoip() and tls and zones
 
     async def _reload_geoip(self) -> bool:
@@ -131,7 +130,7 @@ class Server(Lifecycle):
             return True  # the embedded database, or the same file: every cache stays
         self.geoip_watch.loaded = stamp(path)
         try:
-            locator = await asyncio.wait_for(asyncio.to_thread(Locator, path), GEOIP_READ)
+            locator = await off_loop(lambda: Locator(path), GEOIP_READ, str(path))
         except (GeoError, TimeoutError) as e:
             log.error("geoip_reload_failed", file=str(path), error=str(e) or "timed out",
                       keeping="the previous database")

@@ -40,7 +40,6 @@ from router.core.config import Config
 from router.core.health import Board, Snapshot
 from router.core.runtime import Reload
 from router.core.stats import Stats
-from router.core.zonefile import load
 from router.serve import channel as ch
 from router.serve import notify
 from router.serve.channel import Channel, Message
@@ -94,7 +93,7 @@ class Supervisor(Lifecycle):
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def startup(self) -> None:
-        config = self.config = load(self.settings.zones)
+        config = self.config = await self.zones()
         self.claims = claim(self.addresses)
         first = self._bind()  # resolves any port 0, for every later worker too
         self.monitor = Monitor(self.board, self.stats, self._config, probe=self.settings.probe,

@@ -19,11 +19,12 @@ import structlog
 
 from router.errors import RouterError
 from router.serve.settings import Settings
-from router.watch.files import FileWatch, stamp
+from router.watch.files import FileWatch, off_loop, stamp
 
 log = structlog.get_logger("router.serve.tls")
 
 WATCH_EVERY = 1.0  # seconds between looks at the certificate files
+READ_TIMEOUT = 10.0  # seconds a renewed pair may take to read (then the old one stays)
 # Mozilla "intermediate" (v5.7) for TLS 1.2; TLS 1.3 uses OpenSSL's own list.
 INTERMEDIATE = ":".join([
     "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
@@ -78,12 +79,15 @@ class Certificate:
                    _context: ssl.SSLContext) -> None:
         conn.context = self.current  # called for every handshake, SNI or not
 
-    def reload(self) -> bool:
-        """Load the files again; on any problem keep serving the old certificate."""
+    async def reload(self) -> bool:
+        """Load the files again (off the loop, bounded); on any problem keep serving the
+        old certificate."""
         self.watch.loaded = stamp(self.cert, self.key)  # a bad pair: tried once it changes
+        cert, key = self.cert, self.key
         try:
-            self.current = server_context(self.cert, self.key)
-        except TlsError as e:
+            self.current = await off_loop(lambda: server_context(cert, key), READ_TIMEOUT,
+                                          str(cert))
+        except (TlsError, TimeoutError) as e:
             self.error = str(e)
             log.error("tls_reload_failed", error=self.error, keeping="the previous certificate")
             return False
@@ -92,4 +96,4 @@ class Certificate:
         return True
 
     async def _changed(self) -> None:
-        self.reload()
+        await self.reload()

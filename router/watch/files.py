@@ -4,8 +4,10 @@ database replaced): noticed by polling, acted on once a change has stood still."
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 Stamp = tuple[int, int, int] | None  # (inode, size, mtime_ns); None: no such file
 
@@ -51,3 +53,37 @@ class FileWatch:
             if now != self.loaded and now == seen:
                 await self.on_change()
             seen = now
+
+
+T = TypeVar("T")
+
+
+async def off_loop(read: Callable[[], T], timeout: float, what: str) -> T:
+    """``read()`` in a thread of its own, waited for at most ``timeout`` seconds (then
+    ``TimeoutError``), so that a file that hangs (a FIFO, a dead network mount) stops
+    nothing but itself. The thread is a daemon: a read that never returns is left
+    behind, and does not hold the process at exit as the default executor would."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            result = read()
+        except BaseException as e:  # handed to the waiting coroutine, whatever it is
+            loop.call_soon_threadsafe(settle, None, e)
+        else:
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=run, name=f"read {what}", daemon=True).start()
+    try:
+        return await asyncio.wait_for(asyncio.shield(done), timeout)
+    except TimeoutError:
+        raise TimeoutError(f"{what}: no answer after {timeout:g}s (still being read)") from None
