@@ -4,6 +4,7 @@ prober's jitter, and the TTL bound with overrides and latency in play."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 
@@ -25,8 +26,12 @@ def watcher(tmp_path, text: str | None = None) -> StateFile:
     if text is not None:
         path.write_text(text)
     state = StateFile(path, Board(), Config)
-    state.load_now()
+    asyncio.run(state.load_now())
     return state
+
+
+def poll(state: StateFile) -> None:
+    asyncio.run(state.poll())
 
 
 def touch(path, text: str, tick: int) -> None:
@@ -43,12 +48,12 @@ def test_a_change_applies_after_it_stood_still_for_one_poll(tmp_path):
     state = watcher(tmp_path, render({}))
     generation = state.board.snapshot.generation
     touch(state.path, render({"tyo": Override.DRAIN}), 1)
-    state.poll()  # first seen: maybe still being written
+    poll(state)  # first seen: maybe still being written
     assert state.board.snapshot.admin == {}
-    state.poll()  # unchanged since: apply
+    poll(state)  # unchanged since: apply
     assert state.board.snapshot.admin == {"tyo": Override.DRAIN}
     assert state.board.snapshot.generation == generation + 1
-    state.poll()
+    poll(state)
     assert state.board.snapshot.generation == generation + 1  # no change, no bump
 
 
@@ -56,18 +61,18 @@ def test_bad_empty_or_missing_files_keep_the_last_good_overrides(tmp_path):
     state = watcher(tmp_path, render({"tyo": Override.DOWN}))
     for tick, text in enumerate(["", '[targets]\ntyo = "dr', "[targets]\ntyo = 3\n"], 1):
         touch(state.path, text, tick)
-        state.poll()
-        state.poll()
+        poll(state)
+        poll(state)
         assert state.board.snapshot.admin == {"tyo": Override.DOWN}
         assert state.error and str(state.path) in state.error
     state.path.unlink()
-    state.poll()
-    state.poll()
+    poll(state)
+    poll(state)
     assert state.board.snapshot.admin == {"tyo": Override.DOWN}
     assert state.error == f"{state.path}: no such file"
     touch(state.path, render({}), 9)
-    state.poll()
-    state.poll()
+    poll(state)
+    poll(state)
     assert state.board.snapshot.admin == {} and state.error is None
 
 

@@ -37,7 +37,7 @@ class Monitor:
     async def start(self) -> None:
         """Apply the operator's overrides, then run the first probe round (or assume up)."""
         if self.state is not None:
-            self.state.load_now()
+            await self.state.load_now()
             self.state.start()
         config = self.config()
         if not self.probe:

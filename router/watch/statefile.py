@@ -24,9 +24,11 @@ import structlog
 from router.core.config import Config, ConfigError, Problem
 from router.core.health import Board
 from router.core.overrides import Override, Overrides, parse, render, unknown
+from router.watch.files import off_loop
 
 log = structlog.get_logger("router.state")
 
+READ_TIMEOUT = 5.0  # seconds a read of the state file may take
 POLL = 0.25  # seconds between looks at the file
 DEFAULT_NAME = "state.toml"
 DEFAULT_DIR = Path("/var/lib/mirror-router")  # systemd's StateDirectory=mirror-router
@@ -94,16 +96,16 @@ class StateFile:
         self._applied: Signature | None = None
         self._task: asyncio.Task[None] | None = None
 
-    def load_now(self) -> None:
+    async def load_now(self) -> None:
         """Read the file at once (at start-up)."""
         self._seen = _signature(self.path)
-        self._apply(self._seen)
+        await self._apply(self._seen)
 
-    def poll(self) -> None:
+    async def poll(self) -> None:
         """Apply the file once it has changed and then stood still for one poll."""
         signature = _signature(self.path)
         if signature != self._applied and signature == self._seen:
-            self._apply(signature)
+            await self._apply(signature)
         self._seen = signature
 
     def start(self) -> None:
@@ -117,15 +119,21 @@ class StateFile:
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(POLL)
-            self.poll()
+            await self.poll()
 
-    def _apply(self, signature: Signature | None) -> None:
+    async def _apply(self, signature: Signature | None) -> None:
         self._applied = signature
         if signature is None:
             self._keep(f"{self.path}: no such file" if self.loaded_at else None)
             return
-        try:
-            overrides = parse(self.path.read_text(encoding="utf-8"), str(self.path))
+        path = self.path
+        try:  # off the loop, bounded: a FIFO or a dead mount stops nothing but this read
+            text = await off_loop(lambda: path.read_text(encoding="utf-8"), READ_TIMEOUT,
+                                  str(path))
+            overrides = parse(text, str(path))
+        except TimeoutError as e:
+            self._keep(str(e))
+            return
         except (OSError, UnicodeDecodeError) as e:
             self._keep(f"{self.path}: cannot read: {e}")
             return
