@@ -164,9 +164,6 @@ def bind(host: str, port: int, reuse_port: bool = False,
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             if rcvbuf:
                 udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-                granted = udp.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2  # Linux
-                log.info("udp_receive_buffer", address=f"{host}:{port}", asked=rcvbuf,
-                         granted=granted, capped=granted < rcvbuf)
             _bind(udp, (host, port), "UDP")
             _bind(tcp, (host, udp.getsockname()[1]), "TCP")
             tcp.listen(1024)
@@ -178,6 +175,10 @@ def bind(host: str, port: int, reuse_port: bool = False,
             raise
         udp.setblocking(False)
         tcp.setblocking(False)
+        if rcvbuf:  # once, for the pair that was kept
+            granted = udp.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2  # Linux
+            log.info("udp_receive_buffer", address=f"{host}:{udp.getsockname()[1]}",
+                     asked=rcvbuf, granted=granted, capped=granted < rcvbuf)
         return udp, tcp
     raise OSError(f"no free port on {host} for both UDP and TCP")
 
