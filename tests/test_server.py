@@ -17,7 +17,7 @@ import dns.rcode
 import pytest
 
 from tests.conftest import write_zone
-from tests.harness import ROOT, RouterProcess, five_city_zone, wait_until
+from tests.harness import ROOT, RouterProcess, five_city_zone
 from tests.test_dns import ZONE, addresses, ask
 
 
@@ -124,27 +124,70 @@ def test_idle_tcp_connections_are_closed(tight_tcp):
         assert time.monotonic() - started < 0.5 + 2.0
 
 
-def test_tcp_connections_are_bounded(tight_tcp):
+def test_when_full_the_longest_idle_connection_makes_room(tight_tcp):
+    """RFC 7766 6.2.3: a new client is not locked out by idle ones; the connection idle
+    the longest is closed to admit it, and the others go on."""
     port = tight_tcp.dns_port
     held = [socket.create_connection(("127.0.0.1", port), timeout=3) for _ in range(3)]
     try:
         for s in held:
-            assert _tcp_query(s) == dns.rcode.NOERROR
-        with (socket.create_connection(("127.0.0.1", port), timeout=3) as extra,
-              contextlib.suppress(ConnectionResetError)):  # a reset is a close too
-            assert extra.recv(1) == b""  # closed at once: over the bound
-        assert _tcp_query(held[0]) == dns.rcode.NOERROR  # the others still work
+            assert _tcp_query(s) == dns.rcode.NOERROR  # held[0] is now the longest idle
+        with socket.create_connection(("127.0.0.1", port), timeout=3) as extra:
+            assert _tcp_query(extra) == dns.rcode.NOERROR  # admitted at once
+        with contextlib.suppress(ConnectionResetError):  # a reset is a close too
+            assert held[0].recv(1) == b""  # made room
+        assert _tcp_query(held[1]) == dns.rcode.NOERROR  # the others still work
     finally:
         for s in held:
             s.close()
-    # Once they are gone, new connections are served again.
-    def served():
-        with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
+
+
+@pytest.mark.timing
+def test_a_client_dripping_bytes_is_closed_after_the_message_timeout(tight_tcp):
+    """The idle timer starts over only on a whole message: a byte every 0.2 s does not
+    keep a connection open past the message timeout (here 0.5 s, as --tcp-idle)."""
+    wire = dns.message.make_query(ZONE, "SOA").to_wire()
+    frame = struct.pack("!H", len(wire)) + wire
+    with socket.create_connection(("127.0.0.1", tight_tcp.dns_port), timeout=3) as s:
+        started = time.monotonic()
+        closed = False
+        for byte in frame:
             try:
-                return _tcp_query(s) == dns.rcode.NOERROR
-            except (ConnectionError, struct.error):
-                return False
-    wait_until(served, 3, what="a free TCP slot")
+                s.sendall(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+            s.settimeout(0.2)
+            try:
+                if s.recv(1) == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                continue
+        assert closed, "the drip was never cut off"
+        assert time.monotonic() - started < 0.5 + 2.5
+
+
+def test_one_client_cannot_take_every_connection(tmp_path, city_mirrors):
+    zones = write_zone(tmp_path / "zones", five_city_zone(city_mirrors))
+    router = RouterProcess(zones, "--tcp-max", "16", "--tcp-per-client", "4", "--no-probe")
+    port = router.dns_port
+    mine = [socket.create_connection(("127.0.0.1", port), timeout=3,
+                                     source_address=("127.0.0.2", 0)) for _ in range(4)]
+    try:
+        for s in mine:
+            assert _tcp_query(s) == dns.rcode.NOERROR
+        with socket.create_connection(("127.0.0.1", port), timeout=3,
+                                      source_address=("127.0.0.2", 0)) as fifth, \
+                contextlib.suppress(ConnectionResetError):
+            assert fifth.recv(1) == b""  # over this client's bound: closed at once
+        with socket.create_connection(("127.0.0.1", port), timeout=3,
+                                      source_address=("127.0.0.3", 0)) as other:
+            assert _tcp_query(other) == dns.rcode.NOERROR  # another client is welcome
+    finally:
+        for s in mine:
+            s.close()
+        assert router.stop() == 0
 
 
 def test_sigint_stops_cleanly(tmp_path, city_mirrors):

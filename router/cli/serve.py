@@ -60,6 +60,10 @@ def _dns_args(p: argparse.ArgumentParser) -> None:
                    help="close DNS TCP connections idle this long (default 10)")
     p.add_argument("--tcp-max", type=int, default=512, metavar="N",
                    help="most DNS TCP connections open at once (default 512)")
+    p.add_argument("--tcp-per-client", type=common.positive, metavar="N",
+                   help="most DNS TCP connections from one address (default: tcp-max / 8, "
+                        "at least 4); when all are taken, the longest idle one is closed "
+                        "for a new client")
     p.add_argument("--dns-cache", type=int, default=DEFAULT_SIZE, metavar="ENTRIES",
                    help="encoded DNS answers kept for reuse, least recently used "
                         f"dropped first (default {DEFAULT_SIZE}; 0: no cache)")
@@ -97,6 +101,7 @@ def settings(args: argparse.Namespace, file: ServerConfig) -> Settings:
         edns_payload=max(512, min(args.edns_buffer, 65535)),
         tcp_idle=args.tcp_idle,
         tcp_max=args.tcp_max,
+        tcp_per_client=args.tcp_per_client,
         rcvbuf=args.rcvbuf,
         dns_cache=max(0, args.dns_cache),
         trusted_proxies=(*file.trusted_proxies, *args.trusted_proxy),

@@ -22,6 +22,7 @@ from router.dns.authority import Authority
 log = structlog.get_logger("router.dns")
 
 CLOSE_WAIT = 2.0  # seconds a stopping listener waits for its TCP connections
+MESSAGE_TIMEOUT = 5.0  # seconds a DNS message begun over TCP may take to arrive whole
 
 
 
@@ -61,7 +62,11 @@ class UdpProtocol(asyncio.DatagramProtocol):
 
 
 class TcpProtocol(asyncio.Protocol):
-    """One DNS-over-TCP connection: length-prefixed messages, pipelined in order."""
+    """One DNS-over-TCP connection: length-prefixed messages, pipelined in order.
+
+    RFC 7766 §6.2.3: the idle timer starts over only when a whole message has come in, and
+    a message begun must be complete within ``message_timeout``; a client dripping bytes
+    holds its connection no longer than that."""
 
     def __init__(self, pool: TcpPool) -> None:
         self.pool = pool
@@ -69,27 +74,34 @@ class TcpProtocol(asyncio.Protocol):
         self.buffer = bytearray()
         self.peer: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0  # when its last whole message came (or it connected)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)
+        host = transport.get_extra_info("peername")[0]
+        self.peer = ipaddress.ip_address(host.partition("%")[0])
         if not self.pool.admit(self):
             transport.abort()
             return
-        host = transport.get_extra_info("peername")[0]
-        self.peer = ipaddress.ip_address(host.partition("%")[0])
-        self._arm()
+        self._wait(self.pool.idle_timeout)
 
     def data_received(self, data: bytes) -> None:
+        started = not self.buffer
         self.buffer += data
-        self._arm()
+        whole = False
         while len(self.buffer) >= 2:
             (size,) = struct.unpack_from("!H", self.buffer)
             if len(self.buffer) < 2 + size:
-                return
+                break
             message = bytes(self.buffer[2:2 + size])
             del self.buffer[:2 + size]
+            whole = True
             if not self._answer(message):
                 return
+        if self.buffer and (started or whole):  # a message begun: it has so long to finish
+            self._wait(self.pool.message_timeout)
+        elif whole:
+            self._wait(self.pool.idle_timeout)
 
     def _answer(self, message: bytes) -> bool:
         assert self.transport is not None and self.peer is not None
@@ -99,6 +111,11 @@ class TcpProtocol(asyncio.Protocol):
             return False
         self.transport.write(struct.pack("!H", len(reply)) + reply)
         return True
+
+    @property
+    def idle(self) -> bool:
+        """Between messages (none begun), so closing it loses nothing."""
+        return not self.buffer
 
     def pause_writing(self) -> None:
         assert self.transport is not None
@@ -113,39 +130,61 @@ class TcpProtocol(asyncio.Protocol):
             self.timer.cancel()
         self.pool.release(self)
 
-    def _arm(self) -> None:
+    def _wait(self, seconds: float) -> None:
         if self.timer is not None:
             self.timer.cancel()
         loop = asyncio.get_running_loop()
-        self.timer = loop.call_later(self.pool.idle_timeout, self._idle)
+        if seconds == self.pool.idle_timeout and not self.buffer:
+            self.idle_since = loop.time()
+        self.timer = loop.call_later(seconds, self.close)
 
-    def _idle(self) -> None:
+    def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
 
 
 class TcpPool:
-    """The open TCP connections, bounded in number."""
+    """The open TCP connections, bounded in number and per client address. When full, the
+    connection idle the longest makes room for a new one (RFC 7766 §6.2.3); a client that
+    holds ``per_client`` connections gets no more."""
 
-    def __init__(self, dispatch: Dispatch, max_connections: int, idle_timeout: float) -> None:
+    def __init__(self, dispatch: Dispatch, max_connections: int, idle_timeout: float,
+                 message_timeout: float | None = None, per_client: int | None = None) -> None:
         self.dispatch = dispatch
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
+        self.message_timeout = min(idle_timeout, MESSAGE_TIMEOUT) \
+            if message_timeout is None else message_timeout
+        self.per_client = per_client or max(4, max_connections // 8)
         self.open: set[TcpProtocol] = set()
+        self._by_client: dict[object, int] = {}
 
     def admit(self, conn: TcpProtocol) -> bool:
-        if len(self.open) >= self.max_connections:
+        if self._by_client.get(conn.peer, 0) >= self.per_client:
             return False
+        if len(self.open) >= self.max_connections:
+            idle = [c for c in self.open if c.idle]
+            if not idle:
+                return False
+            oldest = min(idle, key=lambda c: c.idle_since)
+            self.release(oldest)  # counted out now; it closes on the next loop turn
+            oldest.close()
         self.open.add(conn)
+        self._by_client[conn.peer] = self._by_client.get(conn.peer, 0) + 1
         return True
 
     def release(self, conn: TcpProtocol) -> None:
-        self.open.discard(conn)
+        if conn in self.open:
+            self.open.discard(conn)
+            left = self._by_client.get(conn.peer, 1) - 1
+            if left:
+                self._by_client[conn.peer] = left
+            else:
+                self._by_client.pop(conn.peer, None)
 
     def close_all(self) -> None:
         for conn in list(self.open):
-            if conn.transport is not None:
-                conn.transport.close()
+            conn.close()
 
 
 def bind(host: str, port: int, reuse_port: bool = False,
@@ -194,9 +233,10 @@ def _bind(sock: socket.socket, address: HostPort, kind: str) -> None:
 class DnsListener:
     """UDP and TCP on one address; ``address`` is the bound (host, port)."""
 
-    def __init__(self, dispatch: Dispatch, max_tcp: int = 512, idle_timeout: float = 10.0) -> None:
+    def __init__(self, dispatch: Dispatch, max_tcp: int = 512, idle_timeout: float = 10.0,
+                 per_client: int | None = None) -> None:
         self.dispatch = dispatch
-        self.pool = TcpPool(dispatch, max_tcp, idle_timeout)
+        self.pool = TcpPool(dispatch, max_tcp, idle_timeout, per_client=per_client)
         self.udp: asyncio.DatagramTransport | None = None
         self.tcp: asyncio.Server | None = None
         self.address: HostPort = ("", 0)

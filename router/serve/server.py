@@ -83,7 +83,7 @@ class Server(Lifecycle):
         log.info("listening", **listening, ready=False)
         await first_round(self.source, self.inventory, config)
         for udp, tcp in sockets.dns:
-            listener = DnsListener(self.dispatch, s.tcp_max, s.tcp_idle)
+            listener = DnsListener(self.dispatch, s.tcp_max, s.tcp_idle, s.tcp_per_client)
             await listener.start_on(udp, tcp)
             self.dns.append(listener)
         runtime.ready = True

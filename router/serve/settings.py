@@ -49,6 +49,7 @@ class Settings:
     edns_payload: int = DEFAULT_PAYLOAD
     tcp_idle: float = 10.0
     tcp_max: int = 512
+    tcp_per_client: int | None = None  # None: max(4, tcp_max / 8)
     rcvbuf: int = RCVBUF  # the DNS UDP receive buffer asked for (the kernel may cap it)
     dns_cache: int = DEFAULT_SIZE  # encoded answers kept (0: none)
     drain_timeout: float = 5.0
