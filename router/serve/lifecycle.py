@@ -132,7 +132,7 @@ class Lifecycle(ABC):
             check_files(self.settings)
             await self.startup()
         except STARTUP_ERRORS as e:
-            problems = [str(p) for p in e.problems] if isinstance(e, ConfigError) else [str(e)]
+            problems = _problems(e)
             for problem in problems:  # one line each, as `mirror-router check` prints them
                 log.error("startup_problem", problem=problem)
             log.error("startup_failed", problems=len(problems))
@@ -169,10 +169,9 @@ class Lifecycle(ABC):
         try:
             config = await self.zones()
         except (ConfigError, TimeoutError) as e:
-            problems = tuple(str(p) for p in e.problems) if isinstance(e, ConfigError) \
-                else (str(e),)
-            log.error("reload_failed", problems=list(problems), keeping="the previous config")
-            self.record(Reload(False, time.time(), problems))
+            problems = _problems(e)
+            log.error("reload_failed", problems=problems, keeping="the previous config")
+            self.record(Reload(False, time.time(), tuple(problems)))
             return False
         self.switch(config)
         self.record(Reload(True, time.time()))
@@ -200,6 +199,11 @@ class Lifecycle(ABC):
     @abstractmethod
     async def shutdown(self) -> None:
         """Stop listening, stop watching, drain (cut short by a second signal)."""
+
+
+def _problems(error: Exception) -> list[str]:
+    """What went wrong, one line each: every problem of a config, else the error."""
+    return [str(p) for p in error.problems] if isinstance(error, ConfigError) else [str(error)]
 
 
 def run_loop(main: Coroutine[Any, Any, int]) -> int:

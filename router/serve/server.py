@@ -37,7 +37,7 @@ from router.serve.settings import (
     fmt,
 )
 from router.serve.tls import Certificate, certificate_files
-from router.watch.files import FileWatch, off_loop, stamp
+from router.watch.files import FileWatch, stamp
 from router.watch.inventory import Inventory
 from router.watch.monitor import Monitor
 
@@ -128,9 +128,8 @@ class Server(Lifecycle):
         if path is None or self.geoip_watch is None or \
                 stamp(path) == self.geoip_watch.loaded:
             return True  # the embedded database, or the same file: every cache stays
-        self.geoip_watch.loaded = stamp(path)
         try:
-            locator = await off_loop(lambda: Locator(path), GEOIP_READ, str(path))
+            locator = await self.geoip_watch.reread(lambda: Locator(path), GEOIP_READ)
         except (GeoError, TimeoutError) as e:
             log.error("geoip_reload_failed", file=str(path), error=str(e) or "timed out",
                       keeping="the previous database")

@@ -19,7 +19,7 @@ import structlog
 
 from router.errors import RouterError
 from router.serve.settings import Settings
-from router.watch.files import FileWatch, off_loop, stamp
+from router.watch.files import FileWatch
 
 log = structlog.get_logger("router.serve.tls")
 
@@ -69,9 +69,9 @@ class Certificate:
 
     def __init__(self, cert: Path, key: Path) -> None:
         self.cert, self.key = cert, key
-        self.current = server_context(cert, key)
         self.context = server_context(cert, key)  # fixed: it only hands over
         self.context.sni_callback = self._hand_over
+        self.current = self.context  # until a renewal replaces it
         self.error: str | None = None
         self.watch = FileWatch((cert, key), self._changed, WATCH_EVERY)
 
@@ -82,11 +82,10 @@ class Certificate:
     async def reload(self) -> bool:
         """Load the files again (off the loop, bounded); on any problem keep serving the
         old certificate."""
-        self.watch.loaded = stamp(self.cert, self.key)  # a bad pair: tried once it changes
         cert, key = self.cert, self.key
         try:
-            self.current = await off_loop(lambda: server_context(cert, key), READ_TIMEOUT,
-                                          str(cert))
+            self.current = await self.watch.reread(lambda: server_context(cert, key),
+                                                   READ_TIMEOUT)
         except (TlsError, TimeoutError) as e:
             self.error = str(e)
             log.error("tls_reload_failed", error=self.error, keeping="the previous certificate")

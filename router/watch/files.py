@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+T = TypeVar("T")
 Stamp = tuple[int, int, int] | None  # (inode, size, mtime_ns); None: no such file
 
 
@@ -37,6 +38,13 @@ class FileWatch:
         self.loaded = stamp(*files)
         self._task: asyncio.Task[None] | None = None
 
+    async def reread(self, read: Callable[[], T], timeout: float) -> T:
+        """``read()`` the files again, off the loop and bounded (``off_loop``); the version
+        on disk counts as read whatever comes of it, so a bad one is not retried until it
+        changes (a SIGHUP still asks again)."""
+        self.loaded = stamp(*self.files)
+        return await off_loop(read, timeout, str(self.files[0]))
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._follow(), name=f"watch {self.files[0]}")
 
@@ -54,8 +62,6 @@ class FileWatch:
                 await self.on_change()
             seen = now
 
-
-T = TypeVar("T")
 
 
 async def off_loop(read: Callable[[], T], timeout: float, what: str) -> T:
