@@ -46,9 +46,9 @@ class RouterProcess:
     """``mirror-router serve`` in a subprocess, with its JSON log lines collected."""
 
     def __init__(self, zones: Path, *args: str, ready_timeout: float = 30.0,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()) -> None:
         self.zones = zones
-        cmd = [sys.executable, "-m", "router", "serve", "--zones", str(zones),
+        cmd = [*prefix, sys.executable, "-m", "router", "serve", "--zones", str(zones),
                "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-format", "json", *args]
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},

@@ -336,3 +336,18 @@ def test_a_flood_of_garbage_does_not_stop_the_server(five_cities):
     assert wait_until(answered, 10, what="an answer after the flood") == ["192.0.2.4"]
     assert five_cities.proc.poll() is None
     assert not five_cities.find("dns_answer_failed")
+
+
+def test_edns_tcp_keepalive_is_answered_over_tcp_only(five_cities):
+    """RFC 7828: a client that sends an empty edns-tcp-keepalive over TCP learns the idle
+    timeout (100 ms units; --tcp-idle is 10 s); over UDP the option is never sent."""
+    keepalive = dns.edns.GenericOption(11, b"")
+    q = dns.message.make_query(ZONE, "A", use_edns=0,
+                               options=[keepalive, dns.edns.ECSOption("1.0.16.0", 24)])
+    for _ in range(2):  # the strict path, then the cache
+        r = dns.query.tcp(q, "127.0.0.1", port=five_cities.dns_port, timeout=5)
+        found = [o for o in r.options if o.otype == 11]
+        assert len(found) == 1 and found[0].to_wire() == (100).to_bytes(2, "big")
+        assert addresses(r) == ["192.0.2.2"] and ecs_of(r).scopelen > 0
+    r = dns.query.udp(q, "127.0.0.1", port=five_cities.dns_port, timeout=5)
+    assert not [o for o in r.options if o.otype == 11] and addresses(r) == ["192.0.2.2"]

@@ -489,3 +489,41 @@ def test_a_reload_drops_cached_answers(tmp_path, city_mirrors):
         assert addresses(ask(router, "ns1." + ZONE, "A")) == ["198.51.100.54"]
     finally:
         assert router.stop() == 0
+
+
+OTHER = (b'[zone]\norigin = "other.example."\nnameservers = ["ns1.other.example."]\n'
+         b'hostmaster = "hostmaster.other.example."\n'
+         b'[[zone.records]]\nname = "ns1"\ntype = "A"\ndata = "198.51.100.60"\n'
+         b'[[zone.records]]\nname = "www"\ntype = "A"\ndata = "198.51.100.61"\n')
+
+
+def test_a_reload_keeps_the_answers_it_cannot_change(tmp_path, city_mirrors):
+    from tests.test_observability import scrape, value
+
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    text = five_city_zone(city_mirrors, interval="5s")
+    (zones / "test.example.com.toml").write_text(text)
+    (zones / "other.example.toml").write_bytes(OTHER)
+    router = RouterProcess(zones)
+
+    def held() -> float:
+        return value(scrape(router), "mirror_router_cache_entries", cache="dns")
+
+    try:
+        for _ in range(2):
+            assert addresses(ask(router, ZONE, "A", ecs=("1.0.16.0", 24))) == ["192.0.2.2"]
+            assert addresses(ask(router, "www.other.example", "A")) == ["198.51.100.61"]
+        assert held() == 2
+        router.signal(signal.SIGHUP)  # nothing changed: every answer stays
+        router.wait_for("reloaded")
+        assert held() == 2
+        (zones / "test.example.com.toml").write_text(text.replace('"192.0.2.2"', '"192.0.2.22"'))
+        router.signal(signal.SIGHUP)  # one zone changed: its answers go, the other's stay
+        router.wait_for("reloaded", count=2)
+        assert held() == 1
+        assert addresses(ask(router, ZONE, "A", ecs=("1.0.16.0", 24))) == ["192.0.2.22"]
+        assert addresses(ask(router, "www.other.example", "A")) == ["198.51.100.61"]
+        assert held() == 2
+    finally:
+        assert router.stop() == 0

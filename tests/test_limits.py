@@ -3,6 +3,8 @@ too many or too large header lines are refused, and the DNS UDP buffer is asked 
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import socket
 import time
 
@@ -10,6 +12,8 @@ import pytest
 
 from tests.conftest import write_zone
 from tests.harness import RouterProcess, five_city_zone, wait_until
+from tests.test_dns import ZONE, addresses, ask
+from tests.test_http import FILE, request, xff
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +118,78 @@ def test_a_zone_file_that_hangs_stops_nothing(tmp_path, city_mirrors):
             assert request(router.http_port, "/healthz").status == 200
     finally:
         assert router.stop(timeout=15) == 0  # the hung read does not hold the exit
+
+
+# ---------------------------------------------------------------- slow senders, fd floods
+
+
+@pytest.mark.timing
+def test_headers_trickled_in_are_cut_off_by_the_keepalive_timer(limited):
+    """Slowloris: a byte of header every 0.2 s never completes a request; the connection
+    is closed once --keepalive (1 s) has passed since it opened, bytes or not."""
+    with socket.create_connection(("127.0.0.1", limited.http_port), timeout=10) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        opened = time.monotonic()
+        s.settimeout(0.2)
+        closed = None
+        while closed is None and time.monotonic() - opened < 15:
+            with contextlib.suppress(OSError):
+                s.sendall(b"X")  # the trickle (a reset once closed is the end too)
+            try:
+                closed = s.recv(1024) == b"" and time.monotonic()
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = time.monotonic()
+        assert closed, "a trickling client was never closed"
+        assert closed - opened < 1 + 5  # the timer, and room for a loaded machine
+
+
+PRLIMIT = shutil.which("prlimit")
+
+
+@pytest.mark.skipif(PRLIMIT is None, reason="needs prlimit (util-linux)")
+def test_a_flood_of_idle_connections_never_takes_the_checks_descriptors(tmp_path, city_mirrors):
+    """Under a 1,024-descriptor limit, 1,100 idle HTTP connections: the oldest idle ones
+    are closed to admit new ones, every target stays up (the checks keep their
+    descriptors), a real client gets its 302 and DNS over TCP answers a new client."""
+    zones = write_zone(tmp_path / "zones", five_city_zone(city_mirrors, interval="0.3s"))
+    router = RouterProcess(zones, "--trusted-proxy", "127.0.0.1",
+                           prefix=(str(PRLIMIT), "--nofile=1024:1024"))
+    flood: list[socket.socket] = []
+    try:
+        limits = router.wait_for("http_limits")
+        assert limits["open_files"] == 1024 and limits["http_max"] == 1024 - 256 - 512
+        for _ in range(1100):
+            flood.append(socket.create_connection(("127.0.0.1", router.http_port), timeout=10))
+        counted = _probes(router)
+        wait_until(lambda: _probes(router) >= counted + 5 * 3, 15,
+                   what="three more probe rounds during the flood")
+        r = request(router.http_port, "/" + FILE, xff("1.0.16.1"))
+        assert r.status == 302 and r.location.startswith(city_mirrors["tyo"].base)
+        assert addresses(ask(router, ZONE, "A", ecs=("1.0.16.0", 24), tcp=True)) == ["192.0.2.2"]
+        changes = [e for e in router.find("target_state") if e["old"] != "unknown"]
+        assert not changes, changes
+        assert not router.find("probe_not_made")
+        closed = sum(1 for s in flood if _closed(s))
+        assert closed >= 1100 - limits["http_max"], closed
+    finally:
+        for s in flood:
+            s.close()
+        assert router.stop() == 0
+
+
+def _probes(router: RouterProcess) -> float:
+    from tests.test_observability import scrape
+
+    return sum(v for k, v in scrape(router).get("mirror_router_probes_total", {}).items())
+
+
+def _closed(s: socket.socket) -> bool:
+    s.settimeout(0.01)
+    try:
+        return s.recv(1) == b""
+    except TimeoutError:
+        return False
+    except OSError:
+        return True

@@ -40,7 +40,7 @@ def test_ready_only_after_the_first_probe_round(tmp_path, farm):
         before = [json.loads(proc.stderr.readline())]
         while before[-1]["event"] != "listening":  # the socket set-up is logged first
             before.append(json.loads(proc.stderr.readline()))
-        assert [e["event"] for e in before[:-1]] == ["udp_receive_buffer"]
+        assert [e["event"] for e in before[:-1]] == ["udp_receive_buffer", "http_limits"]
         listening = before[-1]
         port = int(listening["http"][0].rsplit(":", 1)[1])
         started = time.monotonic()

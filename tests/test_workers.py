@@ -6,7 +6,9 @@ import contextlib
 import http.client
 import json
 import os
+import selectors
 import signal
+import socket
 import time
 
 import dns.exception
@@ -180,10 +182,113 @@ def test_reload_reaches_every_worker(fleet, city_mirrors):
     before = len(fleet.find("reloaded"))
     write_zone(__import__("pathlib").Path(zones), five_city_zone(city_mirrors, extra_records=(
         '[[zone.records]]\nname = "new"\ntype = "A"\ndata = "198.51.100.7"\n')))
+    committed = len(fleet.find("config_committed"))
     fleet.signal(signal.SIGHUP)
-    fleet.wait_for("reloaded", 10, count=before + 1 + WORKERS)  # the supervisor and each
+    fleet.wait_for("reloaded", 10, count=before + 1)  # the supervisor reads the zones once
+    fleet.wait_for("config_committed", 10, count=committed + WORKERS)  # each worker serves it
     assert all(addresses(ask(fleet, "new." + ZONE, "A")) == ["198.51.100.7"]
                for _ in range(20))
+
+
+# ---------------------------------------------------------------- config from the supervisor
+
+NEW_RECORD = '[[zone.records]]\nname = "new"\ntype = "A"\ndata = "198.51.100.{n}"\n'
+
+
+@pytest.fixture
+def pair(tmp_path, city_mirrors):
+    """Two workers of their own (these tests break and rewrite the zone file)."""
+    zones = write_zone(tmp_path / "zones", _zone(city_mirrors, 1))
+    router = RouterProcess(zones, "--workers", str(WORKERS))
+    yield router
+    assert router.stop() == 0
+
+
+def _zone(city_mirrors, n: int) -> str:
+    return five_city_zone(city_mirrors, extra_records=NEW_RECORD.format(n=n))
+
+
+def _new(router: RouterProcess) -> str | None:
+    """new.<zone> from a fresh socket (any worker)."""
+    try:
+        return addresses(ask(router, "new." + ZONE, "A", timeout=1))[0]
+    except dns.exception.Timeout:
+        return None
+
+
+def test_a_restarted_worker_serves_the_supervisors_config_not_the_disks(pair, city_mirrors):
+    zones = pair.zones
+    write_zone(zones, "this is [not toml")
+    pair.signal(signal.SIGHUP)
+    pair.wait_for("reload_failed", 10)
+    ready = len(pair.find("worker_ready"))
+    os.kill(next(iter(_pids(pair))), signal.SIGKILL)
+    killed = time.monotonic()
+    pair.wait_for("worker_ready", 10, count=ready + 1)
+    back = time.monotonic() - killed
+    assert pair.find("worker_exited")[-1]["code"] == -signal.SIGKILL
+    assert not pair.find("startup_failed")  # the broken file on disk is never read
+    answers = {_new(pair) for _ in range(40)}  # fresh sockets: both workers
+    assert answers == {"198.51.100.1"}, answers
+    print(f"worker back in {back:.2f} s")  # the issue's bound is 2 s; a loaded CI gets 10
+
+
+def test_a_file_changed_just_after_sighup_never_splits_the_workers(pair, city_mirrors):
+    zones = pair.zones
+    committed = len(pair.find("config_committed"))
+    pair.signal(signal.SIGHUP)
+    time.sleep(0.002)  # the race itself: the file changes while the reload reads it
+    write_zone(zones, _zone(city_mirrors, 2))
+    pair.wait_for("config_committed", 10, count=committed + WORKERS)
+    answers = [_new(pair) for _ in range(40)]
+    assert len(set(answers)) == 1 and answers[0] in ("198.51.100.1", "198.51.100.2"), answers
+
+
+def test_a_restarted_worker_takes_queries_only_once_it_reads_them(pair):
+    """Queries from ever-new source ports, as fast as one thread sends them, across a
+    kill -9 and the restart: only those the dying worker held may be lost or late (over
+    0.5 s: a resolver has moved on). The new worker binds its sockets only once it can
+    read them (the supervisor used to bind them before starting its interpreter)."""
+    ready = len(pair.find("worker_ready"))
+    victim = next(iter(_pids(pair)))
+    query = dns.message.make_query("new." + ZONE, "A").to_wire()
+    waiting = selectors.DefaultSelector()
+    sent = answered = 0
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    after = None  # when the new worker said ready
+    while time.monotonic() < deadline and (after is None or time.monotonic() < after + 1):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        sock.sendto(query, ("127.0.0.1", pair.dns_port))
+        waiting.register(sock, selectors.EVENT_READ, time.monotonic())
+        sent += 1
+        answered += _collect(waiting, 0.002)
+        if after is None and len(pair.find("worker_ready")) > ready:
+            after = time.monotonic()
+    quiet = time.monotonic() + 3
+    while waiting.get_map() and time.monotonic() < quiet:
+        answered += _collect(waiting, 0.1)
+    for key in list(waiting.get_map().values()):
+        key.fileobj.close()  # type: ignore[union-attr]
+    assert after is not None, "the worker did not come back"
+    assert sent - answered <= 3, f"{sent - answered} of {sent} queries lost or late"
+
+
+LATE = 0.5  # seconds: a reply later than this counts as lost
+
+
+def _collect(waiting: selectors.BaseSelector, timeout: float) -> int:
+    """Replies that arrived within ``timeout``, in time; their sockets are closed."""
+    got = 0
+    for key, _ in waiting.select(timeout):
+        sock = key.fileobj
+        waiting.unregister(sock)
+        with contextlib.suppress(OSError):
+            sock.recv(4096)  # type: ignore[union-attr]
+            got += time.monotonic() - key.data < LATE
+        sock.close()  # type: ignore[union-attr]
+    return got
 
 
 # ---------------------------------------------------------------- catalogs and file checks

@@ -10,7 +10,7 @@ from router.core.config import ConfigError, ServerConfig
 from router.core.zonefile import load_server
 from router.dns.cache import DEFAULT_SIZE
 from router.serve import server, supervisor
-from router.serve.settings import KEEPALIVE, RCVBUF, Settings
+from router.serve.settings import BACKLOG, KEEPALIVE, RCVBUF, Settings
 from router.watch import statefile
 
 
@@ -81,7 +81,14 @@ def _http_args(p: argparse.ArgumentParser) -> None:
                         "access_log, tls_ca, tls_cert, tls_key)")
     p.add_argument("--keepalive", type=float, default=KEEPALIVE, metavar="SECONDS",
                    help=f"close HTTP keep-alive connections idle this long (default "
-                        f"{KEEPALIVE:g})")
+                        f"{KEEPALIVE:g}); a request's headers must arrive within it too")
+    p.add_argument("--http-max", type=common.positive, metavar="N",
+                   help="open HTTP client connections at most; past it the longest-waiting "
+                        "one is closed (default: the descriptor limit less a reserve for "
+                        "checks and DNS over TCP)")
+    p.add_argument("--backlog", type=common.positive, default=BACKLOG, metavar="N",
+                   help=f"listen backlog of the TCP listeners (default {BACKLOG}; the kernel "
+                        "caps it at net.core.somaxconn)")
     p.add_argument("--access-log", action="store_true",
                    help="one log line per HTTP request (off by default, for speed)")
 
@@ -106,6 +113,8 @@ def settings(args: argparse.Namespace, file: ServerConfig) -> Settings:
         dns_cache=max(0, args.dns_cache),
         trusted_proxies=(*file.trusted_proxies, *args.trusted_proxy),
         keepalive=max(0.0, args.keepalive),
+        http_max=args.http_max,
+        backlog=args.backlog,
         access_log=args.access_log or file.access_log,
         state=args.state,
         ca_file=args.ca_file or file.tls_ca,

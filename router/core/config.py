@@ -7,7 +7,7 @@ Zone files are read and checked into this model by ``router.core.zonefile``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import StrEnum
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -166,6 +166,36 @@ class Config:
         """The service that steers a DNS name (any case, trailing dot optional)."""
         wanted = v.fqdn(name)
         return next((s for s in self.services if wanted in s.dns_names), None)
+
+
+def unchanged_zones(old: Config, new: Config) -> frozenset[str]:
+    """The origins whose answers a reload from ``old`` to ``new`` cannot change, so their
+    cached answers may stay: the zone is equal in both, it is neither inside nor above a
+    zone that changed (delegations), and none of its records names a changed zone (glue
+    and CNAME chains are read from there). Anything else is answered afresh."""
+    before = {z.origin: z for z in old.zones}
+    after = {z.origin: z for z in new.zones}
+    changed = {o for o in before.keys() | after.keys() if before.get(o) != after.get(o)}
+
+    def touches_changed(zone: Zone) -> bool:
+        names = [*zone.nameservers, *(n for r in zone.records for n in _names(r.data))]
+        return any(_within(zone.origin, c) or _within(c, zone.origin)
+                   or any(_within(n, c) for n in names) for c in changed)
+
+    return frozenset(o for o, z in after.items() if o not in changed and not touches_changed(z))
+
+
+def _within(name: str, origin: str) -> bool:
+    return name == origin or origin == "." or name.endswith("." + origin)
+
+
+def _names(data: RData) -> list[str]:
+    """The domain names in a record's data (CNAME, NS, MX exchange, SRV target ...)."""
+    if isinstance(data, str):
+        return [v.fqdn(data)]
+    if is_dataclass(data):
+        return [v.fqdn(x) for f in fields(data) if isinstance(x := getattr(data, f.name), str)]
+    return []
 
 
 # ---------------------------------------------------------------- errors

@@ -113,6 +113,13 @@ class Result:
     ttfb: float | None = None  # time to the first byte of the response
     total: float | None = None
     phases: Phases | None = None
+    local: bool = False  # not made, for a reason of our own (no descriptor, a starved
+    # loop): says nothing of the target, so it never moves its state
+
+    @property
+    def verdict(self) -> str:
+        """``ok``, ``fail``, or ``unknown`` (a local failure): the metrics' label."""
+        return "unknown" if self.local else "ok" if self.ok else "fail"
 
     @property
     def wait(self) -> float | None:
@@ -136,7 +143,10 @@ class Health:
 
 
 def observe(h: Health, result: Result, check: HealthCheck) -> Health:
-    """Apply one probe result to a target's health (pure)."""
+    """Apply one probe result to a target's health (pure). A local failure changes
+    nothing: the target was not asked."""
+    if result.local:
+        return h
     ok = result.ok
     wait = _ewma(h.wait_ewma, result.wait) if ok else h.wait_ewma
     successes = h.successes + 1 if ok else 0

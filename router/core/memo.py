@@ -7,6 +7,7 @@ outsider chooses (addresses, paths) cannot grow memory without limit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import islice
 from typing import Generic, TypeVar
 
@@ -44,6 +45,10 @@ class Memo(Generic[K, V]):
 
     def clear(self) -> None:
         self._entries.clear()
+
+    def retain(self, keep: Callable[[K], bool]) -> None:
+        """Forget every entry whose key ``keep`` refuses (a reload that changed a part)."""
+        self._entries = {k: v for k, v in self._entries.items() if keep(k)}
 
     def counters(self) -> dict[str, int]:
         """For ``/metrics``: lookups that hit and missed, entries forgotten, entries held."""

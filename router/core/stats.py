@@ -69,7 +69,7 @@ class Stats:
     http_chosen: Counter[Key] = field(default_factory=Counter)
     http_responses: Counter[int] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
-    probes: Counter[tuple[str, str, bool]] = field(default_factory=Counter)
+    probes: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # ok fail unknown
     phases: dict[tuple[str, str, str], Histogram] = field(default_factory=dict)
     # (cache, figure) -> value, copied from the caches by ``Runtime.sample()``: hits,
     # misses, stale, declined, evictions (each since the cache was made) and size
@@ -79,7 +79,7 @@ class Stats:
 
     def probed(self, key: Key, result: Result) -> None:
         """The prober's ``on_result``: count the check and file its phases."""
-        self.probes[(*key, result.ok)] += 1
+        self.probes[(*key, result.verdict)] += 1
         p = result.phases
         if p is None:
             return

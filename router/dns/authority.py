@@ -42,7 +42,8 @@ class Authority:
     """Answers for every zone in ``table``; ``health`` returns the current snapshot.
 
     ``cache_size`` answers are kept encoded (0: no cache, every query takes the strict
-    path). The cache lives and dies with this object, so a reload starts it empty.
+    path). The cache lives with this object; a reload builds a new one, which may take
+    over an older one's answers for the zones the reload did not change (``carry``).
     """
 
     def __init__(self, table: ZoneTable, locator: Locator, health: Callable[[], Snapshot],

@@ -16,7 +16,9 @@ the hit is counted as the strict path counts (``router.core.stats``: qtype and r
 targets a steered answer chose).
 
 The zone config is fixed for the life of an ``Authority``, and a reload builds a new
-one, so a new config starts with an empty cache.
+one, whose cache takes over the old one's answers for names in zones the reload could not
+change (``carry``; ``router.core.config.unchanged_zones``) and its client tables (the
+GeoIP database is the same: a new database starts a cache afresh).
 A steered entry from an older health generation is stale and never served. Answers that
 had to be truncated are not stored; a stored answer that does not fit the client's
 buffer is left to the strict path, which truncates it.
@@ -134,6 +136,20 @@ class AnswerCache:
             _remember(self._exact, data[2:], (out[2:], entry), self.size // 4 or 1)
         return out
 
+    def carry(self, old: AnswerCache, origins: frozenset[str]) -> None:
+        """Take over ``old``'s answers for names within ``origins``, and what it knows
+        of clients (for the same GeoIP database only). Held in the same order (LRU)."""
+        if not origins:
+            return
+        suffixes = {_wire(origin) for origin in origins}
+        for key, entry in old.entries.items():
+            question = key[0] if isinstance(key[0], bytes) else key[0][0]
+            if _in_zones(question[:-4], suffixes):
+                self.entries[key] = entry
+        self.steered.update((b, b) for b in old.steered if _in_zones(b[0][:-4], suffixes))
+        self._subnets.update(old._subnets)
+        self._peers.update(old._peers)
+
     def _count(self, entry: Entry) -> None:
         """A hit, counted as the strict path counts the query."""
         self.hits += 1
@@ -206,6 +222,22 @@ class AnswerCache:
             shared = _remember(self._shared, value, value, self.size)
         return cast(V, shared)
 
+
+
+def _wire(origin: str) -> bytes:
+    """``go.example.com.`` in wire form (lower case, as cache keys hold names)."""
+    labels = [label.encode() for label in origin.lower().rstrip(".").split(".") if label]
+    return b"".join(bytes([len(label)]) + label for label in labels) + b"\0"
+
+
+def _in_zones(name: bytes, suffixes: set[bytes]) -> bool:
+    """Whether the wire-form ``name`` is at or below one of ``suffixes``, label by label."""
+    i = 0
+    while i < len(name):
+        if name[i:] in suffixes:
+            return True
+        i += name[i] + 1
+    return False
 
 
 def _remember(memo: dict[K, V], key: K, value: V, size: int) -> V:

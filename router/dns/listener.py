@@ -17,6 +17,7 @@ from typing import cast
 import structlog
 
 from router.core.ip import HostPort
+from router.dns import wire
 from router.dns.authority import Authority
 
 log = structlog.get_logger("router.dns")
@@ -109,6 +110,8 @@ class TcpProtocol(asyncio.Protocol):
         if reply is None:  # not even a header: nothing sensible to say; hang up
             self.transport.close()
             return False
+        if wire.find_option(message, wire.KEEPALIVE_CODE) == b"":  # RFC 7828: say how long
+            reply = wire.add_option(reply, wire.KEEPALIVE_CODE, self.pool.keepalive_option)
         self.transport.write(struct.pack("!H", len(reply)) + reply)
         return True
 
@@ -156,6 +159,8 @@ class TcpPool:
         self.message_timeout = min(idle_timeout, MESSAGE_TIMEOUT) \
             if message_timeout is None else message_timeout
         self.per_client = per_client or max(4, max_connections // 8)
+        # RFC 7828: the idle timeout, in units of 100 ms, for clients that ask for it
+        self.keepalive_option = struct.pack("!H", min(0xFFFF, round(idle_timeout * 10)))
         self.open: set[TcpProtocol] = set()
         self._by_client: dict[object, int] = {}
 

@@ -315,3 +315,57 @@ def _pack(query: Query, reply: Reply, answer: list[RR], authority: list[RR],
         rr=answer, auth=authority, ar=[*additional, opt] if opt is not None else additional,
     )
     return bytes(record.pack())
+
+
+# ---------------------------------------------------------------- EDNS options in place
+
+KEEPALIVE_CODE = 11  # edns-tcp-keepalive, RFC 7828
+OPT_TYPE = 41
+
+
+def _opt_rdata(message: bytes) -> int | None:
+    """The offset of the OPT record's RDLENGTH in ``message``, or None (no OPT, or not
+    a message that can be walked)."""
+    try:
+        qd, an, ns, ar = struct.unpack_from("!4H", message, 4)
+        i = 12
+        for n in range(qd + an + ns + ar):
+            while message[i] and message[i] & 0xC0 != 0xC0:  # labels, up to the end or a pointer
+                i += message[i] + 1
+            i += 2 if message[i] & 0xC0 else 1
+            if n < qd:
+                i += 4
+                continue
+            rtype, rdlength = struct.unpack_from("!H6xH", message, i)
+            if rtype == OPT_TYPE and n >= qd + an + ns:
+                return i + 8
+            i += 10 + rdlength
+    except (IndexError, struct.error):
+        return None
+    return None
+
+
+def find_option(message: bytes, code: int) -> bytes | None:
+    """The data of EDNS option ``code`` in ``message``, or None when it has none."""
+    at = _opt_rdata(message)
+    if at is None:
+        return None
+    end = at + 2 + struct.unpack_from("!H", message, at)[0]
+    i = at + 2
+    while i + 4 <= end:
+        found, size = struct.unpack_from("!HH", message, i)
+        if found == code:
+            return message[i + 4:i + 4 + size]
+        i += 4 + size
+    return None
+
+
+def add_option(message: bytes, code: int, data: bytes) -> bytes:
+    """``message`` with one more option in its OPT record (unchanged without one). The
+    OPT record must be the last record, as every reply we write has it."""
+    at = _opt_rdata(message)
+    if at is None or at + 2 + struct.unpack_from("!H", message, at)[0] != len(message):
+        return message
+    size = struct.unpack_from("!H", message, at)[0] + 4 + len(data)
+    return (message[:at] + struct.pack("!H", size) + message[at + 2:]
+            + struct.pack("!HH", code, len(data)) + data)

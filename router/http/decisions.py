@@ -18,6 +18,7 @@ is decided afresh.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from router.core.memo import Memo
@@ -69,3 +70,8 @@ class DecisionCache(Memo[Key, Entry]):
     def clear(self) -> None:
         super().clear()
         self._outcomes.clear()
+
+    def keep_services(self, names: Collection[str]) -> None:
+        """Forget the decisions of every service not in ``names`` (a reload changed it)."""
+        self.retain(lambda key: key[0] in names)
+        self._outcomes = {k: e for k, e in self._outcomes.items() if k[0] in names}

@@ -82,15 +82,19 @@ class Redirector:
 
     def follow(self) -> None:
         """The runtime has a new config or GeoIP database (a reload): route, locate and
-        decide afresh, as far as each changed."""
-        if self.runtime.config is not self.config:
-            self.config = self.runtime.config
-            self.routes = paths.Routes(self.config)
+        decide afresh, as far as each changed. A new config keeps the decisions of the
+        services it did not change; a new database forgets every client and decision."""
         if self.runtime.locator is not self.locator:
             self.locator = self.runtime.locator
             self.clients.clear()
-        self.decisions.clear()
-        self.places.clear()
+            self.decisions.clear()
+            self.places.clear()
+        if self.runtime.config is not self.config:
+            old, self.config = self.config, self.runtime.config
+            self.routes = paths.Routes(self.config)
+            same = {s.name for s in self.config.services if old.service(s.name) == s}
+            self.decisions.keep_services(same)
+            self.places.retain(lambda key: key[0] in same)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         runtime = self.runtime

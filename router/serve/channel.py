@@ -15,21 +15,51 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from router.core.availability import Event
+from router.core.config import Config
 from router.core.health import Snapshot
+from router.core.runtime import Reload
 from router.core.stats import Stats
-from router.serve.settings import Settings
+from router.serve.settings import Addresses, Settings
 
 # ---------------------------------------------------------------- supervisor → worker
 
 
 @dataclass(frozen=True, slots=True)
 class Hello:
-    """The first message: who the worker is and how it serves and logs."""
+    """The first message: who the worker is, how it serves and logs, the supervisor's
+    config in force (a worker never reads the zone folder) and the addresses it binds
+    once it is ready (every port already fixed)."""
 
     index: int
     settings: Settings
     log_format: str
     log_level: str
+    config: Config
+    addresses: Addresses
+    last_reload: Reload | None
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """A reload, phase one: hold this config, do not serve it yet; answer ``Staged``."""
+
+    serial: int
+    config: Config
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Phase two, once every worker staged ``serial``: serve it now."""
+
+    serial: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadNews:
+    """How the supervisor's last reload went (for /metrics and /status): sent after a
+    commit, and instead of one when the reload failed (a staged config is dropped)."""
+
+    outcome: Reload
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +96,13 @@ class Ready:
 
 
 @dataclass(frozen=True, slots=True)
+class Staged:
+    """The worker holds the config of ``serial``, ready to serve it."""
+
+    serial: int
+
+
+@dataclass(frozen=True, slots=True)
 class Counts:
     """A worker's own counters, once a second."""
 
@@ -82,8 +119,10 @@ class LedgerNews:
     event: Event
 
 
-Message = Hello | NewSnapshot | PeerCounts | StateNews | Ready | Counts | LedgerNews
-MESSAGES = (Hello, NewSnapshot, PeerCounts, StateNews, Ready, Counts, LedgerNews)
+Message = (Hello | NewSnapshot | PeerCounts | StateNews | Stage | Commit | ReloadNews | Ready
+           | Staged | Counts | LedgerNews)
+MESSAGES = (Hello, NewSnapshot, PeerCounts, StateNews, Stage, Commit, ReloadNews, Ready, Staged,
+            Counts, LedgerNews)
 
 
 def encode(message: Message) -> bytes:

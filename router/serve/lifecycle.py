@@ -173,7 +173,11 @@ class Lifecycle(ABC):
             log.error("reload_failed", problems=problems, keeping="the previous config")
             self.record(Reload(False, time.time(), tuple(problems)))
             return False
-        self.switch(config)
+        problem = await self.install(config)
+        if problem is not None:
+            log.error("reload_failed", problems=[problem], keeping="the previous config")
+            self.record(Reload(False, time.time(), (problem,)))
+            return False
         self.record(Reload(True, time.time()))
         log.info("reloaded", zones=[z.origin for z in config.zones],
                  services=len(config.services))
@@ -193,8 +197,8 @@ class Lifecycle(ABC):
         """Bind, load, run the first round; return once serving (or stopped meanwhile)."""
 
     @abstractmethod
-    def switch(self, config: Config) -> None:
-        """Serve a new, checked config."""
+    async def install(self, config: Config) -> str | None:
+        """Serve a new, checked config; or say why not (then the old one stays)."""
 
     @abstractmethod
     async def shutdown(self) -> None:

@@ -4,7 +4,9 @@
 and a not-yet-ready ``/readyz``, runs the first round (probes and catalogs), then starts
 answering DNS and logs ``ready``. The same class serves alone or as one of the
 ``--workers`` (``router.serve.worker``), where the board is fed by the supervisor's
-snapshots instead of a prober of its own (the ``Source``).
+snapshots instead of a prober of its own (the ``Source``), the config is the
+supervisor's (given, never read from disk), and the sockets are bound only once the
+first snapshot is in (``bind``): the kernel never hands a query to a worker not reading.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import structlog
 from aiohttp import web
 
 from router import __version__
-from router.core.config import Config
+from router.core.config import Config, unchanged_zones
 from router.core.geo import STALE_DAYS, GeoError, Locator
 from router.core.health import Board, Status
 from router.core.runtime import Reload, Runtime
@@ -26,6 +28,7 @@ from router.dns.authority import Authority
 from router.dns.listener import Dispatch, DnsListener
 from router.dns.zone import ZoneTable
 from router.http.app import HttpSettings, create_admin_app, create_app
+from router.serve.connections import ADMIN_LIMIT, Cap, CappedSite, budget, raise_nofile
 from router.serve.lifecycle import Lifecycle, Source, first_round, run_loop
 from router.serve.settings import (
     MAX_HEADER_BYTES,
@@ -49,9 +52,13 @@ GEOIP_WATCH_EVERY = 5.0  # seconds between looks at the --geoip file
 
 class Server(Lifecycle):
     def __init__(self, settings: Settings, *, sockets: Sockets | None = None,
-                 source: Callable[[Runtime], Source] | None = None) -> None:
+                 source: Callable[[Runtime], Source] | None = None,
+                 config: Config | None = None, bind: Callable[[], Sockets] | None = None
+                 ) -> None:
         super().__init__(settings)
         self.sockets = sockets  # bound by the supervisor (a worker), else by startup()
+        self.given = config  # a worker's: the supervisor's config, not the zone folder's
+        self.bind_late = bind  # a worker's: bind its sockets once the first round is done
         self.fed = source is not None  # a worker: the supervisor probes and fetches
         self.make_source = source or self._monitor
         self.runtime: Runtime | None = None
@@ -62,10 +69,11 @@ class Server(Lifecycle):
         self.http: list[web.AppRunner] = []  # the public app's, then the admin app's
         self.certificate: Certificate | None = None  # HTTPS, renewed in place
         self.geoip_watch: FileWatch | None = None  # --geoip, replaced in place
+        self.nofile = raise_nofile()  # the descriptor limit, raised to the hard one
 
     async def startup(self) -> None:
         s = self.settings
-        config = await self.zones()
+        config = self.given or await self.zones()
         runtime = self.runtime = Runtime(config, Locator(s.geoip), Board(), probing=s.probe)
         self.source = self.make_source(runtime)
         runtime.state = self.source.state
@@ -73,15 +81,22 @@ class Server(Lifecycle):
         runtime.caches["dns"] = self._dns_cache_counters
         if s.https:  # a bad certificate fails here, before anything listens
             self.certificate = Certificate(*certificate_files(s))
-        if self.sockets is None:  # a worker's sockets are its supervisor's, claims too
+        if self.sockets is None and not self.fed:  # a worker's claims are its supervisor's
             self.claims = claim(Addresses.of(s))
-        sockets = self.sockets or Sockets.bind(s, Addresses.of(s))
+        sockets = self.sockets
+        if sockets is None and self.bind_late is None:
+            sockets = Sockets.bind(s, Addresses.of(s))
         if s.probe:  # a worker's catalogs come from its supervisor
             self.inventory = Inventory(runtime.ledger, catalogs=not self.fed,
                                        ca_file=s.ca_file)
-        listening = await self._start_http(runtime, sockets)
-        log.info("listening", **listening, ready=False)
+        if sockets is not None:
+            listening = await self._start_http(runtime, sockets)
+            log.info("listening", **listening, ready=False)
         await first_round(self.source, self.inventory, config)
+        if sockets is None:  # a worker: it joins its ports now that it can serve
+            assert self.bind_late is not None
+            sockets = self.bind_late()
+            listening = await self._start_http(runtime, sockets)
         for udp, tcp in sockets.dns:
             listener = DnsListener(self.dispatch, s.tcp_max, s.tcp_idle, s.tcp_per_client)
             await listener.start_on(udp, tcp)
@@ -102,9 +117,22 @@ class Server(Lifecycle):
                  down=[f"{k[0]}/{k[1]}" for k, h in runtime.board.snapshot.health.items()
                        if h.status is Status.DOWN])
 
+    async def install(self, config: Config) -> str | None:
+        self.switch(config)
+        return None
+
     def switch(self, config: Config) -> None:
+        """Serve ``config``. What it did not change keeps its caches: all of them when it
+        is equal to the config in force, else the answers of unchanged zones (and the
+        redirector keeps the decisions of unchanged services)."""
         assert self.runtime is not None and self.dispatch is not None
+        old = self.runtime.config
+        if config == old:
+            self.runtime.config_loaded = time.time()
+            return
         authority = self._authority(config)
+        if authority.cache is not None and self.dispatch.authority.cache is not None:
+            authority.cache.carry(self.dispatch.authority.cache, unchanged_zones(old, config))
         self.runtime.install(config)
         self.dispatch.authority = authority
         if self.source is not None:
@@ -117,7 +145,7 @@ class Server(Lifecycle):
     async def reload(self) -> bool:
         """The zones, the certificate and the GeoIP database: each kept when its new
         version does not load."""
-        zones = await super().reload()
+        zones = True if self.fed else await super().reload()  # a worker's: from its supervisor
         tls = await self.certificate.reload() if self.certificate else True
         return await self._reload_geoip() and tls and zones
 
@@ -195,25 +223,33 @@ class Server(Lifecycle):
         public = create_app(runtime, HttpSettings(s.trusted_proxies, s.access_log),
                             inventory=self.inventory, admin=not sockets.admin)
         tls = self.certificate.context if self.certificate is not None else None
-        apps = [(public, [*((x, None) for x in sockets.http),
-                          *((x, tls) for x in sockets.https)])]
+        limit = s.http_max or budget(self.nofile, s.tcp_max * len(sockets.dns))
+        apps = [(public, limit, [*((x, None) for x in sockets.http),
+                                 *((x, tls) for x in sockets.https)])]
         if sockets.admin:
-            apps.append((create_admin_app(public), [(x, None) for x in sockets.admin]))
-        for app, socks in apps:
+            apps.append((create_admin_app(public), ADMIN_LIMIT,
+                         [(x, None) for x in sockets.admin]))
+        for app, cap, socks in apps:
             if socks:
                 runner = web.AppRunner(app, access_log=None, shutdown_timeout=s.drain_timeout,
                                        keepalive_timeout=s.keepalive, max_headers=MAX_HEADERS,
                                        max_line_size=MAX_HEADER_BYTES,
                                        max_field_size=MAX_HEADER_BYTES)
                 await runner.setup()
+                assert runner.server is not None
+                capped = Cap(runner.server, cap, runtime.stats)
                 for sock, context in socks:
-                    await web.SockSite(runner, sock, ssl_context=context).start()
+                    await CappedSite(runner, sock, capped, ssl_context=context,
+                                     backlog=s.backlog).start()
                 self.http.append(runner)
         if self.certificate is not None:
             self.certificate.watch.start()
         if s.geoip is not None:
             self.geoip_watch = FileWatch((s.geoip,), self._reload_geoip, GEOIP_WATCH_EVERY)
             self.geoip_watch.start()
+        log.info("http_limits", open_files=self.nofile, http_max=limit,
+                 keepalive=s.keepalive, max_headers=MAX_HEADERS,
+                 max_header_bytes=MAX_HEADER_BYTES, backlog=s.backlog)
         return {"http": _addresses(sockets.http), "https": _addresses(sockets.https),
                 "admin": _addresses(sockets.admin)}
 

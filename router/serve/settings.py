@@ -55,6 +55,8 @@ class Settings:
     drain_timeout: float = 5.0
     trusted_proxies: tuple[IPNetwork, ...] = ()
     keepalive: float = KEEPALIVE  # seconds an idle HTTP keep-alive connection stays open
+    http_max: int | None = None  # open HTTP client connections (None: the fd budget's)
+    backlog: int = BACKLOG  # of every TCP listener
     access_log: bool = False
     state: Path | None = None  # the operator's state file (overrides), watched
     ca_file: Path | None = None  # extra CAs for checking HTTPS mirrors

@@ -1,17 +1,23 @@
 """``serve --workers N``: N serving processes on SO_REUSEPORT sockets, one prober for all.
 
-The supervisor (the process ``serve`` starts) loads and checks the zones, binds every
-worker's sockets with SO_REUSEPORT (the kernel spreads datagrams and connections over
-the workers), runs the one ``Monitor`` (prober and state file), and starts each worker
-as a fresh interpreter, ``python -m router.serve.worker``, handing it its sockets and
-one end of a socketpair (``router.serve.channel``). Over that channel go the settings,
-every new health snapshot (looked for 20 times a second) and, once a second, the other
-processes' counters; a worker sends back "ready" and, once a second, its own counters.
+The supervisor (the process ``serve`` starts) loads and checks the zones, binds the
+first worker's sockets with SO_REUSEPORT (fixing any port 0 for all), runs the one
+``Monitor`` (prober and state file), and starts each worker as a fresh interpreter,
+``python -m router.serve.worker``, with one end of a socketpair (``router.serve.channel``).
+Over that channel go the settings, the supervisor's config (a worker never reads the zone
+folder), every new health snapshot (looked for 20 times a second) and, once a second, the
+other processes' counters; a worker sends back "ready" and, once a second, its own
+counters. Every worker but the first at start-up binds its own SO_REUSEPORT sockets, and
+only once it has its config and first snapshot: the kernel spreads queries only over
+workers that read them.
 
-A worker that dies is started again on new sockets on the same ports (its last counts
+A worker that dies is started again with the supervisor's current config (its last counts
 are kept). SIGTERM and SIGINT are passed to every worker, which drains as a single
-server does (a second signal cuts the drain short everywhere); SIGHUP reloads the
-supervisor's zones and is passed on.
+server does (a second signal cuts the drain short everywhere). SIGHUP reloads the zones
+here, once, and hands the new config over in two phases: every worker stages it, then
+every worker commits it; if one does not stage it in time, none serves it (the log says
+``reload_failed``). SIGHUP is passed on for what each worker reads itself (certificate,
+GeoIP database).
 
 Health probing, the operator's state file, catalog fetches and the freshness probe run
 once, here. A worker still checks files on mirrors for its own requests (a request may
@@ -53,6 +59,7 @@ log = structlog.get_logger("router.serve.supervisor")
 
 SNAPSHOT_POLL = 0.05  # seconds between looks for a new snapshot to hand on
 STATS_EVERY = 1.0  # seconds between counter exchanges
+STAGE_TIMEOUT = 10.0  # seconds every worker has to stage a reloaded config
 STOP_GRACE = 5.0  # seconds a worker gets past the drain timeout before it is killed
 FORCE_GRACE = 1.0  # ... once a second signal cut the drain short
 
@@ -81,6 +88,10 @@ class Supervisor(Lifecycle):
         self.stats = Stats()  # this process's: the health checks
         self.retired = Stats()  # the last counts of workers that have exited
         self.config: Config | None = None
+        self.last_reload: Reload | None = None
+        self.serial = 0  # of the last config handed to the workers
+        self.staged: dict[int, set[int]] = {}  # serial -> worker indexes that staged it
+        self.staging = asyncio.Event()  # a Staged arrived
         self.monitor: Monitor | None = None
         self.ledger = Ledger()  # catalogs and file results, the whole machine's
         self.ledger.journal = lambda event: self._post_all(ch.LedgerNews(event))
@@ -113,16 +124,46 @@ class Supervisor(Lifecycle):
                      https=[fmt(a) for a in self.addresses.https],
                      zones=[z.origin for z in config.zones], probing=self.settings.probe)
 
-    def switch(self, config: Config) -> None:
-        self.config = config
+    async def reload(self) -> bool:
+        """The zones here, handed to every worker; then SIGHUP passed on, for what the
+        workers read themselves (certificate, GeoIP database)."""
+        ok = await super().reload()
+        self._signal_all(signal.SIGHUP)
+        return ok
+
+    async def install(self, config: Config) -> str | None:
+        """Every worker stages ``config``, then every worker commits it; or none does."""
+        self.serial += 1
+        serial, live = self.serial, [s for s in self.slots if s.channel is not None]
+        self.staged[serial] = set()
+        try:
+            await self._to_all(lambda _slot: ch.Stage(serial, config))
+            deadline = time.monotonic() + STAGE_TIMEOUT
+            while not {s.index for s in live} <= self.staged[serial]:
+                missing = [s.index for s in live if s.index not in self.staged[serial]]
+                if time.monotonic() > deadline or self.signals.stop.is_set():
+                    return f"workers {missing} did not stage the new config in time"
+                self.staging.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.staging.wait(), 0.5)
+        finally:
+            del self.staged[serial]
+        self.config = config  # a worker started from now on gets it in its Hello
+        for slot in self.slots:
+            if slot.channel is not None:
+                if slot not in live:  # started meanwhile, on the old config
+                    slot.channel.post(ch.Stage(serial, config))
+                slot.channel.post(ch.Commit(serial))
         if self.monitor is not None:
             self.monitor.reconfigure(config)
         if self.inventory is not None:
             self.inventory.reconfigure(config)
-        self._signal_all(signal.SIGHUP)
+        return None
 
     def record(self, outcome: Reload) -> None:
-        """Nothing here: each worker reloads on the SIGHUP passed on, and keeps its own."""
+        """Kept for workers started later, and told to every worker now."""
+        self.last_reload = outcome
+        self._post_all(ch.ReloadNews(outcome))
 
     async def shutdown(self) -> None:
         self.stopping = True
@@ -159,7 +200,9 @@ class Supervisor(Lifecycle):
         return sockets
 
     async def _spawn(self, slot: Slot, sockets: Sockets | None = None) -> None:
-        sockets = sockets or self._bind()
+        """Start a worker: on ``sockets`` (the first, at start-up), else on sockets it
+        binds itself once it is ready."""
+        sockets = sockets or Sockets((), ())
         mine, theirs = socket.socketpair()
         args = [sys.executable, "-m", "router.serve.worker", "--channel", str(theirs.fileno()),
                 "--dns", ",".join(f"{u.fileno()}:{t.fileno()}" for u, t in sockets.dns),
@@ -175,7 +218,8 @@ class Supervisor(Lifecycle):
             sockets.close()
         slot.started, slot.ready = time.monotonic(), False
         channel = slot.channel = await Channel.open(mine)
-        await channel.send(ch.Hello(slot.index, self.settings, self.log_format, self.log_level))
+        await channel.send(ch.Hello(slot.index, self.settings, self.log_format, self.log_level,
+                                    self._config(), self.addresses, self.last_reload))
         for event in self.ledger.events():  # catch up: catalogs and what is known of files
             channel.post(ch.LedgerNews(event))
         if self.feeding:
@@ -201,6 +245,10 @@ class Supervisor(Lifecycle):
                 for other in self.slots:
                     if other is not slot and other.channel is not None:
                         other.channel.post(message)
+            case ch.Staged(serial):
+                if serial in self.staged:
+                    self.staged[serial].add(slot.index)
+                    self.staging.set()
             case ch.Ready():
                 slot.ready = True
                 if all(s.ready for s in self.slots):

@@ -1,11 +1,13 @@
-"""One ``--workers`` process: ``python -m router.serve.worker --channel FD --dns U:T,...
---http FD,...``, started by the supervisor (``router.serve.supervisor``) with its sockets
-already bound.
+"""One ``--workers`` process: ``python -m router.serve.worker --channel FD [--dns U:T,...
+--http FD,...]``, started by the supervisor (``router.serve.supervisor``): the first
+worker at start-up on sockets the supervisor bound, every other one binding its own once
+it has its config and first snapshot.
 
 It is a ``Server`` whose board is fed by the supervisor (``Feed``, the ``Source``) rather
-than by a prober of its own: health snapshots, the operator's state file, the other
-processes' counters and what their availability ledgers learned arrive over the
-channel; "ready", its own counters and what its own file checks learn go back.
+than by a prober of its own: its config (in the Hello, then each reload staged and
+committed), health snapshots, the operator's state file, the other processes' counters
+and what their availability ledgers learned arrive over the channel; "ready", "staged",
+its own counters and what its own file checks learn go back.
 """
 
 from __future__ import annotations
@@ -39,10 +41,13 @@ STATS_EVERY = 1.0  # seconds between counter reports
 class Feed:
     """A worker's ``Source``: the supervisor's snapshots instead of a prober."""
 
-    def __init__(self, runtime: Runtime, channel: Channel, on_lost: Callable[[], None]) -> None:
+    def __init__(self, runtime: Runtime, channel: Channel, on_lost: Callable[[], None],
+                 switch: Callable[[Config], None]) -> None:
         self.runtime = runtime
         self.channel = channel
         self.on_lost = on_lost
+        self.switch = switch  # serve a committed config
+        self.staged: ch.Stage | None = None
         self.state: ch.StateNews | None = None
         self._first = asyncio.Event()
         self._lost = asyncio.Event()
@@ -85,6 +90,16 @@ class Feed:
                 self._first.set()
             case ch.LedgerNews(event):
                 runtime.ledger.apply(event, runtime.config)
+            case ch.Stage(serial):
+                self.staged = message
+                self.channel.post(ch.Staged(serial))
+            case ch.Commit(serial):
+                if self.staged is not None and self.staged.serial == serial:
+                    self.switch(self.staged.config)
+                    log.info("config_committed", serial=serial)
+                self.staged = None
+            case ch.ReloadNews(outcome):
+                runtime.last_reload = outcome
             case ch.PeerCounts(stats):
                 runtime.peers = stats
             case ch.StateNews():
@@ -110,9 +125,14 @@ async def serve(channel_socket: socket.socket, sockets: Sockets) -> int:
     server: Server
 
     def feed(runtime: Runtime) -> Feed:
-        return Feed(runtime, channel, on_lost=server.signals.stop.set)
+        runtime.last_reload = hello.last_reload
+        return Feed(runtime, channel, on_lost=server.signals.stop.set, switch=server.switch)
 
-    server = Server(hello.settings, sockets=sockets, source=feed)
+    def bind() -> Sockets:
+        return Sockets.bind(hello.settings, hello.addresses, reuse_port=True)
+
+    server = Server(hello.settings, sockets=sockets if sockets.all() else None, source=feed,
+                    config=hello.config, bind=bind)
     return await server.run()
 
 

@@ -17,6 +17,7 @@ default) and, if it has one, ``expect_body`` occurs in the first 64 KiB.
 
 from __future__ import annotations
 
+import errno
 import ssl
 import time
 from contextvars import ContextVar
@@ -125,11 +126,37 @@ async def check_once(session: aiohttp.ClientSession, url: str, check: HealthChec
             error = _verdict(check, resp.status, body)
             return Result(error is None, at, error, resp.status, ttfb, phases.total, phases)
     except TimeoutError:
-        return Result(False, at, f"timeout after {check.timeout:g}s", total=clock.now())
+        took = clock.now()
+        late = took > check.timeout * STARVED + STARVED_SLACK  # the timer itself ran late
+        reason = f"timeout after {check.timeout:g}s" + (
+            f", noticed after {took:.1f}s: this process was too busy to tell" if late else "")
+        return Result(False, at, reason, total=took, local=late)
     except (aiohttp.ClientError, OSError, ValueError) as e:
-        return Result(False, at, _describe(e), total=clock.now())
+        return Result(False, at, _describe(e), total=clock.now(), local=_ours(e))
     finally:
         _CLOCK.reset(token)
+
+
+# A check is not made, rather than failed, when the reason is ours: out of descriptors or
+# buffers (the mirror was never asked), or a timeout noticed far past its time (the event
+# loop was starved: the answer may have come and waited unread).
+LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+STARVED = 1.5  # a timeout noticed past 1.5 x its time (+ the slack) ...
+STARVED_SLACK = 0.5  # ... seconds, was the loop's, not the mirror's
+
+
+def _ours(e: BaseException) -> bool:
+    """Whether ``e`` (or what caused it) is a local shortage, not the mirror's doing."""
+    seen: BaseException | None = e
+    for _ in range(5):  # aiohttp wraps the OSError: walk the chain a little
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in LOCAL_ERRNOS:
+            return True
+        os_error = getattr(seen, "os_error", None)
+        seen = os_error if isinstance(os_error, OSError) and os_error is not seen \
+            else seen.__cause__ or seen.__context__
+    return False
 
 
 async def _read(resp: aiohttp.ClientResponse) -> bytes:

@@ -109,6 +109,9 @@ class Prober:
         while True:
             started = time.monotonic()
             result = await check_once(self._session, url, check)
+            if result.local:
+                log.warning("probe_not_made", service=key[0], target=key[1],
+                            reason=result.error, effect="the target's state stays as it was")
             before, after = self.board.record(key, result, check)
             if self.on_result is not None:
                 self.on_result(key, result)

@@ -100,8 +100,8 @@ class RouterCollector(Collector):
                 chosen.add_metric([*key, face], n)
         yield chosen
         probes = _counter("probes", "health checks done", [*TARGET, "result"])
-        for (service, target, ok), n in sorted(stats.probes.items()):
-            probes.add_metric([service, target, "ok" if ok else "fail"], n)
+        for (service, target, verdict), n in sorted(stats.probes.items()):
+            probes.add_metric([service, target, verdict], n)
         yield probes
 
     def _probes(self, stats: Stats) -> Iterator[Metric]:
