@@ -7,6 +7,7 @@ import contextlib
 import shutil
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -193,3 +194,33 @@ def _closed(s: socket.socket) -> bool:
         return False
     except OSError:
         return True
+
+
+GIANT = b"GET / HTTP/1.1\r\n" + b"".join(b"X-Big-%d: %s\r\n" % (i, b"a" * 4000)
+                                       for i in range(39))  # never finished
+GIANT_BOUND_MB = 160  # documented in the README: 600 such connections, on top of the start
+
+
+def _rss_mb(pid: int) -> float:
+    status = (Path("/proc") / str(pid) / "status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0]) / 1024
+
+
+def test_giant_unfinished_headers_cost_a_bounded_memory_that_comes_back(limited):
+    pid = limited.proc.pid
+    before = _rss_mb(pid)
+    conns = []
+    try:
+        for i in range(1, 601):
+            s = socket.create_connection(("127.0.0.1", limited.http_port), timeout=5,
+                                         source_address=(f"127.3.{i >> 8}.{i & 255}", 0))
+            with contextlib.suppress(OSError):  # the router may close the oldest first
+                s.sendall(GIANT)
+            conns.append(s)
+        peak = _rss_mb(pid)
+        assert peak - before < GIANT_BOUND_MB, (before, peak)
+    finally:
+        for s in conns:
+            s.close()
+    wait_until(lambda: _rss_mb(pid) <= before * 1.2, 20,
+               what=f"RSS back within 20% of {before:.0f} MB (peak {peak:.0f} MB)")

@@ -24,6 +24,7 @@ log = structlog.get_logger("router.dns")
 
 CLOSE_WAIT = 2.0  # seconds a stopping listener waits for its TCP connections
 MESSAGE_TIMEOUT = 5.0  # seconds a DNS message begun over TCP may take to arrive whole
+SLOW_MESSAGE = 0.5  # seconds: a message still arriving after this may lose its slot
 
 
 
@@ -76,6 +77,7 @@ class TcpProtocol(asyncio.Protocol):
         self.peer: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.idle_since = 0.0  # when its last whole message came (or it connected)
+        self.begun = 0.0  # when the message still arriving began
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)
@@ -100,6 +102,7 @@ class TcpProtocol(asyncio.Protocol):
             if not self._answer(message):
                 return
         if self.buffer and (started or whole):  # a message begun: it has so long to finish
+            self.begun = asyncio.get_running_loop().time()
             self._wait(self.pool.message_timeout)
         elif whole:
             self._wait(self.pool.idle_timeout)
@@ -168,15 +171,26 @@ class TcpPool:
         if self._by_client.get(conn.peer, 0) >= self.per_client:
             return False
         if len(self.open) >= self.max_connections:
-            idle = [c for c in self.open if c.idle]
-            if not idle:
+            oldest = self._making_room()
+            if oldest is None:
                 return False
-            oldest = min(idle, key=lambda c: c.idle_since)
             self.release(oldest)  # counted out now; it closes on the next loop turn
             oldest.close()
         self.open.add(conn)
         self._by_client[conn.peer] = self._by_client.get(conn.peer, 0) + 1
         return True
+
+    def _making_room(self) -> TcpProtocol | None:
+        """The connection to close for a new one: the longest idle; else the one whose
+        message has been arriving longest, if for over ``SLOW_MESSAGE`` (a whole query
+        comes in one segment: one dripped in a byte at a time is a worse use of a slot
+        than a new client); else none."""
+        idle = [c for c in self.open if c.idle]
+        if idle:
+            return min(idle, key=lambda c: c.idle_since)
+        slowest = min(self.open, key=lambda c: c.begun, default=None)
+        now = asyncio.get_running_loop().time()
+        return slowest if slowest is not None and now - slowest.begun > SLOW_MESSAGE else None
 
     def release(self, conn: TcpProtocol) -> None:
         if conn in self.open:

@@ -11,6 +11,11 @@ one; when every connection is in the middle of a response, the new one is closed
 once. Either way it is counted in ``Stats.errors`` (``http_connection_evicted``,
 ``http_connection_refused``).
 
+Memory held for connections (header buffers) is freed when they close, but the C heap
+keeps it from the system; ``Cap.give_back()`` asks libc to return it (``malloc_trim``)
+every ``TRIM_EVERY`` seconds in which at least ``TRIM_AFTER`` connections closed, so a
+flood of giant unfinished headers leaves no lasting mark on RSS.
+
 The limit defaults to what the file-descriptor budget leaves (``budget()``): the soft
 ``RLIMIT_NOFILE`` (raised to the hard one at start), less a reserve for the health
 checks, catalog fetches, file checks and DNS-over-TCP connections, so that a flood of
@@ -20,6 +25,8 @@ clients can never make the router's own checks fail with ``Too many open files``
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import resource
 from typing import Any
 
@@ -33,6 +40,8 @@ log = structlog.get_logger("router.serve")
 
 RESERVE = 256  # descriptors kept for our own outgoing connections, files and listeners
 ADMIN_LIMIT = 64  # connections to the admin listener (a scraper or two, an operator)
+TRIM_AFTER = 64  # connections closed since the last look before memory is handed back
+TRIM_EVERY = 2.0  # seconds between looks
 
 
 def raise_nofile() -> int:
@@ -69,6 +78,17 @@ class Cap:
         self.server = server
         self.limit = limit
         self.stats = stats
+        self.accepted = 0  # connections admitted, ever
+
+    async def give_back(self) -> None:
+        """Forever: hand freed memory back to the system once many connections closed."""
+        seen, held = 0, 0  # accepted and open at the last look
+        while True:
+            await asyncio.sleep(TRIM_EVERY)
+            accepted, open_ = self.accepted, len(self.server._connections)
+            if (accepted - seen) - (open_ - held) >= TRIM_AFTER:  # closed since the last look
+                log.debug("memory_given_back", connections=open_, trimmed=_trim())
+            seen, held = accepted, open_
 
     def protocol(self) -> asyncio.Protocol:
         """aiohttp's protocol factory, after making room if the cap is reached."""
@@ -81,7 +101,16 @@ class Cap:
             idle.force_close()
             open_.pop(idle, None)  # closed: not counted while its close completes
             self.stats.errors["http_connection_evicted"] += 1
+        self.accepted += 1
         return self.server()
+
+
+def _trim() -> bool:
+    """glibc's ``malloc_trim(0)``: free heap pages back to the system (False: no glibc)."""
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    trim = getattr(libc, "malloc_trim", None)
+    return bool(trim(0)) if trim is not None else False
 
 
 def _waiting(handler: RequestHandler) -> bool:

@@ -43,6 +43,7 @@ from router.serve.tls import Certificate, certificate_files
 from router.watch.files import FileWatch, stamp
 from router.watch.inventory import Inventory
 from router.watch.monitor import Monitor
+from router.watch.tasks import cancel
 
 log = structlog.get_logger("router.serve")
 
@@ -70,6 +71,7 @@ class Server(Lifecycle):
         self.certificate: Certificate | None = None  # HTTPS, renewed in place
         self.geoip_watch: FileWatch | None = None  # --geoip, replaced in place
         self.nofile = raise_nofile()  # the descriptor limit, raised to the hard one
+        self.tasks: set[asyncio.Task[None]] = set()  # background work of the listeners
 
     async def startup(self) -> None:
         s = self.settings
@@ -183,6 +185,7 @@ class Server(Lifecycle):
         for watch in (self.certificate.watch if self.certificate else None, self.geoip_watch):
             if watch is not None:
                 await watch.stop()
+        await cancel(self.tasks)
         if not await self.drain(self._drain()):
             log.warning("drain_skipped", open_dns_tcp=sum(len(d.pool.open) for d in self.dns))
         if self.dispatch is not None and self.dispatch.authority.cache is not None:
@@ -238,6 +241,7 @@ class Server(Lifecycle):
                 await runner.setup()
                 assert runner.server is not None
                 capped = Cap(runner.server, cap, runtime.stats)
+                self.tasks.add(asyncio.create_task(capped.give_back(), name="give back"))
                 for sock, context in socks:
                     await CappedSite(runner, sock, capped, ssl_context=context,
                                      backlog=s.backlog).start()
