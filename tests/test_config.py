@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -812,3 +813,24 @@ def test_check_fails_on_a_missing_folder(tmp_path):
     assert result.returncode == 1
     assert result.stdout == ""
     assert f"{tmp_path / 'nowhere'}: no such file or folder" in result.stderr.splitlines()
+
+
+def test_the_default_serial_comes_from_the_content_not_the_clock(tmp_path):
+    """Two nodes deployed from copies of one file answer with one serial; an edit
+    changes it; an explicit serial wins."""
+    from router.core.zonefile import load
+
+    text = ('[zone]\norigin = "s.example."\nnameservers = ["ns1.elsewhere.example."]\n'
+            'hostmaster = "h.s.example."\n')
+    serials = []
+    for node, mtime in (("a", 1_000_000), ("b", 2_000_000)):  # deployed at different times
+        folder = tmp_path / node
+        folder.mkdir()
+        (folder / "s.toml").write_text(text)
+        os.utime(folder / "s.toml", (mtime, mtime))
+        serials.append(load(folder).zones[0].serial)
+    assert serials[0] == serials[1] != 0
+    (tmp_path / "a" / "s.toml").write_text(text + "ttl = 301\n")
+    assert load(tmp_path / "a").zones[0].serial != serials[0]
+    (tmp_path / "a" / "s.toml").write_text(text.replace("[zone]\n", "[zone]\nserial = 7\n"))
+    assert load(tmp_path / "a").zones[0].serial == 7

@@ -9,9 +9,12 @@ import dns.edns
 import dns.exception
 import dns.flags
 import dns.message
+import dns.opcode
 import dns.query
 import dns.rcode
 import dns.rdatatype
+import dns.rrset
+import dns.update
 import pytest
 
 from tests.harness import RouterProcess, wait_until
@@ -42,7 +45,7 @@ def ecs_of(msg: dns.message.Message) -> dns.edns.ECSOption | None:
 # Client subnet → the great-circle-nearest of the five cities, and GeoLite2's network.
 NEAREST = [
     (("1.0.16.0", 24), "192.0.2.2", 20),        # Tokyo, JP
-    (("5.9.0.0", 16), "192.0.2.3", 16),         # Germany: GeoLite2 says /18, capped at /16
+    (("5.9.0.0", 16), "192.0.2.3", 18),         # Germany: GeoLite2 says /18: scope > source
     (("202.106.0.0", 24), "192.0.2.1", 18),     # Beijing, CN
     (("8.8.8.0", 24), "192.0.2.4", 19),         # US (centre of the country)
     (("200.160.0.0", 24), "192.0.2.5", 20),     # Rio, BR
@@ -61,8 +64,21 @@ def test_ecs_query_gets_nearest_target(five_cities, subnet, expected, scope):
     echoed = ecs_of(msg)
     assert echoed is not None
     assert (echoed.address, echoed.srclen) == subnet
-    assert echoed.scopelen == scope
-    assert echoed.scopelen <= subnet[1]
+    assert echoed.scopelen == scope  # the network that decided, longer than the source or not
+
+
+def test_a_short_source_prefix_gets_the_true_scope(five_cities):
+    """RFC 7871 7.2.1: a /16 query is answered for the GeoIP network of its address,
+    which is longer; echoing /16 would make a resolver serve the answer to every /24 in
+    the /16, though some of them are elsewhere."""
+    from router.core.geo import Locator
+
+    decided = Locator().locate("1.0.0.0").network.prefixlen
+    assert decided > 16
+    msg = ask(five_cities, ZONE, "A", ecs=("1.0.0.0", 16))
+    for _ in range(2):  # the strict path, then the cache
+        assert ecs_of(msg).scopelen == decided and ecs_of(msg).srclen == 16
+        msg = ask(five_cities, ZONE, "A", ecs=("1.0.0.0", 16))
 
 
 def test_aaaa_is_steered_too(five_cities):
@@ -351,3 +367,47 @@ def test_edns_tcp_keepalive_is_answered_over_tcp_only(five_cities):
         assert addresses(r) == ["192.0.2.2"] and ecs_of(r).scopelen > 0
     r = dns.query.udp(q, "127.0.0.1", port=five_cities.dns_port, timeout=5)
     assert not [o for o in r.options if o.otype == 11] and addresses(r) == ["192.0.2.2"]
+
+
+def _raw(router: RouterProcess, wire: bytes) -> dns.message.Message:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(3)
+        s.sendto(wire, ("127.0.0.1", router.dns_port))
+        return dns.message.from_wire(s.recv(65535), question_only=False)
+
+
+def test_error_replies_keep_the_question_and_opt(five_cities):
+    """RFC 6891 7: an error to a query with OPT carries OPT (else a resolver concludes
+    the server lacks EDNS), and the question when it could be read."""
+    good = dns.message.make_query(ZONE, "A", use_edns=0, want_dnssec=True,
+                                  options=[dns.edns.ECSOption("1.0.16.0", 24)]).to_wire()
+    bad_ecs = good[:-5] + b"\x10" + good[-4:]  # source /16 with a 3-byte address: malformed
+    r = _raw(five_cities, bad_ecs)
+    assert r.rcode() == dns.rcode.FORMERR and r.edns == 0 and r.ednsflags & dns.flags.DO
+    assert [(str(q.name), q.rdtype) for q in r.question] == [(ZONE, dns.rdatatype.A)]
+    assert not r.options  # nothing echoed from an option that did not parse
+    plain = dns.message.make_query(ZONE, "A").to_wire()
+    r = _raw(five_cities, plain[:2] + b"\x7d\x00" + plain[4:])  # an unknown opcode
+    assert r.rcode() == dns.rcode.NOTIMP and r.edns == -1 and len(r.question) == 1
+
+
+def test_ixfr_is_refused_as_axfr_is(five_cities):
+    for rdtype in ("AXFR", "IXFR"):
+        q = dns.message.make_query(ZONE, rdtype, use_edns=0)
+        if rdtype == "IXFR":  # RFC 1995: the client's SOA in the authority section
+            q.authority.append(dns.rrset.from_text(ZONE, 0, "IN", "SOA", "ns1. h. 1 2 3 4 5"))
+        r = _raw(five_cities, q.to_wire())
+        assert r.rcode() == dns.rcode.REFUSED and r.edns == 0, rdtype
+        assert [q.rdtype for q in r.question] == [dns.rdatatype.from_text(rdtype)]
+
+
+def test_notify_and_update_get_notimp_with_opt(five_cities):
+    notify = dns.message.make_query(ZONE, "SOA", use_edns=0)
+    notify.set_opcode(dns.opcode.NOTIFY)
+    update = dns.update.UpdateMessage(ZONE)
+    update.use_edns(0)
+    update.add("x", 60, "A", "192.0.2.9")
+    for q in (notify, update):
+        r = _raw(five_cities, q.to_wire())
+        assert r.rcode() == dns.rcode.NOTIMP and r.edns == 0
+        assert r.opcode() == q.opcode()

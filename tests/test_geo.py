@@ -110,32 +110,11 @@ def test_record_without_coordinates_is_unlocated(locator: Locator) -> None:
     assert found.network == ipaddress.ip_network("5.5.5.0/24")
 
 
-@pytest.mark.parametrize(("address", "source", "network"), [
-    ("1.2.3.4", 16, "1.2.0.0/16"),
-    ("1.2.3.4", 23, "1.2.2.0/23"),
-    ("1.2.3.4", 24, "1.2.3.0/24"),
-    ("1.2.3.4", 32, "1.2.3.0/24"),  # never longer than the GeoIP network
-    ("1.2.3.4", 0, "0.0.0.0/0"),
-    ("2a00:1450::1", 24, "2a00:1400::/24"),
-    ("2a00:1450::1", 56, "2a00:1450::/32"),
-    ("::ffff:1.2.3.4", 112, "1.2.0.0/16"),  # mapped: the prefix counts the 96 mapping bits
-    ("::ffff:1.2.3.4", 128, "1.2.3.0/24"),
-    ("::ffff:1.2.3.4", 64, "0.0.0.0/0"),
-])
-def test_ecs_source_prefix_caps_the_network(locator: Locator, address: str, source: int,
-                                            network: str) -> None:
-    whole = locator.locate(address)
-    capped = locator.locate(address, source_prefix=source)
-    assert capped.network == ipaddress.ip_network(network)
-    assert plain(address) in capped.network
-    assert (capped.point, capped.country, capped.city) == (whole.point, whole.country, whole.city)
-    assert capped.located
-
-
-def test_capped_lookup_does_not_change_the_cache(locator: Locator) -> None:
-    assert locator.locate("1.2.3.4", source_prefix=16).network.prefixlen == 16
+def test_the_network_is_the_databases_whatever_the_ecs_source(locator: Locator) -> None:
+    """No cap at an ECS source prefix any more (the DNS scope is the network that
+    decided, RFC 7871 7.2.1): one address, one network."""
     assert locator.locate("1.2.3.4").network == ipaddress.ip_network("1.2.3.0/24")
-    assert locator.locate("1.2.3.4", source_prefix=20).network.prefixlen == 20
+    assert locator.locate("1.2.0.0").network.prefixlen >= 16
 
 
 @pytest.mark.parametrize("mapped", ["::ffff:1.2.3.4", "::ffff:81.2.69.160", "::ffff:11.3.0.1"])
@@ -217,7 +196,6 @@ def test_location_key_is_stable_and_per_network(mmdb: Path, locator: Locator) ->
     keys = {locator.locate(f"11.{i}.0.1").key for i in range(12)}
     assert len(keys) == 12
     assert found.key not in keys
-    assert locator.locate("1.2.3.4", source_prefix=16).key != found.key
 
 
 @pytest.mark.parametrize(("a", "b"), [

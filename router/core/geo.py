@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -99,18 +99,15 @@ class Locator:
     def close(self) -> None:
         self._reader.close()
 
-    def locate(self, address: IPAddress | str, source_prefix: int | None = None) -> Location:
-        """Locate an address; with ``source_prefix`` (ECS) the network never exceeds it."""
+    def locate(self, address: IPAddress | str) -> Location:
+        """Locate an address, with the whole network that the database says decides it
+        (for an ECS query it may be longer than the query's source prefix: RFC 7871
+        §7.2.1 lets the scope be longer, and the answer holds only for that network)."""
         addr = ipaddress.ip_address(address) if isinstance(address, str) else address
         if addr.version == 6 and addr.ipv4_mapped is not None:
             addr = addr.ipv4_mapped
-            source_prefix = None if source_prefix is None else max(0, source_prefix - 96)
         found = self._cached(addr)
-        if found is None:
-            found = self._lookup(addr)
-        if source_prefix is not None and source_prefix < found.network.prefixlen:
-            return replace(found, network=_network(addr, source_prefix))
-        return found
+        return found if found is not None else self._lookup(addr)
 
     def _cached(self, addr: IPAddress) -> Location | None:
         value = int(addr)

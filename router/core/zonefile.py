@@ -9,6 +9,7 @@ reading the files it is given.
 
 from __future__ import annotations
 
+import hashlib
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -243,11 +244,15 @@ _ZONE_KEYS = ("nameservers", "hostmaster", "ttl", "negative_ttl", "serial", "ref
 
 
 def _file_serial(path: Path) -> int:
-    """The default SOA serial: the file's modification time, so edits raise it."""
+    """The default SOA serial, from the file's content (the first 32 bits of its SHA-256,
+    never 0): every node deployed from a copy of the same file answers with the same
+    serial, and any edit changes it. It does not only grow (RFC 1982): nothing here serves
+    zone transfers, and an operator who feeds secondaries sets ``serial`` explicitly."""
     try:
-        return int(path.stat().st_mtime) & 0xFFFFFFFF
+        digest = hashlib.sha256(path.read_bytes()).digest()
     except OSError:
         return 1
+    return int.from_bytes(digest[:4], "big") or 1
 
 
 def _build_records(z: _Table, origin: str, default_ttl: int) -> Iterator[Record]:

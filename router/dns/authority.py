@@ -76,7 +76,7 @@ class Authority:
                 counted[(0, DROPPED)] += 1
                 return None
             counted[(0, e.rcode)] += 1
-            return wire.error_reply(e.header, e.rcode)
+            return wire.error_reply(data, e.rcode, self.payload)
         qtype = query.qtype if query.qtype in QTYPES else 0
         try:
             out, reply = self._answer(data, query, qtype, peer, tcp)
@@ -84,7 +84,7 @@ class Authority:
             log.exception("dns_answer_failed", qname=_text(query.labels), qtype=query.qtype)
             self.stats.errors["dns"] += 1
             counted[(qtype, Rcode.SERVFAIL)] += 1
-            return wire.error_reply(data[:4], Rcode.SERVFAIL)
+            return wire.error_reply(data, Rcode.SERVFAIL, self.payload)
         counted[(qtype, reply.rcode)] += 1
         return out
 
@@ -181,7 +181,7 @@ class Authority:
         """Where the client is, and the ECS scope that says so: by the Client Subnet when
         the query has one (RFC 7871), else by the sender (scope 0)."""
         if subnet is not None and subnet.source > 0:
-            client = self.locator.locate(subnet.address, subnet.source)
+            client = self.locator.locate(subnet.address)
             return client, client.network.prefixlen
         return self.locator.locate(peer), 0
 

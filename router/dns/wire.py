@@ -9,6 +9,7 @@ with dnslib, then cut down to the client's buffer size with TC=1 when it does no
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import struct
 from dataclasses import dataclass, field, replace
@@ -128,14 +129,17 @@ def parse(data: bytes) -> Query:
     head = data[:4]
     if flags & QR:
         raise QueryError("a response, not a query")  # never answer: no reflection loops
-    if (flags >> 11) & 0xF != OPCODE_QUERY:
+    if (flags >> 11) & 0xF != OPCODE_QUERY:  # NOTIFY, UPDATE, ...
         raise QueryError("opcode not implemented", Rcode.NOTIMP, head)
-    if qd != 1 or an or ns:
-        raise QueryError("a query has one question and no answer or authority records",
-                         Rcode.FORMERR, head)
+    if qd != 1:
+        raise QueryError("a query has one question", Rcode.FORMERR, head)
     try:
         labels, offset = _read_name(data, _HEADER.size, pointers=False)
         qtype, qclass = _QFIXED.unpack_from(data, offset)
+        if qtype in (Type.AXFR, Type.IXFR):  # an IXFR carries an SOA: refused all the same
+            raise QueryError("zone transfers are not served", Rcode.REFUSED, head)
+        if an or ns:
+            raise QueryError("a query has no answer or authority records", Rcode.FORMERR, head)
         offset += _QFIXED.size
         edns, offset = _read_additional(data, offset, ar)
     except (struct.error, IndexError) as e:
@@ -284,11 +288,27 @@ def shrink(query: Query, reply: Reply, limit: int, server_payload: int) -> bytes
     return _pack(query, reply, [], [], [], opt, tc=True)
 
 
-def error_reply(header: bytes, rcode: Rcode) -> bytes:
-    """A bare reply (header only) to a packet whose question could not be used."""
-    qid, flags = struct.unpack("!HH", header)
+def error_reply(data: bytes, rcode: Rcode, server_payload: int) -> bytes:
+    """An error reply to ``data``: the header, and, whatever made the query unusable, its
+    question and an OPT record (our payload, the DO bit copied, no options) whenever the
+    query had them and they can be read, so a resolver never takes an error for a lack
+    of EDNS support (RFC 6891 §7)."""
+    qid, flags, qd = struct.unpack_from("!HHH", data)
     flags = (flags & (0x7800 | RD | CD)) | QR | (int(rcode) & 0xF)
-    return _HEADER.pack(qid, flags, 0, 0, 0, 0)
+    question = b""
+    if qd == 1:
+        with contextlib.suppress(ValueError, IndexError, struct.error):
+            end = _read_name(data, _HEADER.size, pointers=False)[1] + _QFIXED.size
+            if end <= len(data):
+                question = data[_HEADER.size:end]
+    at = _opt_rdata(data)
+    opt = b""
+    if at is not None:
+        do = data[at - 2] & 0x80
+        opt = b"\0" + struct.pack("!HHBBBBH", OPT_TYPE, server_payload, int(rcode) >> 4, 0,
+                                   do, 0, 0)
+    return _HEADER.pack(qid, flags, 1 if question else 0, 0, 0, 1 if opt else 0) \
+        + question + opt
 
 
 def _opt(query: Query, reply: Reply, server_payload: int) -> RR | None:
@@ -297,7 +317,7 @@ def _opt(query: Query, reply: Reply, server_payload: int) -> RR | None:
     options = []
     subnet = query.edns.subnet
     if subnet is not None:
-        options.append(EDNSOption(ECS_CODE, subnet.echo(min(reply.scope, subnet.source))))
+        options.append(EDNSOption(ECS_CODE, subnet.echo(reply.scope)))  # may pass source
     return EDNS0(udp_len=server_payload, ext_rcode=int(reply.rcode) >> 4, version=0,
                  flags="do" if query.edns.do else "", opts=options)
 
