@@ -834,3 +834,16 @@ def test_the_default_serial_comes_from_the_content_not_the_clock(tmp_path):
     assert load(tmp_path / "a").zones[0].serial != serials[0]
     (tmp_path / "a" / "s.toml").write_text(text.replace("[zone]\n", "[zone]\nserial = 7\n"))
     assert load(tmp_path / "a").zones[0].serial == 7
+
+
+def test_nsid_is_read_from_the_server_table_and_checked(tmp_path):
+    from router.core.zonefile import load_server
+
+    path = tmp_path / "server.toml"
+    path.write_text('[server]\nnsid = "fra-1"\n')
+    assert load_server(path).nsid == "fra-1"
+    path.write_text('[server]\nnsid = "a\\u00e9"\n')
+    with pytest.raises(ConfigError) as e:
+        load_server(path)
+    assert [(p.key, p.reason) for p in e.value.problems] == [
+        ("server.nsid", "must be 1 to 64 printable ASCII characters")]

@@ -411,3 +411,39 @@ def test_notify_and_update_get_notimp_with_opt(five_cities):
         r = _raw(five_cities, q.to_wire())
         assert r.rcode() == dns.rcode.NOTIMP and r.edns == 0
         assert r.opcode() == q.opcode()
+
+
+@pytest.fixture(scope="module")
+def named(tmp_path_factory, city_mirrors):
+    from tests.conftest import write_zone
+    from tests.harness import five_city_zone
+
+    zones = write_zone(tmp_path_factory.mktemp("zones"), five_city_zone(city_mirrors))
+    router = RouterProcess(zones, "--nsid", "fra-1", "--no-probe")
+    yield router
+    assert router.stop() == 0
+
+
+def test_nsid_tells_which_node_answered_when_asked(named, five_cities):
+    """RFC 5001: an empty NSID option gets this node's name (the strict path and the
+    cache alike); a query without one, or a node without --nsid, gets none."""
+    asking = dns.message.make_query(ZONE, "A", use_edns=0,
+                                    options=[dns.edns.GenericOption(3, b"")])
+    for _ in range(2):
+        r = dns.query.udp(asking, "127.0.0.1", port=named.dns_port, timeout=3)
+        assert [o.to_wire() for o in r.options if o.otype == 3] == [b"fra-1"]
+    r = dns.query.udp(dns.message.make_query(ZONE, "A", use_edns=0), "127.0.0.1",
+                      port=named.dns_port, timeout=3)
+    assert not [o for o in r.options if o.otype == 3]
+    r = dns.query.udp(asking, "127.0.0.1", port=five_cities.dns_port, timeout=3)
+    assert not [o for o in r.options if o.otype == 3]
+
+
+@pytest.mark.parametrize("name", ["id.server.", "hostname.bind.", "ID.Server."])
+def test_id_server_in_class_chaos(named, five_cities, name):
+    q = dns.message.make_query(name, "TXT", rdclass="CH")
+    r = dns.query.udp(q, "127.0.0.1", port=named.dns_port, timeout=3)
+    assert r.rcode() == dns.rcode.NOERROR
+    assert [b"".join(rd.strings) for rrset in r.answer for rd in rrset] == [b"fra-1"]
+    r = dns.query.udp(q, "127.0.0.1", port=five_cities.dns_port, timeout=3)
+    assert r.rcode() == dns.rcode.REFUSED and not r.answer  # no --nsid: nothing to tell

@@ -67,6 +67,9 @@ def _dns_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dns-cache", type=int, default=DEFAULT_SIZE, metavar="ENTRIES",
                    help="encoded DNS answers kept for reuse, least recently used "
                         f"dropped first (default {DEFAULT_SIZE}; 0: no cache)")
+    p.add_argument("--nsid", metavar="TEXT",
+                   help="this node's name, told to resolvers that ask (NSID, RFC 5001, and "
+                        "TXT id.server / hostname.bind in class CH); default: told to none")
     p.add_argument("--rcvbuf", type=common.positive, default=RCVBUF, metavar="BYTES",
                    help=f"DNS UDP receive buffer to ask for (default {RCVBUF}: 4 MiB; the "
                         "kernel caps it at net.core.rmem_max, and the log says what it gave)")
@@ -78,7 +81,7 @@ def _http_args(p: argparse.ArgumentParser) -> None:
                    "believed (repeatable)")
     p.add_argument("--config", type=Path, metavar="FILE",
                    help="server settings file with a [server] table (trusted_proxies, "
-                        "access_log, tls_ca, tls_cert, tls_key)")
+                        "access_log, tls_ca, tls_cert, tls_key, nsid)")
     p.add_argument("--keepalive", type=float, default=KEEPALIVE, metavar="SECONDS",
                    help=f"close HTTP keep-alive connections idle this long (default "
                         f"{KEEPALIVE:g}); a request's headers must arrive within it too")
@@ -116,6 +119,7 @@ def settings(args: argparse.Namespace, file: ServerConfig) -> Settings:
         http_max=args.http_max,
         backlog=args.backlog,
         access_log=args.access_log or file.access_log,
+        nsid=args.nsid or file.nsid,
         state=args.state,
         ca_file=args.ca_file or file.tls_ca,
     )

@@ -232,3 +232,4 @@ class ServerConfig:
     tls_ca: Path | None = None  # extra CA certificates the prober trusts (PEM)
     tls_cert: Path | None = None  # the HTTPS listeners' certificate chain (PEM)
     tls_key: Path | None = None  # ... and its private key (PEM)
+    nsid: str | None = None  # this node's name in NSID and id.server (off when None)

@@ -110,12 +110,21 @@ def load_server(path: str | Path) -> ServerConfig:
             tls_ca=server.get("tls_ca", v.readable_file(Path(path).parent), None),
             tls_cert=server.get("tls_cert", v.readable_file(Path(path).parent), None),
             tls_key=server.get("tls_key", v.readable_file(Path(path).parent), None),
+            nsid=server.get("nsid", _nsid, None),
         )
         server.finish()
     doc.finish()
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def _nsid(value: Any) -> str:
+    """A node's name for NSID (RFC 5001) and id.server: printable ASCII, 1 to 64 bytes."""
+    text = v.string(value)
+    if not 1 <= len(text) <= 64 or not text.isascii() or not text.isprintable():
+        raise v.Invalid("must be 1 to 64 printable ASCII characters")
+    return text
 
 
 # ---------------------------------------------------------------- the reader

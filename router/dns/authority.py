@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import structlog
-from dnslib import AAAA, RR, A, DNSLabel
+from dnslib import AAAA, RR, TXT, A, DNSLabel
 
 from router.core.config import Service
 from router.core.geo import Location, Locator
@@ -29,7 +29,17 @@ from router.core.steering import Want, decide
 from router.dns import wire
 from router.dns.cache import DEFAULT_SIZE, AnswerCache
 from router.dns.fastpath import recase
-from router.dns.wire import CLASS_ANY, CLASS_IN, ClientSubnet, Query, QueryError, Rcode, Reply, Type
+from router.dns.wire import (
+    CLASS_ANY,
+    CLASS_CH,
+    CLASS_IN,
+    ClientSubnet,
+    Query,
+    QueryError,
+    Rcode,
+    Reply,
+    Type,
+)
 from router.dns.zone import Name, Node, ZoneData, ZoneTable, to_name
 
 log = structlog.get_logger("router.dns")
@@ -48,8 +58,9 @@ class Authority:
 
     def __init__(self, table: ZoneTable, locator: Locator, health: Callable[[], Snapshot],
                  payload: int = DEFAULT_PAYLOAD, *, stats: Stats | None = None,
-                 cache_size: int = DEFAULT_SIZE) -> None:
+                 cache_size: int = DEFAULT_SIZE, nsid: str | None = None) -> None:
         self.table = table
+        self.nsid = nsid.encode() if nsid else b""  # this node's name (RFC 5001), or none
         self.locator = locator
         self.health = health
         self.payload = payload
@@ -58,7 +69,16 @@ class Authority:
                                  cache_size) if cache_size > 0 else None
 
     def handle(self, data: bytes, peer: IPAddress, tcp: bool = False) -> bytes | None:
-        """One packet in, one reply out (None: send nothing). Never raises."""
+        """One packet in, one reply out (None: send nothing). Never raises. With an NSID
+        set, a query that asks for it (an empty NSID option) is told it."""
+        out = self._handle(data, peer, tcp)
+        if out is None or not self.nsid or wire.find_option(data, wire.NSID_CODE) != b"":
+            return out
+        told = wire.add_option(out, wire.NSID_CODE, self.nsid)
+        fits = len(told) <= wire.reply_limit(wire.opt_payload(data), self.payload, tcp)
+        return told if fits else out
+
+    def _handle(self, data: bytes, peer: IPAddress, tcp: bool) -> bytes | None:
         if self.cache is not None:
             try:
                 hit = self.cache.answer(data, peer, tcp)
@@ -106,6 +126,8 @@ class Authority:
     def respond(self, q: Query, peer: IPAddress) -> Reply:
         if q.edns is not None and q.edns.version > 0:
             return Reply(Rcode.BADVERS, authoritative=False)  # RFC 6891 6.1.3
+        if q.qclass == CLASS_CH:
+            return self._chaos(q)
         if q.qclass not in (CLASS_IN, CLASS_ANY) or q.qtype in (Type.AXFR, Type.IXFR):
             return Reply(Rcode.REFUSED, authoritative=False)
         if q.qtype == Type.OPT:
@@ -117,6 +139,15 @@ class Authority:
         reply = Reply()
         self._resolve(zone, q, name, q.labels, peer, reply, MAX_CNAME_CHAIN)
         return reply
+
+    def _chaos(self, q: Query) -> Reply:
+        """TXT id.server. and hostname.bind. in class CH: this node's NSID, when set."""
+        if not self.nsid or q.name not in CHAOS_NAMES:
+            return Reply(Rcode.REFUSED, authoritative=False)
+        if q.qtype not in (Type.TXT, Type.ANY):
+            return Reply()
+        owner = DNSLabel(list(q.name))
+        return Reply(answer=[RR(owner, Type.TXT, CLASS_CH, 0, TXT(self.nsid))])
 
     def _resolve(self, zone: ZoneData, q: Query, name: Name, owner: tuple[bytes, ...],
                  peer: IPAddress, reply: Reply, hops: int) -> None:
@@ -214,3 +245,6 @@ def _renamed(rr: RR, owner: tuple[bytes, ...]) -> RR:
 
 def _text(labels: tuple[bytes, ...]) -> str:
     return b".".join(labels).decode("ascii", "backslashreplace") + "."
+
+
+CHAOS_NAMES = {(b"id", b"server"), (b"hostname", b"bind")}

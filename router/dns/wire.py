@@ -51,6 +51,7 @@ class Type(IntEnum):
 
 
 CLASS_IN = 1
+CLASS_CH = 3  # CHAOS: id.server, hostname.bind
 CLASS_ANY = 255
 OPCODE_QUERY = 0
 ECS_CODE = 8  # EDNS Client Subnet, RFC 7871
@@ -340,6 +341,7 @@ def _pack(query: Query, reply: Reply, answer: list[RR], authority: list[RR],
 # ---------------------------------------------------------------- EDNS options in place
 
 KEEPALIVE_CODE = 11  # edns-tcp-keepalive, RFC 7828
+NSID_CODE = 3  # name server identifier, RFC 5001
 OPT_TYPE = 41
 
 
@@ -363,6 +365,12 @@ def _opt_rdata(message: bytes) -> int | None:
     except (IndexError, struct.error):
         return None
     return None
+
+
+def opt_payload(message: bytes) -> int | None:
+    """The UDP payload size of ``message``'s OPT record (None: it has none)."""
+    at = _opt_rdata(message)
+    return None if at is None else int(struct.unpack_from("!H", message, at - 6)[0])
 
 
 def find_option(message: bytes, code: int) -> bytes | None:

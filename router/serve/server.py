@@ -218,7 +218,7 @@ class Server(Lifecycle):
         board = self.runtime.board
         return Authority(ZoneTable(config), self.runtime.locator, lambda: board.snapshot,
                          self.settings.edns_payload, stats=self.runtime.stats,
-                         cache_size=self.settings.dns_cache)
+                         cache_size=self.settings.dns_cache, nsid=self.settings.nsid)
 
     async def _start_http(self, runtime: Runtime, sockets: Sockets) -> dict[str, list[str]]:
         """The public app on the HTTP sockets; with admin sockets, the pages go there."""

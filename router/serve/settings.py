@@ -58,6 +58,7 @@ class Settings:
     http_max: int | None = None  # open HTTP client connections (None: the fd budget's)
     backlog: int = BACKLOG  # of every TCP listener
     access_log: bool = False
+    nsid: str | None = None  # this node's name in NSID and id.server (off when None)
     state: Path | None = None  # the operator's state file (overrides), watched
     ca_file: Path | None = None  # extra CAs for checking HTTPS mirrors
 
