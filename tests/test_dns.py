@@ -447,3 +447,50 @@ def test_id_server_in_class_chaos(named, five_cities, name):
     assert [b"".join(rd.strings) for rrset in r.answer for rd in rrset] == [b"fra-1"]
     r = dns.query.udp(q, "127.0.0.1", port=five_cities.dns_port, timeout=3)
     assert r.rcode() == dns.rcode.REFUSED and not r.answer  # no --nsid: nothing to tell
+
+
+def _big_zone() -> str:
+    """A zone whose apex and whose delegation each have 8 in-domain name servers with an
+    A and an AAAA record: some 850 bytes of glue, more than 512."""
+    lines = ['[zone]\norigin = "big.example."\nhostmaster = "h.big.example."\n',
+             "nameservers = [" + ", ".join(f'"ns{i}.big.example."' for i in range(8)) + "]\n"]
+    for owner in ("", ".sub"):
+        for i in range(8):
+            lines.append(f'[[zone.records]]\nname = "ns{i}{owner}"\ntype = "A"\n'
+                         f'data = "198.51.100.{10 + i}"\n')
+            lines.append(f'[[zone.records]]\nname = "ns{i}{owner}"\ntype = "AAAA"\n'
+                         f'data = "2001:db8::{10 + i}"\n')
+    for i in range(8):
+        lines.append(f'[[zone.records]]\nname = "sub"\ntype = "NS"\n'
+                     f'data = "ns{i}.sub.big.example."\n')
+    return "".join(lines)
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    from tests.conftest import write_zone
+
+    zones = write_zone(tmp_path_factory.mktemp("zones"), _big_zone(), "big.example.toml")
+    router = RouterProcess(zones, "--no-probe")
+    yield router
+    assert router.stop() == 0
+
+
+def test_a_referral_whose_glue_does_not_fit_sets_tc(big):
+    """RFC 9471: in-domain glue that does not fit in 512 bytes sets TC (a resolver
+    would fail the delegation without it); what fits is still sent, and over EDNS or
+    TCP all of it, without TC."""
+    small = ask(big, "www.sub.big.example.", "A")
+    assert small.flags & dns.flags.TC and not small.flags & dns.flags.AA
+    assert len(small.authority[0]) == 8 and 0 < sum(len(r) for r in small.additional) < 16
+    assert len(small.to_wire()) <= 512
+    for whole in (ask(big, "www.sub.big.example.", "A", payload=1232),
+                  ask(big, "www.sub.big.example.", "A", tcp=True)):
+        assert not whole.flags & dns.flags.TC
+        assert sum(len(r) for r in whole.additional) == 16
+
+
+def test_apex_ns_at_512_keeps_what_glue_fits_without_tc(big):
+    r = ask(big, "big.example.", "NS")
+    assert not r.flags & dns.flags.TC and r.flags & dns.flags.AA
+    assert len(r.answer[0]) == 8 and 0 < sum(len(x) for x in r.additional) < 16

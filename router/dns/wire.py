@@ -281,12 +281,30 @@ def encode(query: Query, reply: Reply, server_payload: int) -> bytes:
 
 
 def shrink(query: Query, reply: Reply, limit: int, server_payload: int) -> bytes:
-    """A reply that did not fit in ``limit``: without additional data, else empty with TC=1."""
+    """A reply that did not fit in ``limit``: the answer and authority sections with as
+    many additional records as fit, in order (RFC 2181 9: they are optional), and TC=1
+    when a referral's in-domain glue is left out (RFC 9471: the resolver could not follow
+    the delegation without it); if even the answer does not fit, empty with TC=1."""
     opt = _opt(query, reply, server_payload)
-    data = _pack(query, reply, reply.answer, reply.authority, [], opt, tc=False)
-    if len(data) <= limit:
-        return data  # additional data is optional (RFC 2181 9): no TC needed
-    return _pack(query, reply, [], [], [], opt, tc=True)
+    kept: list[RR] = []
+    data = _pack(query, reply, reply.answer, reply.authority, kept, opt, tc=False)
+    if len(data) > limit:
+        return _pack(query, reply, [], [], [], opt, tc=True)
+    for rr in reply.additional:
+        trial = _pack(query, reply, reply.answer, reply.authority, [*kept, rr], opt, tc=False)
+        if len(trial) <= limit:
+            kept.append(rr)
+            data = trial
+    cuts = {_labels(ns.rname) for ns in reply.authority if ns.rtype == Type.NS} \
+        if not reply.answer else set()
+    lost = any(rr not in kept and any(_labels(rr.rname)[-len(c):] == c for c in cuts)
+               for rr in reply.additional)
+    return _pack(query, reply, reply.answer, reply.authority, kept, opt, tc=True) if lost \
+        else data
+
+
+def _labels(name: DNSLabel) -> tuple[bytes, ...]:
+    return tuple(label.lower() for label in name.label)
 
 
 def error_reply(data: bytes, rcode: Rcode, server_payload: int) -> bytes:
