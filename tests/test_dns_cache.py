@@ -27,6 +27,7 @@ from router.core.geo import Locator
 from router.core.health import Board, Status
 from router.core.zonefile import load
 from router.dns.authority import Authority
+from router.dns.cookies import Secrets
 from router.dns.zone import ZoneTable
 from tests.harness import RouterProcess, five_city_zone
 from tests.test_dns import ZONE, addresses, ask, ecs_of
@@ -317,8 +318,11 @@ def _pair(zones: Path, locator: Locator, size: int) -> tuple[Authority, Authorit
     board = Board()
     keys = [(s.name, t.id) for s in config.services for t in s.targets]
     board.assume(keys, Status.UP, 0.0)
-    cached = Authority(ZoneTable(config), locator, lambda: board.snapshot, cache_size=size)
-    strict = Authority(ZoneTable(config), locator, lambda: board.snapshot, cache_size=0)
+    shared = Secrets(bytes(range(16)))  # cookies: one secret, as workers and nodes share
+    cached = Authority(ZoneTable(config), locator, lambda: board.snapshot, cache_size=size,
+                       cookies=shared, clock=lambda: 1_800_000_000)
+    strict = Authority(ZoneTable(config), locator, lambda: board.snapshot, cache_size=0,
+                       cookies=shared, clock=lambda: 1_800_000_000)
     return cached, strict, board
 
 

@@ -80,10 +80,12 @@ PROBE_ROW = re.compile(r"\(\d+/\d+ ok\)$")  # a row of mirror-router probe's tab
 
 
 def normalise(text: str) -> str:
-    """Query ids and timings out (dig's id, the milliseconds of a probe row); trailing
-    blank lines and the widths of columns do not count."""
+    """Query ids, cookies and timings out (dig's id and COOKIE, which hold a random client
+    cookie and a timestamp, the milliseconds of a probe row); trailing blank lines and the
+    widths of columns do not count."""
     lines = []
-    for line in re.sub(r"\bid: \d+", "id: ID", text).strip().splitlines():
+    text = re.sub(r"; COOKIE: [0-9a-f]+", "; COOKIE: C", re.sub(r"\bid: \d+", "id: ID", text))
+    for line in text.strip().splitlines():
         if PROBE_ROW.search(line):
             line = re.sub(r"(?<![\w.])\d+\.\d+(?![\w.])", "T", line)
         lines.append(re.sub(r"[ \t]+", " ", line).rstrip())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from router.cli import args as common
@@ -120,6 +121,8 @@ def settings(args: argparse.Namespace, file: ServerConfig) -> Settings:
         backlog=args.backlog,
         access_log=args.access_log or file.access_log,
         nsid=args.nsid or file.nsid,
+        cookie_secret=file.cookie_secret or os.urandom(16),  # drawn once: every worker's
+        cookie_secret_previous=file.cookie_secret_previous,
         state=args.state,
         ca_file=args.ca_file or file.tls_ca,
     )

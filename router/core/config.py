@@ -233,3 +233,5 @@ class ServerConfig:
     tls_cert: Path | None = None  # the HTTPS listeners' certificate chain (PEM)
     tls_key: Path | None = None  # ... and its private key (PEM)
     nsid: str | None = None  # this node's name in NSID and id.server (off when None)
+    cookie_secret: bytes | None = None  # 16 bytes, shared by the nodes (None: random)
+    cookie_secret_previous: bytes | None = None  # still accepted during a rollover

@@ -111,6 +111,8 @@ def load_server(path: str | Path) -> ServerConfig:
             tls_cert=server.get("tls_cert", v.readable_file(Path(path).parent), None),
             tls_key=server.get("tls_key", v.readable_file(Path(path).parent), None),
             nsid=server.get("nsid", _nsid, None),
+            cookie_secret=server.get("cookie_secret", _secret, None),
+            cookie_secret_previous=server.get("cookie_secret_previous", _secret, None),
         )
         server.finish()
     doc.finish()
@@ -125,6 +127,18 @@ def _nsid(value: Any) -> str:
     if not 1 <= len(text) <= 64 or not text.isascii() or not text.isprintable():
         raise v.Invalid("must be 1 to 64 printable ASCII characters")
     return text
+
+
+def _secret(value: Any) -> bytes:
+    """A DNS cookie secret: 32 hexadecimal digits (16 bytes, SipHash's key)."""
+    text = v.string(value)
+    try:
+        secret = bytes.fromhex(text)
+    except ValueError:
+        secret = b""
+    if len(secret) != 16:
+        raise v.Invalid("must be 32 hexadecimal digits (16 bytes: openssl rand -hex 16)")
+    return secret
 
 
 # ---------------------------------------------------------------- the reader

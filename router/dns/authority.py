@@ -15,6 +15,8 @@ its entry kept (``AnswerCache.answer``).
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable
 
 import structlog
@@ -28,6 +30,7 @@ from router.core.stats import DROPPED, QTYPES, Stats
 from router.core.steering import Want, decide
 from router.dns import wire
 from router.dns.cache import DEFAULT_SIZE, AnswerCache
+from router.dns.cookies import COOKIE_CODE, Secrets, Verdict, judge
 from router.dns.fastpath import recase
 from router.dns.wire import (
     CLASS_ANY,
@@ -58,8 +61,12 @@ class Authority:
 
     def __init__(self, table: ZoneTable, locator: Locator, health: Callable[[], Snapshot],
                  payload: int = DEFAULT_PAYLOAD, *, stats: Stats | None = None,
-                 cache_size: int = DEFAULT_SIZE, nsid: str | None = None) -> None:
+                 cache_size: int = DEFAULT_SIZE, nsid: str | None = None,
+                 cookies: Secrets | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.table = table
+        self.cookies = cookies or Secrets(os.urandom(16))
+        self.clock = clock  # the server cookies' timestamps
         self.nsid = nsid.encode() if nsid else b""  # this node's name (RFC 5001), or none
         self.locator = locator
         self.health = health
@@ -69,12 +76,34 @@ class Authority:
                                  cache_size) if cache_size > 0 else None
 
     def handle(self, data: bytes, peer: IPAddress, tcp: bool = False) -> bytes | None:
-        """One packet in, one reply out (None: send nothing). Never raises. With an NSID
-        set, a query that asks for it (an empty NSID option) is told it."""
+        """One packet in, one reply out (None: send nothing). Never raises.
+
+        A query with a COOKIE option (RFC 7873) gets its client cookie and our server
+        cookie back; a malformed one gets FORMERR, one whose server cookie we did not
+        make gets BADCOOKIE over UDP (over TCP the address is proven: it is answered).
+        With an NSID set, a query that asks for it (an empty NSID option) is told it."""
+        cookie = wire.find_option(data, COOKIE_CODE) if data.find(COOKIE_MARK, 12) > 0 \
+            else None
+        back = b""
+        if cookie is not None:
+            verdict, back = judge(cookie, peer.packed, int(self.clock()), self.cookies)
+            self.stats.dns_cookies[verdict.value] += 1
+            if verdict is Verdict.MALFORMED or (verdict is Verdict.INVALID and not tcp):
+                rcode = Rcode.FORMERR if verdict is Verdict.MALFORMED else Rcode.BADCOOKIE
+                self.stats.dns_queries[(0, rcode)] += 1
+                return wire.add_option(wire.error_reply(data, rcode, self.payload),
+                                       COOKIE_CODE, back) if back else \
+                    wire.error_reply(data, rcode, self.payload)
         out = self._handle(data, peer, tcp)
+        if out is not None and back:
+            out = self._added(data, out, COOKIE_CODE, back, tcp)
         if out is None or not self.nsid or wire.find_option(data, wire.NSID_CODE) != b"":
             return out
-        told = wire.add_option(out, wire.NSID_CODE, self.nsid)
+        return self._added(data, out, wire.NSID_CODE, self.nsid, tcp)
+
+    def _added(self, data: bytes, out: bytes, code: int, value: bytes, tcp: bool) -> bytes:
+        """``out`` with one more EDNS option, if it still fits the client's buffer."""
+        told = wire.add_option(out, code, value)
         fits = len(told) <= wire.reply_limit(wire.opt_payload(data), self.payload, tcp)
         return told if fits else out
 
@@ -248,3 +277,4 @@ def _text(labels: tuple[bytes, ...]) -> str:
 
 
 CHAOS_NAMES = {(b"id", b"server"), (b"hostname", b"bind")}
+COOKIE_MARK = COOKIE_CODE.to_bytes(2, "big")  # a cheap first look for the option

@@ -29,6 +29,7 @@ class Rcode(IntEnum):
     NOTIMP = 4
     REFUSED = 5
     BADVERS = 16  # extended: the upper bits travel in the OPT record
+    BADCOOKIE = 23  # RFC 7873, extended too
 
 
 class Type(IntEnum):

@@ -12,6 +12,7 @@ first snapshot is in (``bind``): the kernel never hands a query to a worker not 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from router.core.geo import STALE_DAYS, GeoError, Locator
 from router.core.health import Board, Status
 from router.core.runtime import Reload, Runtime
 from router.dns.authority import Authority
+from router.dns.cookies import Secrets
 from router.dns.listener import Dispatch, DnsListener
 from router.dns.zone import ZoneTable
 from router.http.app import HttpSettings, create_admin_app, create_app
@@ -71,6 +73,10 @@ class Server(Lifecycle):
         self.certificate: Certificate | None = None  # HTTPS, renewed in place
         self.geoip_watch: FileWatch | None = None  # --geoip, replaced in place
         self.nofile = raise_nofile()  # the descriptor limit, raised to the hard one
+        # DNS cookies' secrets: the CLI draws a random one when none is configured, once,
+        # so every worker has the same; a reload keeps it
+        self.cookies = Secrets(settings.cookie_secret or os.urandom(16),
+                               settings.cookie_secret_previous)
         self.tasks: set[asyncio.Task[None]] = set()  # background work of the listeners
 
     async def startup(self) -> None:
@@ -218,7 +224,8 @@ class Server(Lifecycle):
         board = self.runtime.board
         return Authority(ZoneTable(config), self.runtime.locator, lambda: board.snapshot,
                          self.settings.edns_payload, stats=self.runtime.stats,
-                         cache_size=self.settings.dns_cache, nsid=self.settings.nsid)
+                         cache_size=self.settings.dns_cache, nsid=self.settings.nsid,
+                         cookies=self.cookies)
 
     async def _start_http(self, runtime: Runtime, sockets: Sockets) -> dict[str, list[str]]:
         """The public app on the HTTP sockets; with admin sockets, the pages go there."""

@@ -59,6 +59,8 @@ class Settings:
     backlog: int = BACKLOG  # of every TCP listener
     access_log: bool = False
     nsid: str | None = None  # this node's name in NSID and id.server (off when None)
+    cookie_secret: bytes = b""  # DNS cookies' current secret (16 bytes), the same in
+    cookie_secret_previous: bytes | None = None  # every worker; the previous one too
     state: Path | None = None  # the operator's state file (overrides), watched
     ca_file: Path | None = None  # extra CAs for checking HTTPS mirrors
 

@@ -12,8 +12,9 @@ and ``target_wait_steering_seconds`` (the quantized figure it sees),
 ``probe_phase_seconds{phase}`` (dns, connect, tls, ttfb, total).
 
 Per server: ``dns_queries_total{qtype, rcode}``, ``http_responses_total{status}``,
-``errors_total{where}``, ``cache_events_total{cache, event}`` (hit, miss, stale,
-declined, eviction) and ``cache_entries{cache}``, ``health_generation``, ``ready``,
+``errors_total{where}``, ``dns_cookies_total{verdict}``,
+``cache_events_total{cache, event}`` (hit, miss, stale, declined, eviction) and
+``cache_entries{cache}``, ``health_generation``, ``ready``,
 ``state_file_ok``, ``info``, and the standard ``process_*`` series.
 """
 
@@ -148,10 +149,15 @@ class RouterCollector(Collector):
         for status, n in sorted(stats.http_responses.items()):
             responses.add_metric([str(status)], n)
         yield from self._config()
-        errors = _counter("errors", "unexpected errors caught at an edge", ["where"])
-        for where in ("dns", "http"):
+        errors = _counter("errors", "unexpected errors caught at an edge, and connections "
+                          "closed to stay within bounds", ["where"])
+        for where in sorted({"dns", "http", *stats.errors}):
             errors.add_metric([where], stats.errors[where])
-        yield from (queries, responses, errors)
+        cookies = _counter("dns_cookies", "DNS queries with a COOKIE option, by verdict "
+                           "(new: a client cookie only)", ["verdict"])
+        for verdict in ("new", "valid", "invalid", "malformed"):
+            cookies.add_metric([verdict], stats.dns_cookies[verdict])
+        yield from (queries, responses, errors, cookies)
         yield from _caches(stats)
         yield _gauge("health_generation", "bumps whenever a decision could change",
                      value=rt.board.snapshot.generation)
