@@ -121,6 +121,8 @@ def settings(args: argparse.Namespace, file: ServerConfig) -> Settings:
         backlog=args.backlog,
         access_log=args.access_log or file.access_log,
         nsid=args.nsid or file.nsid,
+        rrl=file.rrl,
+        workers=max(1, args.workers),
         cookie_secret=file.cookie_secret or os.urandom(16),  # drawn once: every worker's
         cookie_secret_previous=file.cookie_secret_previous,
         state=args.state,

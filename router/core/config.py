@@ -224,6 +224,17 @@ class ConfigError(RouterError):
 
 
 @dataclass(frozen=True, slots=True)
+class RrlConfig:
+    """``[server.rrl]``: response rate limiting over UDP (``router.dns.rrl``)."""
+
+    responses_per_second: float = 10.0  # per (client prefix, ECS subnet, class, name)
+    per_source_per_second: float = 2500.0  # per client prefix, whatever is asked
+    slip: int = 2  # every slip-th limited response is sent truncated (0: none)
+    ipv4_prefix: int = 24
+    ipv6_prefix: int = 56
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """Settings of the server itself (``serve --config FILE``, table ``[server]``)."""
 
@@ -233,5 +244,6 @@ class ServerConfig:
     tls_cert: Path | None = None  # the HTTPS listeners' certificate chain (PEM)
     tls_key: Path | None = None  # ... and its private key (PEM)
     nsid: str | None = None  # this node's name in NSID and id.server (off when None)
+    rrl: RrlConfig | None = None  # [server.rrl]: response rate limiting (off when None)
     cookie_secret: bytes | None = None  # 16 bytes, shared by the nodes (None: random)
     cookie_secret_previous: bytes | None = None  # still accepted during a rollover

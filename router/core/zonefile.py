@@ -28,6 +28,7 @@ from router.core.config import (
     OnAllDown,
     Problem,
     Record,
+    RrlConfig,
     ServerConfig,
     Service,
     Target,
@@ -113,6 +114,7 @@ def load_server(path: str | Path) -> ServerConfig:
             nsid=server.get("nsid", _nsid, None),
             cookie_secret=server.get("cookie_secret", _secret, None),
             cookie_secret_previous=server.get("cookie_secret_previous", _secret, None),
+            rrl=_rrl(server.table("rrl")),
         )
         server.finish()
     doc.finish()
@@ -127,6 +129,24 @@ def _nsid(value: Any) -> str:
     if not 1 <= len(text) <= 64 or not text.isascii() or not text.isprintable():
         raise v.Invalid("must be 1 to 64 printable ASCII characters")
     return text
+
+
+def _rrl(t: _Table | None) -> RrlConfig | None:
+    """``[server.rrl]``: present means on; every key has a default."""
+    if t is None:
+        return None
+    d = RrlConfig()
+    rrl = RrlConfig(
+        responses_per_second=t.get("responses_per_second", v.number(0.1, 1e6),
+                                   d.responses_per_second),
+        per_source_per_second=t.get("per_source_per_second", v.number(1, 1e7),
+                                    d.per_source_per_second),
+        slip=t.get("slip", v.integer(0, 10), d.slip),
+        ipv4_prefix=t.get("ipv4_prefix", v.integer(8, 32), d.ipv4_prefix),
+        ipv6_prefix=t.get("ipv6_prefix", v.integer(16, 128), d.ipv6_prefix),
+    )
+    t.finish()
+    return rrl
 
 
 def _secret(value: Any) -> bytes:

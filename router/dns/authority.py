@@ -32,6 +32,7 @@ from router.dns import wire
 from router.dns.cache import DEFAULT_SIZE, AnswerCache
 from router.dns.cookies import COOKIE_CODE, Secrets, Verdict, judge
 from router.dns.fastpath import recase
+from router.dns.rrl import Action, Limiter
 from router.dns.wire import (
     CLASS_ANY,
     CLASS_CH,
@@ -62,8 +63,9 @@ class Authority:
     def __init__(self, table: ZoneTable, locator: Locator, health: Callable[[], Snapshot],
                  payload: int = DEFAULT_PAYLOAD, *, stats: Stats | None = None,
                  cache_size: int = DEFAULT_SIZE, nsid: str | None = None,
-                 cookies: Secrets | None = None,
+                 cookies: Secrets | None = None, rrl: Limiter | None = None,
                  clock: Callable[[], float] = time.time) -> None:
+        self.rrl = rrl  # response rate limiting over UDP, when on
         self.table = table
         self.cookies = cookies or Secrets(os.urandom(16))
         self.clock = clock  # the server cookies' timestamps
@@ -82,24 +84,46 @@ class Authority:
         cookie back; a malformed one gets FORMERR, one whose server cookie we did not
         make gets BADCOOKIE over UDP (over TCP the address is proven: it is answered).
         With an NSID set, a query that asks for it (an empty NSID option) is told it."""
-        cookie = wire.find_option(data, COOKIE_CODE) if data.find(COOKIE_MARK, 12) > 0 \
-            else None
-        back = b""
-        if cookie is not None:
-            verdict, back = judge(cookie, peer.packed, int(self.clock()), self.cookies)
-            self.stats.dns_cookies[verdict.value] += 1
-            if verdict is Verdict.MALFORMED or (verdict is Verdict.INVALID and not tcp):
-                rcode = Rcode.FORMERR if verdict is Verdict.MALFORMED else Rcode.BADCOOKIE
-                self.stats.dns_queries[(0, rcode)] += 1
-                return wire.add_option(wire.error_reply(data, rcode, self.payload),
-                                       COOKIE_CODE, back) if back else \
-                    wire.error_reply(data, rcode, self.payload)
+        verdict, back = Verdict.NEW, b""
+        if data.find(COOKIE_MARK, 12) > 0:  # a cheap first look; then the real one
+            cookie = wire.find_option(data, COOKIE_CODE)
+            if cookie is not None:
+                verdict, back = judge(cookie, peer.packed, int(self.clock()), self.cookies)
+                self.stats.dns_cookies[verdict.value] += 1
+                if verdict is Verdict.MALFORMED or (verdict is Verdict.INVALID and not tcp):
+                    return self._refuse_cookie(data, verdict, back)
         out = self._handle(data, peer, tcp)
-        if out is not None and back:
+        if out is None:
+            return None
+        if back:
             out = self._added(data, out, COOKIE_CODE, back, tcp)
+        if self.rrl is not None and not tcp and verdict is not Verdict.VALID:
+            out = self._limited(data, out, peer)
         if out is None or not self.nsid or wire.find_option(data, wire.NSID_CODE) != b"":
             return out
         return self._added(data, out, wire.NSID_CODE, self.nsid, tcp)
+
+    def _refuse_cookie(self, data: bytes, verdict: Verdict, back: bytes) -> bytes:
+        """FORMERR for a malformed COOKIE option; BADCOOKIE, with a good one to retry
+        with, for a server cookie we did not make."""
+        rcode = Rcode.FORMERR if verdict is Verdict.MALFORMED else Rcode.BADCOOKIE
+        self.stats.dns_queries[(0, rcode)] += 1
+        out = wire.error_reply(data, rcode, self.payload)
+        return wire.add_option(out, COOKIE_CODE, back) if back else out
+
+    def _limited(self, data: bytes, out: bytes, peer: IPAddress) -> bytes | None:
+        """RRL: ``out``, nothing, or (a slip) the same reply empty with TC=1."""
+        assert self.rrl is not None
+        ecs = wire.find_option(data, wire.ECS_CODE) or b""
+        action = self.rrl.admit(peer, ecs, wire.question(data), out, self.clock())
+        if action is Action.SEND:
+            return out
+        self.stats.dns_rrl[action.value] += 1
+        if action is Action.DROP:
+            return None
+        code = out[3] & 0xF  # ours: always one of Rcode's (BADCOOKIE never gets here)
+        rcode = Rcode(code) if code in Rcode._value2member_map_ else Rcode.SERVFAIL
+        return wire.error_reply(data, rcode, self.payload, tc=True)
 
     def _added(self, data: bytes, out: bytes, code: int, value: bytes, tcp: bool) -> bytes:
         """``out`` with one more EDNS option, if it still fits the client's buffer."""

@@ -308,27 +308,30 @@ def _labels(name: DNSLabel) -> tuple[bytes, ...]:
     return tuple(label.lower() for label in name.label)
 
 
-def error_reply(data: bytes, rcode: Rcode, server_payload: int) -> bytes:
+def question(data: bytes) -> bytes:
+    """The question of ``data`` as sent (name, type, class), or b"" when unreadable."""
+    with contextlib.suppress(ValueError, IndexError, struct.error):
+        end = _read_name(data, _HEADER.size, pointers=False)[1] + _QFIXED.size
+        if end <= len(data):
+            return data[_HEADER.size:end]
+    return b""
+
+
+def error_reply(data: bytes, rcode: Rcode, server_payload: int, tc: bool = False) -> bytes:
     """An error reply to ``data``: the header, and, whatever made the query unusable, its
     question and an OPT record (our payload, the DO bit copied, no options) whenever the
     query had them and they can be read, so a resolver never takes an error for a lack
     of EDNS support (RFC 6891 §7)."""
     qid, flags, qd = struct.unpack_from("!HHH", data)
-    flags = (flags & (0x7800 | RD | CD)) | QR | (int(rcode) & 0xF)
-    question = b""
-    if qd == 1:
-        with contextlib.suppress(ValueError, IndexError, struct.error):
-            end = _read_name(data, _HEADER.size, pointers=False)[1] + _QFIXED.size
-            if end <= len(data):
-                question = data[_HEADER.size:end]
+    flags = (flags & (0x7800 | RD | CD)) | QR | (int(rcode) & 0xF) | (TC if tc else 0)
+    asked = question(data) if qd == 1 else b""
     at = _opt_rdata(data)
     opt = b""
     if at is not None:
         do = data[at - 2] & 0x80
         opt = b"\0" + struct.pack("!HHBBBBH", OPT_TYPE, server_payload, int(rcode) >> 4, 0,
                                    do, 0, 0)
-    return _HEADER.pack(qid, flags, 1 if question else 0, 0, 0, 1 if opt else 0) \
-        + question + opt
+    return _HEADER.pack(qid, flags, 1 if asked else 0, 0, 0, 1 if opt else 0) + asked + opt
 
 
 def _opt(query: Query, reply: Reply, server_payload: int) -> RR | None:

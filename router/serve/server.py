@@ -28,6 +28,7 @@ from router.core.runtime import Reload, Runtime
 from router.dns.authority import Authority
 from router.dns.cookies import Secrets
 from router.dns.listener import Dispatch, DnsListener
+from router.dns.rrl import Limiter
 from router.dns.zone import ZoneTable
 from router.http.app import HttpSettings, create_admin_app, create_app
 from router.serve.connections import ADMIN_LIMIT, Cap, CappedSite, budget, raise_nofile
@@ -77,6 +78,8 @@ class Server(Lifecycle):
         # so every worker has the same; a reload keeps it
         self.cookies = Secrets(settings.cookie_secret or os.urandom(16),
                                settings.cookie_secret_previous)
+        # RRL buckets outlive a reload (a new Authority): a flood must not reset them
+        self.rrl = Limiter(settings.rrl, settings.workers) if settings.rrl else None
         self.tasks: set[asyncio.Task[None]] = set()  # background work of the listeners
 
     async def startup(self) -> None:
@@ -225,7 +228,7 @@ class Server(Lifecycle):
         return Authority(ZoneTable(config), self.runtime.locator, lambda: board.snapshot,
                          self.settings.edns_payload, stats=self.runtime.stats,
                          cache_size=self.settings.dns_cache, nsid=self.settings.nsid,
-                         cookies=self.cookies)
+                         cookies=self.cookies, rrl=self.rrl)
 
     async def _start_http(self, runtime: Runtime, sockets: Sockets) -> dict[str, list[str]]:
         """The public app on the HTTP sockets; with admin sockets, the pages go there."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from router.core.config import RrlConfig
 from router.core.ip import HostPort, IPNetwork
 from router.dns.authority import DEFAULT_PAYLOAD
 from router.dns.cache import DEFAULT_SIZE
@@ -59,6 +60,8 @@ class Settings:
     backlog: int = BACKLOG  # of every TCP listener
     access_log: bool = False
     nsid: str | None = None  # this node's name in NSID and id.server (off when None)
+    rrl: RrlConfig | None = None  # response rate limiting (off when None)
+    workers: int = 1  # processes answering: each applies 1/workers of the RRL rates
     cookie_secret: bytes = b""  # DNS cookies' current secret (16 bytes), the same in
     cookie_secret_previous: bytes | None = None  # every worker; the previous one too
     state: Path | None = None  # the operator's state file (overrides), watched

@@ -12,7 +12,7 @@ and ``target_wait_steering_seconds`` (the quantized figure it sees),
 ``probe_phase_seconds{phase}`` (dns, connect, tls, ttfb, total).
 
 Per server: ``dns_queries_total{qtype, rcode}``, ``http_responses_total{status}``,
-``errors_total{where}``, ``dns_cookies_total{verdict}``,
+``errors_total{where}``, ``dns_cookies_total{verdict}``, ``dns_rrl_total{action}``,
 ``cache_events_total{cache, event}`` (hit, miss, stale, declined, eviction) and
 ``cache_entries{cache}``, ``health_generation``, ``ready``,
 ``state_file_ok``, ``info``, and the standard ``process_*`` series.
@@ -157,7 +157,11 @@ class RouterCollector(Collector):
                            "(new: a client cookie only)", ["verdict"])
         for verdict in ("new", "valid", "invalid", "malformed"):
             cookies.add_metric([verdict], stats.dns_cookies[verdict])
-        yield from (queries, responses, errors, cookies)
+        limited = _counter("dns_rrl", "UDP responses rate-limited, by what was done "
+                           "(dropped, or slipped: sent empty with TC=1)", ["action"])
+        for action in ("dropped", "slipped"):
+            limited.add_metric([action], stats.dns_rrl[action])
+        yield from (queries, responses, errors, cookies, limited)
         yield from _caches(stats)
         yield _gauge("health_generation", "bumps whenever a decision could change",
                      value=rt.board.snapshot.generation)
