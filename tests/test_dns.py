@@ -388,7 +388,7 @@ def test_error_replies_keep_the_question_and_opt(five_cities):
     assert not r.options  # nothing echoed from an option that did not parse
     plain = dns.message.make_query(ZONE, "A").to_wire()
     r = _raw(five_cities, plain[:2] + b"\x7d\x00" + plain[4:])  # an unknown opcode
-    assert r.rcode() == dns.rcode.NOTIMP and r.edns == -1 and len(r.question) == 1
+    assert r.rcode() == dns.rcode.NOTIMP and r.edns == -1 and not r.question  # not ours to echo
 
 
 def test_ixfr_is_refused_as_axfr_is(five_cities):

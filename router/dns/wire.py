@@ -325,6 +325,9 @@ def error_reply(data: bytes, rcode: Rcode, server_payload: int, tc: bool = False
     qid, flags, qd = struct.unpack_from("!HHH", data)
     flags = (flags & (0x7800 | RD | CD)) | QR | (int(rcode) & 0xF) | (TC if tc else 0)
     asked = question(data) if qd == 1 else b""
+    if (flags >> 11) & 0xF != OPCODE_QUERY and asked[-4:-2] != b"\x00\x06":
+        asked = b""  # NOTIFY and UPDATE name their zone by an SOA question; other shapes
+        # under another opcode are not ours to repeat (a parser would reject the reply)
     at = _opt_rdata(data)
     opt = b""
     if at is not None:
@@ -401,6 +404,8 @@ def find_option(message: bytes, code: int) -> bytes | None:
     if at is None:
         return None
     end = at + 2 + struct.unpack_from("!H", message, at)[0]
+    if end > len(message):
+        return None  # the OPT record runs past the end: the strict reader says FORMERR
     i = at + 2
     while i + 4 <= end:
         found, size = struct.unpack_from("!HH", message, i)
