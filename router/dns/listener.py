@@ -12,6 +12,7 @@ import contextlib
 import ipaddress
 import socket
 import struct
+import time
 from typing import cast
 
 import structlog
@@ -76,6 +77,8 @@ class TcpProtocol(asyncio.Protocol):
         self.buffer = bytearray()
         self.peer: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
         self.timer: asyncio.TimerHandle | None = None
+        # time.monotonic(), not loop.time(): uvloop's clock is cached per loop turn in
+        # milliseconds, and ties would make "the longest idle" an arbitrary one
         self.idle_since = 0.0  # when its last whole message came (or it connected)
         self.begun = 0.0  # when the message still arriving began
 
@@ -102,7 +105,7 @@ class TcpProtocol(asyncio.Protocol):
             if not self._answer(message):
                 return
         if self.buffer and (started or whole):  # a message begun: it has so long to finish
-            self.begun = asyncio.get_running_loop().time()
+            self.begun = time.monotonic()
             self._wait(self.pool.message_timeout)
         elif whole:
             self._wait(self.pool.idle_timeout)
@@ -141,7 +144,7 @@ class TcpProtocol(asyncio.Protocol):
             self.timer.cancel()
         loop = asyncio.get_running_loop()
         if seconds == self.pool.idle_timeout and not self.buffer:
-            self.idle_since = loop.time()
+            self.idle_since = time.monotonic()
         self.timer = loop.call_later(seconds, self.close)
 
     def close(self) -> None:
@@ -189,7 +192,7 @@ class TcpPool:
         if idle:
             return min(idle, key=lambda c: c.idle_since)
         slowest = min(self.open, key=lambda c: c.begun, default=None)
-        now = asyncio.get_running_loop().time()
+        now = time.monotonic()
         return slowest if slowest is not None and now - slowest.begun > SLOW_MESSAGE else None
 
     def release(self, conn: TcpProtocol) -> None:
