@@ -179,14 +179,10 @@ def unchanged_zones(old: Config, new: Config) -> frozenset[str]:
 
     def touches_changed(zone: Zone) -> bool:
         names = [*zone.nameservers, *(n for r in zone.records for n in _names(r.data))]
-        return any(_within(zone.origin, c) or _within(c, zone.origin)
-                   or any(_within(n, c) for n in names) for c in changed)
+        return any(v.within(zone.origin, c) or v.within(c, zone.origin)
+                   or any(v.within(n, c) for n in names) for c in changed)
 
     return frozenset(o for o, z in after.items() if o not in changed and not touches_changed(z))
-
-
-def _within(name: str, origin: str) -> bool:
-    return name == origin or origin == "." or name.endswith("." + origin)
 
 
 def _names(data: RData) -> list[str]:

@@ -198,6 +198,11 @@ def fqdn(name: str) -> str:
     return name.lower().rstrip(".") + "."
 
 
+def within(name: str, origin: str) -> bool:
+    """Whether the absolute ``name`` is ``origin`` or below it (both lower case)."""
+    return name == origin or origin == "." or name.endswith("." + origin)
+
+
 def absolute_name(v: Any) -> str:
     """A fully qualified name; the trailing dot is optional."""
     name = string(v).strip()
@@ -224,7 +229,7 @@ def relative_name(origin: str) -> Callable[[Any], str]:
             raise Invalid("must not be empty: write '@' for the apex")
         if name.endswith("."):
             fq = absolute_name(name)
-            if fq != origin and not fq.endswith("." + origin):
+            if not within(fq, origin):
                 raise Invalid(f"{name!r} is outside the zone {origin}")
             return fq
         if fqdn(name) == origin:

@@ -500,7 +500,7 @@ def _check_zone(zone: Zone, doc: _Table) -> None:
                 doc.report(f"services.{s.name}.dns_names",
                            f"{name} also has a static {sorted(clash)[0]} record")
     for ns in zone.nameservers or ():
-        inside = ns == zone.origin or ns.endswith("." + zone.origin)
+        inside = v.within(ns, zone.origin)
         if inside and not by_name.get(ns, set()) & {"A", "AAAA"} and ns not in steered:
             doc.report("zone.nameservers",
                        f"{ns} is inside the zone but has no A or AAAA record (glue)")
