@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from router.cli import args as common
 from router.core.config import ConfigError, ServerConfig
 from router.core.zonefile import load_server
 from router.dns.cache import DEFAULT_SIZE
+from router.dns.cookies import new_secret
 from router.serve import server, supervisor
 from router.serve.settings import BACKLOG, KEEPALIVE, RCVBUF, Settings
 from router.watch import statefile
@@ -123,7 +123,7 @@ def settings(args: argparse.Namespace, file: ServerConfig) -> Settings:
         nsid=args.nsid or file.nsid,
         rrl=file.rrl,
         workers=max(1, args.workers),
-        cookie_secret=file.cookie_secret or os.urandom(16),  # drawn once: every worker's
+        cookie_secret=file.cookie_secret or new_secret(),  # drawn once: every worker's
         cookie_secret_previous=file.cookie_secret_previous,
         state=args.state,
         ca_file=args.ca_file or file.tls_ca,

@@ -15,7 +15,6 @@ its entry kept (``AnswerCache.answer``).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 
@@ -30,7 +29,7 @@ from router.core.stats import DROPPED, QTYPES, Stats
 from router.core.steering import Want, decide
 from router.dns import wire
 from router.dns.cache import DEFAULT_SIZE, AnswerCache
-from router.dns.cookies import COOKIE_CODE, Secrets, Verdict, judge
+from router.dns.cookies import COOKIE_CODE, Secrets, Verdict, judge, new_secret
 from router.dns.fastpath import recase
 from router.dns.rrl import Action, Limiter
 from router.dns.wire import (
@@ -67,7 +66,7 @@ class Authority:
                  clock: Callable[[], float] = time.time) -> None:
         self.rrl = rrl  # response rate limiting over UDP, when on
         self.table = table
-        self.cookies = cookies or Secrets(os.urandom(16))
+        self.cookies = cookies or Secrets(new_secret())
         self.clock = clock  # the server cookies' timestamps
         self.nsid = nsid.encode() if nsid else b""  # this node's name (RFC 5001), or none
         self.locator = locator

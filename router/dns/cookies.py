@@ -13,6 +13,7 @@ accepted too (new cookies are always made with the current one).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from enum import Enum
 
@@ -35,6 +36,11 @@ class Verdict(Enum):
 class Secrets:
     current: bytes  # 16 bytes
     previous: bytes | None = None  # accepted during a rollover, never used to make one
+
+
+def new_secret() -> bytes:
+    """A random 16-byte secret, for a server whose nodes share none."""
+    return os.urandom(16)
 
 
 def server_cookie(secret: bytes, client: bytes, address: bytes, now: int) -> bytes:

@@ -12,7 +12,6 @@ first snapshot is in (``bind``): the kernel never hands a query to a worker not 
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import time
 from collections.abc import Callable
@@ -74,10 +73,7 @@ class Server(Lifecycle):
         self.certificate: Certificate | None = None  # HTTPS, renewed in place
         self.geoip_watch: FileWatch | None = None  # --geoip, replaced in place
         self.nofile = raise_nofile()  # the descriptor limit, raised to the hard one
-        # DNS cookies' secrets: the CLI draws a random one when none is configured, once,
-        # so every worker has the same; a reload keeps it
-        self.cookies = Secrets(settings.cookie_secret or os.urandom(16),
-                               settings.cookie_secret_previous)
+        self.cookies = Secrets(settings.cookie_secret, settings.cookie_secret_previous)
         # RRL buckets outlive a reload (a new Authority): a flood must not reset them
         self.rrl = Limiter(settings.rrl, settings.workers) if settings.rrl else None
         self.tasks: set[asyncio.Task[None]] = set()  # background work of the listeners

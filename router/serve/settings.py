@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -14,6 +14,7 @@ from router.core.config import RrlConfig
 from router.core.ip import HostPort, IPNetwork
 from router.dns.authority import DEFAULT_PAYLOAD
 from router.dns.cache import DEFAULT_SIZE
+from router.dns.cookies import new_secret
 from router.dns.listener import bind as bind_dns
 from router.errors import RouterError
 
@@ -62,8 +63,10 @@ class Settings:
     nsid: str | None = None  # this node's name in NSID and id.server (off when None)
     rrl: RrlConfig | None = None  # response rate limiting (off when None)
     workers: int = 1  # processes answering: each applies 1/workers of the RRL rates
-    cookie_secret: bytes = b""  # DNS cookies' current secret (16 bytes), the same in
-    cookie_secret_previous: bytes | None = None  # every worker; the previous one too
+    # DNS cookies' current secret (16 bytes): drawn when the settings are made, so every
+    # worker, which gets these settings, has the same one; and the previous one
+    cookie_secret: bytes = field(default_factory=new_secret)
+    cookie_secret_previous: bytes | None = None
     state: Path | None = None  # the operator's state file (overrides), watched
     ca_file: Path | None = None  # extra CAs for checking HTTPS mirrors
 
