@@ -148,6 +148,47 @@ def started(server: Server, run: Path, port: int, cpu: str,
             proc.wait()
 
 
+@dataclass
+class Router:
+    """A mirror-router started by ``router()``: its process, ports and log lines."""
+
+    proc: subprocess.Popen[str]
+    dns: int
+    http: int
+    log: list[str]
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid, *children(self.proc.pid)]
+
+
+@contextlib.contextmanager
+def router(tree: Path, zones: Path, *extra: str, prefix: Sequence[str] = ()) -> Iterator[Router]:
+    """``python -m router serve`` from the checkout ``tree`` on fresh loopback ports, JSON
+    log collected, ready (or SystemExit with the log); SIGTERM (then kill) on the way out."""
+    dns, http = free_port(), free_port()
+    command = [*prefix, sys.executable, "-m", "router", "serve", "--zones", str(zones),
+               "--dns", f"127.0.0.1:{dns}", "--http", f"127.0.0.1:{http}",
+               "--trusted-proxy", "127.0.0.1/32", "--log-format", "json", *extra]
+    proc = subprocess.Popen(command, cwd=tree, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    log: list[str] = []
+    threading.Thread(target=lambda: log.extend(proc.stderr or []), daemon=True).start()
+    try:
+        deadline = time.monotonic() + 60
+        while not any('"ready"' in line for line in log):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the router did not start:\n" + "".join(log[-20:]))
+            time.sleep(0.1)
+        yield Router(proc, dns, http, log)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def children(pid: int) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
                          text=True, check=False).stdout
