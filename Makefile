@@ -6,6 +6,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
+# the bench scripts without a .py suffix, which ruff does not find by itself
+SCRIPTS = bench/dns bench/heads bench/http bench/abuse bench/rrl bench/mutate bench/fleet
 
 .PHONY: serve test demo lint bench-dns bench-http dist clean
 
@@ -22,12 +24,12 @@ demo: $(BIN)/mirror-router
 	$(BIN)/python tools/loopback_demo.py
 
 test: $(BIN)/mirror-router
-	$(BIN)/ruff check router tests bench bench/dns bench/heads bench/http tools
+	$(BIN)/ruff check router tests bench $(SCRIPTS) tools
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 lint: $(BIN)/mirror-router
-	$(BIN)/ruff check router tests bench bench/dns bench/heads bench/http tools
+	$(BIN)/ruff check router tests bench $(SCRIPTS) tools
 	$(BIN)/mypy
 
 bench-dns: $(BIN)/mirror-router

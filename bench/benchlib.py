@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -187,6 +188,31 @@ def router(tree: Path, zones: Path, *extra: str, prefix: Sequence[str] = ()) -> 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+_STORE: list[tuple[subprocess.Popen[bytes], str]] = []
+
+
+def store_url() -> str:
+    """A ``redis-server`` on a loopback port for this bench run (no persistence), started
+    on first use and stopped when the bench exits: what the ``fleet`` servers share."""
+    if not _STORE:
+        import atexit
+        port = free_port()
+        folder = Path(tempfile.mkdtemp(prefix="bench-redis-"))
+        proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                 "--save", "", "--appendonly", "no", "--dir", str(folder)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        atexit.register(proc.kill)
+        deadline = time.monotonic() + 20
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit("redis-server did not start")
+            time.sleep(0.05)
+        _STORE.append((proc, f"redis://127.0.0.1:{port}/0"))
+    return _STORE[0][1]
 
 
 def children(pid: int) -> list[int]:

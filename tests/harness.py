@@ -137,6 +137,7 @@ class Mirror:
         self.farm = farm
         self.name = name
         self.health_status = 200
+        self.failing_for: set[str] = set()  # fleet nodes whose health checks get 503
         self.delay = 0.0
         self.body = f"{name}\n"  # what .../health answers
         self.agents: list[str] = []  # the User-Agent of every request
@@ -180,6 +181,9 @@ class Mirror:
 
     def _answer(self, request: web.Request) -> web.StreamResponse:
         if request.path.endswith("/health"):
+            agent = request.headers.get("User-Agent", "")
+            if any(f"node {n};" in agent for n in self.failing_for):
+                return web.Response(status=503, text="failing for this node\n")
             return web.Response(status=self.health_status, text=self.body)
         body = self.files.get(request.path_qs, self.files.get(request.path))
         if body is None:
@@ -404,3 +408,47 @@ health = {{ {health} }}
 {"".join(targets)}
 {extra_service}
 '''
+
+
+class RedisServer:
+    """A real ``redis-server`` on a loopback port, no persistence, for fleet tests. It can
+    be killed (by its PID) and started again on the same port (empty: no persistence)."""
+
+    def __init__(self, folder: Path) -> None:
+        import socket
+        self.folder = folder
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.folder), "--protected-mode", "no",
+             "--loglevel", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                if self.client().ping():
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start within 20 s")
+
+    def client(self) -> Any:
+        import redis
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
+    def close(self) -> None:
+        self.kill()

@@ -639,6 +639,13 @@ def test_server_settings_file(tmp_path):
     ("[server]\naccess_log = 1\n", "server.access_log", "must be true or false"),
     ("[server]\ntrusted = []\n", "server.trusted", "unknown key"),
     ("[other]\n", "server", "is required"),
+    ('[fleet]\nstore = "http://127.0.0.1:6379"', "fleet.store", "redis://"),
+    ('[fleet]\nname = "a"', "fleet.store", "is required"),
+    ('[fleet]\nstore = "redis://h"\nobservers = 2\nquorum = 3', "fleet.quorum",
+     "more than observers"),
+    ('[fleet]\nstore = "redis://h"\nnode = "a b"', "fleet.node", "letters, digits"),
+    ('[fleet]\nstore = "redis://h"\nstroe = 1', "fleet.stroe", "unknown key"),
+    ('[fleet]\nstore = "redis://:secret@h:99999"', "fleet.store", "invalid port"),
 ])
 def test_server_settings_errors_name_file_key_and_reason(tmp_path, text, key, reason):
     path = tmp_path / "server.toml"

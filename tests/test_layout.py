@@ -39,7 +39,7 @@ EVERYONE = frozenset({"root", "errors"})
 # FORBIDDEN below).
 THIRD_PARTY: Mapping[str, frozenset[str]] = {
     "core": frozenset({"maxminddb", "_maxminddb_geolite2"}),
-    "watch": frozenset({"aiohttp", "structlog"}),
+    "watch": frozenset({"aiohttp", "redis", "structlog"}),
     "dns": frozenset({"dnslib", "siphash24", "structlog"}),
     "http": frozenset({"aiohttp", "multidict", "structlog", "prometheus_client"}),
     "serve": frozenset({"aiohttp", "structlog", "uvloop"}),

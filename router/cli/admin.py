@@ -2,6 +2,12 @@
 
     mirror-router admin [--state FILE] [--zones DIR | --any-id] set ID|SERVICE/ID STATE
     mirror-router admin [--state FILE] show
+    mirror-router admin --fleet URL [--fleet-name NAME] set ID|SERVICE/ID STATE
+    mirror-router admin --fleet URL [--fleet-name NAME] show
+
+With ``--fleet`` the override is the whole fleet's: written to the store, every live node
+applies it within a second (and keeps it across a restart while the store is away). A
+node's own state file still wins for its own entries.
 
 A running ``serve --state FILE`` picks the change up within a second. The file is
 rewritten whole (a complete copy renamed over it), under a lock, and never when it holds
@@ -13,16 +19,21 @@ saved as an override that matches nothing.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import getpass
 import os
+import socket
 import sys
+import time
 from pathlib import Path
 
 from router.cli import args as common
-from router.core.config import ConfigError
+from router.core.config import ConfigError, FleetConfig
 from router.core.overrides import Override, changed, unknown
 from router.core.values import Invalid, selector
 from router.core.zonefile import load
 from router.watch import statefile
+from router.watch.store import Link, StoreDown, read_all, set_override
 
 
 def add_parser(sub: common.Subparsers[argparse.ArgumentParser]) -> None:
@@ -35,6 +46,7 @@ def add_parser(sub: common.Subparsers[argparse.ArgumentParser]) -> None:
                         "(default ./zones)")
     p.add_argument("--any-id", action="store_true",
                    help="accept ids the zones do not have (for a target not deployed yet)")
+    common.fleet_args(p)
     actions = p.add_subparsers(required=True, metavar="ACTION")
     set_ = actions.add_parser("set", help="set one target's override")
     set_.add_argument("target", metavar="ID|SERVICE/ID")
@@ -72,6 +84,8 @@ def _set(args: argparse.Namespace) -> int:
         if strays:
             return _fail(f"{key}: no such target in {args.zones} (--any-id accepts it)")
     state = Override(args.value)
+    if args.fleet:
+        return asyncio.run(_set_fleet(args, key, state))
     try:
         with statefile.locked(args.state):
             before = statefile.read(args.state)
@@ -84,7 +98,45 @@ def _set(args: argparse.Namespace) -> int:
     return 0
 
 
+def _link(args: argparse.Namespace) -> Link:
+    return Link(FleetConfig(store=args.fleet, name=args.fleet_name, node="admin"))
+
+
+async def _set_fleet(args: argparse.Namespace, key: str, state: Override) -> int:
+    link = _link(args)
+    try:
+        before = (await read_all(link)).overrides.get(key)
+        await set_override(link, key, state, f"{getpass.getuser()}@{socket.gethostname()}")
+    except StoreDown as e:
+        return _fail(f"{link.where}: the store did not answer ({e}); nothing changed")
+    finally:
+        await link.close()
+    was = before.state if before else Override.AUTO
+    print(f"{key}: {state} (was {was}) for fleet {args.fleet_name} at {link.where}")
+    return 0
+
+
+async def _show_fleet(args: argparse.Namespace) -> int:
+    link = _link(args)
+    try:
+        reading = await read_all(link)
+    except StoreDown as e:
+        return _fail(f"{link.where}: the store did not answer ({e})")
+    finally:
+        await link.close()
+    if not reading.overrides:
+        print(f"no overrides in fleet {args.fleet_name}: health checks decide everywhere")
+    for key, record in sorted(reading.overrides.items()):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(record.at))
+        print(f"{key}\t{record.state}\tby {record.by}\tat {when} UTC")
+    for where, reason in reading.bad:
+        print(f"ignored: {where}: {reason}", file=sys.stderr)
+    return 0
+
+
 def _show(args: argparse.Namespace) -> int:
+    if args.fleet:
+        return asyncio.run(_show_fleet(args))
     try:
         overrides = statefile.read(args.state)
     except ConfigError as e:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from router import log
+from router.core import values
 from router.core.config import Config, ConfigError
 from router.core.ip import HostPort, IPNetwork
 from router.core.zonefile import load
@@ -63,6 +64,32 @@ def network(text: str) -> IPNetwork:
         return ipaddress.ip_network(text, strict=False)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an IP network (CIDR)") from None
+
+
+def store_url(text: str) -> str:
+    """A Redis or Valkey URL (redis://, rediss://, unix://)."""
+    try:
+        return values.store_url(text)
+    except values.Invalid as e:
+        raise argparse.ArgumentTypeError(e.reason) from None
+
+
+def identifier(text: str) -> str:
+    """A node, service or target name."""
+    try:
+        return values.identifier(text)
+    except values.Invalid as e:
+        raise argparse.ArgumentTypeError(e.reason) from None
+
+
+def fleet_args(p: argparse.ArgumentParser, required: bool = False) -> None:
+    """``--fleet URL`` (and the fleet's ``--fleet-name``) for the commands that read it."""
+    p.add_argument("--fleet", type=store_url, metavar="URL", required=required,
+                   help="the fleet's store: redis://[:PASSWORD@]HOST[:PORT][/DB], "
+                        "rediss:// (TLS) or unix:///PATH")
+    p.add_argument("--fleet-name", type=identifier, default="mirror-router", metavar="NAME",
+                   help="the fleet's name, its key prefix in the store (default "
+                        "mirror-router)")
 
 
 def report(e: ConfigError) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from router.cli import args as common
-from router.core.config import ConfigError, ServerConfig
+from router.core.config import ConfigError, FleetConfig, Problem, ServerConfig
 from router.core.zonefile import load_server
 from router.dns.cache import DEFAULT_SIZE
 from router.dns.cookies import new_secret
@@ -28,6 +29,12 @@ def add_parser(sub: common.Subparsers[argparse.ArgumentParser]) -> None:
                    metavar="FILE", help="operator overrides to watch (mirror-router "
                    "admin); default $STATE_DIRECTORY/state.toml under systemd, else none")
     common.ca_file(p)
+    p.add_argument("--fleet", type=common.store_url, metavar="URL",
+                   help="share health, overrides and file checks with the other nodes "
+                        "through Redis or Valkey (redis://, rediss://, unix://; or [fleet] "
+                        "in --config)")
+    p.add_argument("--node", type=common.identifier, metavar="NAME",
+                   help="this node's name in the fleet, unique (default: the host name)")
     common.logging(p)
     p.set_defaults(func=run)
 
@@ -127,16 +134,30 @@ def settings(args: argparse.Namespace, file: ServerConfig) -> Settings:
         cookie_secret_previous=file.cookie_secret_previous,
         state=args.state,
         ca_file=args.ca_file or file.tls_ca,
+        fleet=fleet(args, file),
     )
+
+
+def fleet(args: argparse.Namespace, file: ServerConfig) -> FleetConfig | None:
+    """``--fleet`` and ``--node`` over the file's ``[fleet]``."""
+    base = file.fleet
+    if args.fleet is None and base is None:
+        if args.node is not None:
+            raise ConfigError([Problem("--node", "", "needs --fleet URL (or [fleet] in "
+                                       "--config): a node of which fleet?")])
+        return None
+    store = args.fleet or (base.store if base else "")
+    config = replace(base, store=store) if base else FleetConfig(store=store)
+    return replace(config, node=args.node) if args.node else config
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         file = load_server(args.config) if args.config else ServerConfig()
+        chosen = settings(args, file)
     except ConfigError as e:
         common.report(e)
         return 1
     if args.workers > 1:
-        return supervisor.run(settings(args, file), args.workers, args.log_format,
-                              args.log_level)
-    return server.run(settings(args, file))
+        return supervisor.run(chosen, args.workers, args.log_format, args.log_level)
+    return server.run(chosen)

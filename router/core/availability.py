@@ -21,10 +21,11 @@ inventory (``router.watch.inventory``) fetches and HEADs, and records here.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from enum import Enum
 from itertools import islice
-from typing import Any
+from typing import Any, Protocol
 
 from router.core.catalog import Catalog, CatalogFile, FileChecks
 from router.core.config import Config, Service
@@ -85,6 +86,23 @@ def judge(file: CatalogFile, status: int | None, length: int | None,
     if 400 <= status < 500 and status not in (408, 425, 429):
         return Outcome(Availability.MISSING, f"HTTP {status}")
     return Outcome(None, f"HTTP {status}")
+
+
+class SharedFiles(Protocol):
+    """File results shared by a fleet's nodes (``router.watch.fleetfiles``), so that a file
+    is HEADed once per TTL for the whole fleet: the inventory asks ``known()`` before a
+    HEAD (which may wait, bounded, for another node's HEAD of the same file), tells
+    ``learned()`` after one, and runs the freshness probe in its ``turn()``."""
+
+    async def known(self, service: Service, target: str, file: str
+                    ) -> tuple[Outcome, float] | None: ...
+
+    def learned(self, service: Service, target: str, file: str, outcome: Outcome,
+                at: float) -> None: ...
+
+    def turn(self, what: str, seconds: float) -> AbstractAsyncContextManager[bool]: ...
+
+    async def close(self) -> None: ...
 
 
 Key = tuple[str, str]  # (service name, target id)
@@ -207,7 +225,7 @@ class Ledger:
             for name in list(islice(entries, max(1, self.max_files // 8))):
                 del entries[name]
         state = outcome.state or (before.state if before else Availability.UNKNOWN)
-        entries[file.name] = Seen(state, at, at + _ttl(service.checks, outcome.state),
+        entries[file.name] = Seen(state, at, at + recheck_after(service.checks, outcome.state),
                                   outcome.detail)
         changed = before is None or before.state is not state
         if changed:
@@ -282,5 +300,6 @@ def _url_of(service: Service, target: str) -> str | None:
     return found.url if found else None
 
 
-def _ttl(checks: FileChecks, state: Availability | None) -> float:
+def recheck_after(checks: FileChecks, state: Availability | None) -> float:
+    """Seconds a result stands before the file is checked again."""
     return checks.ttl if state is Availability.PRESENT else checks.negative_ttl

@@ -7,6 +7,8 @@ Zone files are read and checked into this model by ``router.core.zonefile``.
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import StrEnum
 from fnmatch import fnmatchcase
@@ -231,6 +233,24 @@ class RrlConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class FleetConfig:
+    """``[fleet]`` (or ``serve --fleet URL --node NAME``): nodes that share health
+    observations, overrides and file checks through Redis or Valkey (``router.fleet``)."""
+
+    store: str  # redis://, rediss:// or unix:// URL, maybe with a password
+    name: str = "mirror-router"  # the fleet's key prefix: several fleets may share a store
+    node: str = field(default_factory=lambda: default_node())  # unique in the fleet
+    observers: int = 3  # nodes that probe each target (all of them when fewer are live)
+    quorum: int | None = None  # "down" votes that take a target down (None: a majority)
+
+
+def default_node() -> str:
+    """This machine's host name, as far as it is a valid node name."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", os.uname().nodename)[:63].strip("-.")
+    return name or "node"
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """Settings of the server itself (``serve --config FILE``, table ``[server]``)."""
 
@@ -243,3 +263,4 @@ class ServerConfig:
     rrl: RrlConfig | None = None  # [server.rrl]: response rate limiting (off when None)
     cookie_secret: bytes | None = None  # 16 bytes, shared by the nodes (None: random)
     cookie_secret_previous: bytes | None = None  # still accepted during a rollover
+    fleet: FleetConfig | None = None  # [fleet]: share state with other nodes (None: alone)

@@ -241,25 +241,45 @@ class Board:
 
     def __init__(self) -> None:
         self._state: dict[Key, Health] = {}
-        self._admin: Overrides = MappingProxyType({})
+        self._admin: Overrides = MappingProxyType({})  # in force: the two below, merged
+        self._local: Overrides = MappingProxyType({})
+        self._fleet: Overrides = MappingProxyType({})
         self.snapshot = Snapshot()
 
     def record(self, key: Key, result: Result, check: HealthCheck) -> tuple[Health, Health]:
         """Apply a result; return (before, after) so the caller can log a change."""
         before = self._state.get(key, _UNKNOWN)
         after = observe(before, result, check)
+        self.put(key, after)
+        return before, after
+
+    def put(self, key: Key, after: Health) -> Health:
+        """Set a target's health as decided elsewhere (the fleet's verdict); return the
+        one it replaces. A new generation only if what steering reads has changed."""
+        before = self._state.get(key, _UNKNOWN)
         self._state[key] = after
         self._publish(changed=_served(after.status) is not _served(before.status)
                       or after.latency_ms != before.latency_ms)
-        return before, after
+        return before
 
-    def set_overrides(self, overrides: Overrides) -> bool:
-        """Install the operator's overrides; True (and a new generation) if they changed."""
-        if dict(overrides) == dict(self._admin):
+    def set_overrides(self, overrides: Overrides, *, fleet: bool = False) -> bool:
+        """Install the operator's overrides: this node's (the state file), or the fleet's
+        (``fleet=True``). A node's own entry wins over the fleet's for the same selector.
+        True (and a new generation) if what is in force changed."""
+        if fleet:
+            self._fleet = MappingProxyType(dict(overrides))
+        else:
+            self._local = MappingProxyType(dict(overrides))
+        merged = {**self._fleet, **self._local}
+        if merged == dict(self._admin):
             return False
-        self._admin = MappingProxyType(dict(overrides))
+        self._admin = MappingProxyType(merged)
         self._publish(changed=True)
         return True
+
+    @property
+    def local_overrides(self) -> Overrides:
+        return self._local
 
     def assume(self, keys: Iterable[Key], status: Status, at: float) -> None:
         """Set targets that are never probed (no health URL, or --no-probe)."""

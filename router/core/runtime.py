@@ -16,6 +16,7 @@ from typing import Protocol
 
 from router.core.availability import Ledger
 from router.core.config import Config
+from router.core.fleet import View
 from router.core.geo import Locator
 from router.core.health import Board
 from router.core.stats import Stats
@@ -54,6 +55,7 @@ class Runtime:
         self.last_reload: Reload | None = None  # None: not reloaded since start
         self.stats = Stats()
         self.state: StateView | None = None  # the operator's state file, when watched
+        self.fleet: Callable[[], View | None] = lambda: None  # the fleet, when in one
         self.peers: tuple[Stats, ...] = ()  # --workers: the other processes' counts
         # name -> the cache's counters, read by sample(); the faces add theirs
         self.caches: dict[str, Callable[[], Mapping[str, int]]] = {"geoip": locator.counters}

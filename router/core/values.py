@@ -185,6 +185,40 @@ def fetch_url(v: Any) -> str:
     return text
 
 
+STORE_SCHEMES = ("redis", "rediss", "unix")
+
+
+def store_url(v: Any) -> str:
+    """A Redis or Valkey address: ``redis://[:password@]host[:port][/db]``, ``rediss://``
+    (TLS) or ``unix:///path/to/socket``."""
+    text = string(v)
+    parts = urlsplit(text)
+    if parts.scheme not in STORE_SCHEMES:
+        raise Invalid(f"{redact(text)!r} is not a redis://, rediss:// or unix:// URL")
+    if parts.scheme == "unix" and not parts.path:
+        raise Invalid(f"{redact(text)!r} names no socket path")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise Invalid(f"{redact(text)!r} names no host")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise Invalid(f"{redact(text)!r} has an invalid port") from None
+    db = parts.path.strip("/")
+    if parts.scheme != "unix" and db and not db.isdigit():
+        raise Invalid(f"{redact(text)!r}: the path must be a database number")
+    return text
+
+
+def redact(url: str) -> str:
+    """A URL as it may be shown or logged: its password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
 def base_url(v: Any) -> str:
     """A mirror's base URL always ends with ``/`` so that ``url + path`` is well formed."""
     text = url(v)

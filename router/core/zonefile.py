@@ -24,6 +24,7 @@ from router.core.config import (
     DEFAULT_ZONE_TTL,
     Config,
     ConfigError,
+    FleetConfig,
     HealthCheck,
     OnAllDown,
     Problem,
@@ -33,6 +34,7 @@ from router.core.config import (
     Service,
     Target,
     Zone,
+    default_node,
 )
 from router.core.earth import Point
 from router.core.urls import join
@@ -102,8 +104,9 @@ def load_server(path: str | Path) -> ServerConfig:
     if data is None:
         raise ConfigError(problems)
     doc = _Table(data, "", str(path), problems)
-    server = doc.table("server", required=True)
-    settings = ServerConfig()
+    server = doc.table("server", required="fleet" not in data)
+    fleet = _fleet(doc.table("fleet"))
+    settings = ServerConfig(fleet=fleet)
     if server is not None:
         settings = ServerConfig(
             trusted_proxies=server.get("trusted_proxies", v.list_of(v.network), ()),
@@ -115,6 +118,7 @@ def load_server(path: str | Path) -> ServerConfig:
             cookie_secret=server.get("cookie_secret", _secret, None),
             cookie_secret_previous=server.get("cookie_secret_previous", _secret, None),
             rrl=_rrl(server.table("rrl")),
+            fleet=fleet,
         )
         server.finish()
     doc.finish()
@@ -147,6 +151,24 @@ def _rrl(t: _Table | None) -> RrlConfig | None:
     )
     t.finish()
     return rrl
+
+
+def _fleet(t: _Table | None) -> FleetConfig | None:
+    """``[fleet]``: present means on; ``store`` is required."""
+    if t is None:
+        return None
+    fleet = FleetConfig(
+        store=t.get("store", v.store_url) or "redis://",
+        name=t.get("name", v.identifier, "mirror-router"),
+        node=t.get("node", v.identifier, None) or default_node(),
+        observers=t.get("observers", v.integer(1, 64), 3),
+        quorum=t.get("quorum", v.integer(1, 64), None),
+    )
+    if fleet.quorum is not None and fleet.quorum > fleet.observers:
+        t.report(t.key("quorum"), f"{fleet.quorum} is more than observers ({fleet.observers}): "
+                  "a target could never go down")
+    t.finish()
+    return fleet
 
 
 def _secret(value: Any) -> bytes:

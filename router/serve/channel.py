@@ -16,6 +16,7 @@ from pathlib import Path
 
 from router.core.availability import Event
 from router.core.config import Config
+from router.core.fleet import View
 from router.core.health import Snapshot
 from router.core.runtime import Reload
 from router.core.stats import Stats
@@ -85,6 +86,13 @@ class StateNews:
     error: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class FleetNews:
+    """The fleet as the supervisor sees it (for /status and /metrics)."""
+
+    view: View
+
+
 # ---------------------------------------------------------------- worker → supervisor
 
 
@@ -119,10 +127,10 @@ class LedgerNews:
     event: Event
 
 
-Message = (Hello | NewSnapshot | PeerCounts | StateNews | Stage | Commit | ReloadNews | Ready
-           | Staged | Counts | LedgerNews)
-MESSAGES = (Hello, NewSnapshot, PeerCounts, StateNews, Stage, Commit, ReloadNews, Ready, Staged,
-            Counts, LedgerNews)
+Message = (Hello | NewSnapshot | PeerCounts | StateNews | FleetNews | Stage | Commit
+           | ReloadNews | Ready | Staged | Counts | LedgerNews)
+MESSAGES = (Hello, NewSnapshot, PeerCounts, StateNews, FleetNews, Stage, Commit, ReloadNews,
+            Ready, Staged, Counts, LedgerNews)
 
 
 def encode(message: Message) -> bytes:

@@ -42,9 +42,9 @@ from router.serve.settings import (
     fmt,
 )
 from router.serve.tls import Certificate, certificate_files
+from router.serve.watching import inventory, monitor
 from router.watch.files import FileWatch, stamp
 from router.watch.inventory import Inventory
-from router.watch.monitor import Monitor
 from router.watch.tasks import cancel
 
 log = structlog.get_logger("router.serve")
@@ -84,6 +84,7 @@ class Server(Lifecycle):
         runtime = self.runtime = Runtime(config, Locator(s.geoip), Board(), probing=s.probe)
         self.source = self.make_source(runtime)
         runtime.state = self.source.state
+        runtime.fleet = self.source.fleet_view
         self.dispatch = Dispatch(self._authority(config))
         runtime.caches["dns"] = self._dns_cache_counters
         if s.https:  # a bad certificate fails here, before anything listens
@@ -94,8 +95,7 @@ class Server(Lifecycle):
         if sockets is None and self.bind_late is None:
             sockets = Sockets.bind(s, Addresses.of(s))
         if s.probe:  # a worker's catalogs come from its supervisor
-            self.inventory = Inventory(runtime.ledger, catalogs=not self.fed,
-                                       ca_file=s.ca_file)
+            self.inventory = inventory(s, runtime.ledger, catalogs=not self.fed)
         if sockets is not None:
             listening = await self._start_http(runtime, sockets)
             log.info("listening", **listening, ready=False)
@@ -214,9 +214,7 @@ class Server(Lifecycle):
         return cache.counters() if cache is not None else {}
 
     def _monitor(self, runtime: Runtime) -> Source:
-        s = self.settings
-        return Monitor(runtime.board, runtime.stats, lambda: runtime.config, probe=s.probe,
-                       state=s.state, ca_file=s.ca_file)
+        return monitor(self.settings, runtime.board, runtime.stats, lambda: runtime.config)
 
     def _authority(self, config: Config) -> Authority:
         assert self.runtime is not None

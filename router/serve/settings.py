@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from router.core.config import RrlConfig
+from router.core.config import FleetConfig, RrlConfig
 from router.core.ip import HostPort, IPNetwork
 from router.dns.authority import DEFAULT_PAYLOAD
 from router.dns.cache import DEFAULT_SIZE
@@ -69,6 +69,7 @@ class Settings:
     cookie_secret_previous: bytes | None = None
     state: Path | None = None  # the operator's state file (overrides), watched
     ca_file: Path | None = None  # extra CAs for checking HTTPS mirrors
+    fleet: FleetConfig | None = None  # share health, overrides and file checks (None: alone)
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,7 @@ import structlog
 from router import __version__
 from router.core.availability import Ledger
 from router.core.config import Config
+from router.core.fleet import View
 from router.core.health import Board, Snapshot
 from router.core.runtime import Reload
 from router.core.stats import Stats
@@ -51,7 +52,7 @@ from router.serve import notify
 from router.serve.channel import Channel, Message
 from router.serve.lifecycle import Lifecycle, first_of, first_round, run_loop
 from router.serve.settings import Addresses, Settings, Sockets, claim, fmt
-from router.watch.inventory import Inventory
+from router.serve.watching import inventory, monitor
 from router.watch.monitor import Monitor
 from router.watch.tasks import cancel
 
@@ -95,8 +96,7 @@ class Supervisor(Lifecycle):
         self.monitor: Monitor | None = None
         self.ledger = Ledger()  # catalogs and file results, the whole machine's
         self.ledger.journal = lambda event: self._post_all(ch.LedgerNews(event))
-        self.inventory = Inventory(self.ledger, ca_file=settings.ca_file) \
-            if settings.probe else None
+        self.inventory = inventory(settings, self.ledger) if settings.probe else None
         self.addresses = Addresses.of(settings)  # port 0 becomes a port at the first bind
         self.feeding = False  # the first probe round is done: snapshots go out
         self.stopping = False
@@ -107,8 +107,7 @@ class Supervisor(Lifecycle):
         config = self.config = await self.zones()
         self.claims = claim(self.addresses)
         first = self._bind()  # resolves any port 0, for every later worker too
-        self.monitor = Monitor(self.board, self.stats, self._config, probe=self.settings.probe,
-                               state=self.settings.state, ca_file=self.settings.ca_file)
+        self.monitor = monitor(self.settings, self.board, self.stats, self._config)
         for slot in self.slots:
             await self._spawn(slot, first if slot.index == 0 else None)
         await first_round(self.monitor, self.inventory, config)
@@ -276,6 +275,7 @@ class Supervisor(Lifecycle):
         """Every new snapshot (and state file news) to every worker, within 50 ms."""
         sent: Snapshot | None = None
         state: ch.StateNews | None = None
+        fleet = _FleetNews()
         while True:
             if self.board.snapshot is not sent:
                 sent = self.board.snapshot
@@ -285,6 +285,10 @@ class Supervisor(Lifecycle):
             if news is not None and news != state:
                 state = news
                 await self._to_all(_constant(news))
+            view = self.monitor.fleet_view() if self.monitor else None
+            if fleet.due(view):
+                assert view is not None
+                await self._to_all(_constant(ch.FleetNews(view)))
             await asyncio.sleep(SNAPSHOT_POLL)
 
     async def _exchange(self) -> None:
@@ -324,3 +328,21 @@ async def _exited(procs: list[asyncio.subprocess.Process], timeout: float) -> No
 
 def run(settings: Settings, count: int, log_format: str, log_level: str) -> int:
     return run_loop(Supervisor(settings, count, log_format, log_level).run())
+
+
+class _FleetNews:
+    """When the fleet's view is worth handing on: at once when the store comes or goes,
+    else at most once a second while it changes (its clock skew moves every round)."""
+
+    def __init__(self) -> None:
+        self.sent: View | None = None
+        self.at = 0.0
+
+    def due(self, view: View | None) -> bool:
+        if view is None or view == self.sent:
+            return False
+        flipped = self.sent is None or view.connected != self.sent.connected
+        if not flipped and time.monotonic() - self.at < 1.0:
+            return False
+        self.sent, self.at = view, time.monotonic()
+        return True

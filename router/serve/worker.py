@@ -25,6 +25,7 @@ import structlog
 
 from router import log as logging_setup
 from router.core.config import Config
+from router.core.fleet import View
 from router.core.runtime import Runtime
 from router.serve import channel as ch
 from router.serve.channel import Channel, Message
@@ -49,6 +50,7 @@ class Feed:
         self.switch = switch  # serve a committed config
         self.staged: ch.Stage | None = None
         self.state: ch.StateNews | None = None
+        self.fleet: View | None = None
         self._first = asyncio.Event()
         self._lost = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -61,6 +63,9 @@ class Feed:
                        asyncio.create_task(self._report(), name="feed report")]
         if await first_of(self._first.wait(), self._lost.wait()) == 1:
             raise OSError("the supervisor went away before the first snapshot")
+
+    def fleet_view(self) -> View | None:
+        return self.fleet
 
     async def ready(self, dns: list[str], http: list[str]) -> None:
         await self.channel.send(ch.Ready(dns, http, os.getpid()))
@@ -104,6 +109,8 @@ class Feed:
                 runtime.peers = stats
             case ch.StateNews():
                 self.state = runtime.state = message
+            case ch.FleetNews(view):
+                self.fleet = view
             case _:
                 log.warning("channel_unexpected", message=type(message).__name__)
 

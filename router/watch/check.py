@@ -33,6 +33,15 @@ from router.core.health import Phases, Result
 from router.errors import RouterError
 
 USER_AGENT = f"mirror-router/{__version__} (health check; +https://github.com/mirror-router)"
+
+
+def user_agent(node: str | None = None) -> str:
+    """What our checks call themselves; a fleet's node adds its name, so a mirror's
+    operator (and a test) can tell the fleet's nodes apart."""
+    if node is None:
+        return USER_AGENT
+    return f"mirror-router/{__version__} (health check; node {node}; " \
+           "+https://github.com/mirror-router)"
 BODY_LIMIT = 64 * 1024
 
 
@@ -104,11 +113,12 @@ def tls_context(ca_file: Path | None = None) -> TimedContext:
     return context
 
 
-def new_session(ca_file: Path | None = None) -> aiohttp.ClientSession:
+def new_session(ca_file: Path | None = None, node: str | None = None
+                ) -> aiohttp.ClientSession:
     # A fresh connection and a fresh DNS lookup per check: a new downloader's view.
     connector = aiohttp.TCPConnector(force_close=True, limit=64, use_dns_cache=False,
                                      ssl=tls_context(ca_file))
-    return aiohttp.ClientSession(connector=connector, headers={"User-Agent": USER_AGENT},
+    return aiohttp.ClientSession(connector=connector, headers={"User-Agent": user_agent(node)},
                                  trace_configs=[_trace()])
 
 

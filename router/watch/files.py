@@ -4,6 +4,7 @@ database replaced): noticed by polling, acted on once a change has stood still."
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -93,3 +94,16 @@ async def off_loop(read: Callable[[], T], timeout: float, what: str) -> T:
         return await asyncio.wait_for(asyncio.shield(done), timeout)
     except TimeoutError:
         raise TimeoutError(f"{what}: no answer after {timeout:g}s (still being read)") from None
+
+
+def write_whole(path: Path, text: str, mode: int = 0o644) -> None:
+    """Replace ``path`` whole: write a complete copy beside it, then rename it over, so a
+    reader sees the old file or the new one, never half of one."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "w", encoding="utf-8") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.chmod(temporary, mode)
+    os.replace(temporary, path)
+

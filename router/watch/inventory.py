@@ -24,12 +24,12 @@ from pathlib import Path
 import aiohttp
 import structlog
 
-from router.core.availability import Freshness, Ledger, Outcome, judge
+from router.core.availability import Freshness, Ledger, Outcome, SharedFiles, judge
 from router.core.catalog import Catalog, CatalogError, CatalogFile, CatalogFormat, parse_go
 from router.core.config import Config, Service, Target
 from router.core.steering import Decision, worth_waiting_for
 from router.errors import RouterError
-from router.watch.check import USER_AGENT, tls_context
+from router.watch.check import tls_context, user_agent
 from router.watch.tasks import cancel
 
 log = structlog.get_logger("router.watch.inventory")
@@ -37,6 +37,7 @@ log = structlog.get_logger("router.watch.inventory")
 CATALOG_LIMIT = 64 * 1024 * 1024  # bytes: a larger release list is refused
 RETRY = 30.0  # seconds: retry within this while a service has no good catalog at all
 QUEUE_LIMIT = 512  # checks waiting for one mirror; past this, new ones are not started
+FRESHNESS_TURN = 60.0  # seconds a fleet's freshness probe may hold its lock
 PARSERS: dict[CatalogFormat, Callable[[bytes], Catalog]] = {CatalogFormat.GO: parse_go}
 
 CheckKey = tuple[str, str, str]  # (service, target, file name)
@@ -79,8 +80,11 @@ class Inventory:
     """Keeps the ledger's catalogs and per-file availability up to date."""
 
     def __init__(self, ledger: Ledger, *, catalogs: bool = True,
-                 ca_file: Path | None = None) -> None:
+                 ca_file: Path | None = None, node: str | None = None,
+                 shared: SharedFiles | None = None) -> None:
         self.ledger = ledger
+        self.node = node  # a fleet's node: named in the User-Agent
+        self.shared = shared  # a fleet's file results: each file HEADed once per TTL
         self.catalogs = catalogs  # False in a worker: its supervisor fetches and probes
         self.ca_file = ca_file  # HTTPS mirrors are verified as the health checks do
         self._session: aiohttp.ClientSession | None = None
@@ -90,11 +94,12 @@ class Inventory:
         self._inflight: dict[CheckKey, asyncio.Task[None]] = {}
         self._gates: dict[tuple[str, str], tuple[asyncio.Semaphore, int]] = {}
         self._queued: dict[tuple[str, str], int] = {}
+        self._probes: set[asyncio.Task[None]] = set()  # freshness probes under way
 
     async def start(self, config: Config) -> None:
         connector = aiohttp.TCPConnector(limit=256, ssl=tls_context(self.ca_file))
         self._session = aiohttp.ClientSession(connector=connector,
-                                              headers={"User-Agent": USER_AGENT})
+                                              headers={"User-Agent": user_agent(self.node)})
         self.reconfigure(config)
 
     def reconfigure(self, config: Config) -> None:
@@ -121,10 +126,13 @@ class Inventory:
                 await asyncio.wait_for(asyncio.gather(*pending), longest + 1.0)
 
     async def close(self) -> None:
-        await cancel([*(t for t, _spec in self._loops.values()), *self._inflight.values()])
+        await cancel([*(t for t, _spec in self._loops.values()), *self._inflight.values(),
+                      *self._probes])
         self._loops.clear()
         if self._session is not None:
             await self._session.close()
+        if self.shared is not None:
+            await self.shared.close()
 
     # ---------------------------------------------------------------- requests
 
@@ -172,11 +180,19 @@ class Inventory:
 
     async def _check(self, service: Service, target: Target, file: CatalogFile) -> None:
         assert self._session is not None
-        async with self._gate(service, target):
-            outcome = await head(self._session, target.url_for(file.name), file,
-                                 service.health.timeout)
+        shared = self.shared
+        known = await shared.known(service, target.id, file.name) if shared else None
+        if known is not None:  # another node of the fleet checked it
+            outcome, at = known
+        else:
+            async with self._gate(service, target):
+                outcome = await head(self._session, target.url_for(file.name), file,
+                                     service.health.timeout)
+            at = time.time()
+            if shared is not None:
+                shared.learned(service, target.id, file.name, outcome, at)
         before = self.ledger.freshness(service, target.id)
-        self.ledger.record(service, target.id, file, outcome, time.time())
+        self.ledger.record(service, target.id, file, outcome, at)
         after = self.ledger.freshness(service, target.id)
         if after is not before and after is not Freshness.UNKNOWN:
             log.info("mirror_freshness", service=service.name, target=target.id,
@@ -216,6 +232,20 @@ class Inventory:
         log.info("catalog", service=service.name, changed=changed,
                  releases=len(catalog.releases), files=len(catalog.files),
                  newest=newest.version if newest else None)
-        for target_id, file in list(self.ledger.freshness_plan(service, time.time())):
-            self.check(service, target_id, file)
+        task = asyncio.create_task(self._freshness(service), name=f"freshness {service.name}")
+        self._probes.add(task)
+        task.add_done_callback(self._probes.discard)
         return True
+
+    async def _freshness(self, service: Service) -> None:
+        """HEAD the newest stable release's files on every mirror, where due. In a fleet
+        one node at a time does it (a lock with a TTL): the first HEADs, the others then
+        find its results in the store."""
+        turn = self.shared.turn(f"freshness:{service.name}", FRESHNESS_TURN) \
+            if self.shared is not None else contextlib.nullcontext(True)
+        async with turn:
+            for target_id, file in list(self.ledger.freshness_plan(service, time.time())):
+                self.check(service, target_id, file)
+            started = [t for k, t in self._inflight.items() if k[0] == service.name]
+            if started:
+                await asyncio.wait(started, timeout=FRESHNESS_TURN)

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import structlog
 
-from router.core.config import Config
+from router.core.config import Config, FleetConfig
+from router.core.fleet import View
 from router.core.health import Board, Status
 from router.core.stats import Stats
+from router.watch.fleet import Fleet, cache_path
 from router.watch.prober import Prober, log_change
 from router.watch.statefile import StateFile
 
@@ -25,7 +27,7 @@ log = structlog.get_logger("router.watch.monitor")
 class Monitor:
     def __init__(self, board: Board, stats: Stats, config: Callable[[], Config], *,
                  probe: bool = True, state: Path | None = None,
-                 ca_file: Path | None = None) -> None:
+                 ca_file: Path | None = None, fleet: FleetConfig | None = None) -> None:
         self.board = board
         self.stats = stats
         self.config = config
@@ -33,6 +35,12 @@ class Monitor:
         self.ca_file = ca_file
         self.state = StateFile(state, board, config) if state is not None else None
         self.prober: Prober | None = None
+        self.fleet_config = fleet
+        self.fleet: Fleet | None = None  # in a fleet: decides what ``board`` says
+        # in a fleet, the prober's results go to a board of this node's own, which the
+        # fleet's observations are made of; alone, straight to the one steering reads
+        self.own = Board() if fleet is not None else board
+        self._cache = cache_path(state, fleet.name) if fleet is not None else None
 
     async def start(self) -> None:
         """Apply the operator's overrides, then run the first probe round (or assume up)."""
@@ -42,14 +50,25 @@ class Monitor:
         config = self.config()
         if not self.probe:
             assume_up(self.board, config)
-            return
-        self.prober = Prober(self.board, log_change, on_result=self.stats.probed,
-                             ca_file=self.ca_file)
-        await self.prober.start(config)
-        started = time.monotonic()
-        await self.prober.first_round()
-        log.info("first_probe_round", seconds=round(time.monotonic() - started, 3),
-                 checked=len(self.board.snapshot.health))
+            assume_up(self.own, config)
+        else:
+            node = self.fleet_config.node if self.fleet_config else None
+            self.prober = Prober(self.own, log_change, on_result=self.stats.probed,
+                                 ca_file=self.ca_file, node=node)
+            await self.prober.start(config)
+            started = time.monotonic()
+            await self.prober.first_round()
+            log.info("first_probe_round", seconds=round(time.monotonic() - started, 3),
+                     checked=len(self.own.snapshot.health))
+        if self.fleet_config is not None:
+            prober = self.prober
+            self.fleet = Fleet(self.fleet_config, self.board, self.own, self.config,
+                               prober.select if prober else lambda _keys: None,
+                               cache=self._cache, probing=prober is not None)
+            await self.fleet.start()
+
+    def fleet_view(self) -> View | None:
+        return self.fleet.view() if self.fleet is not None else None
 
     async def ready(self, dns: list[str], http: list[str]) -> None:
         """Nothing to tell: this process serves on its own."""
@@ -60,8 +79,11 @@ class Monitor:
             self.prober.reconfigure(config)
         else:
             assume_up(self.board, config)
+            assume_up(self.own, config)
 
     async def close(self) -> None:
+        if self.fleet is not None:
+            await self.fleet.close()
         if self.prober is not None:
             await self.prober.close()
         if self.state is not None:

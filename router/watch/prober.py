@@ -60,17 +60,21 @@ class Prober:
     several serving processes."""
 
     def __init__(self, board: Board, on_change: OnChange | None = None, *,
-                 on_result: OnResult | None = None, ca_file: Path | None = None) -> None:
+                 on_result: OnResult | None = None, ca_file: Path | None = None,
+                 node: str | None = None) -> None:
         self.board = board
+        self.node = node
         self.on_change = on_change
         self.on_result = on_result
         self.ca_file = ca_file
         self._session: aiohttp.ClientSession | None = None
         self._tasks: dict[Key, tuple[asyncio.Task[None], str, HealthCheck]] = {}
         self._first: dict[Key, asyncio.Event] = {}
+        self._active: set[Key] | None = None  # None: every target (see select)
+        self._wake: dict[Key, asyncio.Event] = {}
 
     async def start(self, config: Config) -> None:
-        self._session = new_session(self.ca_file)
+        self._session = new_session(self.ca_file, self.node)
         self.reconfigure(config)
 
     def reconfigure(self, config: Config) -> None:
@@ -90,6 +94,19 @@ class Prober:
                            if self.board.snapshot.get(*k).status is not Status.UP],
                           Status.UP, time.time())
 
+    def select(self, keys: set[Key] | None) -> None:
+        """Check only ``keys`` (None: every target), as a fleet asks: the targets this
+        node observes, and those the fleet has too few fresh observations of. A target
+        that becomes selected is checked at once."""
+        before = self._active
+        self._active = None if keys is None else set(keys)
+        for key, wake in self._wake.items():
+            if self.selected(key) and (before is not None and key not in before):
+                wake.set()
+
+    def selected(self, key: Key) -> bool:
+        return self._active is None or key in self._active
+
     async def first_round(self) -> None:
         """Wait until every target has one result (each check is bounded by its timeout)."""
         pending = [e.wait() for e in self._first.values() if not e.is_set()]
@@ -106,7 +123,12 @@ class Prober:
 
     async def _loop(self, key: Key, url: str, check: HealthCheck) -> None:
         assert self._session is not None
+        wake = self._wake[key] = asyncio.Event()
         while True:
+            if not self.selected(key):
+                wake.clear()
+                await wake.wait()
+                continue
             started = time.monotonic()
             result = await check_once(self._session, url, check)
             if result.local:

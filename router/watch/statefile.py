@@ -24,7 +24,7 @@ import structlog
 from router.core.config import Config, ConfigError, Problem
 from router.core.health import Board
 from router.core.overrides import Override, Overrides, parse, render, unknown
-from router.watch.files import off_loop
+from router.watch.files import off_loop, write_whole
 
 log = structlog.get_logger("router.state")
 
@@ -73,14 +73,8 @@ def locked(path: Path) -> Iterator[None]:
 
 
 def write(path: Path, overrides: Overrides) -> None:
-    """Replace ``path`` whole: write a complete copy beside it, then rename it over."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w", encoding="utf-8") as f:
-        f.write(render(overrides))
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)
+    """Replace ``path`` whole (a complete copy renamed over it)."""
+    write_whole(path, render(overrides))
 
 
 class StateFile:
@@ -153,4 +147,4 @@ class StateFile:
         self.error = error
         if error is not None:
             log.error("state_file_invalid", file=str(self.path), error=error,
-                      keeping={k: str(s) for k, s in sorted(self.board.snapshot.admin.items())})
+                      keeping={k: str(s) for k, s in sorted(self.board.local_overrides.items())})

@@ -15,11 +15,12 @@ Per server: ``dns_queries_total{qtype, rcode}``, ``http_responses_total{status}`
 ``errors_total{where}``, ``dns_cookies_total{verdict}``, ``dns_rrl_total{action}``,
 ``cache_events_total{cache, event}`` (hit, miss, stale, declined, eviction) and
 ``cache_entries{cache}``, ``health_generation``, ``ready``,
-``state_file_ok``, ``info``, and the standard ``process_*`` series.
+``state_file_ok``, ``fleet_*`` (in a fleet), ``info``, and the standard ``process_*`` series.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
@@ -64,6 +65,29 @@ class RouterCollector(Collector):
         yield from self._activity(stats)
         yield from self._probes(stats)
         yield from self._server(stats)
+        yield from self._fleet()
+
+    def _fleet(self) -> Iterator[Metric]:
+        view = self.runtime.fleet()
+        if view is None:
+            return
+        now = time.time()
+        yield _gauge("fleet_connected", "1 while the fleet's store answers (0: this node "
+                     "serves from its own checks and the last overrides it knew)",
+                     value=float(view.connected))
+        yield _gauge("fleet_nodes", "live nodes of the fleet (fresh heartbeats)",
+                     value=len(view.live))
+        ages = _gauge("fleet_observation_age_seconds", "age of each observer's last check "
+                      "of each target, as read from the store", ["service", "target", "node"])
+        votes = _gauge("fleet_verdict_votes", "fresh observations behind each target's "
+                       "verdict (0: no verdict, this node checks it itself)",
+                       ["service", "target"])
+        for t in view.targets:
+            for o in t.observations:
+                ages.add_metric([*t.key, o.node], round(view.age(o, now), 3))
+            votes.add_metric(list(t.key), t.verdict.votes if t.verdict else 0)
+        yield ages
+        yield votes
 
     def _keys(self) -> list[Key]:
         return [(s.name, t.id) for s in self.runtime.config.services for t in s.targets]

@@ -18,6 +18,7 @@ from typing import Any
 from router import __version__
 from router.core.availability import Ledger
 from router.core.config import Service
+from router.core.fleet import document
 from router.core.geo import Location
 from router.core.health import Effective, Health, Snapshot, Status, effective
 from router.core.overrides import Override
@@ -43,6 +44,7 @@ def overview(runtime: Runtime, client: Location | None = None,
         "state_file": None if state is None else {
             "path": str(state.path), "ok": state.error is None, "error": state.error},
         "client": _client(client, address),
+        "fleet": None if (fleet := runtime.fleet()) is None else document(fleet, now),
         "pid": os.getpid(),  # which process answered (--workers: each knows its own files)
         "services": [_service(s, snap, totals, runtime.ledger)
                      for s in runtime.config.services],

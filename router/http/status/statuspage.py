@@ -28,7 +28,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 
 
 def page(data: dict[str, Any]) -> str:
-    body = (_header(data) + svg(_markers(data)) + _legend(data)
+    body = (_header(data) + svg(_markers(data)) + _legend(data) + _fleet(data["fleet"])
             + "".join(_service(s) for s in data["services"]))
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8>"
             f"<meta http-equiv=refresh content={REFRESH}>"
@@ -57,6 +57,37 @@ def _header(data: dict[str, Any]) -> str:
     return (f"<h1>mirror-router status</h1><p class=meta>version {escape(data['version'])} "
             f"&middot; {ready}{probing} &middot; up {_duration(data['uptime_s'])} &middot; "
             f"health generation {data['generation']}</p>{note}")
+
+
+def _fleet(fleet: dict[str, Any] | None) -> str:
+    """The fleet as this node sees it: the store, the live nodes, each target's verdict
+    and what each observer saw."""
+    if fleet is None:
+        return ""
+    store = ("connected" if fleet["connected"] else
+             f"<span class=bad>away since {_when(fleet['since'])}</span>: serving from this "
+             f"node's own checks and the last overrides it knew ({escape(fleet['error'] or '')})")
+    rows = "".join(
+        f"<tr><td>{escape(t['service'])}/{escape(t['target'])}</td>"
+        f"<td>{escape(_verdict(t['verdict']))}</td>"
+        f"<td>{escape(', '.join(t['observers']))}</td><td>{'yes' if t['probing'] else ''}</td>"
+        f"<td>{escape('; '.join(_seen(o) for o in t['observations']))}</td></tr>"
+        for t in fleet["targets"])
+    return (f"<h2>Fleet {escape(fleet['fleet'])}</h2><p class=meta>node "
+            f"<b>{escape(fleet['node'])}</b> &middot; store {escape(fleet['store'])} {store}"
+            f" &middot; live nodes: {escape(', '.join(fleet['nodes']) or 'none')}</p>"
+            "<table><tr><th>target</th><th>verdict</th><th>observers</th><th>checked here"
+            f"</th><th>observations</th></tr>{rows}</table>")
+
+
+def _verdict(v: dict[str, Any] | None) -> str:
+    if v is None:
+        return "none (this node's own checks)"
+    return f"{v['status']}: {v['down']} of {v['votes']} say down ({v['needed']} needed)"
+
+
+def _seen(o: dict[str, Any]) -> str:
+    return f"{o['node']} {o['status']} {o['age']}s ago" + ("" if o["counted"] else " (stale)")
 
 
 def _markers(data: dict[str, Any]) -> list[Marker]:

@@ -1,0 +1,318 @@
+"""The fleet's rules, pure: who observes a target, what the observers agree on, and the
+values nodes share (JSON, read strictly).
+
+Nodes share three kinds of value through the store (``router.fleet.store``):
+
+- a **heartbeat** per node, with a TTL: the live nodes are those with one;
+- an **observation** per (target, observer): the observer's own view of the target (its
+  status after rise/fall, its published wait in ms) and when it was last checked;
+- an **override** per selector: the operator's word, who said it and when.
+
+``observers()`` picks, by rendezvous hashing over the live nodes, the few that probe a
+target, so the load on a mirror stays the same however many nodes there are, and a node
+joining or leaving moves only the targets it wins or held. ``agree()`` turns the fresh
+observations into one verdict, the same on every node that reads the same values: down
+only when a quorum says so; the latency is the median of the observers' published
+figures (already quantized, so the median is on the same grid and does not wobble).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from router.core import values as v
+from router.core.availability import Availability, Outcome
+from router.core.health import Health, Key, Status
+from router.core.overrides import Override
+
+HEARTBEAT_TTL = 3.0  # seconds a node counts as live after its last heartbeat
+TICK = 0.25  # seconds between a node's rounds with the store (overrides apply within 1 s)
+MAX_VALUE = 4096  # bytes: a longer value in the store is refused unread
+
+
+class BadValue(ValueError):
+    """A value in the store that does not parse: logged and ignored, never applied."""
+
+
+def observers(key: Key, nodes: Iterable[str], count: int) -> tuple[str, ...]:
+    """The ``count`` nodes (all, when fewer) that probe ``key``: highest random weight
+    (rendezvous hashing), so each target's observers are spread evenly and stable."""
+    label = f"{key[0]}/{key[1]}".encode()
+
+    def weight(node: str) -> bytes:
+        return hashlib.blake2b(node.encode() + b"\0" + label, digest_size=8).digest()
+
+    return tuple(sorted(set(nodes), key=weight, reverse=True)[:count])
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    node: str
+    at: float  # the store's clock
+    instance: str  # random per process: tells two nodes given the same name apart
+    observers: int
+    quorum: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One observer's view of one target."""
+
+    node: str
+    status: Status  # after the observer's own rise/fall: UP, SUSPECT or DOWN
+    latency_ms: int | None  # the observer's published wait
+    at: float  # when it last checked (the store's clock)
+    ttl: float  # seconds it counts for (two missed checks and then some)
+    error: str | None = None
+
+    def age(self, now: float) -> float:
+        return max(0.0, now - self.at)
+
+    def fresh(self, now: float) -> bool:
+        return self.age(now) <= self.ttl
+
+
+@dataclass(frozen=True, slots=True)
+class OverrideRecord:
+    state: Override
+    by: str  # who set it: user@host, or a node
+    at: float  # the store's clock
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the fresh observers of one target agree on."""
+
+    status: Status  # UP or DOWN
+    latency_ms: int | None
+    votes: int  # fresh observations
+    down: int  # ... of which say down
+    needed: int  # down votes that take it down
+
+    def health(self, before: Health, now: float) -> Health:
+        """The target's health as steering reads it, built from this verdict alone (so
+        equal verdicts give equal health, and nothing is published for nothing)."""
+        since = before.since if _served(before.status) is self.status else now
+        return Health(status=self.status, since=since, latency_ms=self.latency_ms,
+                      wait_ewma=None if self.latency_ms is None else self.latency_ms / 1000)
+
+
+def _served(status: Status) -> Status:
+    return Status.UP if status is Status.SUSPECT else status
+
+
+def needed(votes: int, quorum: int | None) -> int:
+    """Down votes that take a target down: ``quorum``, else a majority of the votes."""
+    return quorum if quorum is not None else votes // 2 + 1
+
+
+def agree(found: Iterable[Observation], *, live: Iterable[str], now: float,
+          expected: int, quorum: int | None) -> Verdict | None:
+    """The verdict of the fresh observations from live nodes, or None when there are too
+    few (fewer than a majority of the ``expected`` observers, or than ``quorum``): the
+    node must then look for itself. An observation past its TTL never counts, so a
+    silent observer can never keep a target down."""
+    alive = set(live)
+    fresh = [o for o in found if o.node in alive and o.fresh(now)
+             and o.status is not Status.UNKNOWN]
+    if not fresh or len(fresh) < max(needed(expected, None), quorum or 0):
+        return None
+    down = sum(1 for o in fresh if o.status is Status.DOWN)
+    need = needed(len(fresh), quorum)
+    figures = sorted(o.latency_ms for o in fresh
+                     if o.status is not Status.DOWN and o.latency_ms is not None)
+    latency = figures[(len(figures) - 1) // 2] if figures else None  # the lower median
+    return Verdict(Status.DOWN if down >= need else Status.UP, latency, len(fresh), down,
+                   need)
+
+
+# ---------------------------------------------------------------- values (JSON)
+
+
+def dump(value: Heartbeat | Observation | OverrideRecord) -> str:
+    """A value as the store keeps it: compact JSON."""
+    fields: dict[str, Any]
+    if isinstance(value, Heartbeat):
+        fields = {"node": value.node, "at": value.at, "instance": value.instance,
+                  "observers": value.observers, "quorum": value.quorum}
+    elif isinstance(value, Observation):
+        fields = {"status": value.status.value, "latency_ms": value.latency_ms,
+                  "at": value.at, "ttl": value.ttl, "error": value.error}
+    else:
+        fields = {"state": value.state.value, "by": value.by, "at": value.at}
+    return json.dumps(fields, separators=(",", ":"))
+
+
+def _object(raw: bytes | str) -> dict[str, Any]:
+    if len(raw) > MAX_VALUE:
+        raise BadValue(f"longer than {MAX_VALUE} bytes")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadValue(f"not JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise BadValue(f"a JSON object is expected, not {type(data).__name__}")
+    return data
+
+
+def _field(data: Mapping[str, Any], name: str, kind: type | tuple[type, ...],
+           optional: bool = False) -> Any:
+    value = data.get(name)
+    if value is None and optional:
+        return None
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise BadValue(f"{name}: {value!r} is not a valid value")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BadValue(f"{name}: {value!r} is not a finite number")
+    return value
+
+
+def _name(value: Any, what: str) -> str:
+    try:
+        return v.identifier(value)
+    except v.Invalid as e:
+        raise BadValue(f"{what}: {e.reason}") from None
+
+
+def load_heartbeat(raw: bytes | str) -> Heartbeat:
+    data = _object(raw)
+    quorum = _field(data, "quorum", int, optional=True)
+    return Heartbeat(_name(data.get("node"), "node"), float(_field(data, "at", (int, float))),
+                     str(_field(data, "instance", str))[:64],
+                     int(_field(data, "observers", int)), quorum)
+
+
+_STATUSES = {s.value: s for s in (Status.UP, Status.SUSPECT, Status.DOWN)}
+
+
+def load_observation(node: str, raw: bytes | str) -> Observation:
+    data = _object(raw)
+    status = _STATUSES.get(str(data.get("status")))
+    if status is None:
+        raise BadValue(f"status: {data.get('status')!r} is not up, suspect or down")
+    latency = _field(data, "latency_ms", int, optional=True)
+    if latency is not None and not 0 <= latency <= 600_000:
+        raise BadValue(f"latency_ms: {latency} is out of range")
+    error = _field(data, "error", str, optional=True)
+    ttl = float(_field(data, "ttl", (int, float)))
+    if not 0 < ttl <= 86400:
+        raise BadValue(f"ttl: {ttl} is out of range")
+    return Observation(_name(node, "observer"), status, latency,
+                       float(_field(data, "at", (int, float))), ttl,
+                       None if error is None else error[:200])
+
+
+def load_override(raw: bytes | str) -> OverrideRecord:
+    data = _object(raw)
+    try:
+        state = v.choice(Override)(data.get("state"))
+    except v.Invalid as e:
+        raise BadValue(f"state: {e.reason}") from None
+    return OverrideRecord(state, str(_field(data, "by", str))[:128],
+                          float(_field(data, "at", (int, float))))
+
+
+_AVAILABILITY = {a.value: a for a in (Availability.PRESENT, Availability.MISSING,
+                                      Availability.WRONG_SIZE)}
+
+
+def dump_file(outcome: Outcome, at: float) -> str:
+    """One HEAD's outcome (state None: no usable answer) and when (the store's clock)."""
+    return json.dumps({"state": outcome.state.value if outcome.state else None,
+                       "detail": outcome.detail, "at": at}, separators=(",", ":"))
+
+
+def load_file(raw: bytes | str) -> tuple[Outcome, float]:
+    data = _object(raw)
+    state = data.get("state")
+    if state is not None and state not in _AVAILABILITY:
+        raise BadValue(f"state: {state!r} is not present, missing or wrong size")
+    detail = str(_field(data, "detail", str))[:200]
+    return (Outcome(_AVAILABILITY[state] if state else None, detail),
+            float(_field(data, "at", (int, float))))
+
+
+# ---------------------------------------------------------------- what /status shows
+
+
+@dataclass(frozen=True, slots=True)
+class TargetView:
+    """One target as this node sees the fleet's view of it."""
+
+    key: Key
+    observers: tuple[str, ...]  # chosen for it among the live nodes
+    observations: tuple[Observation, ...]  # as read, fresh or not
+    verdict: Verdict | None  # None: too few fresh observations, this node looks itself
+    probing: bool  # this node checks it (an observer, or for want of a verdict)
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """The fleet as one node sees it: for ``/status``, ``/metrics`` and ``fleet status``."""
+
+    store: str  # the URL, password redacted
+    name: str
+    node: str
+    connected: bool
+    since: float  # when ``connected`` last changed (this node's clock)
+    error: str | None
+    skew: float  # the store's clock less this node's
+    live: tuple[str, ...]
+    targets: tuple[TargetView, ...] = ()
+    overrides: Mapping[str, OverrideRecord] | None = None
+
+    def age(self, observation: Observation, now: float) -> float:
+        """How old an observation is, ``now`` on this node's clock."""
+        return observation.age(now + self.skew)
+
+
+def observation_ttl(interval: float, timeout: float) -> float:
+    """How long an observation counts: two missed checks and then some."""
+    return 2 * interval + timeout + HEARTBEAT_TTL
+
+
+def survey(observations: Mapping[Key, Mapping[str, Observation]], keys: Iterable[Key], *,
+           live: tuple[str, ...], count: int, quorum: int | None, now: float,
+           me: str | None = None, connected: bool = True) -> tuple[TargetView, ...]:
+    """Each target's observers and verdict (``now`` on the store's clock). Without the
+    store (``connected`` false) there are neither, and ``me`` checks every target."""
+    views = []
+    for key in keys:
+        seen = observations.get(key, {})
+        chosen = observers(key, live, count) if connected else ()
+        verdict = agree(seen.values(), live=live, now=now, expected=len(chosen),
+                        quorum=quorum) if connected else None
+        views.append(TargetView(key, chosen, tuple(o for _n, o in sorted(seen.items())),
+                                verdict, me in chosen or verdict is None))
+    return tuple(views)
+
+
+def document(view: View, now: float) -> dict[str, Any]:
+    """The fleet as JSON-ready data (``/status.json``, ``fleet status --json``); ``now``
+    on this node's clock."""
+    store_now = now + view.skew
+    live = set(view.live)
+    return {
+        "fleet": view.name, "store": view.store, "node": view.node,
+        "connected": view.connected, "since": view.since, "error": view.error,
+        "nodes": list(view.live),
+        "targets": [{
+            "service": t.key[0], "target": t.key[1], "observers": list(t.observers),
+            "probing": t.probing,
+            "verdict": None if t.verdict is None else {
+                "status": t.verdict.status.value, "latency_ms": t.verdict.latency_ms,
+                "votes": t.verdict.votes, "down": t.verdict.down, "needed": t.verdict.needed},
+            "observations": [{
+                "node": o.node, "status": o.status.value, "latency_ms": o.latency_ms,
+                "age": round(o.age(store_now), 1), "error": o.error,
+                "counted": o.fresh(store_now) and o.node in live} for o in t.observations],
+        } for t in view.targets],
+        "overrides": {k: {"state": r.state.value, "by": r.by, "at": r.at}
+                      for k, r in sorted((view.overrides or {}).items())},
+    }
+

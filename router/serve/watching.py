@@ -1,0 +1,30 @@
+"""The watching side as ``serve`` builds it, alone or in a fleet: one place for the
+server and the supervisor (and a worker's file checks)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from router.core.availability import Ledger
+from router.core.config import Config
+from router.core.health import Board
+from router.core.stats import Stats
+from router.serve.settings import Settings
+from router.watch.fleetfiles import FleetFiles
+from router.watch.inventory import Inventory
+from router.watch.monitor import Monitor
+
+
+def monitor(settings: Settings, board: Board, stats: Stats, config: Callable[[], Config]
+            ) -> Monitor:
+    """The prober and the state file (and, in a fleet, the fleet's member)."""
+    return Monitor(board, stats, config, probe=settings.probe, state=settings.state,
+                   ca_file=settings.ca_file, fleet=settings.fleet)
+
+
+def inventory(settings: Settings, ledger: Ledger, catalogs: bool = True) -> Inventory:
+    """Catalogs and file checks; in a fleet, file results are shared through the store."""
+    fleet = settings.fleet
+    return Inventory(ledger, catalogs=catalogs, ca_file=settings.ca_file,
+                     node=fleet.node if fleet else None,
+                     shared=FleetFiles(fleet) if fleet else None)
