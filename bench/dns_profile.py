@@ -33,9 +33,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from benchlib import render  # noqa: E402
 from queries import ecs_queries, unframe  # noqa: E402
 
-from router.core.config import load  # noqa: E402
 from router.core.geo import Locator  # noqa: E402
 from router.core.health import Board  # noqa: E402
+from router.core.zonefile import load  # noqa: E402
 from router.dns.authority import Authority  # noqa: E402
 from router.dns.zone import ZoneTable  # noqa: E402
 
@@ -58,7 +58,7 @@ STAGES = {  # (file suffix, function): what the summary calls it; calls overlap
     ("dns/authority.py", "locate"): "GeoIP (Authority.locate: lookup and decision)",
     ("router/core/geo.py", "_lookup"): "  of which: database reads (Locator._lookup)",
     ("router/core/steering.py", "rank"): "steering (steering.rank)",
-    ("dns/wire.py", "encode"): "dnslib encoding (wire.encode)",
+    ("dns/wire.py", "render"): "writing the reply (wire.render)",
     ("dns/cache.py", "store"): "cache fill (AnswerCache.store)",
 }
 

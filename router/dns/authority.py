@@ -3,9 +3,10 @@
 ``Authority.handle()`` is the whole DNS path without the socket: bytes in, bytes (or
 nothing) out. It asks the answer cache first (``cache.AnswerCache``: encoded answers,
 patched per query); a miss takes the strict path, which parses the query
-(``wire.parse``), decides, encodes with dnslib and fills the cache. Answers are built
-for the case-folded name, then the name is spelled back as the query spelled it, so the
-strict path and a cache hit give the same bytes. Errors are translated here, in one
+(``wire.parse``), decides, writes the reply (``wire.render``) and fills the cache.
+Answers are decided for the case-folded name and written with the question as the query
+spelled it, every repeated name pointing at it, so the strict path and a cache hit give
+the same bytes. Errors are translated here, in one
 place: a malformed query gets FORMERR or silence (``wire.QueryError``), and any bug
 while answering gets SERVFAIL instead of reaching the event loop. It is also the one
 place where queries are counted (by qtype and rcode, in ``router.core.stats``), and
@@ -19,7 +20,6 @@ import time
 from collections.abc import Callable
 
 import structlog
-from dnslib import AAAA, RR, TXT, A, DNSLabel
 
 from router.core.config import Service
 from router.core.geo import Location, Locator
@@ -30,7 +30,7 @@ from router.core.steering import Want, decide
 from router.dns import wire
 from router.dns.cache import DEFAULT_SIZE, AnswerCache
 from router.dns.cookies import COOKIE_CODE, Secrets, Verdict, judge, new_secret
-from router.dns.fastpath import recase
+from router.dns.records import Record, txt
 from router.dns.rrl import Action, Limiter
 from router.dns.wire import (
     CLASS_ANY,
@@ -43,7 +43,7 @@ from router.dns.wire import (
     Reply,
     Type,
 )
-from router.dns.zone import Name, Node, ZoneData, ZoneTable, to_name
+from router.dns.zone import Name, Node, ZoneData, ZoneTable
 
 log = structlog.get_logger("router.dns")
 
@@ -69,6 +69,7 @@ class Authority:
         self.cookies = cookies or Secrets(new_secret())
         self.clock = clock  # the server cookies' timestamps
         self.nsid = nsid.encode() if nsid else b""  # this node's name (RFC 5001), or none
+        self.chaos = txt(self.nsid) if nsid else ()  # ... as TXT RDATA, for id.server
         self.locator = locator
         self.health = health
         self.payload = payload
@@ -162,17 +163,13 @@ class Authority:
 
     def _answer(self, data: bytes, query: Query, qtype: int, peer: IPAddress,
                 tcp: bool) -> tuple[bytes, Reply]:
-        """The strict path: decide, encode, keep it in the cache, spell the name back."""
-        folded = query.folded()
-        reply = self.respond(folded, peer)
-        out = wire.encode(folded, reply, self.payload)
+        """The strict path: decide (for the case-folded name), write (the question as the
+        query spelled it), keep a whole reply in the cache."""
+        reply = self.respond(query.folded(), peer)
         limit = wire.reply_limit(query.edns.payload if query.edns else None, self.payload, tcp)
-        if len(out) > limit:
-            out = wire.shrink(folded, reply, limit, self.payload)
-        elif self.cache is not None:
+        out, whole = wire.render(query, reply, self.payload, limit)
+        if whole and self.cache is not None:
             self.cache.store(data, query, peer, out, (qtype, int(reply.rcode)), reply)
-        if folded.labels != query.labels:
-            out = recase(out, data, query.name_end)
         return out, reply
 
     def respond(self, q: Query, peer: IPAddress) -> Reply:
@@ -198,8 +195,7 @@ class Authority:
             return Reply(Rcode.REFUSED, authoritative=False)
         if q.qtype not in (Type.TXT, Type.ANY):
             return Reply()
-        owner = DNSLabel(list(q.name))
-        return Reply(answer=[RR(owner, Type.TXT, CLASS_CH, 0, TXT(self.nsid))])
+        return Reply(answer=[Record(q.name, Type.TXT, CLASS_CH, 0, self.chaos)])
 
     def _resolve(self, zone: ZoneData, q: Query, name: Name, owner: tuple[bytes, ...],
                  peer: IPAddress, reply: Reply, hops: int) -> None:
@@ -215,8 +211,8 @@ class Authority:
             return
         cname = node.rrsets.get(Type.CNAME)
         if cname and q.qtype not in (Type.CNAME, Type.ANY):
-            reply.answer.append(_renamed(cname[0], owner))
-            self._chase(to_name(str(cname[0].rdata.label)), q, peer, reply, hops)
+            reply.answer.append(cname[0].renamed(owner))
+            self._chase(cname[0].target, q, peer, reply, hops)
             return
         answer = self._records(node, q, owner, peer, reply)
         if not answer:
@@ -234,7 +230,7 @@ class Authority:
         self._resolve(zone, q, target, target, peer, reply, hops - 1)
 
     def _records(self, node: Node, q: Query, owner: tuple[bytes, ...], peer: IPAddress,
-                 reply: Reply) -> list[RR]:
+                 reply: Reply) -> list[Record]:
         if node.service is not None and q.qtype in (Type.A, Type.AAAA, Type.ANY):
             steered = self._steer(node.service, q, owner, peer, reply,
                                   Want.IPV6 if q.qtype == Type.AAAA else Want.IPV4)
@@ -242,11 +238,11 @@ class Authority:
                 return steered
         if q.qtype == Type.ANY:  # RFC 8482: one RRset is enough
             first = next(iter(node.rrsets.values()), [])
-            return [_renamed(rr, owner) for rr in first]
-        return [_renamed(rr, owner) for rr in node.rrsets.get(q.qtype, [])]
+            return [rr.renamed(owner) for rr in first]
+        return [rr.renamed(owner) for rr in node.rrsets.get(q.qtype, [])]
 
     def _steer(self, service: Service, q: Query, owner: tuple[bytes, ...], peer: IPAddress,
-               reply: Reply, want: Want) -> list[RR]:
+               reply: Reply, want: Want) -> list[Record]:
         client, scope = self.locate(q.edns.subnet if q.edns is not None else None, peer)
         decision = decide(self.health(), service, client, want)
         reply.scope = scope
@@ -255,9 +251,8 @@ class Authority:
         reply.chosen = tuple((service.name, target.id) for target in chosen)
         for key in reply.chosen:
             self.stats.dns_chosen[key] += 1
-        version, rtype, rdata = (6, Type.AAAA, AAAA) if want is Want.IPV6 else (4, Type.A, A)
-        label = DNSLabel(owner)
-        return [RR(label, rtype, ttl=decision.ttl, rdata=rdata(str(address)))
+        version, rtype = (6, Type.AAAA) if want is Want.IPV6 else (4, Type.A)
+        return [Record(owner, rtype, CLASS_IN, decision.ttl, (address.packed,))
                 for target in chosen for address in target.addresses_of(version)]
 
     def locate(self, subnet: ClientSubnet | None, peer: IPAddress) -> tuple[Location, int]:
@@ -274,9 +269,8 @@ class Authority:
         reply.authority = list(ns)
         reply.additional = self._glue(ns)
 
-    def _glue(self, ns_records: list[RR]) -> list[RR]:
-        return [rr for ns in ns_records
-                for rr in self.table.addresses(to_name(str(ns.rdata.label)))]
+    def _glue(self, ns_records: list[Record]) -> list[Record]:
+        return [rr for ns in ns_records for rr in self.table.addresses(ns.target)]
 
 
 def _cut_above(zone: ZoneData, name: Name, qtype: int) -> Name | None:
@@ -288,11 +282,6 @@ def _cut_above(zone: ZoneData, name: Name, qtype: int) -> Name | None:
         if ancestor in zone.cuts and not (i == 0 and qtype == Type.DS):
             return ancestor
     return None
-
-
-def _renamed(rr: RR, owner: tuple[bytes, ...]) -> RR:
-    """The record with the owner name spelled as the query spelled it."""
-    return RR(DNSLabel(owner), rr.rtype, rr.rclass, rr.ttl, rr.rdata)
 
 
 def _text(labels: tuple[bytes, ...]) -> str:

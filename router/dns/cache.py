@@ -1,7 +1,7 @@
 """Fully encoded answers, ready to send: the DNS fast path.
 
-An answer is stored once the strict path (``wire.parse``, ``Authority.respond``, dnslib)
-has built it, under the key of everything it depends on:
+An answer is stored once the strict path (``wire.parse``, ``Authority.respond``,
+``wire.render``) has built it, under the key of everything it depends on:
 
 - the question, its name case-folded, with TYPE and CLASS, and the query's RD and CD
   bits and EDNS shape (OPT present, version, DO, ECS present): ``fastpath.Base``;
@@ -42,7 +42,7 @@ from router.core.health import Snapshot
 from router.core.ip import IPAddress
 from router.core.stats import Stats
 from router.dns import wire
-from router.dns.fastpath import Base, Peek, echo, peek, recase
+from router.dns.fastpath import QUESTION, Base, Peek, echo, peek, recase
 from router.dns.wire import ClientSubnet, Query, Reply
 
 DEFAULT_SIZE = 50_000
@@ -169,6 +169,8 @@ class AnswerCache:
             return
         base = self.steered.setdefault(p.base, p.base) if reply.steered else None
         key, tail = self._key(p, base, client, peer)
+        if not p.folded:  # kept with the name in lower case, as a hit patches it
+            out = out[:QUESTION] + p.base[0][:-4] + out[p.name_end:]
         if not out.endswith(tail):
             return  # not the layout a hit rebuilds: never serve it
         self.entries[key] = Entry(self._share(out[2:len(out) - len(tail)]),

@@ -5,7 +5,7 @@ header bits that are copied into a reply, the EDNS shape) and where the parts th
 patched into a cached answer are: the name as spelled, and the Client Subnet option.
 It accepts only the common shapes (one question, no answer or authority records, no
 additional record or exactly one OPT record, last) and returns None for anything else,
-which then takes the strict path (``wire.parse`` and dnslib).
+which then takes the strict path (``wire.parse``, ``wire.render``).
 
 It is lenient where a cache hit proves the point: the name is walked without checking
 label types or length, because an answer is only ever stored under a question that

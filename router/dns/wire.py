@@ -3,8 +3,8 @@
 The query side is parsed straight from the bytes (header, one question, the OPT record
 and its Client Subnet option), strictly: anything malformed raises ``QueryError`` with
 the code the other side should be told (FORMERR), or none when the packet should be
-dropped (too short to have a header, or not a query at all). The reply side is encoded
-with dnslib, then cut down to the client's buffer size with TC=1 when it does not fit.
+dropped (too short to have a header, or not a query at all). The reply side is written
+by ``render()`` (``Writer``, struct and name compression) within the client's buffer.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ import struct
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
-from dnslib import EDNS0, RR, DNSHeader, DNSLabel, DNSQuestion, DNSRecord, EDNSOption
-
 from router.core.ip import IPAddress
+from router.dns.records import Record
 from router.errors import RouterError
 
 
@@ -257,9 +256,9 @@ class Reply:
 
     rcode: Rcode = Rcode.NOERROR
     authoritative: bool = True
-    answer: list[RR] = field(default_factory=list)
-    authority: list[RR] = field(default_factory=list)
-    additional: list[RR] = field(default_factory=list)
+    answer: list[Record] = field(default_factory=list)
+    authority: list[Record] = field(default_factory=list)
+    additional: list[Record] = field(default_factory=list)
     scope: int = 0  # ECS SCOPE PREFIX-LENGTH to echo (0: the answer fits every client)
     steered: bool = False  # the answer depends on where the client is
     chosen: tuple[tuple[str, str], ...] = ()  # (service, target) of each steered choice
@@ -275,37 +274,108 @@ def reply_limit(payload: int | None, server_payload: int, tcp: bool) -> int:
     return max(512, min(payload, server_payload))
 
 
-def encode(query: Query, reply: Reply, server_payload: int) -> bytes:
-    """The whole reply, however large."""
+def render(query: Query, reply: Reply, server_payload: int, limit: int
+           ) -> tuple[bytes, bool]:
+    """The reply to ``query`` in at most ``limit`` bytes, and whether it is whole.
+
+    The question is copied as the query spelled it; every name the answer repeats points
+    at it (so it takes that spelling too). Sections go in order: if the answer or the
+    authority section does not fit, the reply is empty with TC=1 (RFC 1035, RFC 2181
+    §9); additional records are optional, and as many as fit are sent, with TC=1 only
+    when a referral's in-domain glue is left out (RFC 9471). OPT (with the ECS echo) is
+    on every reply to a query that had one."""
     opt = _opt(query, reply, server_payload)
-    return _pack(query, reply, reply.answer, reply.authority, reply.additional, opt, tc=False)
+    writer = Writer(query, limit - len(opt))
+    if not all(writer.add(r) for r in (*reply.answer, *reply.authority)):
+        writer = Writer(query, limit)
+        return writer.finish(reply, (0, 0, 0), opt, tc=True), False
+    kept = [r for r in reply.additional if writer.add(r)]
+    counts = (len(reply.answer), len(reply.authority), len(kept))
+    if len(kept) == len(reply.additional):
+        return writer.finish(reply, counts, opt, tc=False), True
+    cuts = [ns.owner for ns in reply.authority if ns.rtype == Type.NS] \
+        if not reply.answer else []
+    lost = any(r not in kept and any(r.owner[-len(c):] == c for c in cuts)
+               for r in reply.additional)
+    return writer.finish(reply, counts, opt, tc=lost), False
 
 
-def shrink(query: Query, reply: Reply, limit: int, server_payload: int) -> bytes:
-    """A reply that did not fit in ``limit``: the answer and authority sections with as
-    many additional records as fit, in order (RFC 2181 9: they are optional), and TC=1
-    when a referral's in-domain glue is left out (RFC 9471: the resolver could not follow
-    the delegation without it); if even the answer does not fit, empty with TC=1."""
-    opt = _opt(query, reply, server_payload)
-    kept: list[RR] = []
-    data = _pack(query, reply, reply.answer, reply.authority, kept, opt, tc=False)
-    if len(data) > limit:
-        return _pack(query, reply, [], [], [], opt, tc=True)
-    for rr in reply.additional:
-        trial = _pack(query, reply, reply.answer, reply.authority, [*kept, rr], opt, tc=False)
-        if len(trial) <= limit:
-            kept.append(rr)
-            data = trial
-    cuts = {_labels(ns.rname) for ns in reply.authority if ns.rtype == Type.NS} \
-        if not reply.answer else set()
-    lost = any(rr not in kept and any(_labels(rr.rname)[-len(c):] == c for c in cuts)
-               for rr in reply.additional)
-    return _pack(query, reply, reply.answer, reply.authority, kept, opt, tc=True) if lost \
-        else data
+class Writer:
+    """A reply being written: the header (filled in last), the question as the query
+    spelled it, then records while they fit in ``limit`` bytes, names compressed against
+    every name written before (compared in lower case, as the records' names are).
+    After dnspython's ``Renderer``."""
+
+    def __init__(self, query: Query, limit: int) -> None:
+        self.query = query
+        self.limit = limit
+        self.out = bytearray(_HEADER.size)
+        self.names: dict[tuple[bytes, ...], int] = {}
+        at = _HEADER.size
+        folded = query.name
+        for i, label in enumerate(query.labels):  # the question, as spelled
+            self.names[folded[i:]] = at
+            at += len(label) + 1
+        self.out += b"".join(bytes((len(label),)) + label for label in query.labels)
+        self.out += b"\0" + _QFIXED.pack(query.qtype, query.qclass)
+
+    def add(self, record: Record) -> bool:
+        """Write ``record`` if it fits; leave everything as it was if not."""
+        mark, known = len(self.out), len(self.names)
+        self._name(record.owner)
+        self.out += _RRFIXED.pack(record.rtype, record.rclass, record.ttl, 0)
+        start = len(self.out)
+        for part in record.rdata:
+            if isinstance(part, bytes):
+                self.out += part
+            else:
+                self._name(part)
+        size = len(self.out) - start
+        if len(self.out) > self.limit or size > 0xFFFF:
+            del self.out[mark:]
+            for name in list(self.names)[known:]:
+                del self.names[name]
+            return False
+        struct.pack_into("!H", self.out, start - 2, size)
+        return True
+
+    def _name(self, name: tuple[bytes, ...]) -> None:
+        out, names = self.out, self.names
+        for i in range(len(name)):
+            at = names.get(name[i:])
+            if at is not None:
+                out += struct.pack("!H", 0xC000 | at)
+                return
+            if len(out) < 0x4000:
+                names[name[i:]] = len(out)
+            out.append(len(name[i]))
+            out += name[i]
+        out.append(0)
+
+    def finish(self, reply: Reply, counts: tuple[int, int, int], opt: bytes, tc: bool
+               ) -> bytes:
+        query = self.query
+        flags = QR | (query.flags & (0x7800 | RD | CD)) | (int(reply.rcode) & 0xF)
+        flags |= (AA if reply.authoritative else 0) | (TC if tc else 0)
+        an, ns, ar = counts
+        _HEADER.pack_into(self.out, 0, query.id, flags, 1, an, ns, ar + (1 if opt else 0))
+        return bytes(self.out + opt)
 
 
-def _labels(name: DNSLabel) -> tuple[bytes, ...]:
-    return tuple(label.lower() for label in name.label)
+def opt_record(payload: int, rcode: int, do: bool, options: bytes = b"") -> bytes:
+    """Our OPT record: the root owner, our UDP payload, the upper bits of the rcode,
+    version 0, the DO bit as the query had it, and ``options``."""
+    return b"\0" + struct.pack("!HHBBHH", OPT_TYPE, payload, rcode >> 4, 0,
+                                0x8000 if do else 0, len(options)) + options
+
+
+def _opt(query: Query, reply: Reply, server_payload: int) -> bytes:
+    if query.edns is None:
+        return b""
+    subnet = query.edns.subnet
+    echo = subnet.echo(reply.scope) if subnet is not None else None  # scope may pass source
+    options = b"" if echo is None else struct.pack("!HH", ECS_CODE, len(echo)) + echo
+    return opt_record(server_payload, int(reply.rcode), query.edns.do, options)
 
 
 def question(data: bytes) -> bytes:
@@ -329,38 +399,8 @@ def error_reply(data: bytes, rcode: Rcode, server_payload: int, tc: bool = False
         asked = b""  # NOTIFY and UPDATE name their zone by an SOA question; other shapes
         # under another opcode are not ours to repeat (a parser would reject the reply)
     at = _opt_rdata(data)
-    opt = b""
-    if at is not None:
-        do = data[at - 2] & 0x80
-        opt = b"\0" + struct.pack("!HHBBBBH", OPT_TYPE, server_payload, int(rcode) >> 4, 0,
-                                   do, 0, 0)
+    opt = b"" if at is None else opt_record(server_payload, int(rcode), bool(data[at - 2] & 0x80))
     return _HEADER.pack(qid, flags, 1 if asked else 0, 0, 0, 1 if opt else 0) + asked + opt
-
-
-def _opt(query: Query, reply: Reply, server_payload: int) -> RR | None:
-    if query.edns is None:
-        return None
-    options = []
-    subnet = query.edns.subnet
-    if subnet is not None:
-        options.append(EDNSOption(ECS_CODE, subnet.echo(reply.scope)))  # may pass source
-    return EDNS0(udp_len=server_payload, ext_rcode=int(reply.rcode) >> 4, version=0,
-                 flags="do" if query.edns.do else "", opts=options)
-
-
-def _pack(query: Query, reply: Reply, answer: list[RR], authority: list[RR],
-          additional: list[RR], opt: RR | None, tc: bool) -> bytes:
-    flags = QR | (query.flags & (0x7800 | RD | CD)) | (int(reply.rcode) & 0xF)
-    if reply.authoritative:
-        flags |= AA
-    if tc:
-        flags |= TC
-    record = DNSRecord(
-        DNSHeader(id=query.id, bitmap=flags),
-        questions=[DNSQuestion(DNSLabel(query.labels), query.qtype, query.qclass)],
-        rr=answer, auth=authority, ar=[*additional, opt] if opt is not None else additional,
-    )
-    return bytes(record.pack())
 
 
 # ---------------------------------------------------------------- EDNS options in place
