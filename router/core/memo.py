@@ -12,6 +12,7 @@ from itertools import islice
 from typing import Generic, TypeVar
 
 K = TypeVar("K")
+P = TypeVar("P")
 V = TypeVar("V")
 
 
@@ -57,3 +58,24 @@ class Memo(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class Recall(Generic[K, P, V]):
+    """Decisions remembered per client network (``key``), or per client *place* (point
+    and country: ``place``) when they did not depend on the network: a ranking that did
+    not hash on the client's network (no spread among near-equal targets) is the same
+    for every network there, so a new client in a known place costs its GeoIP lookup and
+    a dict lookup. The place is asked first. Both the DNS and the HTTP face use it."""
+
+    def __init__(self, networks: Memo[K, V], places: Memo[P, V]) -> None:
+        self.networks = networks
+        self.places = places
+
+    def get(self, key: K, place: P) -> V | None:
+        return self.places.get(place) or self.networks.get(key)
+
+    def put(self, key: K, place: P, by_network: bool, value: V) -> V:
+        """Remember ``value`` for this network (``by_network``: it hashed on it), else
+        for every network at this place."""
+        return self.networks.put(key, value) if by_network else self.places.put(place, value)
+

@@ -21,10 +21,11 @@ from collections.abc import Callable
 
 import structlog
 
-from router.core.config import Service
+from router.core.config import Service, Target
 from router.core.geo import Location, Locator
 from router.core.health import Snapshot
 from router.core.ip import IPAddress
+from router.core.memo import Memo, Recall
 from router.core.stats import DROPPED, QTYPES, Stats
 from router.core.steering import Want, decide
 from router.dns import wire
@@ -48,6 +49,8 @@ from router.dns.zone import Name, Node, ZoneData, ZoneTable
 log = structlog.get_logger("router.dns")
 
 MAX_CNAME_CHAIN = 8
+DECISIONS = 65536  # client networks, and as many places, whose choices are remembered
+Chosen = tuple[int, tuple[Target, ...]]  # an answer's TTL and targets
 DEFAULT_PAYLOAD = 1232  # the EDNS buffer size we advertise and cap UDP replies at
 
 
@@ -76,6 +79,10 @@ class Authority:
         self.stats = stats if stats is not None else Stats()
         self.cache = AnswerCache(self.locate, health, payload, self.stats,
                                  cache_size) if cache_size > 0 else None
+        # What steering chose (TTL and targets), per client network or place and health
+        # generation: a query that misses the answer cache, or has none, seldom ranks.
+        self.decisions: Recall[tuple[object, ...], tuple[object, ...], Chosen] = Recall(
+            Memo(DECISIONS), Memo(DECISIONS))
 
     def handle(self, data: bytes, peer: IPAddress, tcp: bool = False) -> bytes | None:
         """One packet in, one reply out (None: send nothing). Never raises.
@@ -244,16 +251,28 @@ class Authority:
     def _steer(self, service: Service, q: Query, owner: tuple[bytes, ...], peer: IPAddress,
                reply: Reply, want: Want) -> list[Record]:
         client, scope = self.locate(q.edns.subnet if q.edns is not None else None, peer)
-        decision = decide(self.health(), service, client, want)
+        ttl, chosen = self._choose(service, client, want)
         reply.scope = scope
         reply.steered = True
-        chosen = decision.chosen()
         reply.chosen = tuple((service.name, target.id) for target in chosen)
         for key in reply.chosen:
             self.stats.dns_chosen[key] += 1
         version, rtype = (6, Type.AAAA) if want is Want.IPV6 else (4, Type.A)
-        return [Record(owner, rtype, CLASS_IN, decision.ttl, (address.packed,))
+        return [Record(owner, rtype, CLASS_IN, ttl, (address.packed,))
                 for target in chosen for address in target.addresses_of(version)]
+
+    def _choose(self, service: Service, client: Location, want: Want) -> Chosen:
+        """The answer's TTL and targets: remembered per client network, or per place when
+        the ranking did not hash on the network (``core.memo.Recall``)."""
+        snapshot = self.health()
+        base = (service.name, want, snapshot.generation)
+        key, place = (*base, client.key), (*base, client.point, client.country)
+        found = self.decisions.get(key, place)
+        if found is None:
+            decision = decide(snapshot, service, client, want)
+            found = self.decisions.put(key, place, decision.hashed,
+                                       (decision.ttl, tuple(decision.chosen())))
+        return found
 
     def locate(self, subnet: ClientSubnet | None, peer: IPAddress) -> tuple[Location, int]:
         """Where the client is, and the ECS scope that says so: by the Client Subnet when

@@ -25,7 +25,7 @@ from router.core.catalog import CatalogFile
 from router.core.config import Config
 from router.core.geo import Location
 from router.core.ip import IPNetwork
-from router.core.memo import Memo
+from router.core.memo import Memo, Recall
 from router.core.runtime import Runtime
 from router.core.steering import Decision, FileChecker, Want, worth_waiting_for
 from router.core.steering import decide as steer
@@ -68,10 +68,8 @@ class Redirector:
         # (peer, Forwarded, X-Forwarded-For) → (the client's address as text, its location)
         self.clients: Memo[tuple[object, ...], tuple[str | None, Location]] = Memo(65536)
         self.decisions = DecisionCache()  # per client network, see router.http.decisions
-        # Per client *place* (point and country): a ranking that did not hash on the client's
-        # network (no spread among near-equal targets) is the same for every network there,
-        # so a new client in a known place costs its GeoIP lookup and a dict lookup.
-        self.places: Memo[tuple[object, ...], Entry] = Memo(65536)
+        self.places: Memo[tuple[object, ...], Entry] = Memo(65536)  # per client place
+        self.recall = Recall(self.decisions, self.places)
         self.warned = False  # forwarding headers from an untrusted peer (logged once)
         self.config: Config = runtime.config  # what routes and decisions were made from
         self.locator = runtime.locator  # what client locations were found with
@@ -147,7 +145,7 @@ class Redirector:
                runtime.ledger.generation, file.name if file is not None else None)
         place = (key[0], client.point, client.country, *key[2:])
         now = time.monotonic()
-        entry = (self.places.get(place) or self.decisions.get(key)) if remember else None
+        entry = self.recall.get(key, place) if remember else None
         if entry is not None:
             if file is not None and inventory is not None and now - entry.stamp > RECHECK:
                 entry.stamp = now
@@ -166,9 +164,8 @@ class Redirector:
                 remember = False  # checks that could change it are still out
         if not remember:
             return Entry(decision, now)
-        if decision.hashed:  # this network's own order
-            return self.decisions.remember(key, decision, now)
-        return self.places.put(place, self.decisions.shared(key, decision, now))
+        return self.recall.put(key, place, decision.hashed,
+                               self.decisions.shared(key, decision, now))
 
     def location(self, request: web.Request) -> Location:
         """The client's location, remembered per (peer, forwarding headers)."""

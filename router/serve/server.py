@@ -87,6 +87,8 @@ class Server(Lifecycle):
         runtime.fleet = self.source.fleet_view
         self.dispatch = Dispatch(self._authority(config))
         runtime.caches["dns"] = self._dns_cache_counters
+        runtime.caches["dns_decisions"] = lambda: self._dns_decisions("networks")
+        runtime.caches["dns_places"] = lambda: self._dns_decisions("places")
         if s.https:  # a bad certificate fails here, before anything listens
             self.certificate = Certificate(*certificate_files(s))
         if self.sockets is None and not self.fed:  # a worker's claims are its supervisor's
@@ -207,6 +209,13 @@ class Server(Lifecycle):
         """Open DNS-over-TCP connections and HTTP requests in progress finish (bounded)."""
         await asyncio.gather(*(listener.wait_closed() for listener in self.dns),
                              *(runner.cleanup() for runner in self.http))
+
+    def _dns_decisions(self, which: str) -> dict[str, int]:
+        """The DNS steering memo's counters (per network, or per place)."""
+        if self.dispatch is None:
+            return {}
+        recall = self.dispatch.authority.decisions
+        return (recall.networks if which == "networks" else recall.places).counters()
 
     def _dns_cache_counters(self) -> dict[str, int]:
         """The answer cache's counters (a reload starts a new cache, and new counts)."""
