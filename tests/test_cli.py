@@ -32,7 +32,8 @@ def test_explain_prints_the_ranking_with_figures():
     assert [row[1] for row in table][:2] == ["nrt", "sin"]
     assert table[0][0] == "1*"  # chosen
     assert {row[2] for row in table} == {"up"}  # as a --no-probe server sees them
-    assert lines[-1].startswith("answer: 192.0.2.25")
+    assert lines[-2].startswith("answer: 192.0.2.25")
+    assert lines[-1] == "zone go.example.com. is unsigned"
 
 
 def test_explain_json_agrees_with_the_server_answer():

@@ -39,18 +39,21 @@ CONFIG = """server:
     access-control: 127.0.0.0/8 allow
     do-not-query-localhost: no
     qname-minimisation: no
-    module-config: "subnetcache iterator"
-    send-client-subnet: 127.0.0.1
-    max-client-subnet-ipv4: 24
-    client-subnet-always-forward: yes
     trust-anchor-signaling: no
     auto-trust-anchor-file: ""
+{extra}
 stub-zone:
     name: "{zone}"
     stub-addr: 127.0.0.1@{router}
 remote-control:
     control-enable: no
 """
+
+
+SUBNETCACHE = """    module-config: "subnetcache iterator"
+    send-client-subnet: 127.0.0.1
+    max-client-subnet-ipv4: 24
+    client-subnet-always-forward: yes"""
 
 
 @pytest.fixture
@@ -60,7 +63,7 @@ def unbound(tmp_path, five_cities):
     port = free_udp_tcp_port()
     config = tmp_path / "unbound.conf"
     config.write_text(CONFIG.format(port=port, folder=tmp_path, zone=ZONE,
-                                    router=five_cities.dns_port))
+                                    router=five_cities.dns_port, extra=SUBNETCACHE))
     check = subprocess.run([str(Path(UNBOUND).with_name("unbound-checkconf")), str(config)],
                            capture_output=True, text=True, check=False)
     assert check.returncode == 0, check.stdout + check.stderr

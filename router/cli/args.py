@@ -13,6 +13,7 @@ from router.core import values
 from router.core.config import Config, ConfigError
 from router.core.ip import HostPort, IPNetwork
 from router.core.zonefile import load
+from router.dns import dnssec
 
 Subparsers = argparse._SubParsersAction
 
@@ -100,7 +101,9 @@ def report(e: ConfigError) -> None:
 
 def load_or_report(folder: Path) -> Config | None:
     try:
-        return load(folder)
+        config = load(folder)
+        dnssec.check(config)  # every signed zone's key loads
+        return config
     except ConfigError as e:
         report(e)
         return None

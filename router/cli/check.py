@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from router.cli import args as common
+from router.core.config import Zone
+from router.dns import dnssec
 
 
 def add_parser(sub: common.Subparsers[argparse.ArgumentParser]) -> None:
@@ -20,5 +22,14 @@ def run(args: argparse.Namespace) -> int:
     for zone in config.zones:
         targets = sum(len(s.targets) for s in zone.services)
         print(f"{zone.source}: ok: {zone.origin} with {len(zone.records)} record(s), "
-              f"{len(zone.services)} service(s), {targets} target(s)")
+              f"{len(zone.services)} service(s), {targets} target(s)" + _signed(zone))
     return 0
+
+
+def _signed(zone: Zone) -> str:
+    """How a signed zone is signed (its key loaded: ``load_or_report`` checked it)."""
+    if zone.dnssec_key is None:
+        return ", unsigned"
+    key = dnssec.load(zone.dnssec_key, zone.origin)
+    return f", signed ({key.name}, key tag {key.tag}, {zone.dnssec_key})"
+

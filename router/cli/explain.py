@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 
 from router.cli import args as common
-from router.core.config import Config, ConfigError, Service
+from router.core.config import Config, ConfigError, Service, Zone
 from router.core.geo import GeoError, Location, Locator
 from router.core.health import Status
 from router.core.overrides import lookup
 from router.core.steering import Decision, Want, describe, rank
+from router.dns import dnssec
 from router.http.routes import PathError, Routes, clean, describe_redirect, redirect_for
 from router.watch import statefile
 
@@ -56,20 +57,33 @@ def run(args: argparse.Namespace) -> int:
     if service is None:
         print(f"{args.name}: not a steered name or a service in {args.zones}", file=sys.stderr)
         return 1
-    return _explain_name(args, service, client)
+    zone = next(z for z in config.zones if service in z.services)
+    return _explain_name(args, service, client, _signing(zone))
 
 
-def _explain_name(args: argparse.Namespace, service: Service, client: Location) -> int:
+def _signing(zone: Zone) -> str:
+    """Whether DO queries get signed answers, and with which key."""
+    if zone.dnssec_key is None:
+        return f"zone {zone.origin} is unsigned"
+    key = dnssec.load(zone.dnssec_key, zone.origin)  # load_or_report checked it
+    return (f"zone {zone.origin} is signed: DO queries get RRSIGs ({key.name}, key tag "
+            f"{key.tag}, {zone.dnssec_key})")
+
+
+def _explain_name(args: argparse.Namespace, service: Service, client: Location,
+                  signing: str) -> int:
     want = Want.IPV6 if args.type == "AAAA" else Want.IPV4
     decision = _rank(args, service, client, want)
     if args.json:
         print(json.dumps({"name": args.name, "type": args.type, "client_address": str(args.client),
-                          **describe(decision), "answer": _answer(decision, want)}, indent=2))
+                          **describe(decision), "answer": _answer(decision, want),
+                          "dnssec": signing}, indent=2))
         return 0
     print(_explain_text(f"{args.name} {args.type}", args.client, decision))
     answer = " ".join(_answer(decision, want)) or "(none: NODATA)"
     print(f"\nanswer: {answer}  ttl {decision.ttl}"
           + ("  (degraded: all targets down)" if decision.degraded else ""))
+    print(signing)
     return 0
 
 

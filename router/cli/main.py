@@ -1,4 +1,4 @@
-"""The ``mirror-router`` command: serve, check, explain, admin, probe, fleet.
+"""The ``mirror-router`` command: serve, check, explain, admin, probe, fleet, dnssec.
 
 Each subcommand is a module of its own with ``add_parser(sub)``, which registers its
 options and the function that runs it.
@@ -10,9 +10,9 @@ import argparse
 from collections.abc import Sequence
 
 from router import __version__, log
-from router.cli import admin, check, explain, fleet, probe, serve
+from router.cli import admin, check, dnssec, explain, fleet, probe, serve
 
-SUBCOMMANDS = (serve, check, explain, admin, probe, fleet)
+SUBCOMMANDS = (serve, check, explain, admin, probe, fleet, dnssec)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

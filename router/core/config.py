@@ -151,6 +151,7 @@ class Zone:
     records: tuple[Record, ...] = ()
     services: tuple[Service, ...] = ()
     source: str = ""
+    dnssec_key: Path | None = None  # a combined signing key (router.dns.dnssec): signed
 
 
 @dataclass(frozen=True, slots=True)

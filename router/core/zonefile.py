@@ -298,6 +298,7 @@ def _build_zone(doc: _Table, path: Path) -> Zone | None:
         records=tuple(_build_records(z, origin, ttl or 0)),
         services=tuple(_build_services(doc, origin, str(path))),
         source=str(path),
+        dnssec_key=z.get("dnssec_key", v.readable_file(path.parent), None),
     )
     z.finish()
     _check_zone(zone, doc)
@@ -305,7 +306,7 @@ def _build_zone(doc: _Table, path: Path) -> Zone | None:
 
 
 _ZONE_KEYS = ("nameservers", "hostmaster", "ttl", "negative_ttl", "serial", "refresh", "retry",
-              "expire", "records")
+              "expire", "records", "dnssec_key")
 
 
 def _file_serial(path: Path) -> int:

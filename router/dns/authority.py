@@ -28,9 +28,10 @@ from router.core.ip import IPAddress
 from router.core.memo import Memo, Recall
 from router.core.stats import DROPPED, QTYPES, Stats
 from router.core.steering import Want, decide
-from router.dns import wire
+from router.dns import dnssec, wire
 from router.dns.cache import DEFAULT_SIZE, AnswerCache
 from router.dns.cookies import COOKIE_CODE, Secrets, Verdict, judge, new_secret
+from router.dns.dnssec import Signer
 from router.dns.records import Record, txt
 from router.dns.rrl import Action, Limiter
 from router.dns.wire import (
@@ -79,6 +80,10 @@ class Authority:
         self.stats = stats if stats is not None else Stats()
         self.cache = AnswerCache(self.locate, health, payload, self.stats,
                                  cache_size) if cache_size > 0 else None
+        # Signed answers carry their signatures' window: the cache is emptied when a new
+        # window begins (once a week), so no reply outlives its RRSIGs' validity.
+        self.signed = any(zone.signer is not None for zone in table.zones)
+        self.window = dnssec.window(clock())[0]
         # What steering chose (TTL and targets), per client network or place and health
         # generation: a query that misses the answer cache, or has none, seldom ranks.
         self.decisions: Recall[tuple[object, ...], tuple[object, ...], Chosen] = Recall(
@@ -139,6 +144,11 @@ class Authority:
         return told if fits else out
 
     def _handle(self, data: bytes, peer: IPAddress, tcp: bool) -> bytes | None:
+        if self.signed and self.cache is not None and \
+                dnssec.window(self.clock())[0] != self.window:
+            self.window = dnssec.window(self.clock())[0]
+            self.cache = AnswerCache(self.locate, self.health, self.payload, self.stats,
+                                     self.cache.size)
         if self.cache is not None:
             try:
                 hit = self.cache.answer(data, peer, tcp)
@@ -186,7 +196,7 @@ class Authority:
             return self._chaos(q)
         if q.qclass not in (CLASS_IN, CLASS_ANY) or q.qtype in (Type.AXFR, Type.IXFR):
             return Reply(Rcode.REFUSED, authoritative=False)
-        if q.qtype == Type.OPT:
+        if q.qtype in (Type.OPT, Type.NXNAME):  # meta-types: never asked for (RFC 9824)
             return Reply(Rcode.FORMERR, authoritative=False)
         name = q.name
         zone = self.table.find(name)
@@ -194,7 +204,32 @@ class Authority:
             return Reply(Rcode.REFUSED, authoritative=False)  # not ours: never recursive
         reply = Reply()
         self._resolve(zone, q, name, q.labels, peer, reply, MAX_CNAME_CHAIN)
+        if zone.signer is not None and q.edns is not None and q.edns.do:
+            self._sign(zone, zone.signer, q, reply)
         return reply
+
+    def _sign(self, zone: ZoneData, signer: Signer, q: Query, reply: Reply) -> None:
+        """A DO query to a signed zone: an RRSIG after every RRset we are authoritative
+        for, and a compact denial (RFC 9824) where there is nothing: NOERROR (NXDOMAIN
+        only if the query set CO) with one NSEC at the name that is not there."""
+        now = self.clock()
+        answer, authority = reply.answer, reply.authority
+        reply.answer = dnssec.signed(answer, signer, now)
+        if authority and authority[0].rtype == Type.SOA:  # a denial, maybe after a CNAME
+            missing = answer[-1].target if answer and answer[-1].rtype == Type.CNAME \
+                else q.name
+            types = {Type.NXNAME} if reply.rcode == Rcode.NXDOMAIN else zone.types(missing)
+            denial = dnssec.nsec(missing, types, zone.negative_soa.ttl)
+            reply.authority = dnssec.signed([*authority, denial], signer, now)
+            if reply.rcode == Rcode.NXDOMAIN and not (q.edns and q.edns.co):
+                reply.rcode = Rcode.NOERROR
+        elif authority and not answer and authority[0].rtype == Type.NS:  # a referral
+            cut = authority[0].owner  # unsigned (the child's), with proof of no DS
+            reply.authority = [*authority, *dnssec.signed(
+                [dnssec.nsec(cut, {Type.NS}, zone.negative_soa.ttl)], signer, now)]
+        elif reply.authoritative:
+            reply.authority = dnssec.signed(authority, signer, now)
+            reply.additional = dnssec.signed(reply.additional, signer, now)
 
     def _chaos(self, q: Query) -> Reply:
         """TXT id.server. and hostname.bind. in class CH: this node's NSID, when set."""

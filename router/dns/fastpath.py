@@ -33,6 +33,7 @@ COPIED_FLAGS = 0x0110  # RD and CD are copied into the reply's header
 EDNS = 0x10000  # an OPT record is present (so the reply has one)
 DO = 0x20000  # DNSSEC OK, copied into the reply's OPT
 ECS = 0x40000  # a Client Subnet option is present (so the reply echoes one)
+CO = 0x80000  # Compact answers OK (RFC 9824): a signed zone's denials differ
 VERSION_SHIFT = 24  # the EDNS version (above 0: BADVERS)
 
 _SCOPE = [bytes((n,)) for n in range(256)]
@@ -89,7 +90,8 @@ def _opt(data: bytes, at: int, shape: int) -> _Edns | None:
     owner, rtype, payload, version, flags, rdlength = _OPT.unpack_from(data, at)
     if owner or rtype != _OPT_TYPE or size != end + rdlength:
         return None
-    shape |= EDNS | (DO if flags & 0x8000 else 0) | version << VERSION_SHIFT
+    shape |= EDNS | (DO if flags & 0x8000 else 0) | (CO if flags & 0x4000 else 0) \
+        | version << VERSION_SHIFT
     ecs = ecs_end = -1
     offset = end
     while offset < size:

@@ -44,6 +44,10 @@ class Type(IntEnum):
     SRV = 33
     OPT = 41
     DS = 43
+    RRSIG = 46
+    NSEC = 47
+    DNSKEY = 48
+    NXNAME = 128  # RFC 9824: a meta-type, only ever in a compact denial's bitmap
     IXFR = 251
     AXFR = 252
     ANY = 255
@@ -92,6 +96,7 @@ class Edns:
     version: int
     do: bool
     subnet: ClientSubnet | None = None
+    co: bool = False  # Compact answers OK (RFC 9824): say NXDOMAIN with a compact denial
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +211,7 @@ def _read_additional(data: bytes, offset: int, count: int) -> tuple[Edns | None,
         if owner:
             raise ValueError("OPT record owner is not the root")
         edns = Edns(payload=rclass, version=(ttl >> 16) & 0xFF, do=bool(ttl & 0x8000),
-                    subnet=_read_options(rdata))
+                    subnet=_read_options(rdata), co=bool(ttl & 0x4000))
     return edns, offset
 
 
@@ -362,11 +367,13 @@ class Writer:
         return bytes(self.out + opt)
 
 
-def opt_record(payload: int, rcode: int, do: bool, options: bytes = b"") -> bytes:
+def opt_record(payload: int, rcode: int, do: bool, options: bytes = b"",
+               co: bool = False) -> bytes:
     """Our OPT record: the root owner, our UDP payload, the upper bits of the rcode,
-    version 0, the DO bit as the query had it, and ``options``."""
-    return b"\0" + struct.pack("!HHBBHH", OPT_TYPE, payload, rcode >> 4, 0,
-                                0x8000 if do else 0, len(options)) + options
+    version 0, the DO and CO bits as the query had them, and ``options``."""
+    flags = (0x8000 if do else 0) | (0x4000 if co else 0)
+    return b"\0" + struct.pack("!HHBBHH", OPT_TYPE, payload, rcode >> 4, 0, flags,
+                                len(options)) + options
 
 
 def _opt(query: Query, reply: Reply, server_payload: int) -> bytes:
@@ -375,7 +382,7 @@ def _opt(query: Query, reply: Reply, server_payload: int) -> bytes:
     subnet = query.edns.subnet
     echo = subnet.echo(reply.scope) if subnet is not None else None  # scope may pass source
     options = b"" if echo is None else struct.pack("!HH", ECS_CODE, len(echo)) + echo
-    return opt_record(server_payload, int(reply.rcode), query.edns.do, options)
+    return opt_record(server_payload, int(reply.rcode), query.edns.do, options, query.edns.co)
 
 
 def question(data: bytes) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from router.core import config as cfg
+from router.dns import dnssec
 from router.dns.records import NS, SOA, Name, Record, record, soa, to_name
 from router.dns.wire import Type
 
@@ -33,6 +34,15 @@ class ZoneData:
     cuts: set[Name]  # delegation points below the apex (NS records)
     soa: Record  # for the answer section
     negative_soa: Record  # for the authority section: TTL = min(SOA TTL, minimum), RFC 2308
+    signer: dnssec.Signer | None = None  # a signed zone's (router.dns.dnssec)
+
+    def types(self, name: Name) -> set[int]:
+        """The record types that exist at ``name`` (for a denial's NSEC bitmap)."""
+        node = self.nodes.get(name)
+        if node is None:
+            return set()
+        steered = {Type.A, Type.AAAA} if node.service is not None else set()
+        return {*node.rrsets, *steered}
 
 
 class ZoneTable:
@@ -71,10 +81,15 @@ def _compile(zone: cfg.Zone) -> ZoneData:
         for name in service.dns_names:
             nodes.setdefault(to_name(name), Node()).service = service
     apex = nodes.setdefault(origin, Node())
+    signer = None
+    if zone.dnssec_key is not None:  # checked at load (dnssec.check): a bad key raises
+        key = dnssec.load(zone.dnssec_key, zone.origin)
+        signer = dnssec.Signer(key)
+        apex.rrsets.update(dnssec.key_records(key, zone.ttl))
     apex.rrsets[SOA] = [soa(zone, zone.ttl)]
     apex.rrsets[NS] = [Record(origin, NS, 1, zone.ttl, (to_name(ns),))
                        for ns in zone.nameservers]
     parents = {name[i:] for name in nodes for i in range(1, len(name) - len(origin) + 1)}
     cuts = {name for name, node in nodes.items() if name != origin and Type.NS in node.rrsets}
     return ZoneData(zone, origin, nodes, parents, cuts, apex.rrsets[SOA][0],
-                    soa(zone, min(zone.ttl, zone.negative_ttl)))
+                    soa(zone, min(zone.ttl, zone.negative_ttl)), signer)

@@ -24,6 +24,7 @@ from router.core.fleet import View
 from router.core.geo import Locator
 from router.core.runtime import Reload, StateView
 from router.core.zonefile import load
+from router.dns import dnssec
 from router.errors import RouterError
 from router.serve.notify import notify, reloading
 from router.serve.settings import Settings
@@ -192,7 +193,7 @@ class Lifecycle(ABC):
     async def zones(self) -> Config:
         """The zone folder, read off the loop and bounded (``TimeoutError`` past it)."""
         zones = self.settings.zones
-        return await off_loop(lambda: load(zones), READ_TIMEOUT, str(zones))
+        return await off_loop(lambda: checked(load(zones)), READ_TIMEOUT, str(zones))
 
     @abstractmethod
     async def startup(self) -> None:
@@ -219,3 +220,11 @@ def run_loop(main: Coroutine[Any, Any, int]) -> int:
     except ImportError:  # not on Linux: the stdlib loop works too
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+def checked(config: Config) -> Config:
+    """``config``, once what only the DNS face can check holds: every signed zone's key
+    loads (``ConfigError`` naming the file, else)."""
+    dnssec.check(config)
+    return config
+

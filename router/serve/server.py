@@ -87,6 +87,7 @@ class Server(Lifecycle):
         runtime.fleet = self.source.fleet_view
         self.dispatch = Dispatch(self._authority(config))
         runtime.caches["dns"] = self._dns_cache_counters
+        runtime.caches["dnssec_signatures"] = self._signature_counters
         runtime.caches["dns_decisions"] = lambda: self._dns_decisions("networks")
         runtime.caches["dns_places"] = lambda: self._dns_decisions("places")
         if s.https:  # a bad certificate fails here, before anything listens
@@ -216,6 +217,16 @@ class Server(Lifecycle):
             return {}
         recall = self.dispatch.authority.decisions
         return (recall.networks if which == "networks" else recall.places).counters()
+
+    def _signature_counters(self) -> dict[str, int]:
+        """Signed zones' signature caches: a miss is a signature made."""
+        totals: dict[str, int] = {}
+        zones = self.dispatch.authority.table.zones if self.dispatch is not None else []
+        for zone in zones:
+            if zone.signer is not None:
+                for figure, n in zone.signer.cache.counters().items():
+                    totals[figure] = totals.get(figure, 0) + n
+        return totals
 
     def _dns_cache_counters(self) -> dict[str, int]:
         """The answer cache's counters (a reload starts a new cache, and new counts)."""

@@ -204,6 +204,7 @@ _EVENTS = {"hits": "hit", "misses": "miss", "evictions": "eviction"}
 def _caches(stats: Stats) -> Iterator[Metric]:
     events = _counter("cache_events", "cache lookups and evictions (dns: encoded answers; "
                       "dns_decisions, dns_places: what DNS steering chose; "
+                      "dnssec_signatures: RRSIGs (a miss is one made); "
                       "http_decisions, http_clients: the redirector's; geoip: networks; "
                       "reset by a reload)", ["cache", "event"])
     entries = _gauge("cache_entries", "entries held, all workers together", ["cache"])
