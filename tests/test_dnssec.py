@@ -292,7 +292,7 @@ def test_failover_changes_the_answer_and_the_new_one_validates(keyed, city_mirro
     wait_until(lambda: japan() == "192.0.2.2", 15, what="Tokyo back")
 
 
-def test_metrics_count_signatures_made_and_reused(keyed):
+def test_metrics_and_status_show_the_key_and_its_signatures(keyed):
     from tests.test_observability import scrape, value
     router, _folder, _out = keyed
     ask(router, "ns1." + ZONE, "A", tcp=True)  # signed, and the reply cached
@@ -302,3 +302,38 @@ def test_metrics_count_signatures_made_and_reused(keyed):
     made = value(m, "mirror_router_cache_events_total", cache="dnssec_signatures", event="miss")
     reused = value(m, "mirror_router_cache_events_total", cache="dnssec_signatures", event="hit")
     assert made >= 1 and reused >= 1
+    zone = {"zone": ZONE}
+    assert value(m, "mirror_router_dnssec_signatures_total", **zone, result="made") >= 1
+    assert value(m, "mirror_router_dnssec_signatures_total", **zone, result="cached") >= 1
+    key = dnssec.load(_folder / "test.key", ZONE)
+    age = value(m, "mirror_router_dnssec_key_age_seconds", **zone, key_tag=str(key.tag))
+    assert 0 <= age < 3600
+    import json
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{router.http_port}/status.json") as r:
+        shown = json.load(r)["dnssec"]
+    assert shown[0]["zone"] == ZONE and shown[0]["key_tag"] == key.tag
+    assert shown[0]["signatures_made"] >= 1
+    with urllib.request.urlopen(f"http://127.0.0.1:{router.http_port}/status") as r:
+        assert "<h2>DNSSEC</h2>" in r.read().decode()
+
+
+def test_a_degraded_answer_is_signed_with_its_shortened_ttl(keyed, city_mirrors):
+    from tests.harness import wait_until
+    router, _folder, _out = keyed
+    keys = dnskeys(router)
+
+    def ttl() -> int:
+        reply = ask(router, ZONE, "A", ecs=("1.0.16.0", 24))
+        validate_all(reply, keys)  # the RRSIG's original TTL is the answer's, whatever it is
+        return next(r for r in reply.answer if r.rdtype == dns.rdatatype.A).ttl
+
+    normal = ttl()
+    for mirror in city_mirrors.values():
+        mirror.health_status = 503
+    try:
+        wait_until(lambda: ttl() < normal, 15, what="a degraded answer (all targets down)")
+    finally:
+        for mirror in city_mirrors.values():
+            mirror.health_status = 200
+    wait_until(lambda: ttl() == normal, 15, what="the normal TTL back")

@@ -33,6 +33,19 @@ class StateView(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Signing:
+    """One signed zone, as /status and /metrics show it (``router.dns.dnssec``)."""
+
+    zone: str
+    key: str  # the key file
+    algorithm: str
+    tag: int
+    created: float  # when the key was made
+    made: int  # signatures made (signature cache misses)
+    reused: int  # signatures found in the cache
+
+
+@dataclass(frozen=True, slots=True)
 class Reload:
     """How the last reload (SIGHUP) went."""
 
@@ -56,6 +69,7 @@ class Runtime:
         self.stats = Stats()
         self.state: StateView | None = None  # the operator's state file, when watched
         self.fleet: Callable[[], View | None] = lambda: None  # the fleet, when in one
+        self.signing: Callable[[], list[Signing]] = list  # signed zones (the DNS face's)
         self.peers: tuple[Stats, ...] = ()  # --workers: the other processes' counts
         # name -> the cache's counters, read by sample(); the faces add theirs
         self.caches: dict[str, Callable[[], Mapping[str, int]]] = {"geoip": locator.counters}

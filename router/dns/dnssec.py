@@ -25,6 +25,7 @@ for a name that does not: nothing to walk.
 from __future__ import annotations
 
 import base64
+import calendar
 import hashlib
 import re
 import struct
@@ -116,7 +117,15 @@ def load(path: Path, origin: str) -> Key:
     number = ALGORITHMS[algorithm]
     dnskey = struct.pack("!HBB", CSK_FLAGS, 3, number) + _public(private)
     return Key(to_name(origin), number, private, dnskey, key_tag(dnskey), path,
-               path.stat().st_mtime)
+               _created(meta.get("created"), path))
+
+
+def _created(stamp: str | None, path: Path) -> float:
+    """When the key was made: its ``created`` line, else the file's modification time."""
+    try:
+        return calendar.timegm(time.strptime(stamp or "", "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        return path.stat().st_mtime
 
 
 def _public(private: PrivateKey) -> bytes:

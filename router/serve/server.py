@@ -23,7 +23,7 @@ from router import __version__
 from router.core.config import Config, unchanged_zones
 from router.core.geo import STALE_DAYS, GeoError, Locator
 from router.core.health import Board, Status
-from router.core.runtime import Reload, Runtime
+from router.core.runtime import Reload, Runtime, Signing
 from router.dns.authority import Authority
 from router.dns.cookies import Secrets
 from router.dns.listener import Dispatch, DnsListener
@@ -88,6 +88,7 @@ class Server(Lifecycle):
         self.dispatch = Dispatch(self._authority(config))
         runtime.caches["dns"] = self._dns_cache_counters
         runtime.caches["dnssec_signatures"] = self._signature_counters
+        runtime.signing = self._signing
         runtime.caches["dns_decisions"] = lambda: self._dns_decisions("networks")
         runtime.caches["dns_places"] = lambda: self._dns_decisions("places")
         if s.https:  # a bad certificate fails here, before anything listens
@@ -217,6 +218,13 @@ class Server(Lifecycle):
             return {}
         recall = self.dispatch.authority.decisions
         return (recall.networks if which == "networks" else recall.places).counters()
+
+    def _signing(self) -> list[Signing]:
+        """Every signed zone's key and signature counts (this process's)."""
+        zones = self.dispatch.authority.table.zones if self.dispatch is not None else []
+        return [Signing(z.zone.origin, str(s.key.path), s.key.name, s.key.tag, s.key.created,
+                        s.cache.misses, s.cache.hits)
+                for z in zones if (s := z.signer) is not None]
 
     def _signature_counters(self) -> dict[str, int]:
         """Signed zones' signature caches: a miss is a signature made."""

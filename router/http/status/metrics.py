@@ -66,6 +66,7 @@ class RouterCollector(Collector):
         yield from self._probes(stats)
         yield from self._server(stats)
         yield from self._fleet()
+        yield from self._signing()
 
     def _fleet(self) -> Iterator[Metric]:
         view = self.runtime.fleet()
@@ -88,6 +89,23 @@ class RouterCollector(Collector):
             votes.add_metric(list(t.key), t.verdict.votes if t.verdict else 0)
         yield ages
         yield votes
+
+    def _signing(self) -> Iterator[Metric]:
+        signing = self.runtime.signing()
+        if not signing:
+            return
+        age = _gauge("dnssec_key_age_seconds", "age of each signed zone's key (its created "
+                     "line)", ["zone", "key_tag"])
+        made = _counter("dnssec_signatures", "RRSIGs made, and found in the signature "
+                        "cache, per signed zone (this process; reset by a reload)",
+                        ["zone", "result"])
+        now = time.time()
+        for s in signing:
+            age.add_metric([s.zone, str(s.tag)], round(now - s.created))
+            made.add_metric([s.zone, "made"], s.made)
+            made.add_metric([s.zone, "cached"], s.reused)
+        yield age
+        yield made
 
     def _keys(self) -> list[Key]:
         return [(s.name, t.id) for s in self.runtime.config.services for t in s.targets]

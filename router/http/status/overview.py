@@ -45,6 +45,9 @@ def overview(runtime: Runtime, client: Location | None = None,
             "path": str(state.path), "ok": state.error is None, "error": state.error},
         "client": _client(client, address),
         "fleet": None if (fleet := runtime.fleet()) is None else document(fleet, now),
+        "dnssec": [{"zone": s.zone, "key": s.key, "algorithm": s.algorithm, "key_tag": s.tag,
+                    "key_age_s": round(now - s.created), "signatures_made": s.made,
+                    "signatures_reused": s.reused} for s in runtime.signing()],
         "pid": os.getpid(),  # which process answered (--workers: each knows its own files)
         "services": [_service(s, snap, totals, runtime.ledger)
                      for s in runtime.config.services],

@@ -28,7 +28,8 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 
 
 def page(data: dict[str, Any]) -> str:
-    body = (_header(data) + svg(_markers(data)) + _legend(data) + _fleet(data["fleet"])
+    body = (_header(data) + svg(_markers(data)) + _legend(data) + _signing(data["dnssec"])
+            + _fleet(data["fleet"])
             + "".join(_service(s) for s in data["services"]))
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8>"
             f"<meta http-equiv=refresh content={REFRESH}>"
@@ -57,6 +58,17 @@ def _header(data: dict[str, Any]) -> str:
     return (f"<h1>mirror-router status</h1><p class=meta>version {escape(data['version'])} "
             f"&middot; {ready}{probing} &middot; up {_duration(data['uptime_s'])} &middot; "
             f"health generation {data['generation']}</p>{note}")
+
+
+def _signing(zones: list[dict[str, Any]]) -> str:
+    """Signed zones: key, its age, signatures made and reused."""
+    if not zones:
+        return ""
+    rows = "".join(
+        f"<li>{escape(z['zone'])}: {escape(z['algorithm'])} key tag {z['key_tag']} "
+        f"({escape(z['key'])}, {_duration(z['key_age_s'])} old): {z['signatures_made']:,} "
+        f"signatures made, {z['signatures_reused']:,} reused</li>" for z in zones)
+    return f"<h2>DNSSEC</h2><ul>{rows}</ul>"
 
 
 def _fleet(fleet: dict[str, Any] | None) -> str:
