@@ -52,8 +52,7 @@ def authority(cache_size: int) -> Authority:
 
 STAGES = {  # (file suffix, function): what the summary calls it; calls overlap
     ("dns/cache.py", "answer"): "cache lookup (AnswerCache.answer)",
-    ("dns/fastpath.py", "peek"): "peek() at the bytes (lookup and fill)",
-    ("dns/wire.py", "parse"): "strict parse (wire.parse)",
+    ("dns/wire.py", "read"): "reading the query (wire.read)",
     ("dns/authority.py", "respond"): "decision and records (Authority.respond)",
     ("dns/authority.py", "locate"): "GeoIP (Authority.locate: lookup and decision)",
     ("router/core/geo.py", "_lookup"): "  of which: database reads (Locator._lookup)",

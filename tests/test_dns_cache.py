@@ -2,7 +2,7 @@
 
 The differential test runs one deterministic corpus of varied queries through two
 ``Authority`` objects over the same zones, GeoIP database and health board: one with the
-answer cache, one without (every query on the strict path: ``wire.parse``, steering,
+answer cache, one without (every query on the strict path: ``wire.read``, steering,
 dnslib). Health changes part-way, so cached steered answers go stale. Every reply must be
 identical (both keep the query's ID, so the whole packet is compared).
 """
@@ -390,7 +390,7 @@ def test_cached_answers_are_the_strict_paths_answers(zones, locator):
         assert rcodes[rcode] >= 5, (rcode, rcodes)
     # ... and the cache really answered, in every shape that it should.
     assert stats["hits"] >= len(cases) // 4, stats
-    assert stats["stale"] > 0 and stats["declined"] > 0, stats
+    assert stats["stale"] > 0, stats
     for kind in ("mixed case", "steered name", "steered, by ECS", "scoped ECS echo",
                  "other name", "ecs", "ecs/0", "edns", "tcp", "cookie", "option 264"):
         assert served[kind] >= 5, (kind, served)

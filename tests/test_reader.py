@@ -1,4 +1,4 @@
-"""The strict reader (``wire.parse``) against dnspython's parser: for valid queries they
+"""The strict reader (``wire.read``) against dnspython's parser: for valid queries they
 agree field by field; for mutated ones it raises only ``QueryError`` (the bench script
 ``bench/mutate`` runs a million)."""
 
@@ -50,7 +50,7 @@ def test_the_reader_agrees_with_dnspython_field_by_field(seed):
     rnd = random.Random(seed)
     for _ in range(500):
         data = _query(rnd).to_wire()
-        ours, theirs = wire.parse(data), dns.message.from_wire(data)
+        ours, theirs = wire.read(data), dns.message.from_wire(data)
         question = theirs.question[0]
         assert ours.id == theirs.id
         assert ours.flags == theirs.flags
@@ -81,4 +81,4 @@ def test_mutated_queries_raise_only_query_errors():
         if rnd.random() < 0.2:
             del data[rnd.randrange(len(data)):]
         with contextlib.suppress(QueryError):  # anything else fails the test
-            wire.parse(bytes(data))
+            wire.read(bytes(data))

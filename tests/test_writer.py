@@ -69,7 +69,7 @@ def seen(section) -> list[str]:
 def test_every_reply_parses_holds_its_records_and_keeps_its_limit(answer, authority,
                                                                    additional, limit, edns):
     data = query(payload=1232 if edns else None)
-    q = wire.parse(data)
+    q = wire.read(data)
     reply = wire.Reply(answer=answer, authority=authority, additional=additional)
     out, whole = wire.render(q, reply, 1232, max(limit, len(data) + 11))
     assert len(out) <= max(limit, len(data) + 11)
@@ -94,7 +94,7 @@ def test_a_referral_that_loses_its_in_domain_glue_says_tc():
     cut = (b"sub", *ORIGIN)
     ns = [Record(cut, 2, 1, 300, ((f"ns{i}".encode(), *cut),)) for i in range(14)]
     glue = [Record((f"ns{i}".encode(), *cut), 28, 1, 300, (bytes(16),)) for i in range(14)]
-    q = wire.parse(query("x.sub.go.example.com.", payload=None))
+    q = wire.read(query("x.sub.go.example.com.", payload=None))
     out, whole = wire.render(q, wire.Reply(authority=ns, additional=glue, authoritative=False),
                              1232, 512)
     msg = dns.message.from_wire(out)
@@ -108,7 +108,7 @@ def test_a_referral_that_loses_its_in_domain_glue_says_tc():
 
 
 def test_names_repeat_as_pointers_to_the_question_in_its_spelling():
-    q = wire.parse(query("WwW.Go.Example.COM.", "MX"))
+    q = wire.read(query("WwW.Go.Example.COM.", "MX"))
     owner = (b"www", *ORIGIN)
     reply = wire.Reply(answer=[Record(owner, 15, 1, 60, (b"\0\x0a", ORIGIN))])
     out, whole = wire.render(q, reply, 1232, 1232)

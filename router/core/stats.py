@@ -74,7 +74,7 @@ class Stats:
     probes: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # ok fail unknown
     phases: dict[tuple[str, str, str], Histogram] = field(default_factory=dict)
     # (cache, figure) -> value, copied from the caches by ``Runtime.sample()``: hits,
-    # misses, stale, declined, evictions (each since the cache was made) and size
+    # misses, stale, evictions (each since the cache was made) and size
     caches: Counter[tuple[str, str]] = field(default_factory=Counter)
     # --workers: seconds from the supervisor's snapshot to a worker adopting it
     state_lag: Histogram = field(default_factory=Histogram)

@@ -3,7 +3,7 @@
 ``Authority.handle()`` is the whole DNS path without the socket: bytes in, bytes (or
 nothing) out. It asks the answer cache first (``cache.AnswerCache``: encoded answers,
 patched per query); a miss takes the strict path, which parses the query
-(``wire.parse``), decides, writes the reply (``wire.render``) and fills the cache.
+(``wire.read``), decides, writes the reply (``wire.render``) and fills the cache.
 Answers are decided for the case-folded name and written with the question as the query
 spelled it, every repeated name pointing at it, so the strict path and a cache hit give
 the same bytes. Errors are translated here, in one
@@ -92,28 +92,58 @@ class Authority:
     def handle(self, data: bytes, peer: IPAddress, tcp: bool = False) -> bytes | None:
         """One packet in, one reply out (None: send nothing). Never raises.
 
+        The packet is read once (``wire.read``), or not at all when the same bytes (bar
+        the ID) were answered before and the answer still stands (``AnswerCache.seen``).
         A query with a COOKIE option (RFC 7873) gets its client cookie and our server
         cookie back; a malformed one gets FORMERR, one whose server cookie we did not
         make gets BADCOOKIE over UDP (over TCP the address is proven: it is answered).
         With an NSID set, a query that asks for it (an empty NSID option) is told it."""
+        if self.signed:
+            self._roll()
+        seen = self.cache.seen(data) if self.cache is not None else None
+        if seen is not None and self.cache is not None:
+            out, entry, ecs, end = seen
+            self.cache.hit(entry)
+            if self.rrl is None or tcp:
+                return out
+            return self._limited(data, out, peer, ecs, data[12:end + 4])
+        try:
+            query = wire.read(data)
+        except QueryError as e:
+            return self._unreadable(data, e)
         verdict, back = Verdict.NEW, b""
-        if data.find(COOKIE_MARK, 12) > 0:  # a cheap first look; then the real one
-            cookie = wire.find_option(data, COOKIE_CODE)
-            if cookie is not None:
-                verdict, back = judge(cookie, peer.packed, int(self.clock()), self.cookies)
-                self.stats.dns_cookies[verdict.value] += 1
-                if verdict is Verdict.MALFORMED or (verdict is Verdict.INVALID and not tcp):
-                    return self._refuse_cookie(data, verdict, back)
-        out = self._handle(data, peer, tcp)
-        if out is None:
-            return None
+        if query.cookie is not None:
+            verdict, back = judge(query.cookie, peer.packed, int(self.clock()), self.cookies)
+            self.stats.dns_cookies[verdict.value] += 1
+            if verdict is Verdict.MALFORMED or (verdict is Verdict.INVALID and not tcp):
+                return self._refuse_cookie(data, verdict, back)
+        out = self._handle(query, peer, tcp)
         if back:
-            out = self._added(data, out, COOKIE_CODE, back, tcp)
-        if self.rrl is not None and not tcp and verdict is not Verdict.VALID:
-            out = self._limited(data, out, peer)
-        if out is None or not self.nsid or wire.find_option(data, wire.NSID_CODE) != b"":
-            return out
-        return self._added(data, out, wire.NSID_CODE, self.nsid, tcp)
+            out = self._added(query, out, COOKIE_CODE, back, tcp)
+        ecs = query.edns.ecs if query.edns is not None and query.edns.ecs else b""
+        sent = self._limited(data, out, peer, ecs, query.question) \
+            if self.rrl is not None and not tcp and verdict is not Verdict.VALID else out
+        if sent is None or not self.nsid or not query.nsid:
+            return sent
+        return self._added(query, sent, wire.NSID_CODE, self.nsid, tcp)
+
+    def _unreadable(self, data: bytes, e: QueryError) -> bytes | None:
+        """A packet that is not a query we serve: FORMERR, NOTIMP or REFUSED with what
+        could be read of it, or silence (no header, or a response)."""
+        if e.rcode is None or not e.header:
+            self.stats.dns_queries[(0, DROPPED)] += 1
+            return None
+        self.stats.dns_queries[(0, e.rcode)] += 1
+        return wire.error_reply(data, e.rcode, self.payload)
+
+    def _roll(self) -> None:
+        """A new signature window has begun: the cached signed replies go (once a week)."""
+        start = dnssec.window(self.clock())[0]
+        if start != self.window:
+            self.window = start
+            if self.cache is not None:
+                self.cache = AnswerCache(self.locate, self.health, self.payload, self.stats,
+                                         self.cache.size)
 
     def _refuse_cookie(self, data: bytes, verdict: Verdict, back: bytes) -> bytes:
         """FORMERR for a malformed COOKIE option; BADCOOKIE, with a good one to retry
@@ -123,11 +153,11 @@ class Authority:
         out = wire.error_reply(data, rcode, self.payload)
         return wire.add_option(out, COOKIE_CODE, back) if back else out
 
-    def _limited(self, data: bytes, out: bytes, peer: IPAddress) -> bytes | None:
+    def _limited(self, data: bytes, out: bytes, peer: IPAddress, ecs: bytes,
+                 question: bytes) -> bytes | None:
         """RRL: ``out``, nothing, or (a slip) the same reply empty with TC=1."""
         assert self.rrl is not None
-        ecs = wire.find_option(data, wire.ECS_CODE) or b""
-        action = self.rrl.admit(peer, ecs, wire.question(data), out, self.clock())
+        action = self.rrl.admit(peer, ecs, question, out, self.clock())
         if action is Action.SEND:
             return out
         self.stats.dns_rrl[action.value] += 1
@@ -137,21 +167,16 @@ class Authority:
         rcode = Rcode(code) if code in Rcode._value2member_map_ else Rcode.SERVFAIL
         return wire.error_reply(data, rcode, self.payload, tc=True)
 
-    def _added(self, data: bytes, out: bytes, code: int, value: bytes, tcp: bool) -> bytes:
+    def _added(self, query: Query, out: bytes, code: int, value: bytes, tcp: bool) -> bytes:
         """``out`` with one more EDNS option, if it still fits the client's buffer."""
         told = wire.add_option(out, code, value)
-        fits = len(told) <= wire.reply_limit(wire.opt_payload(data), self.payload, tcp)
+        fits = len(told) <= wire.reply_limit(query.payload, self.payload, tcp)
         return told if fits else out
 
-    def _handle(self, data: bytes, peer: IPAddress, tcp: bool) -> bytes | None:
-        if self.signed and self.cache is not None and \
-                dnssec.window(self.clock())[0] != self.window:
-            self.window = dnssec.window(self.clock())[0]
-            self.cache = AnswerCache(self.locate, self.health, self.payload, self.stats,
-                                     self.cache.size)
+    def _handle(self, query: Query, peer: IPAddress, tcp: bool) -> bytes:
         if self.cache is not None:
             try:
-                hit = self.cache.answer(data, peer, tcp)
+                hit = self.cache.answer(query, peer, tcp)
             except Exception:  # a bug in the fast path: the strict path still answers
                 log.exception("dns_cache_failed")
                 self.stats.errors["dns"] += 1
@@ -159,34 +184,26 @@ class Authority:
             if hit is not None:
                 return hit
         counted = self.stats.dns_queries
-        try:
-            query = wire.parse(data)
-        except QueryError as e:
-            if e.rcode is None or not e.header:
-                counted[(0, DROPPED)] += 1
-                return None
-            counted[(0, e.rcode)] += 1
-            return wire.error_reply(data, e.rcode, self.payload)
         qtype = query.qtype if query.qtype in QTYPES else 0
         try:
-            out, reply = self._answer(data, query, qtype, peer, tcp)
+            out, reply = self._answer(query, qtype, peer, tcp)
         except Exception:
             log.exception("dns_answer_failed", qname=_text(query.labels), qtype=query.qtype)
             self.stats.errors["dns"] += 1
             counted[(qtype, Rcode.SERVFAIL)] += 1
-            return wire.error_reply(data, Rcode.SERVFAIL, self.payload)
+            return wire.error_reply(query.data, Rcode.SERVFAIL, self.payload)
         counted[(qtype, reply.rcode)] += 1
         return out
 
-    def _answer(self, data: bytes, query: Query, qtype: int, peer: IPAddress,
-                tcp: bool) -> tuple[bytes, Reply]:
+    def _answer(self, query: Query, qtype: int, peer: IPAddress, tcp: bool
+                ) -> tuple[bytes, Reply]:
         """The strict path: decide (for the case-folded name), write (the question as the
         query spelled it), keep a whole reply in the cache."""
         reply = self.respond(query.folded(), peer)
-        limit = wire.reply_limit(query.edns.payload if query.edns else None, self.payload, tcp)
+        limit = wire.reply_limit(query.payload, self.payload, tcp)
         out, whole = wire.render(query, reply, self.payload, limit)
         if whole and self.cache is not None:
-            self.cache.store(data, query, peer, out, (qtype, int(reply.rcode)), reply)
+            self.cache.store(query, peer, out, (qtype, int(reply.rcode)), reply)
         return out, reply
 
     def respond(self, q: Query, peer: IPAddress) -> Reply:
@@ -343,4 +360,3 @@ def _text(labels: tuple[bytes, ...]) -> str:
 
 
 CHAOS_NAMES = {(b"id", b"server"), (b"hostname", b"bind")}
-COOKIE_MARK = COOKIE_CODE.to_bytes(2, "big")  # a cheap first look for the option

@@ -1,10 +1,10 @@
 """Fully encoded answers, ready to send: the DNS fast path.
 
-An answer is stored once the strict path (``wire.parse``, ``Authority.respond``,
+An answer is stored once the strict path (``wire.read``, ``Authority.respond``,
 ``wire.render``) has built it, under the key of everything it depends on:
 
 - the question, its name case-folded, with TYPE and CLASS, and the query's RD and CD
-  bits and EDNS shape (OPT present, version, DO, ECS present): ``fastpath.Base``;
+  bits and EDNS shape (OPT present, version, DO, CO, ECS present): ``Query.base``;
 - for a steered answer (one that ``rank()`` decided), also the client's GeoIP network
   (``Location.network``: by the ECS subnet, else by the sender), and the health
   generation it was decided in. Other answers are not keyed by client at all.
@@ -42,8 +42,20 @@ from router.core.health import Snapshot
 from router.core.ip import IPAddress
 from router.core.stats import Stats
 from router.dns import wire
-from router.dns.fastpath import QUESTION, Base, Peek, echo, peek, recase
 from router.dns.wire import ClientSubnet, Query, Reply
+
+QUESTION = 12  # the question starts right after the header
+Base = tuple[bytes, int]  # (case-folded question with TYPE and CLASS, shape bits)
+_SCOPE = [bytes((n,)) for n in range(256)]
+
+
+def echo(value: bytes, scope: int) -> bytes:
+    """The OPT RDATA of a reply to a query with the ECS option ``value``, at ``scope``.
+
+    (Our OPT carries no other option, so its RDLENGTH is this option's size.)
+    """
+    return ((len(value) + 4).to_bytes(2, "big") + b"\x00\x08" + len(value).to_bytes(2, "big")
+            + value[:3] + _SCOPE[scope] + value[4:])
 
 DEFAULT_SIZE = 50_000
 K = TypeVar("K")
@@ -99,24 +111,27 @@ class AnswerCache:
         # decides them (an ECS subnet, or an answer for everyone) and they fit any
         # buffer: the query's bytes -> (the reply after its ID, its entry). A hit here is
         # one dict lookup and the generation check; at most a quarter of ``size``.
-        self._exact: dict[bytes, tuple[bytes, Entry]] = {}
-        self.hits = self.misses = self.stale = self.declined = self.evictions = 0
+        self._exact: dict[bytes, tuple[bytes, Entry, bytes, int]] = {}
+        self.hits = self.misses = self.stale = self.evictions = 0
 
-    def answer(self, data: bytes, peer: IPAddress, tcp: bool) -> bytes | None:
-        """The reply to ``data`` from the cache, or None: take the strict path."""
-        seen = self._exact.get(data[2:])
-        if seen is not None:
-            rest, known = seen
-            if known.generation < 0 or known.generation == self.health().generation:
-                self._count(known)
-                return data[:2] + rest
-            del self._exact[data[2:]]  # stale: the lookup below says so
-        p = peek(data)
-        client = None if p is None else self._client(data, p, peer)
-        if p is None or client is None:
-            self.declined += 1
+    def seen(self, data: bytes) -> tuple[bytes, Entry, bytes, int] | None:
+        """The reply to a query seen before byte for byte (bar its ID; one with neither a
+        COOKIE nor an NSID option), its entry (count it with ``hit()``), and what RRL
+        needs of the query (its ECS option's value, where its name ends): nothing to
+        read again. Plain values only, so the garbage collector has nothing to walk."""
+        found = self._exact.get(data[2:])
+        if found is None:
             return None
-        key, tail = self._key(p, self.steered.get(p.base), client, peer)
+        rest, known, ecs, end = found
+        if known.generation < 0 or known.generation == self.health().generation:
+            return data[:2] + rest, known, ecs, end
+        del self._exact[data[2:]]  # stale: the keyed lookup says so
+        return None
+
+    def answer(self, query: Query, peer: IPAddress, tcp: bool) -> bytes | None:
+        """The reply to ``query`` from the cache, or None: take the strict path."""
+        client = self._client(query, peer)
+        key, tail = self._key(query, self.steered.get(query.base), client, peer)
         entry = self.entries.get(key)
         if entry is None:
             self.misses += 1
@@ -124,16 +139,20 @@ class AnswerCache:
         if entry.generation >= 0 and entry.generation != self.health().generation:
             self.stale += 1
             return None
+        data, end = query.data, query.name_end
         out = data[:2] + entry.body + tail
-        if not p.folded:
-            out = recase(out, data, p.name_end)
-        if len(out) > 512 and len(out) > wire.reply_limit(p.payload, self.server_payload, tcp):
+        if not query.lower:  # the name as this query spells it
+            out = out[:QUESTION] + data[QUESTION:end] + out[end:]
+        if len(out) > 512 and len(out) > wire.reply_limit(query.payload, self.server_payload,
+                                                            tcp):
             self.misses += 1
             return None  # the strict path truncates it
         self.entries.move_to_end(key)
-        self._count(entry)
-        if len(out) <= 512 and (entry.generation < 0 or client.network != BY_PEER):
-            _remember(self._exact, data[2:], (out[2:], entry), self.size // 4 or 1)
+        self.hit(entry)
+        if len(out) <= 512 and (entry.generation < 0 or client.network != BY_PEER) \
+                and query.cookie is None and not query.nsid:
+            ecs = query.edns.ecs if query.edns is not None and query.edns.ecs else b""
+            _remember(self._exact, data[2:], (out[2:], entry, ecs, end), self.size // 4 or 1)
         return out
 
     def carry(self, old: AnswerCache, origins: frozenset[str]) -> None:
@@ -150,27 +169,22 @@ class AnswerCache:
         self._subnets.update(old._subnets)
         self._peers.update(old._peers)
 
-    def _count(self, entry: Entry) -> None:
+    def hit(self, entry: Entry) -> None:
         """A hit, counted as the strict path counts the query."""
         self.hits += 1
         self.stats.dns_queries[entry.counted] += 1
         for chosen in entry.chosen:
             self.stats.dns_chosen[chosen] += 1
 
-    def store(self, data: bytes, query: Query, peer: IPAddress, out: bytes,
-              counted: tuple[int, int], reply: Reply) -> None:
-        """Keep ``out``, the complete answer to ``data`` (parsed: ``query``) built for its
-        case-folded name (``reply``, encoded); ``counted`` as the strict path counted it."""
-        p = peek(data)
-        if p is None or p.name_end != query.name_end:
-            return  # peek() and the strict parser disagree: never guess
-        client = self._client(data, p, peer)
-        if client is None:
-            return
-        base = self.steered.setdefault(p.base, p.base) if reply.steered else None
-        key, tail = self._key(p, base, client, peer)
-        if not p.folded:  # kept with the name in lower case, as a hit patches it
-            out = out[:QUESTION] + p.base[0][:-4] + out[p.name_end:]
+    def store(self, query: Query, peer: IPAddress, out: bytes, counted: tuple[int, int],
+              reply: Reply) -> None:
+        """Keep ``out``, the whole reply to ``query`` (``reply``, written); ``counted`` as
+        the strict path counted it."""
+        client = self._client(query, peer)
+        base = self.steered.setdefault(query.base, query.base) if reply.steered else None
+        key, tail = self._key(query, base, client, peer)
+        if not query.lower:  # kept with the name in lower case, as a hit patches it
+            out = out[:QUESTION] + query.key[:-4] + out[query.name_end:]
         if not out.endswith(tail):
             return  # not the layout a hit rebuilds: never serve it
         self.entries[key] = Entry(self._share(out[2:len(out) - len(tail)]),
@@ -183,14 +197,13 @@ class AnswerCache:
 
     def counters(self) -> dict[str, int]:
         return {"hits": self.hits, "misses": self.misses, "stale": self.stale,
-                "declined": self.declined, "evictions": self.evictions,
-                "size": len(self.entries)}
+                "evictions": self.evictions, "size": len(self.entries)}
 
-    def _key(self, p: Peek, steered: Base | None, client: Client,
+    def _key(self, query: Query, steered: Base | None, client: Client,
              peer: IPAddress) -> tuple[Key, bytes]:
         """The key of the answer, and the ECS echo that ends it."""
         if steered is None:
-            return p.base, client.echo_zero
+            return query.base, client.echo_zero
         network = client.network
         if network == BY_PEER:
             network = self._peers.get(peer, BY_PEER)
@@ -198,17 +211,15 @@ class AnswerCache:
                 network = _remember(self._peers, peer, self.locate(None, peer)[0].key, self.size)
         return (steered, network), client.echo
 
-    def _client(self, data: bytes, p: Peek, peer: IPAddress) -> Client | None:
-        """Where the client of the query ``data`` is, by its ECS option (None: malformed)."""
-        if p.ecs < 0:
+    def _client(self, query: Query, peer: IPAddress) -> Client:
+        """Where the client of ``query`` is, by its ECS option (checked by the reader)."""
+        if query.ecs < 0 or query.edns is None:
             return _NO_ECS
-        value = data[p.ecs + 4:p.ecs_end]
+        value = query.data[query.ecs + 4:query.ecs_end]
         client = self._subnets.get(value)
         if client is None:
-            try:
-                subnet = wire.read_subnet(value)
-            except ValueError:
-                return None
+            subnet = query.edns.subnet
+            assert subnet is not None
             client = Client(BY_PEER, echo(value, 0), echo(value, 0))  # source 0: by the sender
             if subnet.source > 0:
                 location, scope = self.locate(subnet, peer)

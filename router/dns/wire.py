@@ -59,6 +59,8 @@ CLASS_CH = 3  # CHAOS: id.server, hostname.bind
 CLASS_ANY = 255
 OPCODE_QUERY = 0
 ECS_CODE = 8  # EDNS Client Subnet, RFC 7871
+COOKIE_CODE = 10  # DNS cookies, RFC 7873
+NSID_CODE = 3  # name server identifier, RFC 5001
 MAX_NAME = 255
 
 _HEADER = struct.Struct("!HHHHHH")
@@ -90,71 +92,142 @@ class ClientSubnet:
         return struct.pack("!HBB", self.family, self.source, scope) + self.raw
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Edns:
     payload: int  # the client's UDP buffer size
     version: int
     do: bool
-    subnet: ClientSubnet | None = None
     co: bool = False  # Compact answers OK (RFC 9824): say NXDOMAIN with a compact denial
+    ecs: bytes | None = None  # the Client Subnet option's value, checked (``check_subnet``)
+    _subnet: ClientSubnet | None = None
+
+    @property
+    def subnet(self) -> ClientSubnet | None:
+        """The Client Subnet as addresses: made when first asked for (the strict path),
+        never on a cache hit."""
+        if self._subnet is None and self.ecs is not None:
+            self._subnet = read_subnet(self.ecs)
+        return self._subnet
 
 
-@dataclass(frozen=True, slots=True)
+# The shape bits of a cache key: what of the query, besides the question, is in a reply.
+COPIED_FLAGS = RD | CD  # copied into the reply's header
+SHAPE_EDNS = 0x10000  # an OPT record is present (so the reply has one)
+SHAPE_DO = 0x20000  # DNSSEC OK
+SHAPE_ECS = 0x40000  # a Client Subnet option is present (so the reply echoes one)
+SHAPE_CO = 0x80000  # Compact answers OK: a signed zone's denials differ
+VERSION_SHIFT = 24  # the EDNS version (above 0: BADVERS)
+
+
+@dataclass(slots=True)  # not frozen: one per query, and frozen costs about a microsecond
 class Query:
+    """Everything a query says, read once (``read``): the question, the header, the EDNS
+    shape, the options we act on, and where the name and the ECS option are in
+    ``data`` (a cached answer is patched there)."""
+
+    data: bytes
     id: int
     flags: int
-    labels: tuple[bytes, ...]  # the name as sent, case preserved
+    name_end: int  # just past the query name (the question starts at 12)
     qtype: int
     qclass: int
-    edns: Edns | None = None
+    edns: Edns | None
+    key: bytes  # the question with its name in lower case: the answer cache's key
+    shape: int  # the shape bits (see above)
+    lower: bool  # the name was sent in lower case
+    ecs: int = -1  # offset of the Client Subnet option (-1: none) ...
+    ecs_end: int = -1  # ... and just past it
+    cookie: bytes | None = None  # the COOKIE option's value
+    nsid: bool = False  # an empty NSID option: the sender asks which node answers
+    as_folded: bool = False  # ``labels`` in lower case (``folded()``)
+
+    @property
+    def labels(self) -> tuple[bytes, ...]:
+        """The name as sent (lower case once ``folded()``), made when first needed."""
+        return _labels(self.key if self.as_folded else self.data[_HEADER.size:], 0)
 
     @property
     def name(self) -> tuple[bytes, ...]:
         """The name in lower case, for lookups."""
-        return tuple(label.lower() for label in self.labels)
+        return _labels(self.key, 0)
+
+    @property
+    def base(self) -> tuple[bytes, int]:
+        """The answer cache's key for everyone: the folded question and the shape bits."""
+        return self.key, self.shape
 
     @property
     def opcode(self) -> int:
         return (self.flags >> 11) & 0xF
 
     @property
-    def name_end(self) -> int:
-        """The offset just past the query name in the packet (the question starts at 12)."""
-        return _HEADER.size + sum(len(label) + 1 for label in self.labels) + 1
+    def payload(self) -> int | None:
+        return self.edns.payload if self.edns is not None else None
+
+    @property
+    def question(self) -> bytes:
+        """The question as sent: name, type and class."""
+        return self.data[_HEADER.size:self.name_end + _QFIXED.size]
 
     def folded(self) -> Query:
-        """The same query with its name in lower case: answers are built for this one."""
-        return replace(self, labels=self.name)
+        """The same query with its name in lower case: answers are decided for this one."""
+        return replace(self, as_folded=True)
 
 
-def parse(data: bytes) -> Query:
-    """Parse a query; raise ``QueryError`` for anything that is not a well-formed one."""
+def _labels(name: bytes, i: int) -> tuple[bytes, ...]:
+    out = []
+    while size := name[i]:
+        out.append(name[i + 1:i + 1 + size])
+        i += size + 1
+    return tuple(out)
+
+
+def read(data: bytes) -> Query:
+    """Read a query, strictly, in one pass; ``QueryError`` for anything that is not a
+    well-formed one (with the rcode to answer, or None: say nothing)."""
     if len(data) < _HEADER.size:
         raise QueryError("shorter than a DNS header")
     qid, flags, qd, an, ns, ar = _HEADER.unpack_from(data)
     head = data[:4]
-    if flags & QR:
-        raise QueryError("a response, not a query")  # never answer: no reflection loops
-    if (flags >> 11) & 0xF != OPCODE_QUERY:  # NOTIFY, UPDATE, ...
-        raise QueryError("opcode not implemented", Rcode.NOTIMP, head)
-    if qd != 1:
-        raise QueryError("a query has one question", Rcode.FORMERR, head)
+    if flags & 0xF800 or qd != 1:  # QR, an opcode other than QUERY, not one question
+        _refuse(flags, head)
     try:
-        labels, offset = _read_name(data, _HEADER.size, pointers=False)
-        qtype, qclass = _QFIXED.unpack_from(data, offset)
-        if qtype in (Type.AXFR, Type.IXFR):  # an IXFR carries an SOA: refused all the same
+        i = _HEADER.size  # the question's name: plain labels only, at most 255 octets
+        while size := data[i]:
+            if size & 0xC0:
+                raise ValueError("compression pointer in the question"
+                                 if size & 0xC0 == 0xC0 else "unknown label type")
+            i += size + 1
+            if i >= MAX_NAME + _HEADER.size:
+                raise ValueError("name longer than 255 octets")
+        name_end = i + 1
+        qtype, qclass = _QFIXED.unpack_from(data, name_end)
+        if qtype == 252 or qtype == 251:  # AXFR, IXFR (with its SOA): refused all the same
             raise QueryError("zone transfers are not served", Rcode.REFUSED, head)
         if an or ns:
             raise QueryError("a query has no answer or authority records", Rcode.FORMERR, head)
-        offset += _QFIXED.size
-        edns, offset = _read_additional(data, offset, ar)
+        name = data[_HEADER.size:name_end]
+        folded = name.lower()
+        q = Query(data, qid, flags, name_end, qtype, qclass, None,
+                  folded + data[name_end:name_end + 4], flags & COPIED_FLAGS, folded == name)
+        offset = name_end + _QFIXED.size
+        if ar:
+            offset = _read_additional(q, offset, ar)
     except (struct.error, IndexError) as e:
         raise QueryError(f"truncated packet: {e}", Rcode.FORMERR, head) from None
     except ValueError as e:
         raise QueryError(str(e), Rcode.FORMERR, head) from None
     if offset != len(data):
         raise QueryError("trailing bytes after the last record", Rcode.FORMERR, head)
-    return Query(qid, flags, labels, qtype, qclass, edns)
+    return q
+
+
+def _refuse(flags: int, head: bytes) -> None:
+    if flags & QR:
+        raise QueryError("a response, not a query")  # never answer: no reflection loops
+    if flags & 0x7800:
+        raise QueryError("opcode not implemented", Rcode.NOTIMP, head)  # NOTIFY, UPDATE
+    raise QueryError("a query has one question", Rcode.FORMERR, head)
 
 
 def _read_name(data: bytes, offset: int, pointers: bool) -> tuple[tuple[bytes, ...], int]:
@@ -194,60 +267,87 @@ def _read_name(data: bytes, offset: int, pointers: bool) -> tuple[tuple[bytes, .
     return tuple(labels), (end if end >= 0 else offset)
 
 
-def _read_additional(data: bytes, offset: int, count: int) -> tuple[Edns | None, int]:
-    edns = None
+_OPT_FIXED = struct.Struct("!HHBBHH")  # TYPE, CLASS (payload), TTL (3 parts), RDLENGTH
+_ONE_OPT = b"\x00\x00\x29"  # the root owner and TYPE OPT: the usual additional section
+
+
+def _read_additional(q: Query, offset: int, count: int) -> int:
+    data = q.data
+    if count == 1 and data[offset:offset + 3] == _ONE_OPT:  # the usual: one OPT record
+        return _read_opt(q, offset + 1)
     for _ in range(count):
-        owner, offset = _read_name(data, offset, pointers=True)
-        rtype, rclass, ttl, rdlength = _RRFIXED.unpack_from(data, offset)
-        offset += _RRFIXED.size
-        rdata = data[offset:offset + rdlength]
-        if len(rdata) != rdlength:
+        if data[offset] == 0:  # the root: an OPT record's owner
+            owner: tuple[bytes, ...] = ()
+            offset += 1
+        else:
+            owner, offset = _read_name(data, offset, pointers=True)
+        rtype, _class, _ttl, rdlength = _RRFIXED.unpack_from(data, offset)
+        if rtype == Type.OPT:
+            if owner:
+                raise ValueError("OPT record owner is not the root")
+            offset = _read_opt(q, offset)
+            continue
+        offset += _RRFIXED.size + rdlength  # any other record (e.g. TSIG): ignored
+        if offset > len(data):
             raise IndexError("record data runs past the end")
-        offset += rdlength
-        if rtype != Type.OPT:
-            continue  # e.g. TSIG: not supported, ignored
-        if edns is not None:
-            raise ValueError("more than one OPT record")
-        if owner:
-            raise ValueError("OPT record owner is not the root")
-        edns = Edns(payload=rclass, version=(ttl >> 16) & 0xFF, do=bool(ttl & 0x8000),
-                    subnet=_read_options(rdata), co=bool(ttl & 0x4000))
-    return edns, offset
+    return offset
 
 
-def _read_options(rdata: bytes) -> ClientSubnet | None:
-    subnet = None
-    offset = 0
-    while offset < len(rdata):
-        code, length = struct.unpack_from("!HH", rdata, offset)
-        value = rdata[offset + 4:offset + 4 + length]
-        if len(value) != length:
+def _read_opt(q: Query, offset: int) -> int:
+    """The OPT record whose TYPE is at ``offset``, and its options; the offset past it."""
+    if q.edns is not None:
+        raise ValueError("more than one OPT record")
+    data = q.data
+    _type, payload, _rcode, version, flags, rdlength = _OPT_FIXED.unpack_from(data, offset)
+    offset += _OPT_FIXED.size
+    end: int = offset + rdlength
+    if end > len(data):
+        raise IndexError("record data runs past the end")
+    edns = q.edns = Edns(payload, version, flags & 0x8000 != 0, flags & 0x4000 != 0)
+    q.shape |= SHAPE_EDNS | (SHAPE_DO if flags & 0x8000 else 0) | (
+        SHAPE_CO if flags & 0x4000 else 0) | version << VERSION_SHIFT
+    while offset < end:
+        code, length = struct.unpack_from("!HH", data, offset)
+        start, offset = offset, offset + 4 + length
+        if offset > end:
             raise IndexError("EDNS option runs past the end")
-        offset += 4 + length
         if code == ECS_CODE:
-            if subnet is not None:
+            if edns.ecs is not None:
                 raise ValueError("more than one Client Subnet option")
-            subnet = read_subnet(value)
-    return subnet
+            value = data[start + 4:offset]
+            check_subnet(value)
+            edns.ecs, q.ecs, q.ecs_end = value, start, offset
+            q.shape |= SHAPE_ECS
+        elif code == COOKIE_CODE and q.cookie is None:
+            q.cookie = data[start + 4:offset]
+        elif code == NSID_CODE and not length:
+            q.nsid = True
+    return end
+
+
+def check_subnet(value: bytes) -> None:
+    """An ECS option's value, checked strictly (RFC 7871 6; 7.2.1: FORMERR when wrong)."""
+    size = len(value)
+    if size < 4:
+        raise ValueError("Client Subnet option shorter than 4 octets")
+    family, source = value[0] << 8 | value[1], value[2]
+    if family != 1 and family != 2:
+        raise ValueError(f"Client Subnet family {family} is not IPv4 (1) or IPv6 (2)")
+    if source > (32 if family == 1 else 128):
+        raise ValueError(f"Client Subnet source prefix /{source} is too long")
+    if size - 4 != (source + 7) >> 3:
+        raise ValueError("Client Subnet address length does not match its source prefix")
+    if source & 7 and value[-1] & (0xFF >> (source & 7)):
+        raise ValueError("Client Subnet address has bits set beyond its source prefix")
 
 
 def read_subnet(value: bytes) -> ClientSubnet:
-    """An ECS option's value, checked strictly (RFC 7871 6; 7.2.1: FORMERR when wrong)."""
-    if len(value) < 4:
-        raise ValueError("Client Subnet option shorter than 4 octets")
-    family, source, _scope = struct.unpack_from("!HBB", value)
+    """An ECS option's value (checked) as addresses."""
+    check_subnet(value)
+    family, source = value[0] << 8 | value[1], value[2]
     raw = value[4:]
-    width = {1: 4, 2: 16}.get(family)
-    if width is None:
-        raise ValueError(f"Client Subnet family {family} is not IPv4 (1) or IPv6 (2)")
-    if source > width * 8:
-        raise ValueError(f"Client Subnet source prefix /{source} is too long")
-    if len(raw) != (source + 7) // 8:
-        raise ValueError("Client Subnet address length does not match its source prefix")
+    width = 4 if family == 1 else 16
     padded = raw + bytes(width - len(raw))
-    number = int.from_bytes(padded, "big")
-    if number & ((1 << (width * 8 - source)) - 1):
-        raise ValueError("Client Subnet address has bits set beyond its source prefix")
     address = ipaddress.IPv4Address(padded) if family == 1 else ipaddress.IPv6Address(padded)
     return ClientSubnet(family, source, address, raw)
 
@@ -413,7 +513,6 @@ def error_reply(data: bytes, rcode: Rcode, server_payload: int, tc: bool = False
 # ---------------------------------------------------------------- EDNS options in place
 
 KEEPALIVE_CODE = 11  # edns-tcp-keepalive, RFC 7828
-NSID_CODE = 3  # name server identifier, RFC 5001
 OPT_TYPE = 41
 
 

@@ -13,7 +13,7 @@ and ``target_wait_steering_seconds`` (the quantized figure it sees),
 
 Per server: ``dns_queries_total{qtype, rcode}``, ``http_responses_total{status}``,
 ``errors_total{where}``, ``dns_cookies_total{verdict}``, ``dns_rrl_total{action}``,
-``cache_events_total{cache, event}`` (hit, miss, stale, declined, eviction) and
+``cache_events_total{cache, event}`` (hit, miss, stale, eviction) and
 ``cache_entries{cache}``, ``health_generation``, ``ready``,
 ``state_file_ok``, ``fleet_*`` (in a fleet), ``info``, and the standard ``process_*`` series.
 """
