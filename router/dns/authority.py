@@ -100,7 +100,7 @@ class Authority:
         With an NSID set, a query that asks for it (an empty NSID option) is told it."""
         if self.signed:
             self._roll()
-        seen = self.cache.seen(data) if self.cache is not None else None
+        seen = self.cache.seen(data, peer) if self.cache is not None else None
         if seen is not None and self.cache is not None:
             out, entry, ecs, end = seen
             self.cache.hit(entry)

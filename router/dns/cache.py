@@ -112,20 +112,29 @@ class AnswerCache:
         # buffer: the query's bytes -> (the reply after its ID, its entry). A hit here is
         # one dict lookup and the generation check; at most a quarter of ``size``.
         self._exact: dict[bytes, tuple[bytes, Entry, bytes, int]] = {}
+        # ... and those the sender's address decides (a steered answer without ECS), per
+        # (sender, bytes): the same bound.
+        self._by_peer: dict[tuple[IPAddress, bytes], tuple[bytes, Entry, bytes, int]] = {}
         self.hits = self.misses = self.stale = self.evictions = 0
 
-    def seen(self, data: bytes) -> tuple[bytes, Entry, bytes, int] | None:
+    def seen(self, data: bytes, peer: IPAddress) -> tuple[bytes, Entry, bytes, int] | None:
         """The reply to a query seen before byte for byte (bar its ID; one with neither a
-        COOKIE nor an NSID option), its entry (count it with ``hit()``), and what RRL
-        needs of the query (its ECS option's value, where its name ends): nothing to
-        read again. Plain values only, so the garbage collector has nothing to walk."""
-        found = self._exact.get(data[2:])
+        COOKIE nor an NSID option; from this sender, when the sender decides it), its
+        entry (count it with ``hit()``), and what RRL needs of the query (its ECS
+        option's value, where its name ends): nothing to read again. Plain values only,
+        so the garbage collector has nothing to walk."""
+        table: dict[Any, tuple[bytes, Entry, bytes, int]] = self._exact
+        key: Any = data[2:]
+        found = table.get(key)
         if found is None:
-            return None
+            table, key = self._by_peer, (peer, key)
+            found = table.get(key) if table else None
+            if found is None:
+                return None
         rest, known, ecs, end = found
         if known.generation < 0 or known.generation == self.health().generation:
             return data[:2] + rest, known, ecs, end
-        del self._exact[data[2:]]  # stale: the keyed lookup says so
+        del table[key]  # stale: the keyed lookup says so
         return None
 
     def answer(self, query: Query, peer: IPAddress, tcp: bool) -> bytes | None:
@@ -149,10 +158,13 @@ class AnswerCache:
             return None  # the strict path truncates it
         self.entries.move_to_end(key)
         self.hit(entry)
-        if len(out) <= 512 and (entry.generation < 0 or client.network != BY_PEER) \
-                and query.cookie is None and not query.nsid:
+        if len(out) <= 512 and query.cookie is None and not query.nsid:
             ecs = query.edns.ecs if query.edns is not None and query.edns.ecs else b""
-            _remember(self._exact, data[2:], (out[2:], entry, ecs, end), self.size // 4 or 1)
+            kept = (out[2:], entry, ecs, end)
+            if entry.generation < 0 or client.network != BY_PEER:
+                _remember(self._exact, data[2:], kept, self.size // 4 or 1)
+            else:  # the sender decides it
+                _remember(self._by_peer, (peer, data[2:]), kept, self.size // 4 or 1)
         return out
 
     def carry(self, old: AnswerCache, origins: frozenset[str]) -> None:
