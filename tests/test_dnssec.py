@@ -337,3 +337,21 @@ def test_a_degraded_answer_is_signed_with_its_shortened_ttl(keyed, city_mirrors)
         for mirror in city_mirrors.values():
             mirror.health_status = 200
     wait_until(lambda: ttl() == normal, 15, what="the normal TTL back")
+
+
+def test_a_key_replaced_in_place_is_a_changed_zone(tmp_path, city_mirrors):
+    """The key is read with the zone, so a reload after a key rollover (same file name)
+    serves the new key instead of keeping the old answers and signatures."""
+    from router.core.config import unchanged_zones
+    from router.core.zonefile import load
+    folder = tmp_path / "zones"
+    write_zone(folder, signed_zone(city_mirrors, folder))
+    assert cli("dnssec", "keygen", "--zone", ZONE, "--out", str(folder / "test.key")
+               ).returncode == 0
+    before = load(folder)
+    (folder / "test.key").unlink()
+    assert cli("dnssec", "keygen", "--zone", ZONE, "--out", str(folder / "test.key")
+               ).returncode == 0
+    after = load(folder)
+    assert ZONE not in unchanged_zones(before, after)
+    assert "PRIVATE KEY" not in repr(after.zones[0])  # the secret is never shown

@@ -30,6 +30,6 @@ def _signed(zone: Zone) -> str:
     """How a signed zone is signed (its key loaded: ``load_or_report`` checked it)."""
     if zone.dnssec_key is None:
         return ", unsigned"
-    key = dnssec.load(zone.dnssec_key, zone.origin)
-    return f", signed ({key.name}, key tag {key.tag}, {zone.dnssec_key})"
+    key = dnssec.zone_key(zone)
+    return f", signed ({key.summary})"
 

@@ -69,9 +69,8 @@ def _ds(args: argparse.Namespace) -> int:
         print(f"no signed zone in {args.zones}", file=sys.stderr)
         return 1
     for zone in signed:
-        assert zone.dnssec_key is not None
-        key = dnssec.load(zone.dnssec_key, zone.origin)
-        print(f"; {zone.origin} signed with {zone.dnssec_key} ({key.name}, key tag {key.tag})")
+        key = dnssec.zone_key(zone)
+        print(f"; {zone.origin} signed with {key.summary}")
         print(dnssec.ds_text(key))
         print(dnssec.presentation(key))
     return 0

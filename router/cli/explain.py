@@ -65,9 +65,8 @@ def _signing(zone: Zone) -> str:
     """Whether DO queries get signed answers, and with which key."""
     if zone.dnssec_key is None:
         return f"zone {zone.origin} is unsigned"
-    key = dnssec.load(zone.dnssec_key, zone.origin)  # load_or_report checked it
-    return (f"zone {zone.origin} is signed: DO queries get RRSIGs ({key.name}, key tag "
-            f"{key.tag}, {zone.dnssec_key})")
+    key = dnssec.zone_key(zone)  # load_or_report checked it
+    return f"zone {zone.origin} is signed: DO queries get RRSIGs ({key.summary})"
 
 
 def _explain_name(args: argparse.Namespace, service: Service, client: Location,

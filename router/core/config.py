@@ -152,6 +152,8 @@ class Zone:
     services: tuple[Service, ...] = ()
     source: str = ""
     dnssec_key: Path | None = None  # a combined signing key (router.dns.dnssec): signed
+    # ... its content, read with the zone: a key replaced in place is a changed zone
+    dnssec_key_text: str | None = field(default=None, repr=False)  # a secret: never shown
 
 
 @dataclass(frozen=True, slots=True)

@@ -298,11 +298,23 @@ def _build_zone(doc: _Table, path: Path) -> Zone | None:
         records=tuple(_build_records(z, origin, ttl or 0)),
         services=tuple(_build_services(doc, origin, str(path))),
         source=str(path),
-        dnssec_key=z.get("dnssec_key", v.readable_file(path.parent), None),
+        dnssec_key=(key := z.get("dnssec_key", v.readable_file(path.parent), None)),
+        dnssec_key_text=_key_text(key, z),
     )
     z.finish()
     _check_zone(zone, doc)
     return zone if len(doc.problems) == before else None
+
+
+def _key_text(path: Path | None, z: _Table) -> str | None:
+    """A DNSSEC key file's content (``router.dns.dnssec`` parses it)."""
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        z.report(z.key("dnssec_key"), f"{path}: cannot read: {e}")
+        return None
 
 
 _ZONE_KEYS = ("nameservers", "hostmaster", "ttl", "negative_ttl", "serial", "refresh", "retry",

@@ -120,8 +120,7 @@ class Authority:
         out = self._handle(query, peer, tcp)
         if back:
             out = self._added(query, out, COOKIE_CODE, back, tcp)
-        ecs = query.edns.ecs if query.edns is not None and query.edns.ecs else b""
-        sent = self._limited(data, out, peer, ecs, query.question) \
+        sent = self._limited(data, out, peer, query.ecs_value, query.question) \
             if self.rrl is not None and not tcp and verdict is not Verdict.VALID else out
         if sent is None or not self.nsid or not query.nsid:
             return sent

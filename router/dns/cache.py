@@ -159,8 +159,7 @@ class AnswerCache:
         self.entries.move_to_end(key)
         self.hit(entry)
         if len(out) <= 512 and query.cookie is None and not query.nsid:
-            ecs = query.edns.ecs if query.edns is not None and query.edns.ecs else b""
-            kept = (out[2:], entry, ecs, end)
+            kept = (out[2:], entry, query.ecs_value, end)
             if entry.generation < 0 or client.network != BY_PEER:
                 _remember(self._exact, data[2:], kept, self.size // 4 or 1)
             else:  # the sender decides it
@@ -227,7 +226,7 @@ class AnswerCache:
         """Where the client of ``query`` is, by its ECS option (checked by the reader)."""
         if query.ecs < 0 or query.edns is None:
             return _NO_ECS
-        value = query.data[query.ecs + 4:query.ecs_end]
+        value = query.ecs_value
         client = self._subnets.get(value)
         if client is None:
             subnet = query.edns.subnet

@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from router.core.config import Config, ConfigError, Problem
+from router.core.config import Config, ConfigError, Problem, Zone
 from router.core.memo import Memo
 from router.dns.records import CLASS_IN, Name, Record, to_name, wire_name
 from router.errors import RouterError
@@ -71,6 +71,11 @@ class Key:
     def name(self) -> str:
         return next(n for n, a in ALGORITHMS.items() if a == self.algorithm)
 
+    @property
+    def summary(self) -> str:
+        """How ``check``, ``explain`` and ``dnssec`` name it: algorithm, tag, file."""
+        return f"{self.name}, key tag {self.tag}, {self.path}"
+
 
 # ---------------------------------------------------------------- key files
 
@@ -90,12 +95,14 @@ def generate(zone: str, algorithm: str, now: float | None = None) -> str:
 _META = re.compile(r"^;\s*(zone|algorithm|created):\s*(\S+)\s*$", re.MULTILINE)
 
 
-def load(path: Path, origin: str) -> Key:
-    """The key in ``path`` for the zone ``origin``; ``DnssecError`` naming the file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DnssecError(f"{path}: cannot read the DNSSEC key: {e}") from None
+def load(path: Path, origin: str, text: str | None = None) -> Key:
+    """The key in ``path`` (its ``text``, when already read) for the zone ``origin``;
+    ``DnssecError`` naming the file."""
+    if text is None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise DnssecError(f"{path}: cannot read the DNSSEC key: {e}") from None
     meta = dict(_META.findall(text))
     zone, algorithm = meta.get("zone", "").lower(), meta.get("algorithm", "")
     if zone.rstrip(".") != origin.lower().rstrip("."):
@@ -258,6 +265,13 @@ def bitmap(types: Iterable[int]) -> bytes:
     return out
 
 
+def zone_key(zone: Zone) -> Key:
+    """A signed zone's key, from the text read with the zone (no file read here: the
+    serving side parses what the loader read off the event loop)."""
+    assert zone.dnssec_key is not None
+    return load(zone.dnssec_key, zone.origin, zone.dnssec_key_text)
+
+
 def check(config: Config) -> None:
     """Every signed zone's key loads; else ``ConfigError`` naming the zone file, the key
     and the reason (start-up, reload and ``mirror-router check`` call this)."""
@@ -265,7 +279,7 @@ def check(config: Config) -> None:
     for zone in config.zones:
         if zone.dnssec_key is not None:
             try:
-                load(zone.dnssec_key, zone.origin)
+                zone_key(zone)
             except DnssecError as e:
                 problems.append(Problem(zone.source, "zone.dnssec_key", str(e)))
     if problems:

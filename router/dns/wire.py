@@ -165,6 +165,11 @@ class Query:
         return self.edns.payload if self.edns is not None else None
 
     @property
+    def ecs_value(self) -> bytes:
+        """The Client Subnet option's value as sent (b"": none)."""
+        return self.data[self.ecs + 4:self.ecs_end] if self.ecs >= 0 else b""
+
+    @property
     def question(self) -> bytes:
         """The question as sent: name, type and class."""
         return self.data[_HEADER.size:self.name_end + _QFIXED.size]
@@ -342,8 +347,8 @@ def check_subnet(value: bytes) -> None:
 
 
 def read_subnet(value: bytes) -> ClientSubnet:
-    """An ECS option's value (checked) as addresses."""
-    check_subnet(value)
+    """An ECS option's value as addresses; ``check_subnet`` has passed it (the reader
+    checks every option it keeps)."""
     family, source = value[0] << 8 | value[1], value[2]
     raw = value[4:]
     width = 4 if family == 1 else 16
@@ -536,12 +541,6 @@ def _opt_rdata(message: bytes) -> int | None:
     except (IndexError, struct.error):
         return None
     return None
-
-
-def opt_payload(message: bytes) -> int | None:
-    """The UDP payload size of ``message``'s OPT record (None: it has none)."""
-    at = _opt_rdata(message)
-    return None if at is None else int(struct.unpack_from("!H", message, at - 6)[0])
 
 
 def find_option(message: bytes, code: int) -> bytes | None:

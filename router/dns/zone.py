@@ -83,7 +83,7 @@ def _compile(zone: cfg.Zone) -> ZoneData:
     apex = nodes.setdefault(origin, Node())
     signer = None
     if zone.dnssec_key is not None:  # checked at load (dnssec.check): a bad key raises
-        key = dnssec.load(zone.dnssec_key, zone.origin)
+        key = dnssec.zone_key(zone)
         signer = dnssec.Signer(key)
         apex.rrsets.update(dnssec.key_records(key, zone.ttl))
     apex.rrsets[SOA] = [soa(zone, zone.ttl)]

@@ -86,11 +86,7 @@ class Server(Lifecycle):
         runtime.state = self.source.state
         runtime.fleet = self.source.fleet_view
         self.dispatch = Dispatch(self._authority(config))
-        runtime.caches["dns"] = self._dns_cache_counters
-        runtime.caches["dnssec_signatures"] = self._signature_counters
-        runtime.signing = self._signing
-        runtime.caches["dns_decisions"] = lambda: self._dns_decisions("networks")
-        runtime.caches["dns_places"] = lambda: self._dns_decisions("places")
+        self._show_dns(runtime, self.dispatch)
         if s.https:  # a bad certificate fails here, before anything listens
             self.certificate = Certificate(*certificate_files(s))
         if self.sockets is None and not self.fed:  # a worker's claims are its supervisor's
@@ -212,12 +208,14 @@ class Server(Lifecycle):
         await asyncio.gather(*(listener.wait_closed() for listener in self.dns),
                              *(runner.cleanup() for runner in self.http))
 
-    def _dns_decisions(self, which: str) -> dict[str, int]:
-        """The DNS steering memo's counters (per network, or per place)."""
-        if self.dispatch is None:
-            return {}
-        recall = self.dispatch.authority.decisions
-        return (recall.networks if which == "networks" else recall.places).counters()
+    def _show_dns(self, runtime: Runtime, dispatch: Dispatch) -> None:
+        """The DNS face's caches and signing, for /metrics and /status (the dispatch's
+        authority is replaced on reload: each is read afresh)."""
+        runtime.caches["dns"] = self._dns_cache_counters
+        runtime.caches["dnssec_signatures"] = self._signature_counters
+        runtime.caches["dns_decisions"] = lambda: dispatch.authority.decisions.networks.counters()
+        runtime.caches["dns_places"] = lambda: dispatch.authority.decisions.places.counters()
+        runtime.signing = self._signing
 
     def _signing(self) -> list[Signing]:
         """Every signed zone's key and signature counts (this process's)."""

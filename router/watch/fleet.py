@@ -273,8 +273,8 @@ class Fleet:
     def _decide(self, config: Config, now: float) -> None:
         """Every target's health on the serving board: the fleet's verdict, else ours."""
         connected = self.link.connected and self.probing
-        checked = sorted(key for key, _url, _check in jobs(config))
-        self.targets = f.survey(self.observations, checked, live=self.live,
+        checked = {key for key, _url, _check in jobs(config)}
+        self.targets = f.survey(self.observations, sorted(checked), live=self.live,
                                 count=self.config.observers, quorum=self.config.quorum,
                                 now=now + self.skew, me=self.config.node, connected=connected)
         for view in self.targets:
