@@ -6,7 +6,9 @@ memory readings from /proc, the best-of-runs rows, and the tables.
 from __future__ import annotations
 
 import contextlib
+import cProfile
 import os
+import pstats
 import re
 import shlex
 import shutil
@@ -332,3 +334,31 @@ def ratios(rows: Sequence[Measured], job_names: list[str], unit: str) -> list[st
                  else 0 for j in job_names]
         out.append(f"{peer:<15}" + "".join(f"{c:>9.2f}" if c else f"{'-':>9}" for c in cells))
     return out
+
+
+Stages = dict[tuple[str, str], str]  # (file suffix, function) -> what a summary calls it
+
+
+def profiled(label: str, make: Callable[[], Callable[[], None]], count: int, top: int,
+             stages: Stages, unit: str) -> None:
+    """Time ``make()``'s run of ``count`` ``unit``s, then profile another: the share of
+    each of ``stages`` (cumulative; calls overlap) and, with ``top``, the costliest
+    functions. For the in-process profiles, dns_profile.py and http_profile.py."""
+    run = make()
+    started = time.perf_counter()
+    run()
+    each = (time.perf_counter() - started) / count * 1e6
+    print(f"\n== {label}: {each:.1f} us per {unit} ({1e6 / each:,.0f} per second)")
+    profile = cProfile.Profile()
+    profile.runcall(make())
+    stats = pstats.Stats(profile)
+    total = sum(row[2] for row in stats.stats.values())  # type: ignore[attr-defined]
+    found = {(suffix, name): row for (path, _line, func), row in stats.stats.items()  # type: ignore[attr-defined]
+             for suffix, name in stages if func == name and path.endswith(suffix)}
+    print(f"   share of the profiled time (cumulative), {count} {unit}s:")
+    for key, stage in stages.items():
+        if key in found:
+            row = found[key]
+            print(f"   {stage:<52}{100 * row[3] / total:5.0f}%  ({row[1]} calls)")
+    if top:
+        stats.sort_stats("tottime").print_stats(top)

@@ -17,12 +17,9 @@ figures are in bench/dns; this shows what to make faster.
 from __future__ import annotations
 
 import argparse
-import cProfile
 import ipaddress
-import pstats
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from benchlib import render  # noqa: E402
+from benchlib import Stages, profiled, render  # noqa: E402
 from queries import ecs_queries, unframe  # noqa: E402
 
 from router.core.geo import Locator  # noqa: E402
@@ -50,7 +47,7 @@ def authority(cache_size: int) -> Authority:
                      cache_size=cache_size)
 
 
-STAGES = {  # (file suffix, function): what the summary calls it; calls overlap
+STAGES: Stages = {  # (file suffix, function): what the summary calls it; calls overlap
     ("dns/cache.py", "answer"): "cache lookup (AnswerCache.answer)",
     ("dns/wire.py", "read"): "reading the query (wire.read)",
     ("dns/authority.py", "respond"): "decision and records (Authority.respond)",
@@ -60,27 +57,6 @@ STAGES = {  # (file suffix, function): what the summary calls it; calls overlap
     ("dns/wire.py", "render"): "writing the reply (wire.render)",
     ("dns/cache.py", "store"): "cache fill (AnswerCache.store)",
 }
-
-
-def profiled(label: str, make: Callable[[], Callable[[], None]], count: int, top: int) -> None:
-    run = make()
-    started = time.perf_counter()
-    run()
-    per_query = (time.perf_counter() - started) / count * 1e6
-    print(f"\n== {label}: {per_query:.1f} us per query ({1e6 / per_query:,.0f} per second)")
-    profile = cProfile.Profile()
-    profile.runcall(make())
-    stats = pstats.Stats(profile)
-    total = sum(row[2] for row in stats.stats.values())  # type: ignore[attr-defined]
-    found = {(suffix, name): row for (path, _line, func), row in stats.stats.items()  # type: ignore[attr-defined]
-             for suffix, name in STAGES if func == name and path.endswith(suffix)}
-    print(f"   share of the profiled time (cumulative), {count} queries:")
-    for key, stage in STAGES.items():
-        if key in found:
-            row = found[key]
-            print(f"   {stage:<48}{100 * row[3] / total:5.0f}%  ({row[1]} calls)")
-    if top:
-        stats.sort_stats("tottime").print_stats(top)
 
 
 def main() -> None:
@@ -103,10 +79,11 @@ def main() -> None:
             return lambda: [auth.handle(q, PEER) for q in distinct] and None
         return make
 
-    profiled("cache hits (ECS, one subnet)", hits, args.queries, args.top)
+    profiled("cache hits (ECS, one subnet)", hits, args.queries, args.top, STAGES, "query")
     profiled("cache misses (ECS, distinct subnets, cold)", misses(100_000), args.queries,
-             args.top)
-    profiled("strict path only (--dns-cache 0, cold)", misses(0), args.queries, args.top)
+             args.top, STAGES, "query")
+    profiled("strict path only (--dns-cache 0, cold)", misses(0), args.queries, args.top,
+             STAGES, "query")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ SERVICE = Service(name="s", origin="", targets=(
 
 
 def decision_for(network: str):
-    client = Location(ipaddress.ip_network(network), Point(50.0, 8.0))
+    client = Location.of(ipaddress.ip_network(network), Point(50.0, 8.0))
     return rank(SERVICE, client, always_up, Want.URL)
 
 
@@ -58,7 +58,7 @@ def test_networks_with_the_same_outcome_share_one_entry():
     cache = DecisionCache()
 
     def remember(network: str, lat: float, lon: float, generation: int = 1) -> Entry:
-        client = Location(ipaddress.ip_network(network), Point(lat, lon))
+        client = Location.of(ipaddress.ip_network(network), Point(lat, lon))
         key = ("s", network.encode(), generation, 0, None)
         return cache.remember(key, rank(TWO, client, always_up, Want.URL), 0.0)
 

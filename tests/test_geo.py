@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import random
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import maxminddb
+import mmdb_writer
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,9 +19,19 @@ from mmdb_writer import MmdbF64, MMDBWriter
 from netaddr import IPSet
 
 from router.core.earth import Point
-from router.core.geo import GeoError, Location, Locator, embedded_database
+from router.core.geo import (
+    SPECIAL,
+    GeoError,
+    Location,
+    Locator,
+    _location_parts,
+    embedded_database,
+)
 from router.core.ip import parse
 from router.errors import RouterError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from queries import subnets
 
 
 def city(lat: float | None, lon: float | None, country: str | None = None,
@@ -89,7 +103,7 @@ def test_locates_with_the_matched_network(locator: Locator, address: str, networ
                                           point: Point, country: str, continent: str,
                                           name: str | None) -> None:
     found = locator.locate(address)
-    assert found == Location(ipaddress.ip_network(network), point, country, continent, name)
+    assert found == Location.of(ipaddress.ip_network(network), point, country, continent, name)
     assert found.located
     assert found.network.version == ipaddress.ip_address(address).version
 
@@ -205,7 +219,7 @@ def test_location_key_is_stable_and_per_network(mmdb: Path, locator: Locator) ->
     ("::/96", "0.0.0.0/0"),
 ])
 def test_location_keys_differ(a: str, b: str) -> None:
-    assert Location(ipaddress.ip_network(a)).key != Location(ipaddress.ip_network(b)).key
+    assert Location.of(ipaddress.ip_network(a)).key != Location.of(ipaddress.ip_network(b)).key
 
 
 def test_description(locator: Locator) -> None:
@@ -322,3 +336,75 @@ def test_the_fast_parser_agrees_with_ipaddress(text: str) -> None:
             parse(text)
         return
     assert parse(text) == expected and type(parse(text)) is type(expected)
+
+
+# ------------------------------------------- the tree walk against maxminddb's own lookup
+
+
+def _reference(path: Path, address: str) -> Location | None:
+    """What maxminddb's C extension says of ``address`` (None: special-purpose space,
+    which the locator never locates whatever the record)."""
+    addr = plain(address)
+    if any(addr in n for n in SPECIAL):
+        return None
+    with maxminddb.open_database(str(path)) as reader:
+        try:
+            record, prefix = reader.get_with_prefix_len(addr)
+        except ValueError:  # an IPv6 address in an IPv4 database
+            return Location.of(ipaddress.ip_network("::/0"))
+    network = ipaddress.ip_network((int(addr) >> (addr.max_prefixlen - prefix)
+                                    << (addr.max_prefixlen - prefix), prefix))
+    return Location.of(network, *_location_parts(record))
+
+
+def _addresses(count: int, seed: int) -> list[str]:
+    rnd = random.Random(seed)
+    v4 = [str(ipaddress.IPv4Address(rnd.getrandbits(32))) for _ in range(count)]
+    v6 = [str(ipaddress.IPv6Address(0x2 << 124 | rnd.getrandbits(124)))  # 2000::/4
+          for _ in range(count // 4)]
+    return v4 + v6
+
+
+def test_the_walk_agrees_with_maxminddb_on_geolite2(geolite: Locator) -> None:
+    """Random addresses, and one per bench subnet: the same network and record as the C
+    extension's lookup (GeoLite2: 28-bit records, IPv4 within IPv6)."""
+    addresses = _addresses(3000, seed=12) + [f"{ipaddress.IPv4Address(n + 1)}"
+                                             for n in subnets(3000)]
+    compared = 0
+    for address in addresses:
+        expected = _reference(geolite.path, address)
+        if expected is not None:
+            assert geolite.locate(address) == expected, address
+            compared += 1
+    assert compared > 5000
+
+
+@pytest.mark.parametrize(("ip_version", "size"), [(6, 24), (6, 28), (6, 32), (4, 24)])
+def test_the_walk_agrees_with_maxminddb_on_any_record_size(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ip_version: int, size: int) -> None:
+    """mmdb-writer picks the smallest record size that fits; told otherwise, it writes
+    real files of each size the format has (and an IPv4-only one)."""
+    def sized(self: mmdb_writer.TreeWriter) -> None:
+        self.record_size = size
+        self.data_offset = size * 2 / 8 * self._node_counter
+
+    monkeypatch.setattr(mmdb_writer.TreeWriter, "_adjust_record_size", sized)
+    writer = MMDBWriter(ip_version=ip_version, database_type="Test-City",
+                        ipv4_compatible=ip_version == 6)
+    for network, record in RECORDS:
+        if ip_version == 6 or ":" not in network:
+            writer.insert_network(IPSet([network]), record)
+    path = tmp_path / "sized.mmdb"
+    writer.to_db_file(str(path))
+    with maxminddb.open_database(str(path)) as reader:
+        assert reader.metadata().record_size == size
+    loc = Locator(path)
+    inside = [str(ipaddress.ip_network(n)[i]) for n, _ in RECORDS for i in (0, 1, -1)]
+    compared = 0
+    for address in inside + _addresses(400, seed=size):
+        expected = _reference(path, address)
+        if expected is not None:
+            assert loc.locate(address) == expected, address
+            compared += expected.located
+    assert compared >= 30
+    loc.close()

@@ -89,7 +89,7 @@ def test_jitter_shortens_the_interval_by_at_most_ten_percent():
 def test_answer_ttl_never_exceeds_the_service_ttl(admin, health, latency, ttl, interval):
     svc = service(target("a", "tokyo"), target("b", "beijing"), target("c", None), ttl=ttl,
                   health=HealthCheck(interval=interval))
-    client = Location(ipaddress.ip_network("1.0.16.0/20"))
+    client = Location.of(ipaddress.ip_network("1.0.16.0/20"))
     d = rank(svc, client, lambda t: health.get(t, Status.UP), Want.ANY,
              latency=latency.get, admin=lambda t: admin.get(t, Override.AUTO))
     assert d.ttl <= ttl

@@ -70,7 +70,7 @@ def always_up(_target_id: str) -> Status:
 def client(where: str | Point | None, country: str | None = None,
            network: str = "203.0.113.0/24") -> Location:
     point = CITY[where] if isinstance(where, str) else where
-    return Location(ipaddress.ip_network(network), point, country)
+    return Location.of(ipaddress.ip_network(network), point, country)
 
 
 def states(**by_id: Status) -> Callable[[str], Status]:
@@ -549,7 +549,7 @@ def scenarios(draw: st.DrawFn, equal_weights: bool = False,
     bits = 128 if v6 else 32
     net = ipaddress.ip_network((draw(st.integers(0, 2**bits - 1)), draw(st.integers(0, bits))),
                                strict=False)
-    where = Location(net, draw(st.one_of(points, points, st.none())), draw(countries))
+    where = Location.of(net, draw(st.one_of(points, points, st.none())), draw(countries))
     health = {tid: draw(st.sampled_from(list(Status))) for tid in tids}
     return svc, where, health, draw(st.sampled_from(list(Want)))
 
@@ -648,7 +648,7 @@ def test_spread_is_stable_per_network() -> None:
                   spread=1.5)
     for where in networks(50):
         one = ids(rank(svc, where, always_up, Want.ANY).ranked)
-        same = Location(where.network, CITY["tokyo"], "JP")
+        same = Location.of(where.network, CITY["tokyo"], "JP")
         assert ids(rank(svc, same, always_up, Want.ANY).ranked) == one
 
 

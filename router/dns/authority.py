@@ -330,7 +330,7 @@ class Authority:
         the query has one (RFC 7871), else by the sender (scope 0)."""
         if subnet is not None and subnet.source > 0:
             client = self.locator.locate(subnet.address)
-            return client, client.network.prefixlen
+            return client, client.prefixlen
         return self.locator.locate(peer), 0
 
     def _refer(self, zone: ZoneData, cut: Name, reply: Reply) -> None:

@@ -38,7 +38,7 @@ from router.http.decisions import DecisionCache, Entry
 log = structlog.get_logger("router.http")
 
 RECHECK = 1.0  # seconds: how often a cached listed file still starts its due checks
-NOWHERE = Location(ipaddress.ip_network("0.0.0.0/0"))
+NOWHERE = Location.of(ipaddress.ip_network("0.0.0.0/0"))
 EMPTY: Mapping[str, str] = MappingProxyType({})
 
 

@@ -10,6 +10,7 @@ the zone folder first and keeps the old config on any problem.
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import socket
 import time
@@ -211,6 +212,22 @@ class Lifecycle(ABC):
 def _problems(error: Exception) -> list[str]:
     """What went wrong, one line each: every problem of a config, else the error."""
     return [str(p) for p in error.problems] if isinstance(error, ConfigError) else [str(error)]
+
+
+GC_YOUNG = 20_000  # allocations between two collections of the young generation
+
+
+def settle_memory() -> None:
+    """Once started: what start-up made lives as long as the process, so it is moved out
+    of the collector's way (``gc.freeze()``, as gunicorn and Instagram do), and the young
+    generation is collected every 20,000 allocations instead of CPython's 700. With every
+    request allocating a hundred objects or so, the default collected the in-flight
+    requests' objects every few requests and promoted them to be traversed again: 10% of
+    a redirector seeing new clients (bench/http xffmany), and its p99 latency went from
+    ~25 ms to ~70 ms. Garbage in cycles waits a little longer; nothing else changes."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
 
 
 def run_loop(main: Coroutine[Any, Any, int]) -> int:

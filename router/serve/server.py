@@ -31,7 +31,7 @@ from router.dns.rrl import Limiter
 from router.dns.zone import ZoneTable
 from router.http.app import HttpSettings, create_admin_app, create_app
 from router.serve.connections import ADMIN_LIMIT, Cap, CappedSite, budget, raise_nofile
-from router.serve.lifecycle import Lifecycle, Source, first_round, run_loop
+from router.serve.lifecycle import Lifecycle, Source, first_round, run_loop, settle_memory
 from router.serve.settings import (
     MAX_HEADER_BYTES,
     MAX_HEADERS,
@@ -112,6 +112,7 @@ class Server(Lifecycle):
         dns = [fmt(listener.address) for listener in self.dns]
         await self.source.ready(dns, listening["http"])
         self._announce(dns, listening)
+        settle_memory()
         if runtime.locator.age_days(time.time()) > STALE_DAYS:
             _log_geoip("geoip_old", runtime.locator)
 

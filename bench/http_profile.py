@@ -1,0 +1,101 @@
+"""Where a redirect's time goes, without sockets: cProfile over ``Redirector.handle``.
+
+    .venv/bin/python bench/http_profile.py [--requests 50000] [--top N]
+
+Builds the bench zone (conf/mirror-router) and asks its redirector, in this process,
+for ``/dl/go1.22.5.linux-amd64.tar.gz`` through aiohttp's mocked requests, from a
+trusted proxy (127.0.0.1) with X-Forwarded-For:
+
+- one client: 1.0.16.1 (Tokyo) again and again;
+- new clients: ``a.b.c.1`` of distinct routable /24s (bench/dns's subnets), each seen
+  once, so every request is a client memo miss and (mostly) a GeoIP lookup.
+
+For each it prints the time per request (without the profiler; aiohttp's request and
+response objects included, its parser and the socket not) and the share of each stage
+in the profiled time (with --top N, also the N costliest functions). bench/http has the
+served figures; this shows what to make faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from unittest import mock
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from aiohttp import web  # noqa: E402
+from aiohttp.test_utils import make_mocked_request  # noqa: E402
+from benchlib import Stages, profiled, render  # noqa: E402
+from queries import subnets  # noqa: E402
+
+from router.core.geo import Locator  # noqa: E402
+from router.core.health import Board  # noqa: E402
+from router.core.runtime import Runtime  # noqa: E402
+from router.core.zonefile import load  # noqa: E402
+from router.http.redirect import Redirector  # noqa: E402
+
+PATH = "/dl/go1.22.5.linux-amd64.tar.gz"
+TRUSTED = (ipaddress.ip_network("127.0.0.1/32"),)
+
+STAGES: Stages = {  # (file suffix, function): what the summary calls it; calls overlap
+    ("http/redirect.py", "location"): "the client (Redirector.location)",
+    ("http/client.py", "client_address"): "  of which: forwarding headers (client_address)",
+    ("router/core/geo.py", "locate"): "  of which: GeoIP (Locator.locate)",
+    ("router/core/geo.py", "_lookup"): "    of which: database reads (Locator._lookup)",
+    ("http/redirect.py", "_decide"): "the decision (Redirector._decide)",
+    ("router/core/steering.py", "decide"): "  of which: steering (steering.decide)",
+    ("web_response.py", "__init__"): "the response (web.Response)",
+}
+
+
+def redirector() -> Redirector:
+    run = Path(tempfile.mkdtemp(prefix="bench-zone-"))
+    folder = render("mirror-router", run, {"@HEALTH@": "http://127.0.0.1:9"})  # not probed
+    runtime = Runtime(load(folder), Locator(), Board())
+    runtime.ready = True
+    return Redirector(runtime, TRUSTED, None)
+
+
+def request(client: str) -> web.Request:
+    transport = mock.Mock()
+    transport.get_extra_info.return_value = ("127.0.0.1", 40000)
+    return make_mocked_request("GET", PATH, headers={"X-Forwarded-For": client},
+                               transport=transport)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--requests", type=int, default=50_000)
+    p.add_argument("--top", type=int, default=0, help="also the N costliest functions")
+    args = p.parse_args()
+    loop = asyncio.new_event_loop()
+    clients = [str(ipaddress.IPv4Address(net + 1)) for net in subnets(args.requests)]
+
+    def served(addresses: list[str]) -> Callable[[], Callable[[], None]]:
+        def make() -> Callable[[], None]:
+            handle = redirector().handle
+            requests = [request(a) for a in addresses]  # made before the clock starts
+
+            async def all_of_them() -> None:
+                for r in requests:
+                    await handle(r)
+            return lambda: loop.run_until_complete(all_of_them())
+        return make
+
+    profiled("one client (1.0.16.1, Tokyo)", served(["1.0.16.1"] * args.requests),
+             args.requests, args.top, STAGES, "request")
+    profiled("new clients (distinct /24s)", served(clients), args.requests, args.top, STAGES,
+             "request")
+
+
+if __name__ == "__main__":
+    main()
