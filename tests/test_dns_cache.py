@@ -413,7 +413,8 @@ def test_queries_sent_again_byte_for_byte_get_the_strict_paths_answers(zones, lo
             exact = max(exact, len(cached.cache._exact))
         _flip_health(board, rnd)
     assert exact > 20  # the table was used ...
-    assert len(cached.cache._exact) <= 100  # ... and stays within a quarter of the size
+    assert len(cached.cache._exact) <= 400  # ... and stays within the size
+    assert len(cached.cache._by_peer) <= 100  # (per sender: within a quarter)
 
 
 def test_a_small_cache_stays_small_and_right(zones, locator):
@@ -428,6 +429,7 @@ def test_a_small_cache_stays_small_and_right(zones, locator):
     assert cached.cache is not None
     assert len(cached.cache.entries) <= 50
     assert len(cached.cache._subnets) <= 50 and len(cached.cache._shared) <= 50
+    assert len(cached.cache._exact) <= 50
     assert cached.cache.evictions > 0 and cached.cache.hits >= 500
 
 
@@ -531,3 +533,20 @@ def test_a_reload_keeps_the_answers_it_cannot_change(tmp_path, city_mirrors):
         assert held() == 2
     finally:
         assert router.stop() == 0
+
+
+def test_a_reply_is_kept_whole_when_first_written(zones, locator):
+    """A resolver cycling through more subnets than a quarter of the cache is answered
+    from the whole-reply table from its second pass on: kept when first written."""
+    cached, strict, _board = _pair(zones, locator, size=100)
+    assert cached.cache is not None
+    queries = [dns.message.make_query("www.test.example.com", "A", use_edns=0, id=i,
+                                      options=[dns.edns.ECSOption(f"81.2.{i}.0", 24)])
+               for i in range(60)]
+    for query in queries:
+        _differ(cached, strict, Case(query.to_wire(), PEERS[0], False))
+        assert cached.cache.seen(query.to_wire(), PEERS[1]) is not None
+    hits = cached.cache.hits
+    for query in queries:
+        _differ(cached, strict, Case(query.to_wire(), PEERS[2], False))
+    assert cached.cache.hits == hits + 60

@@ -100,10 +100,11 @@ class Authority:
         With an NSID set, a query that asks for it (an empty NSID option) is told it."""
         if self.signed:
             self._roll()
-        seen = self.cache.seen(data, peer) if self.cache is not None else None
-        if seen is not None and self.cache is not None:
+        cache = self.cache
+        seen = cache.seen(data, peer) if cache is not None else None
+        if seen is not None:
             out, entry, ecs, end = seen
-            self.cache.hit(entry)
+            cache.hit(entry)  # type: ignore[union-attr]
             if self.rrl is None or tcp:
                 return out
             return self._limited(data, out, peer, ecs, data[12:end + 4])

@@ -40,24 +40,21 @@ class UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, dispatch: Dispatch) -> None:
         self.dispatch = dispatch
         self.transport: asyncio.DatagramTransport | None = None
-        self._peers: dict[str, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}
+        self._peers: dict[str | int, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop's is not a subclass
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        reply = self.dispatch.authority.handle(data, self._peer(str(addr[0])), tcp=False)
-        if reply is None:
-            return
-        assert self.transport is not None
-        self.transport.sendto(reply, addr)
+        peer = self._peers.get(addr[0])
+        reply = self.dispatch.authority.handle(data, peer or self._peer(str(addr[0])), False)
+        if reply is not None:
+            self.transport.sendto(reply, addr)  # type: ignore[union-attr]
 
     def _peer(self, host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-        peer = self._peers.get(host)
-        if peer is None:
-            if len(self._peers) > 65536:
-                self._peers.clear()
-            peer = self._peers[host] = ipaddress.ip_address(host.partition("%")[0])
+        if len(self._peers) > 65536:
+            self._peers.clear()
+        peer = self._peers[host] = ipaddress.ip_address(host.partition("%")[0])
         return peer
 
     def error_received(self, exc: Exception) -> None:
