@@ -25,9 +25,9 @@ def decision_for(network: str):
 
 
 def test_hits_misses_and_the_bound():
-    cache = DecisionCache(size=3)
-    keys = [("s", bytes([i]), 1, 0, None) for i in range(5)]
-    for i, key in enumerate(keys):
+    cache = DecisionCache(size=4)  # two halves of two
+    keys = [("s", bytes([i]), 1, 0, None) for i in range(7)]
+    for i, key in enumerate(keys[:5]):
         assert cache.get(key) is None
         cache.put(key, Entry(decision_for(f"11.{i}.0.0/16"), float(i)))
     assert len(cache) == 3 and cache.evictions == 2
@@ -36,6 +36,12 @@ def test_hits_misses_and_the_bound():
     assert entry is not None and entry.stamp == 4.0
     assert entry.decision.client.network == ipaddress.ip_network("11.4.0.0/16")
     assert (cache.hits, cache.misses) == (1, 7)
+    assert cache.get(keys[2]) is not None  # asked for: it stays ...
+    for i, key in enumerate(keys[5:], 5):
+        cache.put(key, Entry(decision_for(f"11.{i}.0.0/16"), float(i)))
+        assert len(cache) <= 4
+    assert cache.get(keys[2]) is not None
+    assert cache.get(keys[3]) is None  # ... where one not asked for since went
     cache.clear()
     assert len(cache) == 0
 

@@ -27,8 +27,8 @@ from router.core.geo import (
     _location_parts,
     embedded_database,
 )
-from router.core.ip import parse
 from router.errors import RouterError
+from router.http.client import parse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from queries import subnets

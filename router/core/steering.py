@@ -188,8 +188,9 @@ def rank(service: Service, client: Location, health: HealthView, want: Want, *,
             else Standing.FAIL_OPEN
     fastest = min((c.latency_ms for c in usable if c.latency_ms is not None), default=None)
     if fastest is not None:  # no figures (not probed yet, or --no-probe): nothing to charge
-        assessed = [_price(c, fastest, service.km_per_ms) for c in assessed]
-        usable = [_price(c, fastest, service.km_per_ms) for c in usable]
+        priced = {c.target.id: _price(c, fastest, service.km_per_ms) for c in assessed}
+        assessed = list(priced.values())
+        usable = [priced[c.target.id] for c in usable]
     ranked = _order(usable, service, client.key) if usable else []
     hashed = any(c.standing is Standing.SPREAD for c in ranked)
     chosen_ids = {c.target.id for c in ranked}
@@ -225,7 +226,9 @@ def _price(c: Candidate, fastest: int, km_per_ms: float) -> Candidate:
     if c.latency_ms is None or c.latency_ms <= fastest:
         return c
     extra = km_per_ms * (c.latency_ms - fastest)
-    return replace(c, latency_km=extra, cost=c.cost + extra / (c.target.weight / 100))
+    return Candidate(c.target, c.status, c.distance_km, c.border_km,
+                     c.cost + extra / (c.target.weight / 100), c.excluded, c.standing, c.file,
+                     c.latency_ms, extra, c.admin)
 
 
 def _distance(target: Target, service: Service, origin: Point | None) -> float | None:

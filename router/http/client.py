@@ -8,10 +8,23 @@ sending these headers: they are not even read.
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 
-from router.core.ip import IPAddress, IPNetwork, parse
+from router.core.ip import IPAddress, IPNetwork
+
+
+def parse(text: str) -> IPAddress:
+    """``ipaddress.ip_address(text)``, with a plain dotted quad read by the C library's
+    ``inet_pton`` (as strict: four decimal octets, no leading zeros): the module's
+    octet-by-octet parser was a third of the cost of a new HTTP client. Anything else
+    (IPv6, or not an address) goes to ``ipaddress`` and its ``ValueError``."""
+    try:
+        return ipaddress.IPv4Address(socket.inet_pton(socket.AF_INET, text))
+    except (OSError, ValueError):
+        return ipaddress.ip_address(text)
 
 
 def parse_ip(text: str) -> IPAddress | None:
