@@ -226,7 +226,7 @@ class Locator:
         elif prefix >= holder.prefixlen:  # all special-purpose: never located
             location = Location(key)
         else:  # a special-purpose block within the network: never located, not cached
-            return Location.of(holder)
+            return _HELD[holder]  # (under the network's key: made once, for every block)
         if self._size >= self._cache_size:
             self.evictions += self._size
             self._size = 0
@@ -259,6 +259,9 @@ def _span(n: IPNetwork) -> tuple[int, int]:
 _SPECIAL_SPANS = {v: tuple(zip(*sorted((*_span(n), n) for n in SPECIAL if n.version == v),
                                  strict=True))
                   for v in (4, 6)}
+
+
+_HELD = {block: Location.of(block) for block in SPECIAL}
 
 
 def _special(value: int, version: int, first: int, last: int
