@@ -108,6 +108,14 @@ def render(name: str, run: Path, values: dict[str, str]) -> Path:
     return folder
 
 
+def unprobed_zone(run: Path | None = None) -> Path:
+    """The bench zone (conf/mirror-router) rendered into ``run`` (a new temporary folder
+    when None) with a health URL nothing listens on: for in-process runs and --no-probe,
+    where no check is ever made."""
+    run = run or Path(tempfile.mkdtemp(prefix="bench-zone-"))
+    return render("mirror-router", run, {"@HEALTH@": "http://127.0.0.1:9"})
+
+
 def free_port() -> int:
     """A port free for both UDP and TCP on 127.0.0.1 (at the time of asking)."""
     while True:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from benchlib import Stages, profiled, render  # noqa: E402
+from benchlib import Stages, profiled, unprobed_zone  # noqa: E402
 from queries import ecs_queries, unframe  # noqa: E402
 
 from router.core.geo import Locator  # noqa: E402
@@ -40,8 +39,7 @@ PEER = ipaddress.ip_address("127.0.0.1")
 
 
 def authority(cache_size: int) -> Authority:
-    run = Path(tempfile.mkdtemp(prefix="bench-zone-"))
-    folder = render("mirror-router", run, {"@HEALTH@": "http://127.0.0.1:9"})  # not probed
+    folder = unprobed_zone()
     board = Board()
     return Authority(ZoneTable(load(folder)), Locator(), lambda: board.snapshot,
                      cache_size=cache_size)

@@ -15,7 +15,6 @@ import ipaddress
 import random
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import dns.edns  # noqa: E402
 import dns.message  # noqa: E402
-from benchlib import render  # noqa: E402
+from benchlib import unprobed_zone  # noqa: E402
 
 from router.core.geo import Locator  # noqa: E402
 from router.core.health import Board  # noqa: E402
@@ -37,7 +36,7 @@ PEER = ipaddress.ip_address("127.0.0.1")
 
 
 def signed_zone() -> tuple[Path, str]:
-    folder = render("mirror-router", Path(tempfile.mkdtemp()), {"@HEALTH@": "http://127.0.0.1:9"})
+    folder = unprobed_zone()
     toml = next(folder.glob("*.toml"))
     origin = next(line for line in toml.read_text().splitlines()
                   if line.startswith("origin")).split('"')[1]

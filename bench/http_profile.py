@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import ipaddress
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from unittest import mock
@@ -33,7 +32,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from aiohttp import web  # noqa: E402
 from aiohttp.test_utils import make_mocked_request  # noqa: E402
-from benchlib import Stages, profiled, render  # noqa: E402
+from benchlib import Stages, profiled, unprobed_zone  # noqa: E402
 from queries import subnets  # noqa: E402
 
 from router.core.geo import Locator  # noqa: E402
@@ -57,8 +56,7 @@ STAGES: Stages = {  # (file suffix, function): what the summary calls it; calls 
 
 
 def redirector() -> Redirector:
-    run = Path(tempfile.mkdtemp(prefix="bench-zone-"))
-    folder = render("mirror-router", run, {"@HEALTH@": "http://127.0.0.1:9"})  # not probed
+    folder = unprobed_zone()
     runtime = Runtime(load(folder), Locator(), Board())
     runtime.ready = True
     return Redirector(runtime, TRUSTED, None)

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import dns.message  # noqa: E402
 import dns.query  # noqa: E402
-from benchlib import Server, free_port, render, started  # noqa: E402
+from benchlib import Server, free_port, started, unprobed_zone  # noqa: E402
 from dns.edns import ECSOption  # noqa: E402
 
 from router.core.overrides import Override  # noqa: E402
@@ -114,7 +114,7 @@ def main() -> None:
     dns_port, http_port = free_port(), free_port()
 
     def start(run: Path, port: int, cpu: str) -> list[str]:
-        zones = render("mirror-router", run, {"@HEALTH@": "http://127.0.0.1:9"})  # --no-probe
+        zones = unprobed_zone(run)  # --no-probe
         return ["taskset", "-c", cpu, sys.executable, "-m", "router", "serve", "--zones",
                 str(zones), "--no-probe", "--workers", str(args.workers), "--state", str(state),
                 "--dns", f"127.0.0.1:{port}", "--http", f"127.0.0.1:{http_port}"]

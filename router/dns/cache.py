@@ -212,7 +212,8 @@ class AnswerCache:
         not decide it, else per (sender, bytes)."""
         if len(out) > 512 or query.cookie is not None or query.nsid:
             return
-        kept, data = (out[2:], entry, query.ecs_value, query.name_end), query.data
+        data = query.data
+        kept = (out[2:], entry, query.ecs_value, query.name_end)
         if entry.generation < 0 or client.network != BY_PEER:
             _remember(self._exact, data[2:], kept, self.size or 1)
         else:  # the sender decides it

@@ -47,7 +47,9 @@ class UdpProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         peer = self._peers.get(addr[0])
-        reply = self.dispatch.authority.handle(data, peer or self._peer(str(addr[0])), False)
+        if peer is None:
+            peer = self._peer(str(addr[0]))
+        reply = self.dispatch.authority.handle(data, peer, False)
         if reply is not None:
             self.transport.sendto(reply, addr)  # type: ignore[union-attr]
 
