@@ -630,6 +630,29 @@ def test_every_target_is_ranked_or_excluded_exactly_once(
     assert [r["id"] for r in rows] == ids(decision.ranked) + ids(decision.excluded)
 
 
+@PROPERTY
+@given(scenarios(), st.data())
+def test_a_stage_orders_as_rank_does(case: tuple[Service, Location, dict[str, Status], Want],
+                                     data: st.DataObject) -> None:
+    """What a new place is ranked with on the HTTP face (``steering.stage`` then
+    ``Stage.order``) gives rank()'s order exactly, or None where rank() hashed on the
+    network or found nothing usable: latency figures, weights, borders, rules and all."""
+    svc, where, health, want = case
+    waits = {t.id: data.draw(st.sampled_from([None, 5, 40, 41, 300])) for t in svc.targets}
+    decision = rank(svc, where, health.__getitem__, want, latency=waits.__getitem__)
+    staged = steering.stage(svc, where.country, health.__getitem__, want,
+                            latency=waits.__getitem__)
+    if staged is None:
+        assert decision.degraded or not decision.ranked
+        return
+    assert not decision.degraded
+    order = staged.order(where.point)
+    if decision.hashed:
+        assert order is None
+    else:
+        assert order == tuple(ids(decision.ranked))
+
+
 def networks(count: int) -> list[Location]:
     """``count`` distinct client /24 networks, all in Tokyo."""
     return [client("tokyo", "JP", f"{10 + i // 65536}.{i // 256 % 256}.{i % 256}.0/24")

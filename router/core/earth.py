@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 EARTH_RADIUS_KM = 6371.0088  # IUGG mean radius
 
 
-@dataclass(frozen=True, slots=True)
-class Point:
-    """A latitude/longitude pair in degrees."""
+class Point(NamedTuple):
+    """A latitude/longitude pair in degrees. A tuple: hashed in C, as it is on every
+    decision remembered per place."""
 
     lat: float
     lon: float

@@ -10,11 +10,11 @@ import bisect
 import datetime
 import ipaddress
 import mmap
+import struct
 import sys
 from array import array
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import maxminddb
 
@@ -37,13 +37,14 @@ class GeoError(RouterError):
     """The GeoIP database cannot be opened or is not a City-style database."""
 
 
-@dataclass(frozen=True, slots=True)
-class Location:
+class Location(NamedTuple):
     """What GeoIP knows of one network. ``point`` is None when the client is unlocated.
 
     The network is held as ``key``, its first address packed and its prefix length (a
     stable hash key for every per-client cache); the ``network`` object is made only
-    when asked for (it cost a new client more than finding the network did)."""
+    when asked for (it cost a new client more than finding the network did). A tuple:
+    every new client gets one, and a tuple is made in C (a frozen dataclass set each
+    field through ``object.__setattr__``)."""
 
     key: bytes
     point: Point | None = None
@@ -106,13 +107,14 @@ class Tree:
         if size not in (24, 28, 32):
             raise GeoError(f"{path}: unknown MaxMind DB record size {size}")
         self._width = size // 4  # the bytes of a node: two records
+        self._drop = 64 - 2 * size  # a node read as 8 bytes (no bytes object): the rest
         self._right = (1 << size) - 1
         # the left record: the high bits, and for 28-bit records the middle byte's high
         # nibble above them
         self._high, self._nibble = (32, 0xF) if size == 28 else (int(size), 0)
         with path.open("rb") as f:
             self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        if len(self._map) < self.nodes * self._width:
+        if len(self._map) < self.nodes * self._width + 16:  # the tree, then 16 zeros
             raise GeoError(f"{path}: the search tree is cut short")
         # where each IP version's addresses start (IPv4 in an IPv6 tree: ::/96)
         self._starts = {6: 0, 4: self._walk(0, 128, 0, 0, 96)[0]} if meta.ip_version == 6 \
@@ -140,11 +142,10 @@ class Tree:
 
     def _walk(self, value: int, bits: int, node: int, depth: int, stop: int
               ) -> tuple[int, int]:
-        nodes, width, data = self.nodes, self._width, self._map
-        right, high, nibble = self._right, self._high, self._nibble
+        nodes, width, data, drop = self.nodes, self._width, self._map, self._drop
+        right, high, nibble, read = self._right, self._high, self._nibble, _U64.unpack_from
         while node < nodes and depth < stop:
-            at = node * width
-            both = int.from_bytes(data[at:at + width], "big")
+            both = read(data, node * width)[0] >> drop
             if value >> (bits - 1 - depth) & 1:
                 node = both & right
             else:
@@ -153,18 +154,24 @@ class Tree:
         return node, depth
 
 
+_U64 = struct.Struct(">Q")
+
+
 def _packed(node: int, depth: int) -> int:
     return node << 8 | depth
 
 
+RECORDS = 65_536  # records kept decoded (GeoLite2 City: 57,040 for 300,000 routable /24s)
 Parts = tuple[Point | None, str | None, str | None, str | None]  # point, country, continent, city
 
 
 class Locator:
     """GeoIP lookups: the tree walked here (``Tree``), each record decoded once
-    (maxminddb's C extension), and locations cached per matched network; all bounded."""
+    (maxminddb's C extension) and kept, bounded. Networks are not cached: finding one
+    costs less than remembering it did, for the ever-new clients that a cache would
+    not help (a network's Location is a few bytes and the record's decoded parts)."""
 
-    def __init__(self, path: str | Path | None = None, cache_size: int = 20_000) -> None:
+    def __init__(self, path: str | Path | None = None, cache_size: int = RECORDS) -> None:
         self.path = Path(path) if path else embedded_database()
         try:
             self._reader = maxminddb.open_database(str(self.path))
@@ -175,12 +182,9 @@ class Locator:
         self.build_epoch: int = meta.build_epoch
         built = datetime.datetime.fromtimestamp(self.build_epoch, datetime.UTC)
         self.description = f"{meta.database_type} built {built:%Y-%m-%d}"
-        self._cache_size = cache_size
-        # per IP version, {first address << 8 | prefix length: location}
-        self._networks: dict[int, dict[int, Location]] = {4: {}, 6: {}}
+        self._cache_size = max(1, cache_size)
         self._records: dict[int, Parts] = {}  # the tree's record number -> what it says
-        self._size = 0
-        self.misses = self.evictions = 0  # networks located afresh; forgotten (cache full)
+        self.misses = self.evictions = 0  # records decoded; forgotten (cache full)
 
     def age_days(self, now: float) -> float:
         """How old the database is at ``now`` (seconds since the epoch), in days."""
@@ -203,50 +207,52 @@ class Locator:
         addr = ipaddress.ip_address(address) if isinstance(address, str) else address
         if addr.version == 6 and addr.ipv4_mapped is not None:
             addr = addr.ipv4_mapped
-        value, version = int(addr), addr.version
+        return self.at(int(addr), addr.version)
+
+    def at(self, value: int, version: int) -> Location:
+        """``locate()`` for the address whose integer is ``value`` (IPv4-mapped addresses
+        already made IPv4): the HTTP face reads a dotted quad straight to an integer."""
         record, prefix = self._tree.find(value, version)
-        shift = addr.max_prefixlen - prefix
+        bits, near = _NEAR_SPECIAL[version]
+        shift = bits - prefix
         first = value >> shift << shift
-        found = self._networks[version].get(first << 8 | prefix)
-        return found if found is not None else self._lookup(addr, record, first, prefix)
+        parts = self._records.get(record)
+        if parts is None or prefix < near[0] or value >> (bits - near[0]) in near[1]:
+            return self._lookup(value, version, record, first, prefix)
+        return Location(first.to_bytes(bits // 8, "big") + _PREFIX[prefix], *parts)
 
     def counters(self) -> dict[str, int]:
-        """For ``/metrics`` (hits are not counted: that would cost every lookup)."""
-        return {"misses": self.misses, "evictions": self.evictions, "size": self._size}
+        """For ``/metrics``: records decoded and forgotten, records held (hits are not
+        counted: that would cost every lookup)."""
+        return {"misses": self.misses, "evictions": self.evictions, "size": len(self._records)}
 
-    def _lookup(self, addr: IPAddress, record: int, first: int, prefix: int) -> Location:
-        self.misses += 1
-        version, bits = addr.version, addr.max_prefixlen
+    def _lookup(self, value: int, version: int, record: int, first: int, prefix: int
+                ) -> Location:
+        """``at()`` the long way: near a special-purpose block, or a record not yet kept."""
+        bits = 32 if version == 4 else 128
         key = first.to_bytes(bits // 8, "big") + _PREFIX[prefix]
-        holder, overlaps = _special(int(addr), version, first, first | ((1 << (bits - prefix)) - 1))
+        holder, _ = _special(value, version, first, first | ((1 << (bits - prefix)) - 1))
         if holder is None:
-            location = Location(key, *self._parts(addr, record))
-            if overlaps:  # the network straddles a special block: do not cache it whole
-                return location
-        elif prefix >= holder.prefixlen:  # all special-purpose: never located
-            location = Location(key)
-        else:  # a special-purpose block within the network: never located, not cached
-            return _HELD[holder]  # (under the network's key: made once, for every block)
-        if self._size >= self._cache_size:
-            self.evictions += self._size
-            self._size = 0
-            self._networks = {4: {}, 6: {}}
-        self._size += 1
-        self._networks[version][first << 8 | prefix] = location
-        return location
+            return Location(key, *self._parts(value, version, record))
+        if prefix >= holder.prefixlen:  # all special-purpose: never located
+            return Location(key)
+        return _HELD[holder]  # a special-purpose block within the network: never located
 
-    def _parts(self, addr: IPAddress, record: int) -> Parts:
-        """What the tree's ``record`` says, decoded once (as the lookup of ``addr``)."""
+    def _parts(self, value: int, version: int, record: int) -> Parts:
+        """What the tree's ``record`` says, decoded once (as the lookup of ``value``)."""
         parts = self._records.get(record)
         if parts is None:
-            if len(self._records) >= max(self._cache_size, RECORDS):
+            self.misses += 1
+            if len(self._records) >= self._cache_size:
+                self.evictions += len(self._records)
                 self._records.clear()
+            address = ipaddress.IPv4Address(value) if version == 4 else \
+                ipaddress.IPv6Address(value)
             parts = self._records[record] = _location_parts(
-                self._reader.get(addr) if record != self._tree.nodes else None)
+                self._reader.get(address) if record != self._tree.nodes else None)
         return parts
 
 
-RECORDS = 65_536  # records kept decoded (GeoLite2 City: 57,040 for 300,000 routable /24s)
 
 
 def _span(n: IPNetwork) -> tuple[int, int]:
@@ -262,6 +268,19 @@ _SPECIAL_SPANS = {v: tuple(zip(*sorted((*_span(n), n) for n in SPECIAL if n.vers
 
 
 _HELD = {block: Location.of(block) for block in SPECIAL}
+
+
+def _near(version: int, width: int) -> tuple[int, frozenset[int]]:
+    """The first ``width`` bits of every address in or beside a special block."""
+    shift = (32 if version == 4 else 128) - width
+    return width, frozenset(top for first, last in zip(*_SPECIAL_SPANS[version][:2],
+                                                        strict=True)
+                            for top in range(first >> shift, (last >> shift) + 1))
+
+
+# Per IP version: the address width, and (width, the tops) of ``_near``: a network at
+# least that long under any other top holds no special block, so ``at()`` need not look.
+_NEAR_SPECIAL = {4: (32, _near(4, 8)), 6: (128, _near(6, 16))}
 
 
 def _special(value: int, version: int, first: int, last: int

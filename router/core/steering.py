@@ -209,13 +209,71 @@ def decide(snapshot: Snapshot, service: Service, client: Location, want: Want, *
                 latency=snapshot.latency(name), admin=snapshot.overrides(name))
 
 
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """What ``rank()`` knows before it knows where in a country the client is, for a
+    request with no file to check: the usable targets, each with its border km, weight
+    divisor and latency km. ``order()`` finishes the ranking for a point with a few
+    distances and no candidates: what a new place needs to find the decision it shares
+    with places of the same outcome (a full ``rank()`` costs ten times as much)."""
+
+    service: Service
+    usable: tuple[tuple[Target, float, float, float], ...]
+
+    def order(self, point: Point | None) -> tuple[str, ...] | None:
+        """The target ids in ``rank()``'s order for a client of this stage's country at
+        ``point``; None when near-equal targets would be spread by the client's network
+        (then only ``rank()`` can say). The same sums as ``_assess`` and ``_price``."""
+        service = self.service
+        origin = point or service.default_location
+        costs = sorted((((_distance(target, service, origin) or 0.0) + border) / divisor
+                        + latency_km / divisor, target.id)
+                       for target, border, divisor, latency_km in self.usable)
+        limit = costs[0][0] * service.spread + service.spread_km + 1e-9
+        if len(costs) > 1 and costs[1][0] <= limit:
+            return None
+        return tuple(target_id for _, target_id in costs)
+
+
+def stage(service: Service, country: str | None, health: HealthView, want: Want, *,
+          latency: LatencyView = no_latency, admin: OverrideView = no_overrides
+          ) -> Stage | None:
+    """``rank()`` up to the client's point, for clients in ``country`` (no file asked
+    for). None when no target is usable: what all-down means is ``rank()``'s to say."""
+    usable = [t for t in service.targets
+              if _exclusion(t, country, health(t.id), want, None, admin(t.id)) is None]
+    waits = {t.id: latency(t.id) for t in usable}
+    fastest = min((w for w in waits.values() if w is not None), default=None)
+    if not usable:
+        return None
+    return Stage(service, tuple(
+        (t, _border_km(t, service, country), t.weight / 100,
+         _latency_km(waits[t.id], fastest, service.km_per_ms)) for t in usable))
+
+
+def _latency_km(wait: int | None, fastest: int | None, km_per_ms: float) -> float:
+    """What a target that waits ``wait`` ms pays when the fastest usable one waits
+    ``fastest`` (nothing without figures, nothing for the fastest)."""
+    if wait is None or fastest is None or wait <= fastest:
+        return 0.0
+    return km_per_ms * (wait - fastest)
+
+
+def staged(snapshot: Snapshot, service: Service, country: str | None, want: Want
+           ) -> Stage | None:
+    """``stage()`` with all that one health snapshot knows, as ``decide()`` for ``rank()``."""
+    name = service.name
+    return stage(service, country, snapshot.view(name), want,
+                 latency=snapshot.latency(name), admin=snapshot.overrides(name))
+
+
 def _assess(target: Target, service: Service, client: Location, origin: Point | None,
             status: Status, want: Want, file: Availability | None, admin: Override,
             latency_ms: int | None) -> Candidate:
     distance = _distance(target, service, origin)
-    border = _border_km(target, service, client)
+    border = _border_km(target, service, client.country)
     cost = ((distance or 0.0) + border) / (target.weight / 100)
-    excluded = _exclusion(target, client, status, want, file, admin)
+    excluded = _exclusion(target, client.country, status, want, file, admin)
     return Candidate(target, status, distance, border, cost, excluded, file=file,
                      latency_ms=latency_ms, admin=admin)
 
@@ -223,9 +281,9 @@ def _assess(target: Target, service: Service, client: Location, origin: Point | 
 def _price(c: Candidate, fastest: int, km_per_ms: float) -> Candidate:
     """Add the latency term: a target that waits longer than the fastest usable one pays
     ``km_per_ms`` per millisecond more; the fastest, and targets with no figure, pay none."""
-    if c.latency_ms is None or c.latency_ms <= fastest:
+    extra = _latency_km(c.latency_ms, fastest, km_per_ms)
+    if not extra:
         return c
-    extra = km_per_ms * (c.latency_ms - fastest)
     return Candidate(c.target, c.status, c.distance_km, c.border_km,
                      c.cost + extra / (c.target.weight / 100), c.excluded, c.standing, c.file,
                      c.latency_ms, extra, c.admin)
@@ -239,12 +297,12 @@ def _distance(target: Target, service: Service, origin: Point | None) -> float |
     return distance_km(origin, target.location)
 
 
-def _border_km(target: Target, service: Service, client: Location) -> float:
-    crosses = client.country and target.country and client.country != target.country
+def _border_km(target: Target, service: Service, country: str | None) -> float:
+    crosses = country and target.country and country != target.country
     return service.cross_border_km if crosses else 0.0
 
 
-def _exclusion(target: Target, client: Location, status: Status, want: Want,
+def _exclusion(target: Target, country: str | None, status: Status, want: Want,
                file: Availability | None, admin: Override) -> Exclusion | None:
     if not target.enabled:
         return Exclusion.DISABLED
@@ -252,9 +310,9 @@ def _exclusion(target: Target, client: Location, status: Status, want: Want,
         return Exclusion.NO_URL
     if want in (Want.IPV4, Want.IPV6) and not target.addresses_of(4 if want is Want.IPV4 else 6):
         return Exclusion.NO_ADDRESS
-    if target.only_countries and client.country not in target.only_countries:
+    if target.only_countries and country not in target.only_countries:
         return Exclusion.NOT_FOR_COUNTRY
-    if client.country in target.exclude_countries:
+    if country in target.exclude_countries:
         return Exclusion.COUNTRY_EXCLUDED
     state = effective(status, admin)
     if state is Effective.DRAINED:

@@ -12,6 +12,7 @@ import ipaddress
 import socket
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
+from typing import NamedTuple
 
 from router.core.ip import IPAddress, IPNetwork
 
@@ -43,7 +44,10 @@ def parse_ip(text: str) -> IPAddress | None:
     return addr
 
 
-@lru_cache(maxsize=4096)
+PEERS = 4096  # socket peers whose trust is remembered
+
+
+@lru_cache(maxsize=PEERS)
 def peer_of(text: str, trusted: tuple[IPNetwork, ...]) -> tuple[IPAddress | None, bool]:
     """The socket peer's address, and whether it is a trusted proxy: the same few proxies
     ask again and again, so both are remembered (bounded: peers are chosen by others)."""
@@ -78,3 +82,60 @@ def client_address(peer: str | None, trusted: Sequence[IPNetwork],
         if not is_trusted(addr, trusted):
             return addr
     return current
+
+
+class Client(NamedTuple):
+    """Who sent a request: its address as text, as an integer, and the IP version."""
+
+    text: str
+    value: int
+    version: int
+
+    @classmethod
+    def of(cls, address: IPAddress) -> Client:
+        return cls(str(address), int(address), address.version)
+
+
+class Proxies:
+    """The trusted proxies (``--trusted-proxy``), and who a request's client is behind
+    them: ``client_address`` for every case, the socket peer remembered, and the common
+    case behind a proxy (one ``X-Forwarded-For`` that ends in a dotted quad) read
+    without an address object."""
+
+    def __init__(self, trusted: Sequence[IPNetwork]) -> None:
+        self.trusted = tuple(trusted)
+        self._v4 = tuple((int(n.network_address), int(n.broadcast_address))
+                         for n in self.trusted if n.version == 4)
+        # peer → (it as a client, whether it is a trusted proxy); bounded, as peer_of
+        self._peers: dict[str | None, tuple[Client | None, bool]] = {}
+
+    def trusts(self, peer: str | None) -> bool:
+        """Whether the socket peer is one of the trusted proxies."""
+        return self._peer(peer)[1]
+
+    def client(self, peer: str | None, forwarded: Iterable[Mapping[str, str]] | None,
+               x_forwarded_for: Sequence[str]) -> Client | None:
+        """The client (None only when even the peer is unknown). ``forwarded``: the
+        request's parsed ``Forwarded`` header, None when it has none."""
+        itself, trusted = self._peer(peer)
+        if not trusted or (forwarded is None and not x_forwarded_for):
+            return itself
+        if forwarded is None and len(x_forwarded_for) == 1:
+            hop = x_forwarded_for[0].rpartition(",")[2].strip()
+            try:  # the same strict parser as parse(): a dotted quad, no leading zeros
+                value = int.from_bytes(socket.inet_pton(socket.AF_INET, hop), "big")
+            except OSError:
+                value = -1
+            if value >= 0 and not any(lo <= value <= hi for lo, hi in self._v4):
+                return Client(hop, value, 4)
+        address = client_address(peer, self.trusted, forwarded or (), x_forwarded_for)
+        return Client.of(address) if address is not None else None
+
+    def _peer(self, peer: str | None) -> tuple[Client | None, bool]:
+        known = self._peers.get(peer)
+        if known is None:
+            if len(self._peers) >= PEERS:
+                self._peers.clear()
+            address, trusted = peer_of(peer, self.trusted) if peer else (None, False)
+            known = self._peers[peer] = (Client.of(address) if address else None, trusted)
+        return known

@@ -57,6 +57,11 @@ class DecisionCache(Memo[Key, Entry]):
         """``put(key, Entry(decision, now))``, sharing the entry of an equal outcome."""
         return self.put(key, self.shared(key, decision, now))
 
+    def known(self, key: Key, order: tuple[str, ...]) -> Entry | None:
+        """The entry of the outcome ``order`` (target ids, ranked) for ``key``'s service,
+        state and file, if a decision with that outcome was made."""
+        return self._outcomes.get((key[0], *key[2:], *order))
+
     def shared(self, key: Key, decision: Decision, now: float) -> Entry:
         """The entry of ``decision``'s outcome (made now if it is the first)."""
         outcome = (key[0], *key[2:], *(c.target.id for c in decision.ranked))

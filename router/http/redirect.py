@@ -14,7 +14,7 @@ import ipaddress
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -22,24 +22,26 @@ import structlog
 from aiohttp import web
 
 from router.core.catalog import CatalogFile
-from router.core.config import Config
+from router.core.config import Config, Service
 from router.core.geo import Location
 from router.core.ip import IPNetwork
 from router.core.memo import Memo, Recall
 from router.core.runtime import Runtime
-from router.core.steering import Decision, FileChecker, Want, worth_waiting_for
+from router.core.steering import Decision, FileChecker, Stage, Want, staged, worth_waiting_for
 from router.core.steering import decide as steer
 from router.errors import RouterError
 from router.http import downloads, pages
 from router.http import routes as paths
-from router.http.client import client_address, from_proxy
-from router.http.decisions import DecisionCache, Entry
+from router.http.client import Proxies
+from router.http.decisions import DecisionCache, Entry, Key
 
 log = structlog.get_logger("router.http")
 
 RECHECK = 1.0  # seconds: how often a cached listed file still starts its due checks
 NOWHERE = Location.of(ipaddress.ip_network("0.0.0.0/0"))
 EMPTY: Mapping[str, str] = MappingProxyType({})
+STAGES = 4096  # (service, health generation, country) stages kept for new places
+RECENT = 2048  # clients remembered (their headers: the location), the most recent
 
 
 class NotRouted(RouterError):
@@ -63,10 +65,14 @@ class Redirector:
     def __init__(self, runtime: Runtime, trusted: tuple[IPNetwork, ...],
                  inventory: FileChecker | None) -> None:
         self.runtime = runtime
-        self.trusted = trusted
+        self.proxies = Proxies(trusted)
         self.inventory = inventory
-        # (peer, Forwarded, X-Forwarded-For) → (the client's address as text, its location)
-        self.clients: Memo[tuple[object, ...], tuple[str | None, Location]] = Memo(65536)
+        # (peer, Forwarded, X-Forwarded-For...) → (the client's address, its location):
+        # a client that comes back soon (a CI farm, a burst of files) skips the parse
+        # and the walk. Small, so that ever-new clients churn a table that stays cached.
+        self.clients: Memo[tuple[str | None, ...], tuple[str | None, Location]] = Memo(RECENT)
+        # (service, health generation, country) → the stage a new place is ranked from
+        self.stages: dict[tuple[str, int, str | None], Stage | None] = {}
         self.decisions = DecisionCache()  # per client network, see router.http.decisions
         self.places: Memo[tuple[object, ...], Entry] = Memo(65536)  # per client place
         self.recall = Recall(self.decisions, self.places)
@@ -93,6 +99,7 @@ class Redirector:
             same = {s.name for s in self.config.services if old.service(s.name) == s}
             self.decisions.keep_services(same)
             self.places.retain(lambda key: key[0] in same)
+            self.stages = {k: v for k, v in self.stages.items() if k[0] in same}
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         runtime = self.runtime
@@ -156,6 +163,10 @@ class Redirector:
             files = runtime.ledger.view(service, file) if file is not None else None
             return steer(runtime.board.snapshot, service, client, Want.URL, files=files)
 
+        if remember and file is None:  # a new place: is its outcome known already?
+            entry = self._staged(service, client, key)
+            if entry is not None:
+                return self.recall.put(key, place, False, entry)
         if file is None or inventory is None:
             decision = decide()
         else:
@@ -167,26 +178,48 @@ class Redirector:
         return self.recall.put(key, place, decision.hashed,
                                self.decisions.shared(key, decision, now))
 
+    def _staged(self, service: Service, client: Location, key: Key) -> Entry | None:
+        """A new place's entry when a decision with its outcome was made already: the
+        outcome found by ``steering.stage`` (kept per service, health generation and
+        country) and ``Stage.order``, not by a full ``rank()``. None: rank it."""
+        at = (key[0], key[2], client.country)
+        if at in self.stages:
+            stage = self.stages[at]
+        else:
+            if len(self.stages) >= STAGES:
+                self.stages.clear()
+            stage = self.stages[at] = staged(self.runtime.board.snapshot, service,
+                                             client.country, Want.URL)
+        order = stage.order(client.point) if stage is not None else None
+        return self.decisions.known(key, order) if order is not None else None
+
     def location(self, request: web.Request) -> Location:
-        """The client's location, remembered per (peer, forwarding headers)."""
+        """The client's location, the recent ones remembered (``RECENT``)."""
         headers = request.headers
-        key = (request.remote, headers.get("Forwarded"),
-               tuple(headers.getall("X-Forwarded-For", ())))
+        peer, forwarded_text = request.remote, headers.get("Forwarded")
+        hops = headers.getall("X-Forwarded-For", ())
+        key = (peer, forwarded_text, *hops)
         known = self.clients.get(key)
         if known is None:
-            trusted = self.trusted
-            if not self.warned and (key[1] or key[2]) and not from_proxy(request.remote,
-                                                                         trusted):
-                self.warned = True  # once: the headers of an untrusted peer are never read
-                log.warning("forwarded_from_untrusted_peer", peer=request.remote,
-                            hint="a proxy in front is probably missing from trusted_proxies "
-                                 "(--trusted-proxy): every client is placed where it is")
-            address = client_address(request.remote, trusted, request.forwarded if trusted
-                                     else (), key[2] if trusted else ())
-            location = self.runtime.locator.locate(address) if address else NOWHERE
-            known = self.clients.put(key, (str(address) if address else None, location))
+            known = self.clients.put(key, self._find(request, forwarded_text, hops))
         request["client"] = known[0]
         return known[1]
+
+    def _find(self, request: web.Request, forwarded_text: str | None,
+              hops: Sequence[str]) -> tuple[str | None, Location]:
+        """The client's address and location: the address read (``http.client``), the
+        GeoIP tree walked (``Locator.at``)."""
+        peer, proxies = request.remote, self.proxies
+        forwarded = request.forwarded if forwarded_text is not None else None
+        if (forwarded or hops) and not self.warned and not proxies.trusts(peer):
+            self.warned = True  # once: the headers of an untrusted peer are never read
+            log.warning("forwarded_from_untrusted_peer", peer=peer,
+                        hint="a proxy in front is probably missing from trusted_proxies "
+                             "(--trusted-proxy): every client is placed where it is")
+        client = proxies.client(peer, forwarded, hops)
+        if client is None:
+            return None, NOWHERE
+        return client.text, self.runtime.locator.at(client.value, client.version)
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
