@@ -8,7 +8,8 @@ trusted proxy (127.0.0.1) with X-Forwarded-For:
 
 - one client: 1.0.16.1 (Tokyo) again and again;
 - new clients: ``a.b.c.1`` of distinct routable /24s (bench/dns's subnets), each seen
-  once, so every request is a client memo miss and (mostly) a GeoIP lookup.
+  once, so every request is a client memo miss, a GeoIP walk and (a third of them) a
+  GeoIP record decoded.
 
 For each it prints the time per request (without the profiler; aiohttp's request and
 response objects included, its parser and the socket not) and the share of each stage
@@ -46,10 +47,11 @@ TRUSTED = (ipaddress.ip_network("127.0.0.1/32"),)
 
 STAGES: Stages = {  # (file suffix, function): what the summary calls it; calls overlap
     ("http/redirect.py", "location"): "the client (Redirector.location)",
-    ("http/client.py", "client_address"): "  of which: forwarding headers (client_address)",
-    ("router/core/geo.py", "locate"): "  of which: GeoIP (Locator.locate)",
-    ("router/core/geo.py", "_lookup"): "    of which: database reads (Locator._lookup)",
+    ("http/client.py", "client"): "  of which: forwarding headers (Proxies.client)",
+    ("router/core/geo.py", "at"): "  of which: GeoIP (Locator.at)",
+    ("router/core/geo.py", "_lookup"): "    of which: records decoded (Locator._lookup)",
     ("http/redirect.py", "_decide"): "the decision (Redirector._decide)",
+    ("http/redirect.py", "_staged"): "  of which: a new place's outcome (steering.stage)",
     ("router/core/steering.py", "decide"): "  of which: steering (steering.decide)",
     ("web_response.py", "__init__"): "the response (web.Response)",
 }

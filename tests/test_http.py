@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -382,3 +383,17 @@ def test_a_module_path_goes_to_the_nearest_healthy_proxy_intact(two_services):
         mirrors["b"].health_status = 200
     wait_until(lambda: request(router.http_port, path, xff("5.9.0.1")).location == near, 3,
                what="the nearest proxy to come back")
+
+
+def test_every_new_client_is_sent_where_a_fresh_decision_sends_it(five_cities):
+    """New clients are read the quick way, located without a per-network cache, and a new
+    place finds its shared decision by ``steering.stage`` (router.http.redirect): for 150
+    addresses across the world, each asked twice in between others (the second a memo
+    hit), the redirect is the first of the mirror list, which is decided afresh."""
+    rnd = random.Random(5)
+    addresses = [f"{rnd.randrange(1, 224)}.{rnd.randrange(256)}.{rnd.randrange(256)}.9"
+                 for _ in range(150)]
+    for address in addresses + addresses[::-1]:
+        redirect = request(five_cities.http_port, "/" + FILE, xff(address)).location
+        listing = request(five_cities.http_port, f"/{FILE}?mirrorlist=json", xff(address))
+        assert json.loads(listing.body)["location"] == redirect, address

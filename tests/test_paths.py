@@ -9,7 +9,7 @@ import pytest
 from router.core.config import Config, Service, Target, Zone
 from router.core.earth import Point
 from router.core.urls import join, mirror_url
-from router.http.client import client_address, parse_ip
+from router.http.client import Proxies, client_address, parse_ip
 from router.http.routes import MAX_PATH_BYTES, PathError, Routes, check_query, clean
 
 # ---------------------------------------------------------------- clean()
@@ -157,7 +157,7 @@ def test_parse_ip(text, addr):
     assert (str(found) if found else None) == addr
 
 
-@pytest.mark.parametrize(("peer", "forwarded", "xff", "client"), [
+CLIENTS = [
     ("203.0.113.9", [], ["1.0.16.1"], "203.0.113.9"),          # untrusted peer: headers unread
     ("203.0.113.9", [{"for": "1.0.16.1"}], [], "203.0.113.9"),
     ("127.0.0.1", [], [], "127.0.0.1"),                       # trusted, but names nobody
@@ -172,9 +172,31 @@ def test_parse_ip(text, addr):
     ("127.0.0.1", [{"proto": "https"}], ["8.8.8.8"], "8.8.8.8"),  # no for=: X-Forwarded-For
     ("::ffff:127.0.0.1", [], ["8.8.8.8"], "8.8.8.8"),          # IPv4-mapped peer
     ("fd00::5", [], ["2001:200::1"], "2001:200::1"),
-])
+]
+
+
+@pytest.mark.parametrize(("peer", "forwarded", "xff", "client"), CLIENTS)
 def test_client_address(peer, forwarded, xff, client):
     assert str(client_address(peer, TRUSTED, forwarded, xff)) == client
+
+
+@pytest.mark.parametrize(("peer", "forwarded", "xff", "client"), [
+    *CLIENTS,
+    ("127.0.0.1", [], ["9.9.9.9, 01.0.16.1"], "127.0.0.1"),    # a leading zero: not an address
+    ("127.0.0.1", [], [" 1.0.16.1 "], "1.0.16.1"),
+    ("127.0.0.1", [], ["1.0.16.1:8080"], "1.0.16.1"),          # with a port: the long way
+    ("127.0.0.1", [], ["2001:200::1"], "2001:200::1"),
+    ("127.0.0.1", [], ["::ffff:1.0.16.1"], "1.0.16.1"),
+    ("10.1.1.1", [], ["1.0.16.1, 10.9.9.9, 127.0.0.1"], "1.0.16.1"),
+])
+def test_proxies_name_the_client_as_client_address_does(peer, forwarded, xff, client):
+    """The quick way (one X-Forwarded-For ending in a dotted quad) and the long way give
+    the same client, as text and as the integer GeoIP is walked with."""
+    found = Proxies(TRUSTED).client(peer, forwarded or None, xff)
+    expected = client_address(peer, TRUSTED, forwarded, xff)
+    assert found is not None and expected is not None
+    assert (found.text, found.value, found.version) == (client, int(expected), expected.version)
+    assert str(expected) == client
 
 
 def test_no_trusted_proxies_means_the_peer():

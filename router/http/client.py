@@ -126,8 +126,12 @@ class Proxies:
                 value = int.from_bytes(socket.inet_pton(socket.AF_INET, hop), "big")
             except OSError:
                 value = -1
-            if value >= 0 and not any(lo <= value <= hi for lo, hi in self._v4):
-                return Client(hop, value, 4)
+            if value >= 0:
+                for lo, hi in self._v4:
+                    if lo <= value <= hi:
+                        break  # a trusted hop: the general path walks on
+                else:
+                    return Client(hop, value, 4)
         address = client_address(peer, self.trusted, forwarded or (), x_forwarded_for)
         return Client.of(address) if address is not None else None
 
