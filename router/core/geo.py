@@ -161,6 +161,7 @@ def _packed(node: int, depth: int) -> int:
     return node << 8 | depth
 
 
+NEAR = 4096  # addresses near special-purpose blocks whose locations are kept
 RECORDS = 65_536  # records kept decoded (GeoLite2 City: 57,040 for 300,000 routable /24s)
 Parts = tuple[Point | None, str | None, str | None, str | None]  # point, country, continent, city
 
@@ -184,6 +185,8 @@ class Locator:
         self.description = f"{meta.database_type} built {built:%Y-%m-%d}"
         self._cache_size = max(1, cache_size)
         self._records: dict[int, Parts] = {}  # the tree's record number -> what it says
+        # addresses located near a special-purpose block (bounded): a DNS sender, a proxy
+        self._near: dict[tuple[int, int], Location] = {}
         self.misses = self.evictions = 0  # records decoded; forgotten (cache full)
 
     def age_days(self, now: float) -> float:
@@ -217,9 +220,17 @@ class Locator:
         shift = bits - prefix
         first = value >> shift << shift
         parts = self._records.get(record)
-        if parts is None or prefix < near[0] or value >> (bits - near[0]) in near[1]:
+        if prefix >= near[0] and value >> (bits - near[0]) not in near[1]:
+            if parts is not None:
+                return Location(first.to_bytes(bits // 8, "big") + _PREFIX[prefix], *parts)
             return self._lookup(value, version, record, first, prefix)
-        return Location(first.to_bytes(bits // 8, "big") + _PREFIX[prefix], *parts)
+        found = self._near.get((value, version))  # a sender again (DNS without ECS)
+        if found is None:
+            found = self._lookup(value, version, record, first, prefix)
+            if len(self._near) >= NEAR:
+                self._near.clear()
+            self._near[(value, version)] = found
+        return found
 
     def counters(self) -> dict[str, int]:
         """For ``/metrics``: records decoded and forgotten, records held (hits are not
