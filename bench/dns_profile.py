@@ -50,7 +50,7 @@ STAGES: Stages = {  # (file suffix, function): what the summary calls it; calls 
     ("dns/wire.py", "read"): "reading the query (wire.read)",
     ("dns/authority.py", "respond"): "decision and records (Authority.respond)",
     ("dns/authority.py", "locate"): "GeoIP (Authority.locate: lookup and decision)",
-    ("router/core/geo.py", "_lookup"): "  of which: database reads (Locator._lookup)",
+    ("router/core/geo.py", "_lookup"): "  of which: records decoded (Locator._lookup)",
     ("router/core/steering.py", "rank"): "steering (steering.rank)",
     ("dns/wire.py", "render"): "writing the reply (wire.render)",
     ("dns/cache.py", "store"): "cache fill (AnswerCache.store)",

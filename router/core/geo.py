@@ -218,15 +218,15 @@ class Locator:
         record, prefix = self._tree.find(value, version)
         bits, near = _NEAR_SPECIAL[version]
         shift = bits - prefix
-        first = value >> shift << shift
-        parts = self._records.get(record)
+        key = (value >> shift << shift).to_bytes(bits // 8, "big") + _PREFIX[prefix]
         if prefix >= near[0] and value >> (bits - near[0]) not in near[1]:
+            parts = self._records.get(record)
             if parts is not None:
-                return Location(first.to_bytes(bits // 8, "big") + _PREFIX[prefix], *parts)
-            return self._lookup(value, version, record, first, prefix)
+                return Location(key, *parts)
+            return self._lookup(value, version, record, key)
         found = self._near.get((value, version))  # a sender again (DNS without ECS)
         if found is None:
-            found = self._lookup(value, version, record, first, prefix)
+            found = self._lookup(value, version, record, key)
             if len(self._near) >= NEAR:
                 self._near.clear()
             self._near[(value, version)] = found
@@ -237,15 +237,13 @@ class Locator:
         counted: that would cost every lookup)."""
         return {"misses": self.misses, "evictions": self.evictions, "size": len(self._records)}
 
-    def _lookup(self, value: int, version: int, record: int, first: int, prefix: int
-                ) -> Location:
-        """``at()`` the long way: near a special-purpose block, or a record not yet kept."""
-        bits = 32 if version == 4 else 128
-        key = first.to_bytes(bits // 8, "big") + _PREFIX[prefix]
-        holder, _ = _special(value, version, first, first | ((1 << (bits - prefix)) - 1))
+    def _lookup(self, value: int, version: int, record: int, key: bytes) -> Location:
+        """``at()`` the long way: near a special-purpose block, or a record not yet kept
+        (``key``: the network's, as ``Location`` keeps it)."""
+        holder = _special(value, version)
         if holder is None:
             return Location(key, *self._parts(value, version, record))
-        if prefix >= holder.prefixlen:  # all special-purpose: never located
+        if key[-1] >= holder.prefixlen:  # all special-purpose: never located
             return Location(key)
         return _HELD[holder]  # a special-purpose block within the network: never located
 
@@ -294,18 +292,12 @@ def _near(version: int, width: int) -> tuple[int, frozenset[int]]:
 _NEAR_SPECIAL = {4: (32, _near(4, 8)), 6: (128, _near(6, 16))}
 
 
-def _special(value: int, version: int, first: int, last: int
-             ) -> tuple[IPNetwork | None, bool]:
-    """The special-purpose block that holds the address ``value`` (None: none), and
-    whether the network from ``first`` to ``last`` overlaps any."""
+def _special(value: int, version: int) -> IPNetwork | None:
+    """The special-purpose block that holds the address ``value`` (None: none). The
+    blocks are disjoint: it can only be the last one that starts at or before it."""
     los, his, blocks = _SPECIAL_SPANS[version]
-    i = bisect.bisect_right(los, last) - 1  # the last block that starts within reach
-    overlaps = i >= 0 and his[i] >= first
-    while i >= 0 and his[i] >= first:
-        if los[i] <= value <= his[i]:
-            return blocks[i], True
-        i -= 1
-    return None, overlaps
+    i = bisect.bisect_right(los, value) - 1
+    return blocks[i] if i >= 0 and his[i] >= value else None
 
 
 def _text(value: Any) -> str | None:

@@ -242,10 +242,10 @@ def stage(service: Service, country: str | None, health: HealthView, want: Want,
     for). None when no target is usable: what all-down means is ``rank()``'s to say."""
     usable = [t for t in service.targets
               if _exclusion(t, country, health(t.id), want, None, admin(t.id)) is None]
-    waits = {t.id: latency(t.id) for t in usable}
-    fastest = min((w for w in waits.values() if w is not None), default=None)
     if not usable:
         return None
+    waits = {t.id: latency(t.id) for t in usable}
+    fastest = min((w for w in waits.values() if w is not None), default=None)
     return Stage(service, tuple(
         (t, _border_km(t, service, country), t.weight / 100,
          _latency_km(waits[t.id], fastest, service.km_per_ms)) for t in usable))
