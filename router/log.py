@@ -13,15 +13,17 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
 from structlog.types import EventDict, Processor, WrappedLogger
 
+from router.core.memo import Memo
+
 FORMATS = ("console", "json")
 QUIET = 10.0  # seconds an identical warning or error is counted rather than written
 CLIENT_ERRORS = ("aiohttp.http_exceptions",)  # malformed requests: the sender's mistake
+KINDS = 2048  # kinds of warning remembered
 
 
 class RateLimit:
@@ -32,18 +34,17 @@ class RateLimit:
     def __init__(self, quiet: float = QUIET, clock: Any = time.monotonic) -> None:
         self.quiet = quiet
         self.clock = clock
-        self._seen: MutableMapping[tuple[str, ...], tuple[float, int]] = {}
+        # kinds are few; a flood of distinct ones is not all kept
+        self._seen: Memo[tuple[str, ...], tuple[float, int]] = Memo(KINDS)
 
     def admit(self, *key: str) -> int | None:
         """None: drop it; else how many of its kind were dropped before it."""
         now = self.clock()
-        last, dropped = self._seen.get(key, (-self.quiet - 1.0, 0))
+        last, dropped = self._seen.get(key) or (-self.quiet - 1.0, 0)
         if now - last < self.quiet:
-            self._seen[key] = (last, dropped + 1)
+            self._seen.put(key, (last, dropped + 1))
             return None
-        if len(self._seen) > 1024:  # kinds are few; a flood of distinct ones is not kept
-            self._seen.clear()
-        self._seen[key] = (now, 0)
+        self._seen.put(key, (now, 0))
         return dropped
 
     def __call__(self, _logger: WrappedLogger, method: str, event: EventDict) -> EventDict:

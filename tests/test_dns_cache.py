@@ -428,7 +428,7 @@ def test_a_small_cache_stays_small_and_right(zones, locator):
             _differ(cached, strict, Case(query.to_wire(), PEERS[0], False))
     assert cached.cache is not None
     assert len(cached.cache.entries) <= 50
-    assert len(cached.cache._subnets) <= 50 and len(cached.cache._shared) <= 50
+    assert len(cached.clients.subnets) <= 50 and len(cached.cache._shared) <= 50
     assert len(cached.cache._exact) <= 50
     assert cached.cache.evictions > 0 and cached.cache.hits >= 500
 

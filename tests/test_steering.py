@@ -13,7 +13,7 @@ from hypothesis import HealthCheck as HypothesisCheck
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router.core import steering
+from router.core import scoring, steering
 from router.core.config import HealthCheck, OnAllDown, Service, Target
 from router.core.earth import Point, distance_km
 from router.core.geo import Location
@@ -333,7 +333,7 @@ def test_rendezvous_score_never_divides_by_zero(monkeypatch: pytest.MonkeyPatch)
     class FakeHashlib:
         blake2b = Top
 
-    monkeypatch.setattr(steering, "hashlib", FakeHashlib)
+    monkeypatch.setattr(scoring, "hashlib", FakeHashlib)
     svc = service(target("a", "tokyo", weight=100), target("b", "tokyo", weight=300),
                   spread=1.5)
     decision = rank(svc, client("tokyo"), always_up, Want.ANY)
@@ -634,19 +634,21 @@ def test_every_target_is_ranked_or_excluded_exactly_once(
 @given(scenarios(), st.data())
 def test_a_stage_orders_as_rank_does(case: tuple[Service, Location, dict[str, Status], Want],
                                      data: st.DataObject) -> None:
-    """What a new place is ranked with on the HTTP face (``steering.stage`` then
-    ``Stage.order``) gives rank()'s order exactly, or None where rank() hashed on the
-    network or found nothing usable: latency figures, weights, borders, rules and all."""
+    """What a new place is ranked with on the HTTP face (``scoring.line_up`` then
+    ``Lineup.order``, the same walk as rank()'s) gives rank()'s order exactly, or None
+    where rank() hashed on the network or found nothing usable: latency figures,
+    weights, borders, rules and all."""
     svc, where, health, want = case
     waits = {t.id: data.draw(st.sampled_from([None, 5, 40, 41, 300])) for t in svc.targets}
     decision = rank(svc, where, health.__getitem__, want, latency=waits.__getitem__)
-    staged = steering.stage(svc, where.country, health.__getitem__, want,
-                            latency=waits.__getitem__)
-    if staged is None:
+    staged = scoring.line_up(svc, where.country, health.__getitem__, want,
+                             latency=waits.__getitem__)
+    if staged.degraded or not staged.taking_part:
+        assert staged.order(staged.costs(where.point)) is None
         assert decision.degraded or not decision.ranked
         return
     assert not decision.degraded
-    order = staged.order(where.point)
+    order = staged.order(staged.costs(where.point))
     if decision.hashed:
         assert order is None
     else:

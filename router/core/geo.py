@@ -1,7 +1,9 @@
 """Where is a client? ``Locator`` answers from a MaxMind DB, with the network that matched.
 
 The matched network is what the answer depends on: it becomes the ECS scope of a DNS
-answer and the key of every per-client cache, so lookups are cached per network.
+answer and the key of every per-client cache. Networks are not cached here (finding one
+by the tree walk costs less than remembering it); the records they point at are decoded
+once and kept (``core.memo``), and so are addresses near a special-purpose block.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import maxminddb
 
 from router.core.earth import Point
 from router.core.ip import IPAddress, IPNetwork
+from router.core.memo import Memo
 from router.errors import RouterError
 
 # IANA special-purpose blocks (RFC 6890 and successors): never located, whatever a
@@ -183,11 +186,9 @@ class Locator:
         self.build_epoch: int = meta.build_epoch
         built = datetime.datetime.fromtimestamp(self.build_epoch, datetime.UTC)
         self.description = f"{meta.database_type} built {built:%Y-%m-%d}"
-        self._cache_size = max(1, cache_size)
-        self._records: dict[int, Parts] = {}  # the tree's record number -> what it says
+        self._records: Memo[int, Parts] = Memo(max(1, cache_size))  # record -> what it says
         # addresses located near a special-purpose block (bounded): a DNS sender, a proxy
-        self._near: dict[tuple[int, int], Location] = {}
-        self.misses = self.evictions = 0  # records decoded; forgotten (cache full)
+        self._near: Memo[tuple[int, int], Location] = Memo(NEAR)
 
     def age_days(self, now: float) -> float:
         """How old the database is at ``now`` (seconds since the epoch), in days."""
@@ -220,22 +221,24 @@ class Locator:
         shift = bits - prefix
         key = (value >> shift << shift).to_bytes(bits // 8, "big") + _PREFIX[prefix]
         if prefix >= near[0] and value >> (bits - near[0]) not in near[1]:
-            parts = self._records.get(record)
+            parts = self._records.fresh.get(record)
             if parts is not None:
                 return Location(key, *parts)
             return self._lookup(value, version, record, key)
         found = self._near.get((value, version))  # a sender again (DNS without ECS)
         if found is None:
-            found = self._lookup(value, version, record, key)
-            if len(self._near) >= NEAR:
-                self._near.clear()
-            self._near[(value, version)] = found
+            found = self._near.put((value, version), self._lookup(value, version, record, key))
         return found
 
     def counters(self) -> dict[str, int]:
-        """For ``/metrics``: records decoded and forgotten, records held (hits are not
-        counted: that would cost every lookup)."""
-        return {"misses": self.misses, "evictions": self.evictions, "size": len(self._records)}
+        """For ``/metrics``: the decoded records (decoded: misses; hits in the newer
+        half are not counted: that would cost every lookup)."""
+        return self._records.counters()
+
+    def caches(self) -> dict[str, dict[str, int]]:
+        """Its tables, for /metrics: the decoded records, the addresses near a special
+        block."""
+        return {"geoip": self.counters(), "geoip_special": self._near.counters()}
 
     def _lookup(self, value: int, version: int, record: int, key: bytes) -> Location:
         """``at()`` the long way: near a special-purpose block, or a record not yet kept
@@ -249,16 +252,12 @@ class Locator:
 
     def _parts(self, value: int, version: int, record: int) -> Parts:
         """What the tree's ``record`` says, decoded once (as the lookup of ``value``)."""
-        parts = self._records.get(record)
+        parts = self._records.fresh.get(record) or self._records.from_aged(record)
         if parts is None:
-            self.misses += 1
-            if len(self._records) >= self._cache_size:
-                self.evictions += len(self._records)
-                self._records.clear()
             address = ipaddress.IPv4Address(value) if version == 4 else \
                 ipaddress.IPv6Address(value)
-            parts = self._records[record] = _location_parts(
-                self._reader.get(address) if record != self._tree.nodes else None)
+            parts = self._records.put(record, _location_parts(
+                self._reader.get(address) if record != self._tree.nodes else None))
         return parts
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import structlog
 
@@ -30,6 +31,7 @@ from router.core.stats import DROPPED, QTYPES, Stats
 from router.core.steering import Want, decide
 from router.dns import dnssec, wire
 from router.dns.cache import DEFAULT_SIZE, AnswerCache
+from router.dns.clients import Clients, Located
 from router.dns.cookies import COOKIE_CODE, Secrets, Verdict, judge, new_secret
 from router.dns.dnssec import Signer
 from router.dns.records import Record, txt
@@ -38,7 +40,6 @@ from router.dns.wire import (
     CLASS_ANY,
     CLASS_CH,
     CLASS_IN,
-    ClientSubnet,
     Query,
     QueryError,
     Rcode,
@@ -78,7 +79,8 @@ class Authority:
         self.health = health
         self.payload = payload
         self.stats = stats if stats is not None else Stats()
-        self.cache = AnswerCache(self.locate, health, payload, self.stats,
+        self.clients = Clients(locator, cache_size or DEFAULT_SIZE)  # who asked, located
+        self.cache = AnswerCache(self.clients, health, payload, self.stats,
                                  cache_size) if cache_size > 0 else None
         # Signed answers carry their signatures' window: the cache is emptied when a new
         # window begins (once a week), so no reply outlives its RRSIGs' validity.
@@ -142,7 +144,7 @@ class Authority:
         if start != self.window:
             self.window = start
             if self.cache is not None:
-                self.cache = AnswerCache(self.locate, self.health, self.payload, self.stats,
+                self.cache = AnswerCache(self.clients, self.health, self.payload, self.stats,
                                          self.cache.size)
 
     def _refuse_cookie(self, data: bytes, verdict: Verdict, back: bytes) -> bytes:
@@ -174,6 +176,7 @@ class Authority:
         return told if fits else out
 
     def _handle(self, query: Query, peer: IPAddress, tcp: bool) -> bytes:
+        located: Located | None = None  # where the client is, once something asked
         if self.cache is not None:
             try:
                 hit = self.cache.answer(query, peer, tcp)
@@ -181,12 +184,13 @@ class Authority:
                 log.exception("dns_cache_failed")
                 self.stats.errors["dns"] += 1
                 hit = None
-            if hit is not None:
+            if isinstance(hit, bytes):
                 return hit
+            located = hit
         counted = self.stats.dns_queries
         qtype = query.qtype if query.qtype in QTYPES else 0
         try:
-            out, reply = self._answer(query, qtype, peer, tcp)
+            out, reply = self._answer(query, qtype, Asker(peer, located), tcp)
         except Exception:
             log.exception("dns_answer_failed", qname=_text(query.labels), qtype=query.qtype)
             self.stats.errors["dns"] += 1
@@ -195,18 +199,18 @@ class Authority:
         counted[(qtype, reply.rcode)] += 1
         return out
 
-    def _answer(self, query: Query, qtype: int, peer: IPAddress, tcp: bool
+    def _answer(self, query: Query, qtype: int, asker: Asker, tcp: bool
                 ) -> tuple[bytes, Reply]:
         """The strict path: decide (for the case-folded name), write (the question as the
         query spelled it), keep a whole reply in the cache."""
-        reply = self.respond(query.folded(), peer)
+        reply = self.respond(query, asker)
         limit = wire.reply_limit(query.payload, self.payload, tcp)
         out, whole = wire.render(query, reply, self.payload, limit)
         if whole and self.cache is not None:
-            self.cache.store(query, peer, out, (qtype, int(reply.rcode)), reply)
+            self.cache.store(query, asker.peer, out, (qtype, int(reply.rcode)), reply)
         return out, reply
 
-    def respond(self, q: Query, peer: IPAddress) -> Reply:
+    def respond(self, q: Query, asker: Asker) -> Reply:
         if q.edns is not None and q.edns.version > 0:
             return Reply(Rcode.BADVERS, authoritative=False)  # RFC 6891 6.1.3
         if q.qclass == CLASS_CH:
@@ -220,7 +224,7 @@ class Authority:
         if zone is None:
             return Reply(Rcode.REFUSED, authoritative=False)  # not ours: never recursive
         reply = Reply()
-        self._resolve(zone, q, name, q.labels, peer, reply, MAX_CNAME_CHAIN)
+        self._resolve(zone, q, name, name, asker, reply, MAX_CNAME_CHAIN)
         if zone.signer is not None and q.edns is not None and q.edns.do:
             self._sign(zone, zone.signer, q, reply)
         return reply
@@ -257,7 +261,7 @@ class Authority:
         return Reply(answer=[Record(q.name, Type.TXT, CLASS_CH, 0, self.chaos)])
 
     def _resolve(self, zone: ZoneData, q: Query, name: Name, owner: tuple[bytes, ...],
-                 peer: IPAddress, reply: Reply, hops: int) -> None:
+                 asker: Asker, reply: Reply, hops: int) -> None:
         cut = _cut_above(zone, name, q.qtype)
         if cut is not None:
             self._refer(zone, cut, reply)
@@ -271,9 +275,9 @@ class Authority:
         cname = node.rrsets.get(Type.CNAME)
         if cname and q.qtype not in (Type.CNAME, Type.ANY):
             reply.answer.append(cname[0].renamed(owner))
-            self._chase(cname[0].target, q, peer, reply, hops)
+            self._chase(cname[0].target, q, asker, reply, hops)
             return
-        answer = self._records(node, q, owner, peer, reply)
+        answer = self._records(node, q, owner, asker, reply)
         if not answer:
             reply.authority = [zone.negative_soa]  # NODATA
             return
@@ -281,17 +285,17 @@ class Authority:
         if q.qtype == Type.NS and name == zone.origin:
             reply.additional.extend(self._glue(answer))
 
-    def _chase(self, target: Name, q: Query, peer: IPAddress, reply: Reply, hops: int) -> None:
+    def _chase(self, target: Name, q: Query, asker: Asker, reply: Reply, hops: int) -> None:
         """Follow a CNAME inside our own zones; elsewhere the resolver follows it."""
         zone = self.table.find(target)
         if zone is None or hops <= 0:
             return
-        self._resolve(zone, q, target, target, peer, reply, hops - 1)
+        self._resolve(zone, q, target, target, asker, reply, hops - 1)
 
-    def _records(self, node: Node, q: Query, owner: tuple[bytes, ...], peer: IPAddress,
+    def _records(self, node: Node, q: Query, owner: tuple[bytes, ...], asker: Asker,
                  reply: Reply) -> list[Record]:
         if node.service is not None and q.qtype in (Type.A, Type.AAAA, Type.ANY):
-            steered = self._steer(node.service, q, owner, peer, reply,
+            steered = self._steer(node.service, q, owner, asker, reply,
                                   Want.IPV6 if q.qtype == Type.AAAA else Want.IPV4)
             if steered or q.qtype != Type.ANY:
                 return steered
@@ -300,12 +304,15 @@ class Authority:
             return [rr.renamed(owner) for rr in first]
         return [rr.renamed(owner) for rr in node.rrsets.get(q.qtype, [])]
 
-    def _steer(self, service: Service, q: Query, owner: tuple[bytes, ...], peer: IPAddress,
+    def _steer(self, service: Service, q: Query, owner: tuple[bytes, ...], asker: Asker,
                reply: Reply, want: Want) -> list[Record]:
-        client, scope = self.locate(q.edns.subnet if q.edns is not None else None, peer)
+        if asker.located is None:  # the cache did not know the question as steered
+            asker.located = self.clients.locate(q, asker.peer)
+        client, scope = asker.located
         ttl, chosen = self._choose(service, client, want)
         reply.scope = scope
         reply.steered = True
+        reply.network = client.key
         reply.chosen = tuple((service.name, target.id) for target in chosen)
         for key in reply.chosen:
             self.stats.dns_chosen[key] += 1
@@ -325,14 +332,6 @@ class Authority:
             found = self.decisions.put(key, place, decision.hashed,
                                        (decision.ttl, tuple(decision.chosen())))
         return found
-
-    def locate(self, subnet: ClientSubnet | None, peer: IPAddress) -> tuple[Location, int]:
-        """Where the client is, and the ECS scope that says so: by the Client Subnet when
-        the query has one (RFC 7871), else by the sender (scope 0)."""
-        if subnet is not None and subnet.source > 0:
-            client = self.locator.locate(subnet.address)
-            return client, client.prefixlen
-        return self.locator.locate(peer), 0
 
     def _refer(self, zone: ZoneData, cut: Name, reply: Reply) -> None:
         ns = zone.nodes[cut].rrsets[Type.NS]
@@ -360,3 +359,12 @@ def _text(labels: tuple[bytes, ...]) -> str:
 
 
 CHAOS_NAMES = {(b"id", b"server"), (b"hostname", b"bind")}
+
+
+@dataclass(slots=True)
+class Asker:
+    """Who a query on the strict path is from: the sender, and where the client is once
+    known (from the cache's miss, or located when first needed: once)."""
+
+    peer: IPAddress
+    located: Located | None = None

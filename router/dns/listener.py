@@ -17,7 +17,8 @@ from typing import cast
 
 import structlog
 
-from router.core.ip import HostPort
+from router.core.ip import HostPort, IPAddress
+from router.core.memo import Memo
 from router.dns import wire
 from router.dns.authority import Authority
 
@@ -26,6 +27,7 @@ log = structlog.get_logger("router.dns")
 CLOSE_WAIT = 2.0  # seconds a stopping listener waits for its TCP connections
 MESSAGE_TIMEOUT = 5.0  # seconds a DNS message begun over TCP may take to arrive whole
 SLOW_MESSAGE = 0.5  # seconds: a message still arriving after this may lose its slot
+SENDERS = 65536  # UDP senders whose address objects are kept
 
 
 
@@ -40,24 +42,24 @@ class UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, dispatch: Dispatch) -> None:
         self.dispatch = dispatch
         self.transport: asyncio.DatagramTransport | None = None
-        self._peers: dict[str | int, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}
+        # senders' addresses as text → as addresses (bounded: senders are chosen by others)
+        self.peers: Memo[str | int, IPAddress] = Memo(SENDERS)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop's is not a subclass
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        peer = self._peers.get(addr[0])
+        peer = self.peers.fresh.get(addr[0])
         if peer is None:
-            peer = self._peer(str(addr[0]))
+            peer = self._peer(addr[0])
         reply = self.dispatch.authority.handle(data, peer, False)
         if reply is not None:
             self.transport.sendto(reply, addr)  # type: ignore[union-attr]
 
-    def _peer(self, host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-        if len(self._peers) > 65536:
-            self._peers.clear()
-        peer = self._peers[host] = ipaddress.ip_address(host.partition("%")[0])
-        return peer
+    def _peer(self, host: str | int) -> IPAddress:
+        peers = self.peers
+        return peers.from_aged(host) or peers.put(
+            host, ipaddress.ip_address(str(host).partition("%")[0]))
 
     def error_received(self, exc: Exception) -> None:
         log.debug("dns_udp_error", error=str(exc))  # e.g. ICMP port unreachable: harmless

@@ -29,6 +29,7 @@ from enum import Enum
 
 from router.core.config import RrlConfig
 from router.core.ip import IPAddress
+from router.core.memo import Memo
 
 MAX_BUCKETS = 200_000
 
@@ -51,7 +52,7 @@ class Limiter:
         self.config = config
         self.rate = config.responses_per_second / workers
         self.per_source = config.per_source_per_second / workers
-        self.buckets: dict[object, Bucket] = {}
+        self.buckets: Memo[object, Bucket] = Memo(MAX_BUCKETS)
 
     def admit(self, peer: IPAddress, ecs: bytes, question: bytes, reply: bytes,
               now: float) -> Action:
@@ -70,11 +71,10 @@ class Limiter:
         return Action.SLIP if slip and limited.limited % slip == 0 else Action.DROP
 
     def _take(self, key: object, rate: float, now: float) -> Bucket:
-        bucket = self.buckets.get(key)
+        buckets = self.buckets
+        bucket = buckets.fresh.get(key) or buckets.from_aged(key)
         if bucket is None:
-            if len(self.buckets) >= MAX_BUCKETS:
-                self.buckets.clear()
-            bucket = self.buckets[key] = Bucket(max(1.0, rate), now)
+            bucket = buckets.put(key, Bucket(max(1.0, rate), now))
         # refill up to one second's worth (the burst), then spend one; a limited bucket
         # stays below zero no lower than a second's debt, so it recovers within seconds
         burst = max(1.0, rate)

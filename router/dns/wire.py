@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import struct
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 from router.core.ip import IPAddress
@@ -139,17 +139,28 @@ class Query:
     ecs_end: int = -1  # ... and just past it
     cookie: bytes | None = None  # the COOKIE option's value
     nsid: bool = False  # an empty NSID option: the sender asks which node answers
-    as_folded: bool = False  # ``labels`` in lower case (``folded()``)
-
-    @property
-    def labels(self) -> tuple[bytes, ...]:
-        """The name as sent (lower case once ``folded()``), made when first needed."""
-        return _labels(self.key if self.as_folded else self.data[_HEADER.size:], 0)
+    # the name split into labels (lower case; as sent), once, when first needed: a query
+    # answered from the cache never needs them
+    _name: tuple[bytes, ...] | None = None
+    _spelled: tuple[bytes, ...] | None = None
 
     @property
     def name(self) -> tuple[bytes, ...]:
-        """The name in lower case, for lookups."""
-        return _labels(self.key, 0)
+        """The name in lower case, for lookups and the answer's owner names."""
+        name = self._name
+        if name is None:
+            name = self._name = _labels(self.key)
+        return name
+
+    @property
+    def labels(self) -> tuple[bytes, ...]:
+        """The name as sent: the question of the reply is written so."""
+        if self.lower:
+            return self.name
+        spelled = self._spelled
+        if spelled is None:
+            spelled = self._spelled = _labels(self.data[_HEADER.size:self.name_end])
+        return spelled
 
     @property
     def base(self) -> tuple[bytes, int]:
@@ -174,17 +185,42 @@ class Query:
         """The question as sent: name, type and class."""
         return self.data[_HEADER.size:self.name_end + _QFIXED.size]
 
-    def folded(self) -> Query:
-        """The same query with its name in lower case: answers are decided for this one."""
-        return replace(self, as_folded=True)
 
-
-def _labels(name: bytes, i: int) -> tuple[bytes, ...]:
+def _labels(name: bytes) -> tuple[bytes, ...]:
+    """A name in wire form that ``name_end`` has read (plain labels) split into labels."""
     out = []
+    i = 0
     while size := name[i]:
         out.append(name[i + 1:i + 1 + size])
         i += size + 1
     return tuple(out)
+
+
+def name_end(data: bytes, offset: int, pointers: bool = False) -> int:
+    """Just past the name at ``offset``, read strictly: plain labels, at most 255 octets
+    in all, and (``pointers``) compression pointers, each pointing back, without loops.
+    ``ValueError`` or ``IndexError`` when it is not one. The one way names are read here
+    (the question, other records' owners, the OPT record found in a message)."""
+    start, end, hops, length = offset, -1, 0, 1
+    while size := data[offset]:
+        if size & 0xC0:
+            if size & 0xC0 != 0xC0 or not pointers:
+                raise ValueError("compression pointer in the question"
+                                 if size & 0xC0 == 0xC0 else "unknown label type")
+            hops += 1
+            target = ((size & 0x3F) << 8) | data[offset + 1]
+            if hops > 16 or target >= offset:
+                raise ValueError("compression pointer loop" if hops > 16
+                                 else "forward compression pointer")
+            if end < 0:
+                end = offset + 2
+            length += offset - start
+            start = offset = target
+            continue
+        offset += size + 1
+    if length + offset - start > MAX_NAME:
+        raise ValueError("name longer than 255 octets")
+    return end if end >= 0 else offset + 1
 
 
 def read(data: bytes) -> Query:
@@ -197,25 +233,17 @@ def read(data: bytes) -> Query:
     if flags & 0xF800 or qd != 1:  # QR, an opcode other than QUERY, not one question
         _refuse(flags, head)
     try:
-        i = _HEADER.size  # the question's name: plain labels only, at most 255 octets
-        while size := data[i]:
-            if size & 0xC0:
-                raise ValueError("compression pointer in the question"
-                                 if size & 0xC0 == 0xC0 else "unknown label type")
-            i += size + 1
-            if i >= MAX_NAME + _HEADER.size:
-                raise ValueError("name longer than 255 octets")
-        name_end = i + 1
-        qtype, qclass = _QFIXED.unpack_from(data, name_end)
+        end = name_end(data, _HEADER.size)  # plain labels only, at most 255 octets
+        qtype, qclass = _QFIXED.unpack_from(data, end)
         if qtype == 252 or qtype == 251:  # AXFR, IXFR (with its SOA): refused all the same
             raise QueryError("zone transfers are not served", Rcode.REFUSED, head)
         if an or ns:
             raise QueryError("a query has no answer or authority records", Rcode.FORMERR, head)
-        name = data[_HEADER.size:name_end]
+        name = data[_HEADER.size:end]
         folded = name.lower()
-        q = Query(data, qid, flags, name_end, qtype, qclass, None,
-                  folded + data[name_end:name_end + 4], flags & COPIED_FLAGS, folded == name)
-        offset = name_end + _QFIXED.size
+        q = Query(data, qid, flags, end, qtype, qclass, None,
+                  folded + data[end:end + 4], flags & COPIED_FLAGS, folded == name)
+        offset = end + _QFIXED.size
         if ar:
             offset = _read_additional(q, offset, ar)
     except (struct.error, IndexError) as e:
@@ -235,43 +263,6 @@ def _refuse(flags: int, head: bytes) -> None:
     raise QueryError("a query has one question", Rcode.FORMERR, head)
 
 
-def _read_name(data: bytes, offset: int, pointers: bool) -> tuple[tuple[bytes, ...], int]:
-    """Read a domain name; return its labels and the offset just past it."""
-    labels: list[bytes] = []
-    length = 1
-    end = -1
-    hops = 0
-    while True:
-        size = data[offset]
-        if size == 0:
-            offset += 1
-            break
-        if size & 0xC0 == 0xC0:
-            if not pointers:
-                raise ValueError("compression pointer in the question")
-            hops += 1
-            if hops > 16:
-                raise ValueError("compression pointer loop")
-            target = ((size & 0x3F) << 8) | data[offset + 1]
-            if end < 0:
-                end = offset + 2
-            if target >= offset:
-                raise ValueError("forward compression pointer")
-            offset = target
-            continue
-        if size & 0xC0:
-            raise ValueError("unknown label type")
-        label = data[offset + 1:offset + 1 + size]
-        if len(label) != size:
-            raise IndexError("label runs past the end")
-        length += size + 1
-        if length > MAX_NAME:
-            raise ValueError("name longer than 255 octets")
-        labels.append(label)
-        offset += 1 + size
-    return tuple(labels), (end if end >= 0 else offset)
-
-
 _OPT_FIXED = struct.Struct("!HHBBHH")  # TYPE, CLASS (payload), TTL (3 parts), RDLENGTH
 _ONE_OPT = b"\x00\x00\x29"  # the root owner and TYPE OPT: the usual additional section
 
@@ -281,14 +272,11 @@ def _read_additional(q: Query, offset: int, count: int) -> int:
     if count == 1 and data[offset:offset + 3] == _ONE_OPT:  # the usual: one OPT record
         return _read_opt(q, offset + 1)
     for _ in range(count):
-        if data[offset] == 0:  # the root: an OPT record's owner
-            owner: tuple[bytes, ...] = ()
-            offset += 1
-        else:
-            owner, offset = _read_name(data, offset, pointers=True)
+        root = data[offset] == 0  # an OPT record's owner
+        offset = name_end(data, offset, pointers=True)
         rtype, _class, _ttl, rdlength = _RRFIXED.unpack_from(data, offset)
         if rtype == Type.OPT:
-            if owner:
+            if not root:
                 raise ValueError("OPT record owner is not the root")
             offset = _read_opt(q, offset)
             continue
@@ -371,6 +359,7 @@ class Reply:
     additional: list[Record] = field(default_factory=list)
     scope: int = 0  # ECS SCOPE PREFIX-LENGTH to echo (0: the answer fits every client)
     steered: bool = False  # the answer depends on where the client is
+    network: bytes = b""  # ... the client's network it was decided for (``Location.key``)
     chosen: tuple[tuple[str, str], ...] = ()  # (service, target) of each steered choice
 
 
@@ -493,7 +482,7 @@ def _opt(query: Query, reply: Reply, server_payload: int) -> bytes:
 def question(data: bytes) -> bytes:
     """The question of ``data`` as sent (name, type, class), or b"" when unreadable."""
     with contextlib.suppress(ValueError, IndexError, struct.error):
-        end = _read_name(data, _HEADER.size, pointers=False)[1] + _QFIXED.size
+        end = name_end(data, _HEADER.size) + _QFIXED.size
         if end <= len(data):
             return data[_HEADER.size:end]
     return b""
@@ -528,9 +517,7 @@ def _opt_rdata(message: bytes) -> int | None:
         qd, an, ns, ar = struct.unpack_from("!4H", message, 4)
         i = 12
         for n in range(qd + an + ns + ar):
-            while message[i] and message[i] & 0xC0 != 0xC0:  # labels, up to the end or a pointer
-                i += message[i] + 1
-            i += 2 if message[i] & 0xC0 else 1
+            i = name_end(message, i, pointers=True)
             if n < qd:
                 i += 4
                 continue
@@ -538,7 +525,7 @@ def _opt_rdata(message: bytes) -> int | None:
             if rtype == OPT_TYPE and n >= qd + an + ns:
                 return i + 8
             i += 10 + rdlength
-    except (IndexError, struct.error):
+    except (ValueError, IndexError, struct.error):
         return None
     return None
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Iterable, Mapping, Sequence
-from functools import lru_cache
 from typing import NamedTuple
 
 from router.core.ip import IPAddress, IPNetwork
+from router.core.memo import Memo
 
 
 def dotted_quad(text: str) -> int | None:
@@ -50,13 +50,11 @@ def parse_ip(text: str) -> IPAddress | None:
     return addr
 
 
-PEERS = 4096  # socket peers whose trust is remembered
+PEERS = 4096  # socket peers whose trust is remembered (``Proxies``)
 
 
-@lru_cache(maxsize=PEERS)
-def peer_of(text: str, trusted: tuple[IPNetwork, ...]) -> tuple[IPAddress | None, bool]:
-    """The socket peer's address, and whether it is a trusted proxy: the same few proxies
-    ask again and again, so both are remembered (bounded: peers are chosen by others)."""
+def peer_of(text: str, trusted: Sequence[IPNetwork]) -> tuple[IPAddress | None, bool]:
+    """The socket peer's address, and whether it is a trusted proxy."""
     addr = parse_ip(text)
     return addr, addr is not None and bool(trusted) and is_trusted(addr, trusted)
 
@@ -66,10 +64,13 @@ def is_trusted(addr: IPAddress, trusted: Sequence[IPNetwork]) -> bool:
 
 
 def client_address(peer: str | None, trusted: Sequence[IPNetwork],
-                   forwarded: Iterable[Mapping[str, str]], x_forwarded_for: Iterable[str]
-                   ) -> IPAddress | None:
-    """The client's address (None only when even the peer is unknown)."""
-    current, trusted_peer = peer_of(peer, tuple(trusted)) if peer else (None, False)
+                   forwarded: Iterable[Mapping[str, str]], x_forwarded_for: Iterable[str],
+                   known: tuple[IPAddress | None, bool] | None = None) -> IPAddress | None:
+    """The client's address (None only when even the peer is unknown). ``known``: what
+    ``peer_of`` says of the peer, when the caller knows it already."""
+    if known is None:
+        known = peer_of(peer, trusted) if peer else (None, False)
+    current, trusted_peer = known
     if current is None or not trusted_peer:
         return current
     hops = [h["for"] for h in forwarded if "for" in h]
@@ -107,8 +108,10 @@ class Proxies:
         self.trusted = tuple(trusted)
         self._v4 = tuple((int(n.network_address), int(n.broadcast_address))
                          for n in self.trusted if n.version == 4)
-        # peer → (it as a client, whether it is a trusted proxy); bounded, as peer_of
-        self._peers: dict[str | None, tuple[Client | None, bool]] = {}
+        # peer → (its address, whether it is a trusted proxy, it as a client): the same
+        # few proxies ask again and again (bounded: peers are chosen by others)
+        self.peers: Memo[str | None, tuple[IPAddress | None, bool, Client | None]] = \
+            Memo(PEERS)
 
     def trusts(self, peer: str | None) -> bool:
         """Whether the socket peer is one of the trusted proxies."""
@@ -118,7 +121,7 @@ class Proxies:
                x_forwarded_for: Sequence[str]) -> Client | None:
         """The client (None only when even the peer is unknown). ``forwarded``: the
         request's parsed ``Forwarded`` header, None when it has none."""
-        itself, trusted = self._peer(peer)
+        address, trusted, itself = self._peer(peer)
         if not trusted or (forwarded is None and not x_forwarded_for):
             return itself
         if forwarded is None and len(x_forwarded_for) == 1:
@@ -130,14 +133,14 @@ class Proxies:
                         break  # a trusted hop: the general path walks on
                 else:
                     return Client(hop, value, 4)
-        address = client_address(peer, self.trusted, forwarded or (), x_forwarded_for)
-        return Client.of(address) if address is not None else None
+        found = client_address(peer, self.trusted, forwarded or (), x_forwarded_for,
+                               (address, trusted))
+        return Client.of(found) if found is not None else None
 
-    def _peer(self, peer: str | None) -> tuple[Client | None, bool]:
-        known = self._peers.get(peer)
+    def _peer(self, peer: str | None) -> tuple[IPAddress | None, bool, Client | None]:
+        peers = self.peers
+        known = peers.fresh.get(peer) or peers.from_aged(peer)
         if known is None:
-            if len(self._peers) >= PEERS:
-                self._peers.clear()
             address, trusted = peer_of(peer, self.trusted) if peer else (None, False)
-            known = self._peers[peer] = (Client.of(address) if address else None, trusted)
+            known = peers.put(peer, (address, trusted, Client.of(address) if address else None))
         return known

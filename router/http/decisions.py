@@ -35,23 +35,25 @@ REDIRECTS_PER_ENTRY = 64
 class Entry:
     decision: Decision
     stamp: float  # when it was made, or when its file's due checks were last started
-    redirects: dict[tuple[str, str], Redirect | None] = field(default_factory=dict)
+    # (path, query) → the redirect built for it (None: nothing to redirect to)
+    redirects: Memo[tuple[str, str], tuple[Redirect | None]] = field(
+        default_factory=lambda: Memo(REDIRECTS_PER_ENTRY))
 
     def redirect(self, route: Route, query: str) -> Redirect | None:
         """``paths.redirect_for`` for this decision, built once per (path, query)."""
         key = (route.rest, query)
-        if key in self.redirects:
-            return self.redirects[key]
-        found = redirect_for(route, self.decision, query)
-        if len(self.redirects) < REDIRECTS_PER_ENTRY:
-            self.redirects[key] = found
-        return found
+        redirects = self.redirects
+        found = redirects.fresh.get(key) or redirects.from_aged(key)
+        if found is None:
+            found = redirects.put(key, (redirect_for(route, self.decision, query),))
+        return found[0]
 
 
 class DecisionCache(Memo[Key, Entry]):
     def __init__(self, size: int = DEFAULT_SIZE) -> None:
         super().__init__(size)
-        self._outcomes: dict[tuple[object, ...], Entry] = {}
+        # (service, state, file, target ids in order) → the entry of that outcome
+        self.outcomes: Memo[tuple[object, ...], Entry] = Memo(size)
 
     def remember(self, key: Key, decision: Decision, now: float) -> Entry:
         """``put(key, Entry(decision, now))``, sharing the entry of an equal outcome."""
@@ -60,23 +62,21 @@ class DecisionCache(Memo[Key, Entry]):
     def known(self, key: Key, order: tuple[str, ...]) -> Entry | None:
         """The entry of the outcome ``order`` (target ids, ranked) for ``key``'s service,
         state and file, if a decision with that outcome was made."""
-        return self._outcomes.get((key[0], *key[2:], *order))
+        return self.outcomes.get((key[0], *key[2:], *order))
 
     def shared(self, key: Key, decision: Decision, now: float) -> Entry:
         """The entry of ``decision``'s outcome (made now if it is the first)."""
         outcome = (key[0], *key[2:], *(c.target.id for c in decision.ranked))
-        entry = self._outcomes.get(outcome)
+        entry = self.outcomes.get(outcome)
         if entry is None:
-            if len(self._outcomes) >= self.size:
-                self._outcomes.clear()  # old generations' outcomes: forget them all
-            entry = self._outcomes[outcome] = Entry(decision, now)
+            entry = self.outcomes.put(outcome, Entry(decision, now))
         return entry
 
     def clear(self) -> None:
         super().clear()
-        self._outcomes.clear()
+        self.outcomes.clear()
 
     def keep_services(self, names: Collection[str]) -> None:
         """Forget the decisions of every service not in ``names`` (a reload changed it)."""
         self.retain(lambda key: key[0] in names)
-        self._outcomes = {k: e for k, e in self._outcomes.items() if k[0] in names}
+        self.outcomes.retain(lambda k: k[0] in names)

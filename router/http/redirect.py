@@ -27,7 +27,8 @@ from router.core.geo import Location
 from router.core.ip import IPNetwork
 from router.core.memo import Memo, Recall
 from router.core.runtime import Runtime
-from router.core.steering import Decision, FileChecker, Stage, Want, staged, worth_waiting_for
+from router.core.scoring import Lineup
+from router.core.steering import Decision, FileChecker, Want, decision, lined_up, worth_waiting_for
 from router.core.steering import decide as steer
 from router.errors import RouterError
 from router.http import downloads, pages
@@ -40,7 +41,7 @@ log = structlog.get_logger("router.http")
 RECHECK = 1.0  # seconds: how often a cached listed file still starts its due checks
 NOWHERE = Location.of(ipaddress.ip_network("0.0.0.0/0"))
 EMPTY: Mapping[str, str] = MappingProxyType({})
-STAGES = 4096  # (service, health generation, country) stages kept for new places
+LINEUPS = 4096  # (service, health generation, country) line-ups kept for new places
 RECENT = 2048  # clients remembered (their headers: the location), the most recent
 
 
@@ -71,8 +72,8 @@ class Redirector:
         # a client that comes back soon (a CI farm, a burst of files) skips the parse
         # and the walk. Small, so that ever-new clients churn a table that stays cached.
         self.clients: Memo[tuple[str | None, ...], tuple[str | None, Location]] = Memo(RECENT)
-        # (service, health generation, country) → the stage a new place is ranked from
-        self.stages: dict[tuple[str, int, str | None], Stage | None] = {}
+        # (service, health generation, country) → the line-up a new place is ranked from
+        self.lineups: Memo[tuple[str, int, str | None], Lineup] = Memo(LINEUPS)
         self.decisions = DecisionCache()  # per client network, see router.http.decisions
         self.places: Memo[tuple[object, ...], Entry] = Memo(65536)  # per client place
         self.recall = Recall(self.decisions, self.places)
@@ -99,7 +100,7 @@ class Redirector:
             same = {s.name for s in self.config.services if old.service(s.name) == s}
             self.decisions.keep_services(same)
             self.places.retain(lambda key: key[0] in same)
-            self.stages = {k: v for k, v in self.stages.items() if k[0] in same}
+            self.lineups.retain(lambda key: key[0] in same)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         runtime = self.runtime
@@ -159,39 +160,45 @@ class Redirector:
                 inventory.check_due(service, file)
             return entry
 
+        if remember and file is None:  # a new place: is its outcome known already?
+            lineup = self._lineup(service, client, key)
+            costed = lineup.costs(client.point)
+            order = lineup.order(costed)
+            entry = self.decisions.known(key, order) if order is not None else None
+            if entry is not None:
+                return self.recall.put(key, place, False, entry)
+            made = decision(lineup, client, costed)
+        else:
+            made, remember = await self._settled(service, client, file, remember)
+        if not remember:
+            return Entry(made, now)
+        return self.recall.put(key, place, made.hashed, self.decisions.shared(key, made, now))
+
+    async def _settled(self, service: Service, client: Location, file: CatalogFile | None,
+                       remember: bool) -> tuple[Decision, bool]:
+        """A decision made afresh; for a listed file, once the availability checks settle.
+        Not to be remembered while checks that could change it are still out."""
+        runtime, inventory = self.runtime, self.inventory
+
         def decide() -> Decision:
             files = runtime.ledger.view(service, file) if file is not None else None
             return steer(runtime.board.snapshot, service, client, Want.URL, files=files)
 
-        if remember and file is None:  # a new place: is its outcome known already?
-            entry = self._staged(service, client, key)
-            if entry is not None:
-                return self.recall.put(key, place, False, entry)
         if file is None or inventory is None:
-            decision = decide()
-        else:
-            decision = await inventory.settle(service, file, decide)
-            if worth_waiting_for(decision):
-                remember = False  # checks that could change it are still out
-        if not remember:
-            return Entry(decision, now)
-        return self.recall.put(key, place, decision.hashed,
-                               self.decisions.shared(key, decision, now))
+            return decide(), remember
+        made = await inventory.settle(service, file, decide)
+        return made, remember and not worth_waiting_for(made)
 
-    def _staged(self, service: Service, client: Location, key: Key) -> Entry | None:
-        """A new place's entry when a decision with its outcome was made already: the
-        outcome found by ``steering.stage`` (kept per service, health generation and
-        country) and ``Stage.order``, not by a full ``rank()``. None: rank it."""
+    def _lineup(self, service: Service, client: Location, key: Key) -> Lineup:
+        """The targets lined up for clients of ``client``'s country (no file asked for),
+        kept per service, health generation and country: a new place is ranked from it
+        (``Lineup.order`` finds the outcome a decision was made with already)."""
         at = (key[0], key[2], client.country)
-        if at in self.stages:
-            stage = self.stages[at]
-        else:
-            if len(self.stages) >= STAGES:
-                self.stages.clear()
-            stage = self.stages[at] = staged(self.runtime.board.snapshot, service,
-                                             client.country, Want.URL)
-        order = stage.order(client.point) if stage is not None else None
-        return self.decisions.known(key, order) if order is not None else None
+        lineup = self.lineups.get(at)
+        if lineup is None:
+            lineup = self.lineups.put(at, lined_up(self.runtime.board.snapshot, service,
+                                                   client.country, Want.URL))
+        return lineup
 
     def location(self, request: web.Request) -> Location:
         """The client's location, the recent ones remembered (``RECENT``)."""

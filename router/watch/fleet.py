@@ -34,6 +34,7 @@ import structlog
 from router.core import fleet as f
 from router.core.config import Config, FleetConfig
 from router.core.health import Board, Health, Key
+from router.core.memo import Memo
 from router.core.values import Invalid, selector
 from router.watch import store as st
 from router.watch.files import off_loop, write_whole
@@ -43,6 +44,7 @@ from router.watch.store import Link, StoreDown
 log = structlog.get_logger("router.fleet")
 
 Select = Callable[[set[Key] | None], None]
+BAD_VALUES = 1024  # bad store values reported once each (more are reported again)
 
 
 class Fleet:
@@ -67,7 +69,7 @@ class Fleet:
         self._written: dict[Key, f.Observation] = {}
         self._probing: set[Key] | None = None  # None: every target
         self._since: dict[Key, float] = {}  # when this node began checking a target again
-        self._bad: set[tuple[str, str]] = set()  # (key, value) already reported
+        self._bad: Memo[tuple[str, str], bool] = Memo(BAD_VALUES)  # (key, value) reported
         self._reseed = False
         self._beaten = False  # a heartbeat of this process is in the store
         self._task: asyncio.Task[None] | None = None
@@ -376,11 +378,9 @@ class Fleet:
                       effect="ignored; the last good value stays in force")
 
     def _bad_once(self, where: str, text: str) -> bool:
-        if (where, text) in self._bad:
+        if self._bad.get((where, text)):
             return False
-        if len(self._bad) > 1024:
-            self._bad.clear()
-        self._bad.add((where, text))
+        self._bad.put((where, text), True)
         return True
 
 

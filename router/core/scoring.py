@@ -1,0 +1,289 @@
+"""The one scorer: what each target costs a client, and the order that follows. Pure.
+
+A ranking is made in two steps, and every path (``steering.rank``, the HTTP face's new
+places, the DNS face) takes both:
+
+1. ``line_up()``: everything that does not depend on where the client stands, for one
+   *kind* of client (its country): each target's exclusion, if any (``exclusion()``:
+   disabled, address family, country rules, the operator, the file, health), and its
+   cost terms (``Entrant``: the border km, the latency km, the weight). Which targets
+   take part is settled here: the usable ones, or when nothing is usable, the targets
+   not yet known to have the file, or (all down) what ``on_all_down`` serves.
+2. ``Lineup.costs(point)``: each entrant's distance from the client and its cost,
+   ``cost()``, the one formula, cheapest first; ``Lineup.ranking()`` orders them: the
+   near-equal best (``near_limit()``) by weighted rendezvous hashing on the client's
+   network, then the rest by cost. ``Lineup.order()`` reads the same costs for a client
+   whose ranking will not hash on its network (None where it would): the HTTP face
+   finds the shared decision of a new place with it, without building a ``Candidate``.
+
+A new cost term is a field of ``Entrant`` set in ``line_up()`` (or a figure
+``costs()`` reads), added in ``cost()``; a new exclusion is an ``Exclusion`` and a rule
+in ``exclusion()``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from router.core.availability import Availability, FileView
+from router.core.config import OnAllDown, Service, Target
+from router.core.earth import Point, distance_km
+from router.core.health import Effective, Status, effective
+from router.core.overrides import Override
+
+
+class Want(Enum):
+    """What the asker needs from a target."""
+
+    IPV4 = "A"  # an IPv4 address (DNS A)
+    IPV6 = "AAAA"  # an IPv6 address (DNS AAAA)
+    URL = "url"  # a base URL (HTTP redirect)
+    ANY = "any"  # nothing in particular (explain without a type)
+
+
+class Exclusion(Enum):
+    """Why a target cannot be chosen for this request."""
+
+    DISABLED = "disabled in the config (enabled = false)"
+    NO_ADDRESS = "has no address of the asked family"
+    NO_URL = "has no url, so it cannot take HTTP redirects"
+    NOT_FOR_COUNTRY = "the client's country is not in only_countries"
+    COUNTRY_EXCLUDED = "the client's country is in exclude_countries"
+    DRAINED = "drained by the operator: takes no new clients"
+    ADMIN_DOWN = "marked down by the operator"
+    STALE = "stale: lacks the newest release, so not used for files that new"
+    MISSING_FILE = "known not to have this file"
+    WRONG_SIZE = "its copy of this file has the wrong size"
+    DOWN = "health check failing"
+    UNVERIFIED = "not yet known to have this file"
+
+
+class Standing(Enum):
+    """Why a usable target stands where it does in the ranking."""
+
+    NEAREST = "lowest cost"
+    SPREAD = "near-equal to the best (within spread), ordered by hashing the client network"
+    BY_COST = "ranked by cost"
+    FALLBACK = "all targets down: a fallback target, served regardless of health"
+    FAIL_OPEN = "all targets down: served anyway (on_all_down = all)"
+    UNVERIFIED = "no target is known to have this file: not yet checked, served anyway"
+
+
+# Availability of a file → the exclusion it causes (PRESENT and ORIGIN cause none).
+_FILE_EXCLUSIONS = {
+    Availability.STALE: Exclusion.STALE,
+    Availability.MISSING: Exclusion.MISSING_FILE,
+    Availability.WRONG_SIZE: Exclusion.WRONG_SIZE,
+}
+
+# What steering reads of the state, per target id (built once per request from one
+# health snapshot, so one decision sees one consistent state).
+HealthView = Callable[[str], Status]
+LatencyView = Callable[[str], int | None]  # target id → published wait in ms
+OverrideView = Callable[[str], Override]  # target id → the operator's override
+
+
+def no_latency(_target_id: str) -> int | None:
+    return None
+
+
+def no_overrides(_target_id: str) -> Override:
+    return Override.AUTO
+
+
+@dataclass(frozen=True, slots=True)
+class Entrant:
+    """One target as a kind of client sees it before its point is known: its state, why
+    it is excluded (if it is), and the cost terms that do not depend on the distance."""
+
+    target: Target
+    status: Status
+    admin: Override
+    file: Availability | None  # of the file asked for, when a catalog lists it
+    latency_ms: int | None  # the server's wait as published by health (None: none yet)
+    excluded: Exclusion | None
+    border_km: float  # cross_border_km when the client's and the target's countries differ
+    latency_km: float = 0.0  # km_per_ms x (latency_ms - the fastest taking part's)
+
+
+def cost(entrant: Entrant, distance: float | None) -> float:
+    """The one cost formula: (great-circle km + border km + latency km) / (weight / 100).
+    No distance (a client that cannot be placed, no default location): the terms alone."""
+    return ((distance or 0.0) + entrant.border_km + entrant.latency_km) \
+        / (entrant.target.weight / 100)
+
+
+def near_limit(best: float, service: Service) -> float:
+    """The highest cost that is near-equal to ``best``: ``best x spread + spread_km``."""
+    return best * service.spread + service.spread_km + 1e-9
+
+
+def distance(target: Target, service: Service, origin: Point | None) -> float | None:
+    """Great-circle km from ``origin`` (None: no place to measure from); an anycast
+    target is ``anycast_km`` from everyone."""
+    if origin is None:
+        return None
+    if target.location is None:
+        return service.anycast_km
+    return distance_km(origin, target.location)
+
+
+Costed = tuple[float, float | None, Entrant]  # cost, distance km, the entrant
+Placed = tuple[Entrant, float, float | None, Standing]  # ranked: cost, distance, standing
+
+
+@dataclass(frozen=True, slots=True)
+class Lineup:
+    """A service's targets lined up for one kind of client (``line_up()``): ``entrants``
+    every one, ``taking_part`` those the ranking orders; ``standing`` set when they take
+    part for want of better (unverified, fallback, fail open) and ``degraded`` when
+    health emptied the field."""
+
+    service: Service
+    entrants: tuple[Entrant, ...]
+    taking_part: tuple[Entrant, ...]
+    standing: Standing | None = None
+    degraded: bool = False
+
+    def origin(self, point: Point | None) -> Point | None:
+        """Where distance is measured from for a client at ``point``: there, or (a client
+        GeoIP cannot place) the service's ``default_location``, or nowhere."""
+        return point or self.service.default_location
+
+    def costs(self, point: Point | None) -> list[Costed]:
+        """Every entrant taking part, with its cost for a client at ``point``, cheapest
+        first."""
+        service, origin = self.service, self.origin(point)
+        out = []
+        for e in self.taking_part:
+            km = distance(e.target, service, origin)
+            out.append((cost(e, km), km, e))
+        out.sort(key=_by_cost)
+        return out
+
+    def order(self, costed: list[Costed]) -> tuple[str, ...] | None:
+        """The target ids in ``ranking()``'s order (``costed``: ``costs()`` for the
+        client's point), when that order does not hash on the client's network; None
+        where it would (near-equal targets are spread by network), or when nothing
+        usable takes part."""
+        if self.standing is not None or not costed:
+            return None
+        if len(costed) > 1 and costed[1][0] <= near_limit(costed[0][0], self.service):
+            return None
+        return tuple(e.target.id for _, _, e in costed)
+
+    def ranking(self, costed: list[Costed], key: bytes) -> list[Placed]:
+        """The entrants taking part in order (``costed``: ``costs()`` for the client's
+        point) for a client whose network is ``key``: the near-equal best by weighted
+        rendezvous on ``key``, then by cost."""
+        if not costed:
+            return []
+        limit = near_limit(costed[0][0], self.service)
+        near = [c for c in costed if c[0] <= limit]
+        rest = [(e, c, km, Standing.BY_COST) for c, km, e in costed[len(near):]]
+        if len(near) == 1:
+            c, km, e = near[0]
+            return [(e, c, km, Standing.NEAREST), *rest]
+        near.sort(key=lambda c: rendezvous(key, c[2].target), reverse=True)
+        return [(e, c, km, Standing.SPREAD) for c, km, e in near] + rest
+
+
+def _by_cost(c: Costed) -> tuple[float, str]:
+    return c[0], c[2].target.id
+
+
+def line_up(service: Service, country: str | None, health: HealthView, want: Want, *,
+            files: FileView | None = None, latency: LatencyView = no_latency,
+            admin: OverrideView = no_overrides) -> Lineup:
+    """``service``'s targets for a client in ``country``: who is excluded and why, who
+    takes part, and every entrant's cost terms (``files``: each target's availability of
+    the file asked for)."""
+    entrants = [_entrant(t, service, country, health(t.id), want,
+                         files(t.id) if files else None, admin(t.id), latency(t.id))
+                for t in service.targets]
+    usable = [e for e in entrants if e.excluded is None]
+    # Nothing known to have the file, not even an origin: the unchecked healthy targets.
+    unverified = [e for e in entrants if e.excluded is Exclusion.UNVERIFIED]
+    standing = Standing.UNVERIFIED if unverified and not usable else None
+    usable = usable or unverified
+    # Degraded only when health emptied the list, not when static rules did.
+    degraded = not usable and any(e.excluded is Exclusion.DOWN for e in entrants)
+    if degraded:
+        usable = _when_all_down(service, entrants)
+        standing = Standing.FALLBACK if service.on_all_down is OnAllDown.FALLBACK \
+            else Standing.FAIL_OPEN
+    fastest = min((e.latency_ms for e in usable if e.latency_ms is not None), default=None)
+    if fastest is not None:  # no figures (not probed yet, or --no-probe): nothing to charge
+        priced = {e.target.id: _priced(e, fastest, service.km_per_ms) for e in entrants}
+        entrants = list(priced.values())
+        usable = [priced[e.target.id] for e in usable]
+    return Lineup(service, tuple(entrants), tuple(usable), standing, degraded)
+
+
+def _entrant(target: Target, service: Service, country: str | None, status: Status,
+             want: Want, file: Availability | None, admin: Override,
+             latency_ms: int | None) -> Entrant:
+    crosses = country and target.country and country != target.country
+    return Entrant(target, status, admin, file, latency_ms,
+                   exclusion(target, country, status, want, file, admin),
+                   service.cross_border_km if crosses else 0.0)
+
+
+def _priced(e: Entrant, fastest: int, km_per_ms: float) -> Entrant:
+    """The latency term: a target that waits longer than the fastest one taking part pays
+    ``km_per_ms`` per millisecond more; the fastest, and targets with no figure, pay none."""
+    wait = e.latency_ms
+    if wait is None or wait <= fastest:
+        return e
+    return Entrant(e.target, e.status, e.admin, e.file, wait, e.excluded, e.border_km,
+                   km_per_ms * (wait - fastest))
+
+
+def exclusion(target: Target, country: str | None, status: Status, want: Want,
+              file: Availability | None, admin: Override) -> Exclusion | None:
+    """Why ``target`` cannot serve this request (None: it can), the first reason that
+    holds, in this order: static rules, the operator, the file, health."""
+    if not target.enabled:
+        return Exclusion.DISABLED
+    if want is Want.URL and target.url is None:
+        return Exclusion.NO_URL
+    if want in (Want.IPV4, Want.IPV6) and not target.addresses_of(4 if want is Want.IPV4 else 6):
+        return Exclusion.NO_ADDRESS
+    if target.only_countries and country not in target.only_countries:
+        return Exclusion.NOT_FOR_COUNTRY
+    if country in target.exclude_countries:
+        return Exclusion.COUNTRY_EXCLUDED
+    state = effective(status, admin)
+    if state is Effective.DRAINED:
+        return Exclusion.DRAINED
+    if state is Effective.ADMIN_DOWN:
+        return Exclusion.ADMIN_DOWN
+    if file in _FILE_EXCLUSIONS:
+        return _FILE_EXCLUSIONS[file]
+    if state is Effective.DOWN:
+        return Exclusion.DOWN
+    if file is Availability.UNKNOWN:
+        return Exclusion.UNVERIFIED
+    return None
+
+
+def _when_all_down(service: Service, entrants: list[Entrant]) -> list[Entrant]:
+    """Only health is overridden: a target excluded for any other reason stays out."""
+    down = [e for e in entrants if e.excluded is Exclusion.DOWN]
+    if service.on_all_down is OnAllDown.FALLBACK:
+        return [e for e in down if e.target.id in service.fallback]
+    if service.on_all_down is OnAllDown.ALL:
+        return down
+    return []
+
+
+def rendezvous(key: bytes, target: Target) -> float:
+    """Weighted rendezvous (highest random weight) score: ``-weight / ln(u)``, u in (0, 1)."""
+    digest = hashlib.blake2b(key + b"\0" + target.id.encode(), digest_size=8).digest()
+    # 53 bits, so that u stays below 1.0 as a float (2**64 / (2**64 + 1) rounds to 1.0).
+    u = ((int.from_bytes(digest, "big") >> 11) + 1) / (2**53 + 1)
+    return -target.weight / math.log(u)
