@@ -8,10 +8,11 @@ Each path is warmed up first with other clients (so what is traced is the steady
 new client in a running server, not the first request after start), then one request is
 traced. A *crossing* is a call from a function of one module into a function of another
 (calls within a module, into the standard library or a third-party package, and reads
-of a value's property are not crossings). For each path it prints the modules in the order the calls first enter them,
-each (caller module -> callee module) pair with how often it is crossed, and every call
-*back up*: into a module that is still waiting further up the stack (a callback), where
-a value goes back and forth. ``tests/test_layout.py`` holds the DNS miss to none.
+of a value's property are not crossings). For each path it prints the modules in the
+order the calls first enter them, each (caller module -> callee module) pair with how
+often it is crossed, and every call *back up*: into a module that is still waiting
+further up the stack (a callback), where a value goes back and forth.
+``tests/test_layout.py`` holds both paths to none, and to one GeoIP lookup.
 """
 
 from __future__ import annotations

@@ -28,7 +28,8 @@ from router.core.config import (
     Problem,
 )
 from router.core.earth import Point
-from router.core.values import Caa, Mx, Srv, Txt, parse_duration, rdata
+from router.core.rdata import Caa, Mx, Srv, Txt, rdata
+from router.core.values import parse_duration
 from router.core.zonefile import load, load_server
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,8 +1,9 @@
 """The house rules, held by a test: folders by data path, imports that point one way,
 no import circles, short functions.
 
-The rules are data (``LAYERS``, ``THIRD_PARTY``, ``FORBIDDEN``). The imports are read
-with ``ast`` from the source, so an import inside a function or under
+The rules are data (``LAYERS``, ``THIRD_PARTY``, ``FORBIDDEN``, and for the core's
+purity ``FILE_LOADERS`` and ``CLOCK_CALLS``; ``OTHER_CACHES`` for the one memo policy).
+The imports are read with ``ast`` from the source, so an import inside a function or under
 ``TYPE_CHECKING`` counts as much as one at the top of a module.
 """
 
@@ -54,6 +55,21 @@ FORBIDDEN: Mapping[str, frozenset[str]] = {
                        "threading"}),
 }
 MAX_FUNCTION_LINES = 40
+# The core is pure in two more ways. Files are read only by the modules that load them
+# (the zone and server files; the GeoIP database), and the clock is read only through a
+# clock handed in (``clock=time.time`` as a default is handed in; ``time.time()`` is read).
+FILE_LOADERS = frozenset({"router.core.zonefile", "router.core.geo"})
+FILE_CALLS = frozenset({"open", "read_text", "read_bytes", "write_text", "write_bytes",
+                        "is_file", "is_dir", "exists", "stat", "lstat", "glob", "rglob",
+                        "iterdir", "listdir", "scandir", "walk", "mmap", "open_database",
+                        "unlink", "rename", "mkdir", "touch"})
+CLOCK_CALLS = frozenset({"time", "time_ns", "monotonic", "monotonic_ns", "perf_counter",
+                         "perf_counter_ns", "now", "utcnow", "today"})
+CLOCK_OWNERS = frozenset({"time", "datetime", "date"})
+# One policy for bounded tables (``core/memo``): none of these elsewhere.
+# (``functools.cache`` on a function of no arguments makes one value once: not a table.)
+OTHER_CACHES = frozenset({"functools.lru_cache", "collections.OrderedDict",
+                          "cachetools.LRUCache", "cachetools.TTLCache"})
 
 
 @dataclass(frozen=True)
@@ -164,6 +180,63 @@ def long_functions(module: str, source: str) -> list[str]:
             and n.end_lineno is not None and n.end_lineno - n.lineno + 1 > MAX_FUNCTION_LINES]
 
 
+def file_io(module: str, source: str) -> list[str]:
+    """Calls in a core module that touch the file system (by the method's name)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else \
+                func.id if isinstance(func, ast.Name) else None
+            if name in FILE_CALLS:
+                found.append(f"{module}:{node.lineno} calls {name}()")
+    return found
+
+
+def clock_reads(module: str, source: str) -> list[str]:
+    """Calls that read the clock: ``time.time()``, ``datetime.now()``, ``monotonic()``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Attribute) and func.attr in CLOCK_CALLS:
+            owner = func.value
+            base = owner.attr if isinstance(owner, ast.Attribute) else \
+                owner.id if isinstance(owner, ast.Name) else ""
+            if base in CLOCK_OWNERS:
+                found.append(f"{module}:{node.lineno} reads the clock ({base}.{func.attr}())")
+        elif isinstance(func, ast.Name) and func.id in CLOCK_CALLS - {"now", "today"}:
+            found.append(f"{module}:{node.lineno} reads the clock ({func.id}())")
+    return found
+
+
+def other_caches(module: str, source: str) -> list[str]:
+    """Bounded tables kept another way than ``core/memo``: a functools cache, an
+    ``OrderedDict`` LRU, or a dict emptied when it is full (``if len(x) >= n: x.clear()``)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        names = [f"{node.module}.{a.name}" for a in node.names] \
+            if isinstance(node, ast.ImportFrom) else \
+            [f"{node.value.id}.{node.attr}"] if isinstance(node, ast.Attribute) and \
+            isinstance(node.value, ast.Name) else []
+        found += [f"{module}:{node.lineno} uses {n.rpartition('.')[2]}" for n in names
+                  if n in OTHER_CACHES]
+        if isinstance(node, ast.FunctionDef) and (node.args.args or node.args.kwonlyargs) \
+                and any(ast.unparse(d) in ("cache", "functools.cache")
+                        for d in node.decorator_list):
+            found.append(f"{module}:{node.lineno} caches {node.name}() by its arguments")
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Compare) and \
+                isinstance(node.test.left, ast.Call) and \
+                isinstance(node.test.left.func, ast.Name) and node.test.left.func.id == "len":
+            for inner in node.body:
+                if isinstance(inner, ast.Expr) and isinstance(inner.value, ast.Call) and \
+                        isinstance(inner.value.func, ast.Attribute) and \
+                        inner.value.func.attr in ("clear", "popitem"):
+                    found.append(f"{module}:{node.lineno} empties a table when it is full")
+    return found
+
+
 # ---------------------------------------------------------------- the tree as it is
 
 
@@ -187,6 +260,38 @@ def test_no_function_is_longer_than_forty_lines():
     long = [line for module, source in modules().items()
             for line in long_functions(module, source)]
     assert not long, "functions over 40 lines:\n" + "\n".join(long)
+
+
+def test_core_reads_files_only_where_it_loads_them():
+    found = [line for module, source in modules().items()
+             if layer_of(module) == "core" and module not in FILE_LOADERS
+             for line in file_io(module, source)]
+    assert not found, "file I/O in the core outside its loaders:\n" + "\n".join(found)
+
+
+def test_core_reads_the_clock_only_through_a_clock_it_is_given():
+    found = [line for module, source in modules().items() if layer_of(module) == "core"
+             for line in clock_reads(module, source)]
+    assert not found, "clock reads in the core:\n" + "\n".join(found)
+
+
+def test_every_bounded_table_is_a_memo():
+    found = [line for module, source in modules().items() if module != "router.core.memo"
+             for line in other_caches(module, source)]
+    assert not found, "bounded tables that are not a core.memo.Memo:\n" + "\n".join(found)
+
+
+def test_a_dns_miss_and_a_new_http_client_go_one_way():
+    """Traced call by call (bench/crossings.py): a DNS answer-cache miss and an HTTP
+    redirect for a new client never call back into a module that called them, and
+    GeoIP is asked once per request."""
+    sys.path.insert(0, str(ROUTER.parent / "bench"))
+    import crossings
+
+    for calls in (crossings.dns_miss(), crossings.http_new_client()):
+        assert calls, "nothing traced"
+        assert not [c for c in calls if c[2]], f"calls back up: {[c for c in calls if c[2]]}"
+        assert sum(callee == "core/geo" for _caller, callee, _up in calls) == 1
 
 
 # ---------------------------------------------------------------- the checker itself
@@ -213,6 +318,31 @@ def test_a_broken_rule_is_reported(module, source, reason):
 ])
 def test_an_allowed_import_is_not_reported(module, source):
     assert violations(module, source) == []
+
+
+@pytest.mark.parametrize(("check", "source", "found"), [
+    (file_io, "def f(p):\n    return p.read_text()\n", "m:2 calls read_text()"),
+    (file_io, "def f(p):\n    return open(p)\n", "m:2 calls open()"),
+    (clock_reads, "import time\nx = time.time()\n", "m:2 reads the clock (time.time())"),
+    (clock_reads, "import datetime\nx = datetime.datetime.now()\n",
+     "m:2 reads the clock (datetime.now())"),
+    (other_caches, "from functools import lru_cache\n", "m:1 uses lru_cache"),
+    (other_caches, "if len(t) >= 9:\n    t.clear()\n", "m:1 empties a table when it is full"),
+    (other_caches, "import functools\n@functools.cache\ndef f(x):\n    return x\n",
+     "m:3 caches f() by its arguments"),
+])
+def test_a_broken_purity_rule_is_found(check, source, found):
+    assert check("m", source) == [found]
+
+
+@pytest.mark.parametrize(("check", "source"), [
+    (clock_reads, "import time\ndef f(clock=time.time):\n    return clock()\n"),
+    (file_io, "def f(text):\n    return text.split()\n"),
+    (other_caches, "if len(t) >= 9:\n    t.append(1)\n"),
+    (other_caches, "import functools\n@functools.cache\ndef f():\n    return 1\n"),
+])
+def test_what_keeps_the_rules_is_not_found(check, source):
+    assert check("m", source) == []
 
 
 def test_a_circle_is_found():

@@ -18,10 +18,8 @@ from router.core import values as v
 from router.core.catalog import CatalogFile, CatalogSpec, FileChecks
 from router.core.earth import Point
 from router.core.ip import IPAddress, IPNetwork
+from router.core.rdata import RData
 from router.core.urls import mirror_url
-from router.core.values import (
-    RData,
-)
 from router.errors import RouterError
 
 DEFAULT_ZONE_TTL = 300

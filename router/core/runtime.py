@@ -1,9 +1,10 @@
 """The live state every face reads: the current config, GeoIP, health, file availability,
 readiness, and the counters the faces keep (``router.core.stats``).
 
-One object, passed explicitly to the DNS and HTTP adapters (never a global). A reload
-calls ``install()``, which replaces the config and what is derived from it whole;
-requests read each attribute once.
+One object, passed explicitly to the DNS and HTTP adapters (never a global), built whole
+(``Readings``: what the serving side shows of itself). A reload calls ``install()``,
+which replaces the config and what is derived from it whole; requests read each
+attribute once. The clock is injected (``time.time`` by default).
 """
 
 from __future__ import annotations
@@ -54,30 +55,82 @@ class Reload:
     problems: tuple[str, ...] = ()
 
 
+class Readings(Protocol):
+    """What the serving side knows and the pages show (``/status``, ``/metrics``), read
+    when they are asked for: the operator's state file, the fleet, the signed zones and
+    every cache's counters. ``router.serve`` builds one and hands it to the ``Runtime``
+    at its birth."""
+
+    @property
+    def state(self) -> StateView | None: ...
+
+    def fleet(self) -> View | None: ...
+
+    def signing(self) -> list[Signing]: ...
+
+    def caches(self) -> Mapping[str, Mapping[str, int]]:
+        """Every bounded table's counters (``core.memo``), by the name /metrics shows."""
+        ...
+
+
+class Unserved:
+    """The readings of a runtime that nothing serves from (``explain``, tests, benches):
+    no state file, no fleet, no signing, only the GeoIP database's caches."""
+
+    def __init__(self, locator: Callable[[], Locator]) -> None:
+        self._locator = locator
+
+    @property
+    def state(self) -> StateView | None:
+        return None
+
+    def fleet(self) -> View | None:
+        return None
+
+    def signing(self) -> list[Signing]:
+        return []
+
+    def caches(self) -> Mapping[str, Mapping[str, int]]:
+        return self._locator().caches()
+
+
 class Runtime:
+    """Built whole: everything it reads is given to it. What changes while it serves is
+    swapped in whole (``install()`` a config, ``locator`` a GeoIP database) or is a
+    plain fact (``ready``, ``last_reload``, ``peers``: the other workers' counts)."""
+
     def __init__(self, config: Config, locator: Locator, board: Board,
-                 probing: bool = True, *, ledger: Ledger | None = None) -> None:
+                 probing: bool = True, *, ledger: Ledger | None = None,
+                 readings: Readings | None = None, clock: Callable[[], float] = time.time
+                 ) -> None:
         self.locator = locator
         self.board = board
         self.ledger = ledger or Ledger()  # catalogs and per-file availability
         self.probing = probing
+        self.readings: Readings = readings or Unserved(lambda: self.locator)
+        self.clock = clock
         self.ready = False
-        self.started = time.time()
+        self.started = clock()
         self.config = config
         self.config_loaded = self.started  # when the config in force was read
         self.last_reload: Reload | None = None  # None: not reloaded since start
         self.stats = Stats()
-        self.state: StateView | None = None  # the operator's state file, when watched
-        self.fleet: Callable[[], View | None] = lambda: None  # the fleet, when in one
-        self.signing: Callable[[], list[Signing]] = list  # signed zones (the DNS face's)
         self.peers: tuple[Stats, ...] = ()  # --workers: the other processes' counts
-        # name -> the cache's counters, read by sample(); the faces add theirs
-        self.caches: dict[str, Callable[[], Mapping[str, int]]] = {"geoip": locator.counters}
+
+    @property
+    def state(self) -> StateView | None:
+        return self.readings.state
+
+    def fleet(self) -> View | None:
+        return self.readings.fleet()
+
+    def signing(self) -> list[Signing]:
+        return self.readings.signing()
 
     def sample(self) -> None:
         """Copy every cache's counters into ``stats.caches``."""
-        for name, read in self.caches.items():
-            for figure, value in read().items():
+        for name, counters in self.readings.caches().items():
+            for figure, value in counters.items():
                 self.stats.caches[(name, figure)] = value
 
     def totals(self) -> Stats:
@@ -89,4 +142,4 @@ class Runtime:
         """Switch to a new config (on reload). What a face derives from the config it
         derives again when it sees ``config`` is no longer the object it derived from."""
         self.config = config
-        self.config_loaded = time.time()
+        self.config_loaded = self.clock()

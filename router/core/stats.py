@@ -11,7 +11,8 @@ Where each counter is counted (keep it so when the paths change):
   sent back; qtypes outside ``QTYPES`` count as 0 too, so no client can make series.
 - ``dns_chosen[(service, target)]``: once per target in a steered DNS answer.
 - ``http_chosen[(service, target)]``: once per redirect (the ``Location`` target).
-- ``http_responses[status]``: once per HTTP response, in the error middleware.
+- ``http_responses[status]``: once per HTTP response, in ``http.app.counted`` (the
+  wrapper of every handler).
 - ``errors[kind]``: unexpected exceptions caught at an edge (``dns``, ``http``).
 - ``probes``/``phases``: once per health check, from the prober's ``on_result``.
 - ``caches``: not counted here; the caches keep their own plain counters, and
@@ -23,16 +24,14 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field, fields
 
+from router.core.dnsparams import COUNTED, Rcode
 from router.core.health import Key, Result
 
 DROPPED = -1  # the rcode of a packet that got no reply
-# The qtypes counted by name; any other counts as 0 ("other").
-QTYPE_NAMES = {0: "other", 1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX",
-               16: "TXT", 28: "AAAA", 33: "SRV", 43: "DS", 48: "DNSKEY", 64: "SVCB",
-               65: "HTTPS", 251: "IXFR", 252: "AXFR", 255: "ANY", 257: "CAA"}
-QTYPES = frozenset(QTYPE_NAMES) - {0}
-RCODE_NAMES = {DROPPED: "dropped", 0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN",
-               4: "NOTIMP", 5: "REFUSED", 16: "BADVERS"}
+# The qtypes counted by name (the registry's); any other counts as 0 ("other").
+QTYPES = frozenset(int(t) for t in COUNTED)
+QTYPE_NAMES = {0: "other", **{int(t): t.name for t in COUNTED}}
+RCODE_NAMES = {DROPPED: "dropped", **{int(r): r.name for r in Rcode}}
 # Seconds; Prometheus "le" bounds for the probe phase histograms.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 PHASES = ("dns", "connect", "tls", "ttfb", "total")

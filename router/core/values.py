@@ -11,37 +11,13 @@ import ipaddress
 import re
 from collections.abc import Callable
 from enum import StrEnum
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from router.core.ip import IPAddress, IPNetwork
 from router.errors import RouterError
 
-
-class Mx(NamedTuple):
-    preference: int
-    exchange: str
-
-
-class Srv(NamedTuple):
-    priority: int
-    weight: int
-    port: int
-    target: str
-
-
-class Caa(NamedTuple):
-    flags: int
-    tag: str
-    value: str
-
-
-class Txt(NamedTuple):
-    strings: tuple[bytes, ...]
-
-
-RData = IPAddress | str | Mx | Srv | Caa | Txt
+T = TypeVar("T")
 
 
 class Invalid(RouterError):
@@ -287,69 +263,6 @@ def mailbox(v: Any) -> str:
     return absolute_name(text)
 
 
-def rdata(rtype: str) -> Callable[[Any], RData]:
-    converters: dict[str, Callable[[Any], RData]] = {
-        "A": _a, "AAAA": _aaaa, "CNAME": absolute_name, "NS": absolute_name,
-        "PTR": absolute_name, "MX": _mx, "TXT": _txt, "SRV": _srv, "CAA": _caa,
-    }
-    return converters[rtype]
-
-
-RECORD_TYPES = ("A", "AAAA", "CNAME", "NS", "PTR", "MX", "TXT", "SRV", "CAA")
-
-
-def _a(v: Any) -> ipaddress.IPv4Address:
-    try:
-        return ipaddress.IPv4Address(string(v))
-    except ValueError:
-        raise Invalid(f"{v!r} is not an IPv4 address") from None
-
-
-def _aaaa(v: Any) -> ipaddress.IPv6Address:
-    try:
-        return ipaddress.IPv6Address(string(v))
-    except ValueError:
-        raise Invalid(f"{v!r} is not an IPv6 address") from None
-
-
-def _fields(v: Any, count: int, shape: str) -> list[str]:
-    parts = string(v).split(None, count - 1)
-    if len(parts) != count:
-        raise Invalid(f"{v!r} is not of the form {shape!r}")
-    return parts
-
-
-def _u16(text: str, what: str) -> int:
-    if not text.isdigit() or int(text) > 65535:
-        raise Invalid(f"{what} {text!r} is not a number from 0 to 65535")
-    return int(text)
-
-
-def _mx(v: Any) -> Mx:
-    pref, host = _fields(v, 2, "preference exchange")
-    return Mx(_u16(pref, "preference"), absolute_name(host))
-
-
-def _srv(v: Any) -> Srv:
-    prio, weight, port, host = _fields(v, 4, "priority weight port target")
-    target = "." if host == "." else absolute_name(host)
-    return Srv(_u16(prio, "priority"), _u16(weight, "weight"), _u16(port, "port"), target)
-
-
-def _caa(v: Any) -> Caa:
-    flags, tag, value = _fields(v, 3, 'flags tag "value"')
-    if not flags.isdigit() or int(flags) > 255:
-        raise Invalid(f"flags {flags!r} is not a number from 0 to 255")
-    if not re.fullmatch(r"[A-Za-z0-9]{1,15}", tag):
-        raise Invalid(f"tag {tag!r} must be 1-15 letters or digits (issue, issuewild, iodef)")
-    return Caa(int(flags), tag.lower(), value.strip().removeprefix('"').removesuffix('"'))
-
-
-def _txt(v: Any) -> Txt:
-    data = string(v).encode("utf-8")
-    return Txt(tuple(data[i:i + 255] for i in range(0, len(data), 255)) or (b"",))
-
-
 def nonempty(convert: Callable[[Any], tuple[Any, ...]]) -> Callable[[Any], tuple[Any, ...]]:
     def check(v: Any) -> tuple[Any, ...]:
         out = convert(v)
@@ -359,19 +272,12 @@ def nonempty(convert: Callable[[Any], tuple[Any, ...]]) -> Callable[[Any], tuple
     return check
 
 
-def record_type(v: Any) -> str:
-    rtype = string(v).upper()
-    if rtype not in RECORD_TYPES:
-        raise Invalid(f"{v!r} is not supported (one of {', '.join(RECORD_TYPES)})")
-    return rtype
-
-
 def anything(v: Any) -> tuple[()]:
     return ()
 
 
-def one_or_many(convert: Callable[[Any], RData]) -> Callable[[Any], tuple[RData, ...]]:
-    def convert_data(v: Any) -> tuple[RData, ...]:
+def one_or_many(convert: Callable[[Any], T]) -> Callable[[Any], tuple[T, ...]]:
+    def convert_data(v: Any) -> tuple[T, ...]:
         return nonempty(list_of(convert))(v) if isinstance(v, list) else (convert(v),)
     return convert_data
 
@@ -471,14 +377,4 @@ def nonempty_string(limit: int) -> Callable[[Any], str]:
         if not 0 < len(text) <= limit:
             raise Invalid(f"must be 1 to {limit} characters long")
         return text
-    return convert
-
-
-def readable_file(base: Path) -> Callable[[Any], Path]:
-    """A path to a file that exists; relative paths are taken from ``base``."""
-    def convert(v: Any) -> Path:
-        path = base / Path(string(v)).expanduser()
-        if not path.is_file():
-            raise Invalid(f"{str(v)!r}: no such file")
-        return path
     return convert

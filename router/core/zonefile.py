@@ -37,6 +37,7 @@ from router.core.config import (
     default_node,
 )
 from router.core.earth import Point
+from router.core.rdata import rdata, record_type
 from router.core.urls import join
 
 # ---------------------------------------------------------------- loading
@@ -111,9 +112,9 @@ def load_server(path: str | Path) -> ServerConfig:
         settings = ServerConfig(
             trusted_proxies=server.get("trusted_proxies", v.list_of(v.network), ()),
             access_log=server.get("access_log", v.boolean, False),
-            tls_ca=server.get("tls_ca", v.readable_file(Path(path).parent), None),
-            tls_cert=server.get("tls_cert", v.readable_file(Path(path).parent), None),
-            tls_key=server.get("tls_key", v.readable_file(Path(path).parent), None),
+            tls_ca=server.get("tls_ca", _readable_file(Path(path).parent), None),
+            tls_cert=server.get("tls_cert", _readable_file(Path(path).parent), None),
+            tls_key=server.get("tls_key", _readable_file(Path(path).parent), None),
             nsid=server.get("nsid", _nsid, None),
             cookie_secret=server.get("cookie_secret", _secret, None),
             cookie_secret_previous=server.get("cookie_secret_previous", _secret, None),
@@ -181,6 +182,16 @@ def _secret(value: Any) -> bytes:
     if len(secret) != 16:
         raise v.Invalid("must be 32 hexadecimal digits (16 bytes: openssl rand -hex 16)")
     return secret
+
+
+def _readable_file(base: Path) -> Callable[[Any], Path]:
+    """A path to a file that exists; relative paths are taken from ``base``."""
+    def convert(value: Any) -> Path:
+        path = base / Path(v.string(value)).expanduser()
+        if not path.is_file():
+            raise v.Invalid(f"{str(value)!r}: no such file")
+        return path
+    return convert
 
 
 # ---------------------------------------------------------------- the reader
@@ -298,7 +309,7 @@ def _build_zone(doc: _Table, path: Path) -> Zone | None:
         records=tuple(_build_records(z, origin, ttl or 0)),
         services=tuple(_build_services(doc, origin, str(path))),
         source=str(path),
-        dnssec_key=(key := z.get("dnssec_key", v.readable_file(path.parent), None)),
+        dnssec_key=(key := z.get("dnssec_key", _readable_file(path.parent), None)),
         dnssec_key_text=_key_text(key, z),
     )
     z.finish()
@@ -336,9 +347,9 @@ def _file_serial(path: Path) -> int:
 def _build_records(z: _Table, origin: str, default_ttl: int) -> Iterator[Record]:
     for key, r in z.tables("records"):
         name = r.get("name", v.relative_name(origin))
-        rtype = r.get("type", v.record_type)
+        rtype = r.get("type", record_type)
         ttl = r.get("ttl", v.integer(0, 604800), default_ttl)
-        values = r.get("data", v.one_or_many(v.rdata(rtype)) if rtype else v.anything) or ()
+        values = r.get("data", v.one_or_many(rdata(rtype)) if rtype else v.anything) or ()
         r.finish()
         if name is None or rtype is None:
             continue

@@ -17,12 +17,13 @@ its entry kept (``AnswerCache.answer``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import structlog
 
 from router.core.config import Service, Target
+from router.core.dnsparams import Class, Option, Rcode, Type
 from router.core.geo import Location, Locator
 from router.core.health import Snapshot
 from router.core.ip import IPAddress
@@ -32,20 +33,11 @@ from router.core.steering import Want, decide
 from router.dns import dnssec, wire
 from router.dns.cache import DEFAULT_SIZE, AnswerCache
 from router.dns.clients import Clients, Located
-from router.dns.cookies import COOKIE_CODE, Secrets, Verdict, judge, new_secret
+from router.dns.cookies import Secrets, Verdict, judge, new_secret
 from router.dns.dnssec import Signer
 from router.dns.records import Record, txt
 from router.dns.rrl import Action, Limiter
-from router.dns.wire import (
-    CLASS_ANY,
-    CLASS_CH,
-    CLASS_IN,
-    Query,
-    QueryError,
-    Rcode,
-    Reply,
-    Type,
-)
+from router.dns.wire import Query, QueryError, Reply
 from router.dns.zone import Name, Node, ZoneData, ZoneTable
 
 log = structlog.get_logger("router.dns")
@@ -91,6 +83,22 @@ class Authority:
         self.decisions: Recall[tuple[object, ...], tuple[object, ...], Chosen] = Recall(
             Memo(DECISIONS), Memo(DECISIONS))
 
+    def caches(self) -> dict[str, Mapping[str, int]]:
+        """Every bounded table of this authority (for /metrics): the answer cache's,
+        the clients', the decisions', the signatures' (summed over signed zones) and
+        RRL's buckets."""
+        found: dict[str, Mapping[str, int]] = {**self.clients.caches(),
+                                               "dns_decisions": self.decisions.networks.counters(),
+                                               "dns_places": self.decisions.places.counters()}
+        if self.cache is not None:
+            found.update(self.cache.caches())
+        signers = [z.signer.cache.counters() for z in self.table.zones if z.signer is not None]
+        if signers:
+            found["dnssec_signatures"] = {f: sum(c[f] for c in signers) for f in signers[0]}
+        if self.rrl is not None:
+            found["dns_rrl"] = self.rrl.buckets.counters()
+        return found
+
     def handle(self, data: bytes, peer: IPAddress, tcp: bool = False) -> bytes | None:
         """One packet in, one reply out (None: send nothing). Never raises.
 
@@ -122,12 +130,12 @@ class Authority:
                 return self._refuse_cookie(data, verdict, back)
         out = self._handle(query, peer, tcp)
         if back:
-            out = self._added(query, out, COOKIE_CODE, back, tcp)
+            out = self._added(query, out, Option.COOKIE, back, tcp)
         sent = self._limited(data, out, peer, query.ecs_value, query.question) \
             if self.rrl is not None and not tcp and verdict is not Verdict.VALID else out
         if sent is None or not self.nsid or not query.nsid:
             return sent
-        return self._added(query, sent, wire.NSID_CODE, self.nsid, tcp)
+        return self._added(query, sent, Option.NSID, self.nsid, tcp)
 
     def _unreadable(self, data: bytes, e: QueryError) -> bytes | None:
         """A packet that is not a query we serve: FORMERR, NOTIMP or REFUSED with what
@@ -153,7 +161,7 @@ class Authority:
         rcode = Rcode.FORMERR if verdict is Verdict.MALFORMED else Rcode.BADCOOKIE
         self.stats.dns_queries[(0, rcode)] += 1
         out = wire.error_reply(data, rcode, self.payload)
-        return wire.add_option(out, COOKIE_CODE, back) if back else out
+        return wire.add_option(out, Option.COOKIE, back) if back else out
 
     def _limited(self, data: bytes, out: bytes, peer: IPAddress, ecs: bytes,
                  question: bytes) -> bytes | None:
@@ -213,9 +221,9 @@ class Authority:
     def respond(self, q: Query, asker: Asker) -> Reply:
         if q.edns is not None and q.edns.version > 0:
             return Reply(Rcode.BADVERS, authoritative=False)  # RFC 6891 6.1.3
-        if q.qclass == CLASS_CH:
+        if q.qclass == Class.CH:
             return self._chaos(q)
-        if q.qclass not in (CLASS_IN, CLASS_ANY) or q.qtype in (Type.AXFR, Type.IXFR):
+        if q.qclass not in (Class.IN, Class.ANY) or q.qtype in (Type.AXFR, Type.IXFR):
             return Reply(Rcode.REFUSED, authoritative=False)
         if q.qtype in (Type.OPT, Type.NXNAME):  # meta-types: never asked for (RFC 9824)
             return Reply(Rcode.FORMERR, authoritative=False)
@@ -258,7 +266,7 @@ class Authority:
             return Reply(Rcode.REFUSED, authoritative=False)
         if q.qtype not in (Type.TXT, Type.ANY):
             return Reply()
-        return Reply(answer=[Record(q.name, Type.TXT, CLASS_CH, 0, self.chaos)])
+        return Reply(answer=[Record(q.name, Type.TXT, Class.CH, 0, self.chaos)])
 
     def _resolve(self, zone: ZoneData, q: Query, name: Name, owner: tuple[bytes, ...],
                  asker: Asker, reply: Reply, hops: int) -> None:
@@ -317,7 +325,7 @@ class Authority:
         for key in reply.chosen:
             self.stats.dns_chosen[key] += 1
         version, rtype = (6, Type.AAAA) if want is Want.IPV6 else (4, Type.A)
-        return [Record(owner, rtype, CLASS_IN, ttl, (address.packed,))
+        return [Record(owner, rtype, Class.IN, ttl, (address.packed,))
                 for target in chosen for address in target.addresses_of(version)]
 
     def _choose(self, service: Service, client: Location, want: Want) -> Chosen:

@@ -19,8 +19,6 @@ from enum import Enum
 
 from siphash24 import siphash24
 
-from router.dns.wire import COOKIE_CODE as COOKIE_CODE  # the EDNS option code, RFC 7873
-
 VERSION_HEAD = b"\x01\x00\x00\x00"  # version 1, reserved
 PAST = 3600  # seconds a server cookie stays valid (RFC 9018 4.3: one hour)
 FUTURE = 300  # seconds a server cookie's time may be ahead of ours (clock skew)

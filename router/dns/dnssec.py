@@ -40,12 +40,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from router.core.config import Config, ConfigError, Problem, Zone
+from router.core.dnsparams import Class, Type
 from router.core.memo import Memo
-from router.dns.records import CLASS_IN, Name, Record, to_name, wire_name
+from router.dns.records import Name, Record, to_name, wire_name
 from router.errors import RouterError
 
 ALGORITHMS = {"ecdsap256sha256": 13, "ed25519": 15}
-DS, RRSIG, NSEC, DNSKEY, CDS, CDNSKEY, NXNAME = 43, 46, 47, 48, 59, 60, 128
+DS, RRSIG, NSEC, DNSKEY = Type.DS, Type.RRSIG, Type.NSEC, Type.DNSKEY
+CDS, CDNSKEY, NXNAME = Type.CDS, Type.CDNSKEY, Type.NXNAME
 CSK_FLAGS = 257  # zone key + secure entry point
 WINDOW = 7 * 86400  # signatures: valid from a window before this one to two after it
 SIGNATURES = 65536  # kept
@@ -164,9 +166,9 @@ def ds_text(key: Key) -> str:
 
 def key_records(key: Key, ttl: int) -> dict[int, list[Record]]:
     """What the apex publishes: DNSKEY, and CDS and CDNSKEY for RFC 8078 automation."""
-    return {DNSKEY: [Record(key.zone, DNSKEY, CLASS_IN, ttl, (key.dnskey,))],
-            CDS: [Record(key.zone, CDS, CLASS_IN, ttl, (ds_rdata(key),))],
-            CDNSKEY: [Record(key.zone, CDNSKEY, CLASS_IN, ttl, (key.dnskey,))]}
+    return {DNSKEY: [Record(key.zone, DNSKEY, Class.IN, ttl, (key.dnskey,))],
+            CDS: [Record(key.zone, CDS, Class.IN, ttl, (ds_rdata(key),))],
+            CDNSKEY: [Record(key.zone, CDNSKEY, Class.IN, ttl, (key.dnskey,))]}
 
 
 def presentation(key: Key) -> str:
@@ -249,7 +251,7 @@ def nsec(owner: Name, types: Iterable[int], ttl: int) -> Record:
     """The compact denial NSEC at ``owner`` (RFC 9824): its next name is the immediate
     successor, ``\\000.owner``, and its bitmap ``types`` (with RRSIG and NSEC)."""
     following = wire_name((b"\0", *owner))
-    return Record(owner, NSEC, CLASS_IN, ttl, (following + bitmap({*types, RRSIG, NSEC}),))
+    return Record(owner, NSEC, Class.IN, ttl, (following + bitmap({*types, RRSIG, NSEC}),))
 
 
 def bitmap(types: Iterable[int]) -> bytes:

@@ -17,6 +17,7 @@ from typing import cast
 
 import structlog
 
+from router.core.dnsparams import Option
 from router.core.ip import HostPort, IPAddress
 from router.core.memo import Memo
 from router.dns import wire
@@ -117,8 +118,8 @@ class TcpProtocol(asyncio.Protocol):
         if reply is None:  # not even a header: nothing sensible to say; hang up
             self.transport.close()
             return False
-        if wire.find_option(message, wire.KEEPALIVE_CODE) == b"":  # RFC 7828: say how long
-            reply = wire.add_option(reply, wire.KEEPALIVE_CODE, self.pool.keepalive_option)
+        if wire.find_option(message, Option.KEEPALIVE) == b"":  # RFC 7828: say how long
+            reply = wire.add_option(reply, Option.KEEPALIVE, self.pool.keepalive_option)
         self.transport.write(struct.pack("!H", len(reply)) + reply)
         return True
 
@@ -263,15 +264,20 @@ class DnsListener:
         self.udp: asyncio.DatagramTransport | None = None
         self.tcp: asyncio.Server | None = None
         self.address: HostPort = ("", 0)
+        self.protocol: UdpProtocol | None = None
 
     async def start_on(self, udp_sock: socket.socket, tcp_sock: socket.socket) -> HostPort:
         """Serve on sockets from ``bind()`` (bound early, so a busy port fails fast)."""
         loop = asyncio.get_running_loop()
         self.address = udp_sock.getsockname()[:2]
-        self.udp, _ = await loop.create_datagram_endpoint(
+        self.udp, self.protocol = await loop.create_datagram_endpoint(
             lambda: UdpProtocol(self.dispatch), sock=udp_sock)
         self.tcp = await loop.create_server(lambda: TcpProtocol(self.pool), sock=tcp_sock)
         return self.address
+
+    def udp_senders(self) -> dict[str, int]:
+        """The UDP senders' table (``core.memo``): its counters."""
+        return self.protocol.peers.counters() if self.protocol is not None else {}
 
     def close(self) -> None:
         """Stop taking queries: UDP closed, no new TCP connections, open ones closed."""

@@ -3,10 +3,11 @@
 A ``Record`` is an owner name, type, class, TTL and its RDATA in wire form, kept as
 parts: bytes as they go out, and the domain names that RFC 1035 lets a writer compress
 (NS, CNAME, PTR, SOA, MX) kept as names, so the writer can point them at a name written
-before. Static records are compiled once per zone load (``compile_rdata``: dnslib packs
-the RDATA of the other types, TXT's string splitting and CAA included); a steered
-answer's A/AAAA records are made per decision, four or sixteen bytes each. No dnslib
-object is on any per-query path.
+before. Static records are compiled once per zone load (``COMPILERS``: one function per
+type a zone file may hold, as ``router.core.rdata.GRAMMAR`` reads it; dnslib packs
+the RDATA of some, TXT's string splitting and CAA included); a steered answer's A/AAAA
+records are made per decision, four or sixteen bytes each. No dnslib object is on any
+per-query path.
 
 Names are tuples of lower-case labels (``(b"www", b"go", b"example", b"com")``), the
 form a parsed query's name is in, so a lookup is one dict access.
@@ -15,6 +16,7 @@ form a parsed query's name is in, so a lookup is one dict access.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,15 +28,11 @@ from dnslib import A as DnsA
 from dnslib import DNSBuffer
 
 from router.core import config as cfg
-from router.core import values
+from router.core import rdata as rd
+from router.core.dnsparams import Class, Type
 
 Name = tuple[bytes, ...]
 Part = bytes | Name  # RDATA: bytes as they are, or a name the writer may compress
-
-A, NS, CNAME, SOA, PTR, MX, TXT, AAAA, SRV, CAA = 1, 2, 5, 6, 12, 15, 16, 28, 33, 257
-CLASS_IN = 1
-TYPES = {"A": A, "NS": NS, "CNAME": CNAME, "SOA": SOA, "PTR": PTR, "MX": MX, "TXT": TXT,
-         "AAAA": AAAA, "SRV": SRV, "CAA": CAA}
 
 
 def to_name(text: str) -> Name:
@@ -68,13 +66,14 @@ class Record:
 
 def record(owner: Name, record_: cfg.Record) -> Record:
     """A static record of the zone file, compiled."""
-    return Record(owner, TYPES[record_.type], CLASS_IN, record_.ttl, compile_rdata(record_))
+    rtype = Type[record_.type]
+    return Record(owner, rtype, Class.IN, record_.ttl, COMPILERS[rtype](record_.data))
 
 
 def soa(zone: cfg.Zone, ttl: int) -> Record:
     timers = struct.pack("!5I", zone.serial, zone.refresh, zone.retry, zone.expire,
                          zone.negative_ttl)
-    return Record(to_name(zone.origin), SOA, CLASS_IN, ttl,
+    return Record(to_name(zone.origin), Type.SOA, Class.IN, ttl,
                   (to_name(zone.nameservers[0]), to_name(zone.hostmaster), timers))
 
 
@@ -90,27 +89,51 @@ def txt(*strings: bytes) -> tuple[Part, ...]:
     return (packed(DnsTxt(list(strings))),)
 
 
-def compile_rdata(r: cfg.Record) -> tuple[Part, ...]:
-    """A zone file record's RDATA: the names RFC 1035 lets a writer compress kept as
-    names; everything else packed by dnslib."""
-    d = r.data
-    match r.type:
-        case "NS" | "CNAME" | "PTR":
-            return (to_name(str(d)),)
-        case "MX":
-            assert isinstance(d, values.Mx)
-            return (struct.pack("!H", d.preference), to_name(d.exchange))
-        case "A":
-            return (packed(DnsA(str(d))),)
-        case "AAAA":
-            return (packed(DnsAaaa(str(d))),)
-        case "SRV":  # RFC 2782: the target is never compressed
-            assert isinstance(d, values.Srv)
-            return (packed(DnsSrv(d.priority, d.weight, d.port, d.target)),)
-        case "CAA":
-            assert isinstance(d, values.Caa)
-            return (packed(DnsCaa(d.flags, d.tag, d.value)),)
-        case "TXT":
-            assert isinstance(d, values.Txt)
-            return txt(*d.strings)
-    raise ValueError(f"unsupported record type {r.type}")
+# ---------------------------------------------------------------- one compile function a type
+
+
+def _name(d: rd.RData) -> tuple[Part, ...]:  # NS, CNAME, PTR: a name the writer may compress
+    return (to_name(str(d)),)
+
+
+def _mx(d: rd.RData) -> tuple[Part, ...]:
+    assert isinstance(d, rd.Mx)
+    return (struct.pack("!H", d.preference), to_name(d.exchange))
+
+
+def _a(d: rd.RData) -> tuple[Part, ...]:
+    return (packed(DnsA(str(d))),)
+
+
+def _aaaa(d: rd.RData) -> tuple[Part, ...]:
+    return (packed(DnsAaaa(str(d))),)
+
+
+def _srv(d: rd.RData) -> tuple[Part, ...]:  # RFC 2782: the target is never compressed
+    assert isinstance(d, rd.Srv)
+    return (packed(DnsSrv(d.priority, d.weight, d.port, d.target)),)
+
+
+def _caa(d: rd.RData) -> tuple[Part, ...]:
+    assert isinstance(d, rd.Caa)
+    return (packed(DnsCaa(d.flags, d.tag, d.value)),)
+
+
+def _txt(d: rd.RData) -> tuple[Part, ...]:
+    assert isinstance(d, rd.Txt)
+    return txt(*d.strings)
+
+
+def _svcb(d: rd.RData) -> tuple[Part, ...]:
+    """SVCB and HTTPS (RFC 9460 2.2): priority, the target uncompressed, the parameters
+    in ascending key order."""
+    assert isinstance(d, rd.Svcb)
+    params = b"".join(struct.pack("!HH", key, len(value)) + value for key, value in d.params)
+    return (struct.pack("!H", d.priority) + wire_name(to_name(d.target)) + params,)
+
+
+COMPILERS: dict[Type, Callable[[rd.RData], tuple[Part, ...]]] = {
+    Type.A: _a, Type.AAAA: _aaaa, Type.NS: _name, Type.CNAME: _name, Type.PTR: _name,
+    Type.MX: _mx, Type.TXT: _txt, Type.SRV: _srv, Type.CAA: _caa,
+    Type.SVCB: _svcb, Type.HTTPS: _svcb,
+}

@@ -13,54 +13,15 @@ import contextlib
 import ipaddress
 import struct
 from dataclasses import dataclass, field
-from enum import IntEnum
 
+from router.core.dnsparams import Opcode, Option, Rcode, Type
 from router.core.ip import IPAddress
 from router.dns.records import Record
 from router.errors import RouterError
 
-
-class Rcode(IntEnum):
-    NOERROR = 0
-    FORMERR = 1
-    SERVFAIL = 2
-    NXDOMAIN = 3
-    NOTIMP = 4
-    REFUSED = 5
-    BADVERS = 16  # extended: the upper bits travel in the OPT record
-    BADCOOKIE = 23  # RFC 7873, extended too
-
-
-class Type(IntEnum):
-    A = 1
-    NS = 2
-    CNAME = 5
-    SOA = 6
-    PTR = 12
-    HINFO = 13
-    MX = 15
-    TXT = 16
-    AAAA = 28
-    SRV = 33
-    OPT = 41
-    DS = 43
-    RRSIG = 46
-    NSEC = 47
-    DNSKEY = 48
-    NXNAME = 128  # RFC 9824: a meta-type, only ever in a compact denial's bitmap
-    IXFR = 251
-    AXFR = 252
-    ANY = 255
-    CAA = 257
-
-
-CLASS_IN = 1
-CLASS_CH = 3  # CHAOS: id.server, hostname.bind
-CLASS_ANY = 255
-OPCODE_QUERY = 0
-ECS_CODE = 8  # EDNS Client Subnet, RFC 7871
-COOKIE_CODE = 10  # DNS cookies, RFC 7873
-NSID_CODE = 3  # name server identifier, RFC 5001
+# The option codes the reader's loop compares, bound as plain ints (the registry's numbers:
+# ``router.core.dnsparams.Option``).
+_ECS, _COOKIE, _NSID = int(Option.ECS), int(Option.COOKIE), int(Option.NSID)
 MAX_NAME = 255
 
 _HEADER = struct.Struct("!HHHHHH")
@@ -304,16 +265,16 @@ def _read_opt(q: Query, offset: int) -> int:
         start, offset = offset, offset + 4 + length
         if offset > end:
             raise IndexError("EDNS option runs past the end")
-        if code == ECS_CODE:
+        if code == _ECS:
             if edns.ecs is not None:
                 raise ValueError("more than one Client Subnet option")
             value = data[start + 4:offset]
             check_subnet(value)
             edns.ecs, q.ecs, q.ecs_end = value, start, offset
             q.shape |= SHAPE_ECS
-        elif code == COOKIE_CODE and q.cookie is None:
+        elif code == _COOKIE and q.cookie is None:
             q.cookie = data[start + 4:offset]
-        elif code == NSID_CODE and not length:
+        elif code == _NSID and not length:
             q.nsid = True
     return end
 
@@ -466,7 +427,7 @@ def opt_record(payload: int, rcode: int, do: bool, options: bytes = b"",
     """Our OPT record: the root owner, our UDP payload, the upper bits of the rcode,
     version 0, the DO and CO bits as the query had them, and ``options``."""
     flags = (0x8000 if do else 0) | (0x4000 if co else 0)
-    return b"\0" + struct.pack("!HHBBHH", OPT_TYPE, payload, rcode >> 4, 0, flags,
+    return b"\0" + struct.pack("!HHBBHH", Type.OPT, payload, rcode >> 4, 0, flags,
                                 len(options)) + options
 
 
@@ -475,7 +436,7 @@ def _opt(query: Query, reply: Reply, server_payload: int) -> bytes:
         return b""
     subnet = query.edns.subnet
     echo = subnet.echo(reply.scope) if subnet is not None else None  # scope may pass source
-    options = b"" if echo is None else struct.pack("!HH", ECS_CODE, len(echo)) + echo
+    options = b"" if echo is None else struct.pack("!HH", Option.ECS, len(echo)) + echo
     return opt_record(server_payload, int(reply.rcode), query.edns.do, options, query.edns.co)
 
 
@@ -496,7 +457,7 @@ def error_reply(data: bytes, rcode: Rcode, server_payload: int, tc: bool = False
     qid, flags, qd = struct.unpack_from("!HHH", data)
     flags = (flags & (0x7800 | RD | CD)) | QR | (int(rcode) & 0xF) | (TC if tc else 0)
     asked = question(data) if qd == 1 else b""
-    if (flags >> 11) & 0xF != OPCODE_QUERY and asked[-4:-2] != b"\x00\x06":
+    if (flags >> 11) & 0xF != Opcode.QUERY and asked[-4:-2] != b"\x00\x06":
         asked = b""  # NOTIFY and UPDATE name their zone by an SOA question; other shapes
         # under another opcode are not ours to repeat (a parser would reject the reply)
     at = _opt_rdata(data)
@@ -505,9 +466,6 @@ def error_reply(data: bytes, rcode: Rcode, server_payload: int, tc: bool = False
 
 
 # ---------------------------------------------------------------- EDNS options in place
-
-KEEPALIVE_CODE = 11  # edns-tcp-keepalive, RFC 7828
-OPT_TYPE = 41
 
 
 def _opt_rdata(message: bytes) -> int | None:
@@ -522,7 +480,7 @@ def _opt_rdata(message: bytes) -> int | None:
                 i += 4
                 continue
             rtype, rdlength = struct.unpack_from("!H6xH", message, i)
-            if rtype == OPT_TYPE and n >= qd + an + ns:
+            if rtype == Type.OPT and n >= qd + an + ns:
                 return i + 8
             i += 10 + rdlength
     except (ValueError, IndexError, struct.error):

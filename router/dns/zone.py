@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from router.core import config as cfg
+from router.core.dnsparams import Class, Type
 from router.dns import dnssec
-from router.dns.records import NS, SOA, Name, Record, record, soa, to_name
-from router.dns.wire import Type
+from router.dns.records import Name, Record, record, soa, to_name
 
 __all__ = ["Name", "Node", "ZoneData", "ZoneTable", "to_name"]
 
@@ -86,10 +86,10 @@ def _compile(zone: cfg.Zone) -> ZoneData:
         key = dnssec.zone_key(zone)
         signer = dnssec.Signer(key)
         apex.rrsets.update(dnssec.key_records(key, zone.ttl))
-    apex.rrsets[SOA] = [soa(zone, zone.ttl)]
-    apex.rrsets[NS] = [Record(origin, NS, 1, zone.ttl, (to_name(ns),))
+    apex.rrsets[Type.SOA] = [soa(zone, zone.ttl)]
+    apex.rrsets[Type.NS] = [Record(origin, Type.NS, Class.IN, zone.ttl, (to_name(ns),))
                        for ns in zone.nameservers]
     parents = {name[i:] for name in nodes for i in range(1, len(name) - len(origin) + 1)}
     cuts = {name for name, node in nodes.items() if name != origin and Type.NS in node.rrsets}
-    return ZoneData(zone, origin, nodes, parents, cuts, apex.rrsets[SOA][0],
+    return ZoneData(zone, origin, nodes, parents, cuts, apex.rrsets[Type.SOA][0],
                     soa(zone, min(zone.ttl, zone.negative_ttl)), signer)

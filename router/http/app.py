@@ -31,6 +31,7 @@ from router.core.stats import Stats
 from router.core.steering import FileChecker
 from router.errors import RouterError
 from router.http import downloads, redirect
+from router.http.keys import CLIENT, RUNTIME, TARGET, VIEWERS
 from router.http.routes import PathError
 from router.http.status import handlers as status
 
@@ -40,6 +41,7 @@ SERVER = "mirror-router"
 web_response.SERVER_SOFTWARE = SERVER  # type: ignore[attr-defined]  # read when a response is prepared
 
 log = structlog.get_logger("router.http")
+REDIRECTOR = web.AppKey("redirector", redirect.Redirector)  # the public app's
 access = structlog.get_logger("router.http.access")
 
 
@@ -49,7 +51,6 @@ class HttpSettings:
     access_log: bool = False
 
 
-RUNTIME = redirect.RUNTIME
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -112,8 +113,8 @@ async def not_allowed(request: web.Request) -> web.StreamResponse:
 async def access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
     response = await handler(request)
-    access.info("request", client=request.get("client"), method=request.method,
-                path=request.raw_path, status=response.status, target=request.get("target"),
+    access.info("request", client=request.get(CLIENT), method=request.method,
+                path=request.raw_path, status=response.status, target=request.get(TARGET),
                 ms=round((time.perf_counter() - started) * 1000, 3))
     return response
 
@@ -124,8 +125,9 @@ def create_app(runtime: Runtime, settings: HttpSettings | None = None, *,
     settings = settings or HttpSettings()
     app = web.Application(middlewares=[access_log] if settings.access_log else [])
     app[RUNTIME] = runtime
-    redirector = app[redirect.REDIRECTOR] = redirect.Redirector(
-        runtime, settings.trusted_proxies, inventory)
+    redirector = app[REDIRECTOR] = redirect.Redirector(runtime, settings.trusted_proxies,
+                                                       inventory)
+    app[VIEWERS] = redirector
     pages = _admin_routes(app) if admin else {}
     # [\s\S]: the decoded path may hold newlines (from %0a); the checks see them.
     _add(app, {**pages, r"/{path:[\s\S]*}": redirector.handle})
@@ -136,7 +138,7 @@ def create_admin_app(public: web.Application) -> web.Application:
     """The private listener's app: health, readiness, metrics and status, nothing else."""
     app = web.Application()
     app[RUNTIME] = public[RUNTIME]
-    app[redirect.REDIRECTOR] = public[redirect.REDIRECTOR]  # to place the viewer
+    app[VIEWERS] = public[VIEWERS]  # to place the viewer
     _add(app, _admin_routes(app))
     return app
 

@@ -35,6 +35,7 @@ from router.http import downloads, pages
 from router.http import routes as paths
 from router.http.client import Proxies
 from router.http.decisions import DecisionCache, Entry, Key
+from router.http.keys import CLIENT, TARGET
 
 log = structlog.get_logger("router.http")
 
@@ -81,9 +82,16 @@ class Redirector:
         self.config: Config = runtime.config  # what routes and decisions were made from
         self.locator = runtime.locator  # what client locations were found with
         self.routes = paths.Routes(self.config)
-        runtime.caches["http_clients"] = self.clients.counters
-        runtime.caches["http_decisions"] = self.decisions.counters
-        runtime.caches["http_places"] = self.places.counters
+
+    def caches(self) -> dict[str, dict[str, int]]:
+        """Every bounded table of the redirector (for /metrics)."""
+        return {"http_clients": self.clients.counters(),
+                "http_decisions": self.decisions.counters(),
+                "http_outcomes": self.decisions.outcomes.counters(),
+                "http_places": self.places.counters(),
+                "http_lineups": self.lineups.counters(),
+                "http_peers": self.proxies.peers.counters(),
+                "http_routes": self.routes.resolved.counters()}
 
     def follow(self) -> None:
         """The runtime has a new config or GeoIP database (a reload): route, locate and
@@ -131,7 +139,7 @@ class Redirector:
         if found is None:
             raise Unavailable("no mirror can serve this now",
                               max(1, math.ceil(service.health.interval)))
-        request["target"] = found.target.id
+        request[TARGET] = found.target.id
         runtime.stats.http_chosen[(service.name, found.target.id)] += 1
         headers = found.headers  # Location, Cache-Control, Link alternates
         if item.file is not None:
@@ -209,7 +217,8 @@ class Redirector:
         known = self.clients.get(key)
         if known is None:
             known = self.clients.put(key, self._find(request, forwarded_text, hops))
-        request["client"] = known[0]
+        if known[0] is not None:
+            request[CLIENT] = known[0]
         return known[1]
 
     def _find(self, request: web.Request, forwarded_text: str | None,
@@ -229,14 +238,10 @@ class Redirector:
         return client.text, self.runtime.locator.at(client.value, client.version)
 
 
-RUNTIME = web.AppKey("runtime", Runtime)
-REDIRECTOR = web.AppKey("redirector", Redirector)
-
-
 def _mirrorlist(request: web.Request, runtime: Runtime, route: paths.Route,
                 decision: Decision, file: CatalogFile | None) -> web.Response:
     data = paths.describe_redirect(request.path, route, decision)
-    data["client_address"] = request.get("client")
+    data["client_address"] = request.get(CLIENT)
     if file is not None:
         _add_availability(runtime, route, data, file)
     wants_json = (request.query.get("mirrorlist") == "json"

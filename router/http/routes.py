@@ -73,18 +73,18 @@ class Routes:
                 names.update(n.rstrip(".") for n in s.dns_names)
             entries += [(s.http_prefix, names, s) for s in zone.services if s.http_prefix]
         self._entries = sorted(entries, key=lambda e: -len(e[0]))
-        self._resolved: Memo[tuple[str, str | None], tuple[Route | None, str]] = Memo(65536)
+        self.resolved: Memo[tuple[str, str | None], tuple[Route | None, str]] = Memo(65536)
 
     def resolve(self, raw_path: str, host: str | None = None) -> Route | None:
         """``clean()`` then ``match()``, remembered per (raw path, host); PathError as ever."""
         key = (raw_path, host)
-        known = self._resolved.get(key)
+        known = self.resolved.get(key)
         if known is None:
             try:
                 known = (self.match(clean(raw_path), host), "")
             except PathError as e:
                 known = (None, str(e))
-            self._resolved.put(key, known)
+            self.resolved.put(key, known)
         route, error = known
         if error:
             raise PathError(error)

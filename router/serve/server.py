@@ -14,22 +14,23 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 
 import structlog
 from aiohttp import web
 
 from router import __version__
 from router.core.config import Config, unchanged_zones
+from router.core.fleet import View
 from router.core.geo import STALE_DAYS, GeoError, Locator
 from router.core.health import Board, Status
-from router.core.runtime import Reload, Runtime, Signing
+from router.core.runtime import Reload, Runtime, Signing, StateView
 from router.dns.authority import Authority
 from router.dns.cookies import Secrets
 from router.dns.listener import Dispatch, DnsListener
 from router.dns.rrl import Limiter
 from router.dns.zone import ZoneTable
-from router.http.app import HttpSettings, create_admin_app, create_app
+from router.http.app import REDIRECTOR, HttpSettings, create_admin_app, create_app
 from router.serve.connections import ADMIN_LIMIT, Cap, CappedSite, budget, raise_nofile
 from router.serve.lifecycle import Lifecycle, Source, first_round, run_loop, settle_memory
 from router.serve.settings import (
@@ -81,12 +82,10 @@ class Server(Lifecycle):
     async def startup(self) -> None:
         s = self.settings
         config = self.given or await self.zones()
-        runtime = self.runtime = Runtime(config, Locator(s.geoip), Board(), probing=s.probe)
+        runtime = self.runtime = Runtime(config, Locator(s.geoip), Board(), probing=s.probe,
+                                         readings=self)
         self.source = self.make_source(runtime)
-        runtime.state = self.source.state
-        runtime.fleet = self.source.fleet_view
         self.dispatch = Dispatch(self._authority(config))
-        self._show_dns(runtime, self.dispatch)
         if s.https:  # a bad certificate fails here, before anything listens
             self.certificate = Certificate(*certificate_files(s))
         if self.sockets is None and not self.fed:  # a worker's claims are its supervisor's
@@ -176,7 +175,6 @@ class Server(Lifecycle):
     def _use(self, locator: Locator) -> None:
         assert self.runtime is not None and self.dispatch is not None
         old, self.runtime.locator = self.runtime.locator, locator
-        self.runtime.caches["geoip"] = locator.counters
         self.dispatch.authority = self._authority(self.runtime.config)  # a new answer cache
         old.close()
         _log_geoip("geoip_loaded", locator)
@@ -209,36 +207,36 @@ class Server(Lifecycle):
         await asyncio.gather(*(listener.wait_closed() for listener in self.dns),
                              *(runner.cleanup() for runner in self.http))
 
-    def _show_dns(self, runtime: Runtime, dispatch: Dispatch) -> None:
-        """The DNS face's caches and signing, for /metrics and /status (the dispatch's
-        authority is replaced on reload: each is read afresh)."""
-        runtime.caches["dns"] = self._dns_cache_counters
-        runtime.caches["dnssec_signatures"] = self._signature_counters
-        runtime.caches["dns_decisions"] = lambda: dispatch.authority.decisions.networks.counters()
-        runtime.caches["dns_places"] = lambda: dispatch.authority.decisions.places.counters()
-        runtime.signing = self._signing
+    # ---------------------------------------------------------------- the Runtime's readings
 
-    def _signing(self) -> list[Signing]:
+    @property
+    def state(self) -> StateView | None:
+        return self.source.state if self.source is not None else None
+
+    def fleet(self) -> View | None:
+        return self.source.fleet_view() if self.source is not None else None
+
+    def signing(self) -> list[Signing]:
         """Every signed zone's key and signature counts (this process's)."""
         zones = self.dispatch.authority.table.zones if self.dispatch is not None else []
         return [Signing(z.zone.origin, str(s.key.path), s.key.name, s.key.tag, s.key.created,
                         s.cache.misses, s.cache.hits)
                 for z in zones if (s := z.signer) is not None]
 
-    def _signature_counters(self) -> dict[str, int]:
-        """Signed zones' signature caches: a miss is a signature made."""
-        totals: dict[str, int] = {}
-        zones = self.dispatch.authority.table.zones if self.dispatch is not None else []
-        for zone in zones:
-            if zone.signer is not None:
-                for figure, n in zone.signer.cache.counters().items():
-                    totals[figure] = totals.get(figure, 0) + n
-        return totals
-
-    def _dns_cache_counters(self) -> dict[str, int]:
-        """The answer cache's counters (a reload starts a new cache, and new counts)."""
-        cache = self.dispatch.authority.cache if self.dispatch is not None else None
-        return cache.counters() if cache is not None else {}
+    def caches(self) -> dict[str, Mapping[str, int]]:
+        """Every bounded table of this process: GeoIP's, the DNS face's (the authority in
+        force: a reload starts new ones, and new counts), the listeners', the
+        redirector's."""
+        found: dict[str, Mapping[str, int]] = {}
+        if self.runtime is not None:
+            found.update(self.runtime.locator.caches())
+        if self.dispatch is not None:
+            found.update(self.dispatch.authority.caches())
+        if self.dns:
+            found["dns_udp_senders"] = _summed(d.udp_senders() for d in self.dns)
+        if self.http:
+            found.update(self.http[0].app[REDIRECTOR].caches())
+        return found
 
     def _monitor(self, runtime: Runtime) -> Source:
         return monitor(self.settings, runtime.board, runtime.stats, lambda: runtime.config)
@@ -305,3 +303,12 @@ def _addresses(socks: tuple[socket.socket, ...]) -> list[str]:
 def run(settings: Settings) -> int:
     """Run one serving process until SIGTERM/SIGINT, on uvloop when it is installed."""
     return run_loop(Server(settings).run())
+
+
+def _summed(counters: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    """Several tables' counters as one (the DNS listeners' senders)."""
+    total: dict[str, int] = {}
+    for each in counters:
+        for figure, n in each.items():
+            total[figure] = total.get(figure, 0) + n
+    return total

@@ -108,7 +108,7 @@ class Feed:
             case ch.PeerCounts(stats):
                 runtime.peers = stats
             case ch.StateNews():
-                self.state = runtime.state = message
+                self.state = message
             case ch.FleetNews(view):
                 self.fleet = view
             case _:

@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+from router.watch.tasks import cancel
+
 T = TypeVar("T")
 Stamp = tuple[int, int, int] | None  # (inode, size, mtime_ns); None: no such file
 
@@ -50,9 +52,7 @@ class FileWatch:
         self._task = asyncio.create_task(self._follow(), name=f"watch {self.files[0]}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await cancel([self._task])
 
     async def _follow(self) -> None:
         seen = self.loaded

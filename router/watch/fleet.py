@@ -40,6 +40,7 @@ from router.watch import store as st
 from router.watch.files import off_loop, write_whole
 from router.watch.prober import jobs
 from router.watch.store import Link, StoreDown
+from router.watch.tasks import cancel
 
 log = structlog.get_logger("router.fleet")
 
@@ -81,9 +82,7 @@ class Fleet:
         self._task = asyncio.create_task(self._loop(), name="fleet")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await cancel([self._task])
         await self.link.close()
 
     async def _loop(self) -> None:

@@ -25,6 +25,7 @@ from router.core.config import Config, ConfigError, Problem
 from router.core.health import Board
 from router.core.overrides import Override, Overrides, parse, render, unknown
 from router.watch.files import off_loop, write_whole
+from router.watch.tasks import cancel
 
 log = structlog.get_logger("router.state")
 
@@ -106,9 +107,7 @@ class StateFile:
         self._task = asyncio.create_task(self._watch(), name="state file")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await cancel([self._task])
 
     async def _watch(self) -> None:
         while True:

@@ -220,11 +220,10 @@ _EVENTS = {"hits": "hit", "misses": "miss", "evictions": "eviction"}
 
 
 def _caches(stats: Stats) -> Iterator[Metric]:
-    events = _counter("cache_events", "cache lookups and evictions (dns: encoded answers; "
-                      "dns_decisions, dns_places: what DNS steering chose; "
-                      "dnssec_signatures: RRSIGs (a miss is one made); "
-                      "http_decisions, http_clients: the redirector's; geoip: networks; "
-                      "reset by a reload)", ["cache", "event"])
+    events = _counter("cache_events", "lookups and evictions of every bounded table, by "
+                      "table (dns*: the DNS face's; http*: the redirector's; geoip*: "
+                      "decoded records; dnssec_signatures: a miss is an RRSIG made); "
+                      "a reload starts a face's tables afresh", ["cache", "event"])
     entries = _gauge("cache_entries", "entries held, all workers together", ["cache"])
     for (cache, figure), n in sorted(stats.caches.items()):
         if figure == "size":

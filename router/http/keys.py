@@ -1,0 +1,25 @@
+"""What the HTTP apps and requests hold (``web.AppKey``s, ``web.RequestKey``s): one home,
+so a page's handlers need not import the redirector to find what it put there."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from aiohttp import web
+
+from router.core.geo import Location
+from router.core.runtime import Runtime
+
+
+class Viewers(Protocol):
+    """Where the viewer of a page is, behind the trusted proxies, as the redirector sees
+    its clients (``router.http.redirect.Redirector``): the status page marks it."""
+
+    def location(self, request: web.Request) -> Location: ...
+
+
+RUNTIME = web.AppKey("runtime", Runtime)
+VIEWERS = web.AppKey("viewers", Viewers)
+# what a request learned on its way, for the access log and the pages
+CLIENT = web.RequestKey("client", str)  # the client's address, behind trusted proxies
+TARGET = web.RequestKey("target", str)  # the target the redirect chose
