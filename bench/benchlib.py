@@ -14,6 +14,7 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -342,6 +343,34 @@ def ratios(rows: Sequence[Measured], job_names: list[str], unit: str) -> list[st
                  else 0 for j in job_names]
         out.append(f"{peer:<15}" + "".join(f"{c:>9.2f}" if c else f"{'-':>9}" for c in cells))
     return out
+
+
+def round_ratios(runs: Sequence[Measured], job_names: list[str], unit: str) -> list[str]:
+    """mirror-router's rate over each peer's in every round (rows in the order they were
+    run, one per server and job a round), and the median of those: what one round's
+    noise cannot decide."""
+    rounds: dict[tuple[str, str], list[float]] = {}
+    for r in runs:
+        rounds.setdefault((r.server, r.job), []).append(r.rate)
+    peers = [s for s in dict.fromkeys(r.server for r in runs) if s != "mirror-router"]
+    if not peers or len(rounds.get(("mirror-router", job_names[0]), [])) < 2:
+        return []
+    out = [f"mirror-router {unit} / peer {unit} in each round (same round), and the median:"]
+    for peer in peers:
+        for job in job_names:
+            ours, theirs = rounds.get(("mirror-router", job), []), rounds.get((peer, job), [])
+            each = [a / b for a, b in zip(ours, theirs, strict=False) if b]
+            if each:
+                out.append(f"{peer:<15}{job:<9}" + " ".join(f"{x:.2f}" for x in each)
+                           + f"   median {statistics.median(each):.2f}")
+    return out
+
+
+def baseline(tree: Path, command: Sequence[str]) -> list[str]:
+    """``command`` (a ``python -m router`` line) run from the checkout ``tree`` instead
+    of this one: the same router before a change, measured in the same run as after."""
+    i = list(command).index(sys.executable)  # run in the tree: ``-m`` imports from the cwd
+    return [*command[:i], "env", "-C", str(tree), f"PYTHONPATH={tree}", *command[i:]]
 
 
 Stages = dict[tuple[str, str], str]  # (file suffix, function) -> what a summary calls it

@@ -8,9 +8,12 @@ import asyncio
 import pytest
 
 from router import __version__
-from router.core.config import HealthCheck
-from router.core.health import Result
+from router.core.checks import probes
+from router.core.config import Config, HealthCheck, Kind, Service, Target, Zone
+from router.core.health import Board, Result, Status
+from router.watch import kinds
 from router.watch.check import USER_AGENT, check_once, new_session
+from router.watch.prober import Prober
 from tests.tls import make_ca
 
 
@@ -107,3 +110,26 @@ def test_a_timeout_is_a_failure_with_a_reason(plain):
     finally:
         plain.delay = 0.0
     assert not r.ok and r.error == "timeout after 0.2s"
+
+
+def test_every_kind_of_check_has_a_checker_and_the_prober_runs_it(farm):
+    """The seam (``core.checks.Checker``): each ``health.kind`` has its checker in
+    ``watch.kinds``, and a prober checks a real mirror with the kind its config names."""
+    assert set(kinds.KINDS) == set(Kind)
+    mirror = farm.mirror("kinds")
+    zone = Config((Zone("k.example.", ("ns1.k.example.",), "h.k.example.", services=(
+        Service("s", "k.example.", (Target("m", None, url=mirror.base + "/",
+                                           health_url=mirror.base + "/health"),),
+                health=HealthCheck(kind=Kind.HTTP, timeout=2.0)),)),))
+    assert [p.check.kind for p in probes(zone)] == [Kind.HTTP]
+    board = Board()
+
+    async def run() -> None:
+        prober = Prober(board)
+        await prober.start(zone)
+        await prober.first_round()
+        await prober.close()
+
+    asyncio.run(run())
+    health = board.snapshot.get("s", "m")
+    assert health.status is Status.UP and health.last is not None and health.last.ok

@@ -490,6 +490,8 @@ INVALID = [
                  id="duration-boolean"),
     pytest.param([('path = "/"', 'path = "ok"')], "", "services.dl.health.path",
                  "'ok' must be a URL path that starts with '/'", id="health-path-relative"),
+    pytest.param([('path = "/"', 'path = "/", kind = "icmp"')], "", "services.dl.health.kind",
+                 "'icmp' is not one of \"http\"", id="health-kind-unknown"),
     # unknown keys (typo protection)
     pytest.param([("ttl = 30", "ttl = 30\nanswer = 2")], "", "services.dl.answer", "unknown key",
                  id="typo-service-key"),

@@ -26,12 +26,14 @@ from types import MappingProxyType
 from typing import Any, TextIO
 
 from router.cli import args as common
+from router.core.checks import Probe, probes
 from router.core.config import Config, ConfigError, HealthCheck, Service
 from router.core.geo import GeoError, Location, Locator
 from router.core.health import Health, Result, Snapshot, observe
 from router.core.steering import Want, decide
 from router.core.zonefile import load
-from router.watch.check import check_once, new_session
+from router.watch.check import new_session
+from router.watch.kinds import checkers
 
 PARALLEL = 16
 PHASES = ("dns", "connect", "tls", "ttfb", "wait", "total")
@@ -58,6 +60,10 @@ class Row:
     check: HealthCheck
     results: list[Result] = field(default_factory=list)
     rank: int | None = None
+
+    @property
+    def probe(self) -> Probe:
+        return Probe((self.service.name, self.target), self.url, self.check)
 
     @property
     def health(self) -> Health:
@@ -103,18 +109,20 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _rows(config: Config) -> list[Row]:
-    return [Row(s, t.id, t.health_url, s.health) for s in config.services for t in s.targets
-            if t.health_url and t.enabled]
+    services = {s.name: s for s in config.services}
+    return [Row(services[p.key[0]], p.key[1], p.url, p.check) for p in probes(config)]
 
 
 async def _probe_all(rows: list[Row], count: int, ca_file: Path | None,
                      progress: Progress) -> None:
     gate = asyncio.Semaphore(PARALLEL)
     async with new_session(ca_file) as session:
+        kinds = checkers(session)  # every kind of check, as the server runs it
+
         async def one(row: Row) -> None:
             async with gate:
                 for _ in range(count):
-                    row.results.append(await check_once(session, row.url, row.check))
+                    row.results.append(await kinds[row.check.kind].check(row.probe))
                     progress.step(row.target)
         await asyncio.gather(*(one(r) for r in rows))
 

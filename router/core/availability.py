@@ -24,11 +24,11 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from enum import Enum
-from itertools import islice
 from typing import Any, Protocol
 
 from router.core.catalog import Catalog, CatalogFile, FileChecks
 from router.core.config import Config, Service
+from router.core.memo import Memo
 
 
 class Availability(Enum):
@@ -123,9 +123,9 @@ class Ledger:
     journal: Callable[[Event], None] | None = None
 
     def __init__(self, max_files: int = MAX_FILES) -> None:
-        self.max_files = max_files  # results kept per mirror: the oldest eighth goes first
+        self.max_files = max_files  # results kept per mirror (core.memo: oldest first out)
         self._catalogs: dict[str, Catalog] = {}
-        self._seen: dict[Key, dict[str, Seen]] = {}
+        self._seen: dict[Key, Memo[str, Seen]] = {}  # per mirror, file name → what was seen
         self._freshness: dict[Key, Freshness] = {}
         self._sources: dict[str, tuple[str, str]] = {}  # service → catalog (url, format)
         self._urls: dict[Key, str | None] = {}  # the URL each target's results came from
@@ -137,7 +137,8 @@ class Ledger:
         return self._catalogs.get(service)
 
     def seen(self, service: str, target: str, name: str) -> Seen | None:
-        return self._seen.get((service, target), {}).get(name)
+        found = self._seen.get((service, target))
+        return found.get(name) if found is not None else None
 
     def freshness(self, service: Service, target: str) -> Freshness:
         if target in service.fallback:
@@ -155,8 +156,9 @@ class Ledger:
                 return Availability.ORIGIN
             if new and fresh.get((name, target)) is Freshness.STALE:
                 return Availability.STALE
-            found = seen.get((name, target), {}).get(file.name)
-            return found.state if found else Availability.UNKNOWN
+            found = seen.get((name, target))
+            held = found.get(file.name) if found is not None else None
+            return held.state if held else Availability.UNKNOWN
 
         return availability
 
@@ -180,7 +182,7 @@ class Ledger:
     def counts(self, service: str, target: str) -> dict[str, int]:
         """How many files this process knows the state of on a mirror, by state."""
         out: dict[str, int] = {}
-        for seen in self._seen.get((service, target), {}).values():
+        for _name, seen in self._seen.get((service, target), Memo(1)).items():
             out[seen.state.value] = out.get(seen.state.value, 0) + 1
         return out
 
@@ -205,8 +207,7 @@ class Ledger:
             self._sources[service.name] = (service.catalog.url, service.catalog.format)
         for key, entries in self._seen.items():
             if key[0] == service.name:
-                for gone in [n for n in entries if n not in catalog.files]:
-                    del entries[gone]
+                entries.retain(lambda name: name in catalog.files)
         for t in service.targets:
             self._judge_freshness(service, t.id)
         self.generation += 1
@@ -219,14 +220,14 @@ class Ledger:
         """One HEAD's outcome; True when what requests see has changed."""
         key = (service.name, target)
         self._urls.setdefault(key, _url_of(service, target))
-        entries = self._seen.setdefault(key, {})
+        entries = self._seen.get(key)
+        if entries is None:  # immutable paths are many: the oldest results go first
+            entries = self._seen[key] = Memo(self.max_files)
         before = entries.get(file.name)
-        if before is None and len(entries) >= self.max_files:  # immutable paths are many
-            for name in list(islice(entries, max(1, self.max_files // 8))):
-                del entries[name]
         state = outcome.state or (before.state if before else Availability.UNKNOWN)
-        entries[file.name] = Seen(state, at, at + recheck_after(service.checks, outcome.state),
-                                  outcome.detail)
+        entries.put(file.name, Seen(state, at, at + recheck_after(service.checks,
+                                                                  outcome.state),
+                                    outcome.detail))
         changed = before is None or before.state is not state
         if changed:
             self._judge_freshness(service, target)
@@ -283,9 +284,9 @@ class Ledger:
 
     def _judge_freshness(self, service: Service, target: str) -> None:
         catalog = self._catalogs.get(service.name)
-        entries = self._seen.get((service.name, target), {})
-        states = [entries[f.name].state if f.name in entries else Availability.UNKNOWN
-                  for f in (catalog.probe_files() if catalog else ())]
+        entries = self._seen.get((service.name, target))
+        states = [held.state if entries is not None and (held := entries.get(f.name))
+                  else Availability.UNKNOWN for f in (catalog.probe_files() if catalog else ())]
         if Availability.MISSING in states:
             fresh = Freshness.STALE
         elif states and Availability.UNKNOWN not in states:

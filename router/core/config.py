@@ -40,8 +40,16 @@ class OnAllDown(StrEnum):
     EMPTY = "empty"  # nothing: NODATA over DNS, 503 over HTTP
 
 
+class Kind(StrEnum):
+    """Which kind of health check a service's targets get (``health.kind``; a
+    ``Checker`` each, ``router.watch.kinds``)."""
+
+    HTTP = "http"  # GET the health URL: a status in expect_status (and expect_body)
+
+
 @dataclass(frozen=True, slots=True)
 class HealthCheck:
+    kind: Kind = Kind.HTTP
     path: str = "/"
     interval: float = 10.0
     timeout: float = 3.0

@@ -26,6 +26,7 @@ from router.core.config import (
     ConfigError,
     FleetConfig,
     HealthCheck,
+    Kind,
     OnAllDown,
     Problem,
     Record,
@@ -416,6 +417,7 @@ def _build_health(h: _Table | None) -> HealthCheck | None:
         return None
     d = HealthCheck()
     check = HealthCheck(
+        kind=h.get("kind", v.choice(Kind), d.kind),
         path=h.get("path", v.url_path, d.path),
         interval=h.get("interval", v.duration(0.05, 86400), d.interval),
         timeout=h.get("timeout", v.duration(0.01, 3600), d.timeout),

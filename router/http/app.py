@@ -113,7 +113,7 @@ async def not_allowed(request: web.Request) -> web.StreamResponse:
 async def access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
     response = await handler(request)
-    access.info("request", client=request.get(CLIENT), method=request.method,
+    access.info("request", client=request.get(CLIENT, request.remote), method=request.method,
                 path=request.raw_path, status=response.status, target=request.get(TARGET),
                 ms=round((time.perf_counter() - started) * 1000, 3))
     return response
@@ -125,8 +125,8 @@ def create_app(runtime: Runtime, settings: HttpSettings | None = None, *,
     settings = settings or HttpSettings()
     app = web.Application(middlewares=[access_log] if settings.access_log else [])
     app[RUNTIME] = runtime
-    redirector = app[REDIRECTOR] = redirect.Redirector(runtime, settings.trusted_proxies,
-                                                       inventory)
+    redirector = app[REDIRECTOR] = redirect.Redirector(
+        runtime, settings.trusted_proxies, inventory, access_log=settings.access_log)
     app[VIEWERS] = redirector
     pages = _admin_routes(app) if admin else {}
     # [\s\S]: the decoded path may hold newlines (from %0a); the checks see them.

@@ -35,13 +35,13 @@ REDIRECTS_PER_ENTRY = 64
 class Entry:
     decision: Decision
     stamp: float  # when it was made, or when its file's due checks were last started
-    # (path, query) → the redirect built for it (None: nothing to redirect to)
-    redirects: Memo[tuple[str, str], tuple[Redirect | None]] = field(
+    # the path (with its query, if any) → the redirect built for it (None: nowhere)
+    redirects: Memo[str | tuple[str, str], tuple[Redirect | None]] = field(
         default_factory=lambda: Memo(REDIRECTS_PER_ENTRY))
 
     def redirect(self, route: Route, query: str) -> Redirect | None:
         """``paths.redirect_for`` for this decision, built once per (path, query)."""
-        key = (route.rest, query)
+        key = (route.rest, query) if query else route.rest
         redirects = self.redirects
         found = redirects.fresh.get(key) or redirects.from_aged(key)
         if found is None:

@@ -48,7 +48,7 @@ class Asked:
 def asked(route: Route, catalog: Catalog | None, accept: str) -> Asked:
     """What a request for ``route`` asks for; raise ``NotListed`` for unlisted files."""
     if catalog is None:  # an immutable path is checked on mirrors all the same
-        return Asked(route, route.service.checked(route.rest), Form.FILE, listed=False)
+        return Asked(route, route.checked, Form.FILE, listed=False)
     rest = route.rest
     form = Form.METALINK if metalink.MEDIA_TYPE in accept else Form.FILE
     if catalog.lookup(rest) is None:  # maybe the Metalink or the hash of a listed file

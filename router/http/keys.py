@@ -12,14 +12,15 @@ from router.core.runtime import Runtime
 
 
 class Viewers(Protocol):
-    """Where the viewer of a page is, behind the trusted proxies, as the redirector sees
-    its clients (``router.http.redirect.Redirector``): the status page marks it."""
+    """Who the viewer of a page is and where, behind the trusted proxies, as the
+    redirector sees its clients (``router.http.redirect.Redirector``): the status page
+    marks it."""
 
-    def location(self, request: web.Request) -> Location: ...
+    def client(self, request: web.Request) -> tuple[str | None, Location]: ...
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
 VIEWERS = web.AppKey("viewers", Viewers)
-# what a request learned on its way, for the access log and the pages
+# what a request learned on its way, for the access log (``--access-log``)
 CLIENT = web.RequestKey("client", str)  # the client's address, behind trusted proxies
 TARGET = web.RequestKey("target", str)  # the target the redirect chose

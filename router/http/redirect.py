@@ -61,12 +61,13 @@ class Unavailable(RouterError):
 class Redirector:
     """The redirector's handler, with what it reads bound once (no per-request lookups).
 
-    ``location()`` is also what the status page uses to mark its viewer on the map.
+    ``client()`` is also what the status page uses to mark its viewer on the map.
     """
 
     def __init__(self, runtime: Runtime, trusted: tuple[IPNetwork, ...],
-                 inventory: FileChecker | None) -> None:
+                 inventory: FileChecker | None, *, access_log: bool = False) -> None:
         self.runtime = runtime
+        self.telling = access_log  # the client and the target put on the request for it
         self.proxies = Proxies(trusted)
         self.inventory = inventory
         # (peer, Forwarded, X-Forwarded-For...) → (the client's address, its location):
@@ -115,51 +116,96 @@ class Redirector:
         raw_path, _, raw_query = request.raw_path.partition("?")
         if runtime.config is not self.config or runtime.locator is not self.locator:
             self.follow()
-        route = self.routes.resolve(raw_path, request.host)
+        route = self.routes.resolve(raw_path, request.headers.get("Host"))
         if route is None:
             raise NotRouted(raw_path)
-        service = route.service
         if not runtime.ready:
             raise Unavailable("starting: the first probe round is not done", 1)
+        if raw_query or route.checked is not None or route.service.catalog is not None:
+            return await self._asked(request, route, raw_query)
+        # the common case: a path of a service with no files to check, no query
+        return self._redirect(request, route, self._remembered(request, route.service), "")
+
+    async def _asked(self, request: web.Request, route: paths.Route, raw_query: str
+                     ) -> web.StreamResponse:
+        """A request with a query, or for a file a catalog lists or the service declares
+        immutable: the listing, a Metalink, a ``.sha256``, the mirror list, or the redirect
+        once the file's availability checks have settled."""
+        runtime, service = self.runtime, route.service
         catalog = runtime.ledger.catalog(service.name) if service.catalog else None
         query: Mapping[str, str] = request.query if raw_query else EMPTY  # parsed if any
         if catalog is not None and not route.rest and query.get("mode") == "json":
             return downloads.listing(catalog, query.get("include") == "all")
-        item = downloads.asked(route, catalog, request.headers.get("Accept", ""))
+        item = downloads.asked(route, catalog, request.headers.get("Accept", "")
+                               if catalog is not None else "")
         if item.form is downloads.Form.SHA256 and item.file is not None:
             return downloads.sha256(item.file)
         if "mirrorlist" in query:  # this client's own figures: decided afresh
             entry = await self._decide(request, item.route, item.file, remember=False)
-            return _mirrorlist(request, runtime, item.route, entry.decision, item.file)
+            return _mirrorlist(request, runtime, item.route, entry.decision, item.file,
+                               self.client(request)[0])
         entry = await self._decide(request, item.route, item.file)
         if item.form is downloads.Form.METALINK:
             return downloads.metalink_response(item, entry.decision)
         passed = paths.check_query(raw_query) if service.pass_query and raw_query else ""
-        found = entry.redirect(item.route, passed)
+        return self._redirect(request, item.route, entry, passed,
+                              downloads.file_headers(item) if item.file is not None else ())
+
+    def _redirect(self, request: web.Request, route: paths.Route, entry: Entry, query: str,
+                  more: Sequence[tuple[str, str]] = ()) -> web.Response:
+        """The 302 of ``entry``'s decision for ``route`` (and ``more`` headers: a listed
+        file's ``Digest`` and ``describedby``), counted; 503 when no mirror can serve."""
+        found = entry.redirect(route, query)
         if found is None:
             raise Unavailable("no mirror can serve this now",
-                              max(1, math.ceil(service.health.interval)))
-        request[TARGET] = found.target.id
-        runtime.stats.http_chosen[(service.name, found.target.id)] += 1
-        headers = found.headers  # Location, Cache-Control, Link alternates
-        if item.file is not None:
-            headers = (*headers, *downloads.file_headers(item))  # Digest, describedby
+                              max(1, math.ceil(route.service.health.interval)))
+        self.runtime.stats.http_chosen[found.counted] += 1
+        if self.telling:
+            request[TARGET] = found.target.id
+        headers = (*found.headers, *more) if more else found.headers
         return web.Response(status=302, headers=headers)
+
+    def _keys(self, service: Service, client: Location, file: CatalogFile | None
+              ) -> tuple[Key, tuple[object, ...]]:
+        """What a decision is remembered by: per client network and state (``Key``), and
+        per client place and state."""
+        runtime = self.runtime
+        key = (service.name, client.key, runtime.board.snapshot.generation,
+               runtime.ledger.generation, file.name if file is not None else None)
+        return key, (key[0], client.point, client.country, *key[2:])
+
+    def _remembered(self, request: web.Request, service: Service) -> Entry:
+        """The decision for a request with no file to check: remembered per client place,
+        or per client network when the ranking hashed on it (``router.http.decisions``);
+        a new place's outcome found from the line-up, when a decision with that outcome
+        was made already."""
+        client = self.client(request)[1]
+        key, place = self._keys(service, client, None)
+        entry = self.recall.get(key, place)
+        if entry is not None:
+            return entry
+        lineup = self._lineup(service, client, key)
+        costed = lineup.costs(client.point)
+        order = lineup.order(costed)
+        entry = self.decisions.known(key, order) if order is not None else None
+        if entry is not None:
+            return self.recall.put(key, place, False, entry)
+        made = decision(lineup, client, costed)
+        return self.recall.put(key, place, made.hashed,
+                               self.decisions.shared(key, made, time.monotonic()))
 
     async def _decide(self, request: web.Request, route: paths.Route,
                       file: CatalogFile | None, remember: bool = True) -> Entry:
         """The decision for a file; for a listed one, after the availability checks settle.
 
-        Decisions are remembered per client place, or per client network when the ranking
-        hashed on it, and state generation (router.http.decisions; not with
-        ``remember=False``); a hit on a listed file still starts its due re-checks, at
-        most once a second.
+        Remembered as ``_remembered()`` says (not with ``remember=False``); a hit on a
+        listed file still starts its due re-checks, at most once a second.
         """
-        runtime, service, inventory = self.runtime, route.service, self.inventory
-        client = self.location(request)
-        key = (service.name, client.key, runtime.board.snapshot.generation,
-               runtime.ledger.generation, file.name if file is not None else None)
-        place = (key[0], client.point, client.country, *key[2:])
+        service, inventory = route.service, self.inventory
+        if file is None and remember:
+            return self._remembered(request, service)
+        client = self.client(request)[1]
+        key, place = self._keys(service, client, file)
         now = time.monotonic()
         entry = self.recall.get(key, place) if remember else None
         if entry is not None:
@@ -167,17 +213,7 @@ class Redirector:
                 entry.stamp = now
                 inventory.check_due(service, file)
             return entry
-
-        if remember and file is None:  # a new place: is its outcome known already?
-            lineup = self._lineup(service, client, key)
-            costed = lineup.costs(client.point)
-            order = lineup.order(costed)
-            entry = self.decisions.known(key, order) if order is not None else None
-            if entry is not None:
-                return self.recall.put(key, place, False, entry)
-            made = decision(lineup, client, costed)
-        else:
-            made, remember = await self._settled(service, client, file, remember)
+        made, remember = await self._settled(service, client, file, remember)
         if not remember:
             return Entry(made, now)
         return self.recall.put(key, place, made.hashed, self.decisions.shared(key, made, now))
@@ -208,8 +244,8 @@ class Redirector:
                                                    client.country, Want.URL))
         return lineup
 
-    def location(self, request: web.Request) -> Location:
-        """The client's location, the recent ones remembered (``RECENT``)."""
+    def client(self, request: web.Request) -> tuple[str | None, Location]:
+        """The client's address and location, the recent ones remembered (``RECENT``)."""
         headers = request.headers
         peer, forwarded_text = request.remote, headers.get("Forwarded")
         hops = headers.getall("X-Forwarded-For", ())
@@ -217,9 +253,9 @@ class Redirector:
         known = self.clients.get(key)
         if known is None:
             known = self.clients.put(key, self._find(request, forwarded_text, hops))
-        if known[0] is not None:
+        if self.telling and known[0] is not None:
             request[CLIENT] = known[0]
-        return known[1]
+        return known
 
     def _find(self, request: web.Request, forwarded_text: str | None,
               hops: Sequence[str]) -> tuple[str | None, Location]:
@@ -239,9 +275,10 @@ class Redirector:
 
 
 def _mirrorlist(request: web.Request, runtime: Runtime, route: paths.Route,
-                decision: Decision, file: CatalogFile | None) -> web.Response:
+                decision: Decision, file: CatalogFile | None, address: str | None
+                ) -> web.Response:
     data = paths.describe_redirect(request.path, route, decision)
-    data["client_address"] = request.get(CLIENT)
+    data["client_address"] = address
     if file is not None:
         _add_availability(runtime, route, data, file)
     wants_json = (request.query.get("mirrorlist") == "json"

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from router.core.catalog import CatalogFile
 from router.core.config import Config, Service, Target
 from router.core.memo import Memo
 from router.core.steering import Decision, describe
@@ -60,6 +61,9 @@ def check_query(raw: str) -> str:
 class Route:
     service: Service
     rest: str  # the decoded path after the service's prefix (no leading '/')
+    # ``rest`` as a file to check on mirrors when the service declares it immutable
+    # (``Service.checked``), found once with the route
+    checked: CatalogFile | None = None
 
 
 class Routes:
@@ -99,7 +103,8 @@ class Routes:
         longest = [f for f in found if len(f[0]) == len(found[0][0])]
         wanted = (host or "").lower().rsplit(":", 1)[0].rstrip(".") if host else ""
         prefix, _names, service = next((f for f in longest if wanted in f[1]), longest[0])
-        return Route(service, path[len(prefix):])
+        rest = path[len(prefix):]
+        return Route(service, rest, service.checked(rest))
 
     @property
     def services(self) -> Iterable[Service]:
@@ -116,6 +121,7 @@ class Redirect:
     target: Target
     location: str
     links: tuple[str, ...]  # RFC 6249 ``Link`` values: the next choices, rel=duplicate
+    counted: tuple[str, str]  # (service, target): how ``Stats.http_chosen`` counts it
     # The 302's headers, built once: ``Location``, ``Cache-Control`` (the choice is per
     # client, so no shared cache may keep it) and the ``Link`` alternates.
     headers: tuple[tuple[str, str], ...] = field(init=False, compare=False)
@@ -134,7 +140,8 @@ def redirect_for(route: Route, decision: Decision, query: str = "") -> Redirect 
     path = quoted(route.rest)  # once, for every URL
     links = tuple(_link(_joined(c.target, path, query), pri, c.target.country)
                   for pri, c in enumerate(others, 1))
-    return Redirect(first.target, _joined(first.target, path, query), links)
+    return Redirect(first.target, _joined(first.target, path, query), links,
+                    (route.service.name, first.target.id))
 
 
 def _link(url: str, pri: int, country: str | None) -> str:

@@ -28,6 +28,7 @@ from typing import Any
 import aiohttp
 
 from router import __version__
+from router.core.checks import Probe
 from router.core.config import HealthCheck
 from router.core.health import Phases, Result
 from router.errors import RouterError
@@ -191,3 +192,13 @@ def _verdict(check: HealthCheck, status: int, body: bytes) -> str | None:
 def _describe(e: BaseException) -> str:
     text = str(e) or type(e).__name__
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+class HttpChecker:
+    """The ``http`` kind (``core.checks.Checker``): ``check_once`` on a session."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+
+    async def check(self, probe: Probe) -> Result:
+        return await check_once(self.session, probe.url, probe.check)

@@ -32,13 +32,13 @@ from typing import Any
 import structlog
 
 from router.core import fleet as f
+from router.core.checks import probes
 from router.core.config import Config, FleetConfig
 from router.core.health import Board, Health, Key
 from router.core.memo import Memo
 from router.core.values import Invalid, selector
 from router.watch import store as st
 from router.watch.files import off_loop, write_whole
-from router.watch.prober import jobs
 from router.watch.store import Link, StoreDown
 from router.watch.tasks import cancel
 
@@ -108,7 +108,7 @@ class Fleet:
 
     async def _exchange(self, config: Config) -> None:
         keys, link, node = self.link.keys, self.link, self.config.node
-        targets = [key for key, _url, _check in jobs(config)]
+        targets = [probe.key for probe in probes(config)]
         pipe = link.client.pipeline(transaction=False)
         pipe.time()
         pipe.set(keys.prefix + "epoch", secrets.token_hex(8), nx=True)
@@ -247,7 +247,8 @@ class Fleet:
     def _observations_to_write(self, config: Config) -> dict[Key, tuple[f.Observation, float]]:
         """This node's observations that are new since they were last written."""
         out: dict[Key, tuple[f.Observation, float]] = {}
-        for key, _url, check in jobs(config):
+        for probe in probes(config):
+            key, check = probe.key, probe.check
             health = self.own.snapshot.get(*key)
             if health.last is None or health.last.local or not self._checks(key):
                 continue
@@ -274,7 +275,7 @@ class Fleet:
     def _decide(self, config: Config, now: float) -> None:
         """Every target's health on the serving board: the fleet's verdict, else ours."""
         connected = self.link.connected and self.probing
-        checked = {key for key, _url, _check in jobs(config)}
+        checked = {probe.key for probe in probes(config)}
         self.targets = f.survey(self.observations, sorted(checked), live=self.live,
                                 count=self.config.observers, quorum=self.config.quorum,
                                 now=now + self.skew, me=self.config.node, connected=connected)

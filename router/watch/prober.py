@@ -1,7 +1,8 @@
-"""The prober: HTTP(S) health checks that feed the ``Board``.
+"""The prober: health checks that feed the ``Board``.
 
-Each target with a health URL gets its own loop: one check (``router.watch.check``: GET the URL
-with the service's timeout, timed phase by phase), record the result, sleep a jittered
+Each target with a health URL gets its own loop: one check of its kind (the ``Checker``
+of ``router.watch.kinds``; for ``http``, ``router.watch.check`` GETs the URL with the
+service's timeout, timed phase by phase), record the result, sleep a jittered
 interval. The first round runs for every target at once and ``first_round()`` waits for
 it (bounded by the timeouts), so the server is ready only once every answer rests on a
 real observation.
@@ -19,33 +20,21 @@ from pathlib import Path
 import aiohttp
 import structlog
 
-from router.core.config import Config, HealthCheck
+from router.core.checks import Checker, Probe, probes, unprobed
+from router.core.config import Config, Kind
 from router.core.health import Board, Health, Key, Result, Status
-from router.watch.check import check_once, new_session
+from router.watch.check import new_session
+from router.watch.kinds import checkers
 from router.watch.tasks import cancel
 
 log = structlog.get_logger("router.watch.prober")
 
 JITTER = 0.1  # each interval is shortened by up to 10%, so probes drift apart
 
-Job = tuple[Key, str, HealthCheck]  # (service, target), url, check
-
-
-def jobs(config: Config) -> list[Job]:
-    """Every probe the config asks for, one per (service, target) with a health URL."""
-    return [((s.name, t.id), t.health_url, s.health)
-            for s in config.services for t in s.targets if t.health_url and t.enabled]
-
-
 def jittered(interval: float, u: float) -> float:
     """The wait before the next check, ``u`` uniform in [0, 1): up to ``JITTER`` shorter,
     so that checks started together drift apart and never stampede."""
     return interval * (1 - u * JITTER)
-
-
-def unprobed(config: Config) -> list[Key]:
-    """Targets with no health URL: they are always up."""
-    return [(s.name, t.id) for s in config.services for t in s.targets if not t.health_url]
 
 
 OnChange = Callable[[Key, Health, Health], None]
@@ -68,27 +57,29 @@ class Prober:
         self.on_result = on_result
         self.ca_file = ca_file
         self._session: aiohttp.ClientSession | None = None
-        self._tasks: dict[Key, tuple[asyncio.Task[None], str, HealthCheck]] = {}
+        self._checkers: dict[Kind, Checker] = {}  # one per kind of check, on the session
+        self._tasks: dict[Key, tuple[asyncio.Task[None], Probe]] = {}
         self._first: dict[Key, asyncio.Event] = {}
         self._active: set[Key] | None = None  # None: every target (see select)
         self._wake: dict[Key, asyncio.Event] = {}
 
     async def start(self, config: Config) -> None:
         self._session = new_session(self.ca_file, self.node)
+        self._checkers = checkers(self._session)
         self.reconfigure(config)
 
     def reconfigure(self, config: Config) -> None:
         """Start, keep or stop loops so that they match ``config`` (on start and reload)."""
-        wanted = {key: (url, check) for key, url, check in jobs(config)}
-        for key, (task, url, check) in list(self._tasks.items()):
-            if wanted.get(key) != (url, check):
+        wanted = {probe.key: probe for probe in probes(config)}
+        for key, (task, probe) in list(self._tasks.items()):
+            if wanted.get(key) != probe:
                 task.cancel()
                 del self._tasks[key]
-        for key, (url, check) in wanted.items():
+        for key, probe in wanted.items():
             if key not in self._tasks:
                 self._first[key] = asyncio.Event()
-                task = asyncio.create_task(self._loop(key, url, check), name=f"probe {key}")
-                self._tasks[key] = (task, url, check)
+                task = asyncio.create_task(self._loop(probe), name=f"probe {key}")
+                self._tasks[key] = (task, probe)
         self.board.retain([*wanted, *unprobed(config)])
         self.board.assume([k for k in unprobed(config)
                            if self.board.snapshot.get(*k).status is not Status.UP],
@@ -111,18 +102,19 @@ class Prober:
         """Wait until every target has one result (each check is bounded by its timeout)."""
         pending = [e.wait() for e in self._first.values() if not e.is_set()]
         if pending:
-            longest = max(check.timeout for _t, _u, check in self._tasks.values())
+            longest = max(probe.check.timeout for _t, probe in self._tasks.values())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*pending), longest + 1.0)
 
     async def close(self) -> None:
-        await cancel(t for t, _u, _c in self._tasks.values())
+        await cancel(t for t, _p in self._tasks.values())
         self._tasks.clear()
         if self._session is not None:
             await self._session.close()
 
-    async def _loop(self, key: Key, url: str, check: HealthCheck) -> None:
-        assert self._session is not None
+    async def _loop(self, probe: Probe) -> None:
+        key, check = probe.key, probe.check
+        checker = self._checkers[check.kind]
         wake = self._wake[key] = asyncio.Event()
         while True:
             if not self.selected(key):
@@ -130,7 +122,7 @@ class Prober:
                 await wake.wait()
                 continue
             started = time.monotonic()
-            result = await check_once(self._session, url, check)
+            result = await checker.check(probe)
             if result.local:
                 log.warning("probe_not_made", service=key[0], target=key[1],
                             reason=result.error, effect="the target's state stays as it was")

@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry
 
-from router.http.keys import CLIENT, RUNTIME, VIEWERS
+from router.http.keys import RUNTIME, VIEWERS
 from router.http.status import metrics, statuspage
 from router.http.status.overview import overview
 
@@ -36,13 +36,13 @@ async def metrics_handler(request: web.Request) -> web.Response:
 
 
 async def status_page(request: web.Request) -> web.Response:
-    client = request.app[VIEWERS].location(request)
-    data = overview(request.app[RUNTIME], client, request.get(CLIENT))
+    address, client = request.app[VIEWERS].client(request)
+    data = overview(request.app[RUNTIME], client, address)
     return web.Response(text=statuspage.page(data), content_type="text/html", headers=NO_STORE)
 
 
 async def status_json(request: web.Request) -> web.Response:
-    client = request.app[VIEWERS].location(request)
-    data = overview(request.app[RUNTIME], client, request.get(CLIENT))
+    address, client = request.app[VIEWERS].client(request)
+    data = overview(request.app[RUNTIME], client, address)
     return web.Response(text=json.dumps(data, indent=2), content_type="application/json",
                         headers=NO_STORE)
