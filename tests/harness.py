@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -452,3 +454,35 @@ class RedisServer:
 
     def close(self) -> None:
         self.kill()
+
+
+# ---------------------------------------------------------------- Go module proxies
+
+
+def module_files(module: str, versions: list[str], name: str = "m.go") -> dict[str, bytes]:
+    """The GOPROXY tree of a one-file module at ``versions``, as a proxy serves it."""
+    files = {f"/{module}/@v/list": "".join(f"{v}\n" for v in versions).encode()}
+    for version in versions:
+        mod = f"module {module}\n\ngo 1.19\n".encode()
+        archive = io.BytesIO()
+        with zipfile.ZipFile(archive, "w") as z:
+            z.writestr(f"{module}@{version}/go.mod", mod)
+            z.writestr(f"{module}@{version}/{name}", b"package m\n\nconst V = 1\n")
+        base = f"/{module}/@v/{version}"
+        files |= {base + ".info": json.dumps({"Version": version,
+                                              "Time": "2024-01-01T00:00:00Z"}).encode(),
+                  base + ".mod": mod, base + ".zip": archive.getvalue()}
+    files[f"/{module}/@latest"] = files[f"/{module}/@v/{versions[-1]}.info"]
+    return files
+
+
+def proxy_targets(proxies: dict[str, Mirror]) -> str:
+    """``[[services.modules.targets]]`` for loopback proxies: Frankfurt, then Ashburn."""
+    return "".join(f'''
+[[services.modules.targets]]
+id = "{name}"
+url = "{m.base}/"
+health_url = "{m.base}/health"
+location = {{ lat = {lat}, lon = {lon} }}
+''' for (name, m), (lat, lon) in zip(proxies.items(), [(50.11, 8.68), (39.04, -77.49)],
+                                    strict=False))

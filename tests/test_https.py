@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import http.client
-import io
 import shutil
 import signal
 import socket
@@ -12,14 +11,14 @@ import ssl
 import subprocess
 import sys
 import threading
-import zipfile
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 
 from tests.conftest import write_zone
-from tests.harness import ROOT, RouterProcess, five_city_zone, wait_until
+from tests.harness import ROOT, RouterProcess, five_city_zone, proxy_targets, wait_until
+from tests.harness import module_files as harness_module_files
 from tests.tls import make_ca
 
 GO = shutil.which("go")
@@ -28,27 +27,13 @@ MODULE = "example.com/hello"
 
 def module_files(version: str = "v1.1.0") -> dict[str, bytes]:
     """The GOPROXY tree of a one-file module, as a module proxy serves it."""
-    mod = f"module {MODULE}\n\ngo 1.19\n".encode()
-    archive = io.BytesIO()
-    with zipfile.ZipFile(archive, "w") as z:
-        z.writestr(f"{MODULE}@{version}/go.mod", mod)
-        z.writestr(f"{MODULE}@{version}/hello.go", b"package hello\n\nconst Hello = 1\n")
-    base = f"/{MODULE}/@v/"
-    return {base + "list": f"{version}\n".encode(),
-            base + f"{version}.info": f'{{"Version":"{version}","Time":"2024-01-01T00:00:00Z"}}'
-            .encode(),
-            base + f"{version}.mod": mod, base + f"{version}.zip": archive.getvalue()}
+    files = harness_module_files(MODULE, [version], "hello.go")
+    del files[f"/{MODULE}/@latest"]
+    return files
 
 
 def proxies_service(proxies) -> str:
-    targets = "".join(f'''
-[[services.modules.targets]]
-id = "{name}"
-url = "{m.base}/"
-health_url = "{m.base}/health"
-location = {{ lat = {lat}, lon = {lon} }}
-''' for (name, m), (lat, lon) in zip(proxies.items(), [(50.11, 8.68), (39.04, -77.49)],
-                                    strict=False))
+    targets = proxy_targets(proxies)
     return f'''
 [services.modules]
 http_prefix = "/mod/"

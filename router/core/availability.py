@@ -9,8 +9,10 @@ sees never depends on the clock, only on what was recorded.
 
 A mirror is STALE when it is known to lack a file of the newest stable release (the
 freshness probe HEADs those on every mirror); it is then never used for files that new or
-newer, but still for older files it is known to have. A service's ``fallback`` targets are
-its origin: they have every listed file by definition, and are never checked.
+newer, but still for older files it is known to have. A path whose answer changes (a
+module's version list) is BEHIND on a mirror whose answer is older than the freshest
+(``router.core.mutable``). A service's ``origin`` and ``fallback`` targets are its
+origin: they have every file by definition, and are never checked.
 
 ``Ledger`` holds the catalogs and every result. Its ``generation`` grows by one on every
 change that can change a redirect (a catalog that differs, a result that differs, a
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
 
-from router.core.catalog import Catalog, CatalogFile, FileChecks
+from router.core.catalog import Catalog, CatalogFile, subject
 from router.core.config import Config, Service
 from router.core.memo import Memo
 
@@ -39,7 +41,8 @@ class Availability(Enum):
     MISSING = "missing"  # HEAD: 404, 410, 403, ...
     WRONG_SIZE = "wrong size"  # HEAD: 200 with another size (truncated, or an old copy)
     STALE = "stale"  # the mirror lacks the newest release, and this file is that new
-    ORIGIN = "origin"  # a fallback target: the origin has every file it lists
+    BEHIND = "behind"  # a changing answer (a version list) older than the freshest one
+    ORIGIN = "origin"  # an origin (or fallback) target: it has every file
 
 
 class Freshness(Enum):
@@ -141,7 +144,7 @@ class Ledger:
         return found.get(name) if found is not None else None
 
     def freshness(self, service: Service, target: str) -> Freshness:
-        if target in service.fallback:
+        if target in service.origins:
             return Freshness.ORIGIN
         return self._freshness.get((service.name, target), Freshness.UNKNOWN)
 
@@ -151,8 +154,10 @@ class Ledger:
         new = catalog is not None and file.name in catalog.new_files
         name, seen, fresh = service.name, self._seen, self._freshness
 
+        origins = service.origins
+
         def availability(target: str) -> Availability:
-            if target in service.fallback:
+            if target in origins:
                 return Availability.ORIGIN
             if new and fresh.get((name, target)) is Freshness.STALE:
                 return Availability.STALE
@@ -164,7 +169,7 @@ class Ledger:
 
     def is_due(self, service: Service, target: str, file: CatalogFile, now: float) -> bool:
         """Whether ``file`` on ``target`` should be checked (again) now."""
-        if target in service.fallback:
+        if target in service.origins:
             return False
         found = self.seen(service.name, target, file.name)
         return found is None or now >= found.due
@@ -225,7 +230,7 @@ class Ledger:
             entries = self._seen[key] = Memo(self.max_files)
         before = entries.get(file.name)
         state = outcome.state or (before.state if before else Availability.UNKNOWN)
-        entries.put(file.name, Seen(state, at, at + recheck_after(service.checks,
+        entries.put(file.name, Seen(state, at, at + recheck_after(service, file.name,
                                                                   outcome.state),
                                     outcome.detail))
         changed = before is None or before.state is not state
@@ -301,6 +306,11 @@ def _url_of(service: Service, target: str) -> str | None:
     return found.url if found else None
 
 
-def recheck_after(checks: FileChecks, state: Availability | None) -> float:
-    """Seconds a result stands before the file is checked again."""
+def recheck_after(service: Service, name: str, state: Availability | None) -> float:
+    """Seconds a result stands before the file is checked again: a changing answer's
+    freshness for ``mutable_ttl``, any other file by its state."""
+    checks = service.checks
+    found = subject(name) if service.mutable else None
+    if found is not None and found.name == name:
+        return service.mutable_ttl
     return checks.ttl if state is Availability.PRESENT else checks.negative_ttl

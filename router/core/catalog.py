@@ -50,6 +50,13 @@ class FileChecks:
     per_mirror: int = 4  # HEAD requests in flight at once per mirror
 
 
+# The kinds of a subject whose answer changes (``router.core.mutable``): checked for
+# freshness against the other mirrors', for ``mutable_ttl``.
+VERSIONS = "versions"  # a module's version list: its newest version is what counts
+TREE = "tree"  # a checksum database's signed tree head: its size is what counts
+MUTABLE_KINDS = frozenset({VERSIONS, TREE})
+
+
 class CatalogError(RouterError):
     """The release list is not what its format says (the last good copy stays)."""
 
@@ -220,3 +227,14 @@ def _current(ordered: list[Release]) -> list[Release]:
 
 def _encode(releases: list[Any]) -> bytes:
     return json.dumps(releases, indent=1).encode("utf-8") + b"\n"
+
+
+def subject(path: str) -> CatalogFile | None:
+    """What the freshness of ``path`` is read from (None: nothing known to compare)."""
+    if path.endswith("/@v/list") or path.endswith("/@latest"):
+        module = path.rpartition("/@")[0]
+        return CatalogFile(f"{module}/@v/list", "", kind=VERSIONS) if module else None
+    if path.startswith("sumdb/"):
+        name = path.split("/")[1]
+        return CatalogFile(f"sumdb/{name}/latest", "", kind=TREE) if name else None
+    return None

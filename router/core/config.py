@@ -15,7 +15,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from router.core import values as v
-from router.core.catalog import CatalogFile, CatalogSpec, FileChecks
+from router.core.catalog import CatalogFile, CatalogSpec, FileChecks, subject
 from router.core.earth import Point
 from router.core.ip import IPAddress, IPNetwork
 from router.core.rdata import RData
@@ -122,14 +122,31 @@ class Service:
     # Paths (after the prefix) that never change once published, checked on mirrors like
     # catalog files, without a size to compare: "*/@v/*.zip" for a Go module proxy.
     immutable: tuple[str, ...] = ()
+    # Paths whose answers change ("*/@v/list", "*/@latest", "sumdb/*"): sent only to a
+    # mirror whose answer is at least as new as the freshest (router.core.mutable),
+    # checked again after mutable_ttl seconds.
+    mutable: tuple[str, ...] = ()
+    mutable_ttl: float = 60.0
+    # Targets that have everything (never checked for a file): they take what no mirror
+    # has (the zone file's ``origin``). The fallback targets are origins too.
+    origin_targets: tuple[str, ...] = ()
+    missing_status: int = 404  # an immutable path every usable target lacks: 404 or 410
     checks: FileChecks = field(default_factory=FileChecks)  # how availability is learned
     source: str = ""
 
     def checked(self, path: str) -> CatalogFile | None:
-        """``path`` as a file to check on mirrors, when it is declared immutable."""
+        """What to check on mirrors for ``path``: the file itself when it is declared
+        immutable; for a mutable one, the subject its freshness is read from."""
         if any(fnmatchcase(path, pattern) for pattern in self.immutable):
             return CatalogFile(path, "")
+        if any(fnmatchcase(path, pattern) for pattern in self.mutable):
+            return subject(path)
         return None
+
+    @property
+    def origins(self) -> frozenset[str]:
+        """The targets that have every file: ``origin`` and ``fallback``."""
+        return frozenset(self.origin_targets) | frozenset(self.fallback)
 
     def target(self, target_id: str) -> Target | None:
         return next((t for t in self.targets if t.id == target_id), None)

@@ -165,7 +165,9 @@ def _packed(node: int, depth: int) -> int:
 
 
 NEAR = 4096  # addresses near special-purpose blocks whose locations are kept
-RECORDS = 65_536  # records kept decoded (GeoLite2 City: 57,040 for 300,000 routable /24s)
+# records kept decoded: at least the 65,536 most recent (a Memo keeps half its size for
+# sure; GeoLite2 City has 57,040 records for 300,000 routable /24s)
+RECORDS = 131_072
 Parts = tuple[Point | None, str | None, str | None, str | None]  # point, country, continent, city
 
 
@@ -188,7 +190,7 @@ class Locator:
         self.description = f"{meta.database_type} built {built:%Y-%m-%d}"
         self._records: Memo[int, Parts] = Memo(max(1, cache_size))  # record -> what it says
         # addresses located near a special-purpose block (bounded): a DNS sender, a proxy
-        self._near: Memo[tuple[int, int], Location] = Memo(NEAR)
+        self._near: Memo[tuple[int, int], Location] = Memo(2 * NEAR)
 
     def age_days(self, now: float) -> float:
         """How old the database is at ``now`` (seconds since the epoch), in days."""

@@ -8,7 +8,8 @@ name it is registered with (``Runtime``'s ``caches``).
 
 Used where a pure result is asked for again and again with the same inputs (a client's
 location, a path's route, a decision per client network, an encoded answer). ``Recall``
-is the pair of memos decisions are kept in: per client network, or per place.
+is the pair of memos decisions are kept in: per client network, or per place. ``Sweep``
+is the one sibling, for tables a cycle of exactly their size must fit (DNS).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ class Memo(Generic[K, V]):
     is full it becomes the older half and the old older half is forgotten, whole. An
     entry found in the older half is put again, so what is asked for stays (close to
     least-recently-used, at no cost per hit). Forgetting costs nothing per entry: no
-    copy, no rehash, no walk over deleted slots.
+    copy, no rehash, no walk over deleted slots. What is kept for sure is the newer
+    half: a table that must keep the N most recent (a resolver cycling through N
+    subnets) is made of size 2N.
 
     ``get()`` counts hits and misses. A path hot enough that a method call matters reads
     ``fresh`` (the newer half, a plain dict) first and calls ``from_aged()`` only when
@@ -108,6 +111,35 @@ class Memo(Generic[K, V]):
 
     def __contains__(self, key: object) -> bool:
         return key in self.fresh or key in self.aged
+
+
+class Sweep(Memo[K, V]):
+    """The one sibling: at most ``size`` entries, all forgotten at once when it is full
+    (the older half is always empty). Where it is used, and why: the DNS face's tables of
+    whole replies, answers, subnets and senders (``router.dns``). A resolver asks for the
+    same ``size`` subnets over and over in a cycle, and a cycle of exactly ``size`` keys
+    fits here whole, where a ``Memo``, which keeps only its newer half for sure, would
+    forget each key just before it is asked again (a ``Memo`` twice as large would hold
+    twice the memory). Its one dict, ``fresh``, is emptied in place, never replaced, so
+    a hot path may hold it and look up in it directly: a hit costs a dict lookup, not a
+    method call (such hits are the caller's to count)."""
+
+    __slots__ = ()
+
+    def put(self, key: K, value: V) -> V:
+        fresh = self.fresh
+        if len(fresh) >= self.size and key not in fresh:
+            self.evictions += len(fresh)
+            fresh.clear()
+        fresh[key] = value
+        return value
+
+    def clear(self) -> None:
+        self.fresh.clear()
+
+    def retain(self, keep: Callable[[K], bool]) -> None:
+        for key in [k for k in self.fresh if not keep(k)]:
+            del self.fresh[key]
 
 
 class Recall(Generic[K, P, V]):

@@ -56,6 +56,7 @@ class Exclusion(Enum):
     DRAINED = "drained by the operator: takes no new clients"
     ADMIN_DOWN = "marked down by the operator"
     STALE = "stale: lacks the newest release, so not used for files that new"
+    BEHIND = "behind: its answer for this path is older than the freshest mirror's"
     MISSING_FILE = "known not to have this file"
     WRONG_SIZE = "its copy of this file has the wrong size"
     DOWN = "health check failing"
@@ -78,7 +79,10 @@ _FILE_EXCLUSIONS = {
     Availability.STALE: Exclusion.STALE,
     Availability.MISSING: Exclusion.MISSING_FILE,
     Availability.WRONG_SIZE: Exclusion.WRONG_SIZE,
+    Availability.BEHIND: Exclusion.BEHIND,
 }
+# The exclusions that say a target lacks the file (not that it is down or barred).
+LACKING = frozenset(_FILE_EXCLUSIONS.values())
 
 # What steering reads of the state, per target id (built once per request from one
 # health snapshot, so one decision sees one consistent state).

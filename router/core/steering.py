@@ -42,6 +42,7 @@ from router.core.geo import Location
 from router.core.health import Effective, Snapshot, Status, effective
 from router.core.overrides import Override
 from router.core.scoring import (
+    LACKING,
     Costed,
     Exclusion,
     HealthView,
@@ -106,6 +107,14 @@ class Decision:
     def chosen(self, count: int | None = None) -> tuple[Target, ...]:
         n = self.service.answers if count is None else count
         return tuple(c.target for c in self.ranked[:n])
+
+    @property
+    def lacking(self) -> bool:
+        """No target can serve, and it is the file: some target that could have taken it
+        is known to lack it (or to be behind), none is up and unchecked. A client
+        should hear "not found" (the go command then asks the next proxy), not "try
+        again later"."""
+        return not self.ranked and any(c.excluded in LACKING for c in self.excluded)
 
 
 def rank(service: Service, client: Location, health: HealthView, want: Want, *,

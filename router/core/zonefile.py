@@ -173,6 +173,20 @@ def _fleet(t: _Table | None) -> FleetConfig | None:
     return fleet
 
 
+def _one_or_many_ids(value: Any) -> tuple[str, ...]:
+    """A target id, or a list of them."""
+    return (v.string(value),) if isinstance(value, str) else v.list_of(v.string)(value)
+
+
+def _missing_status(value: Any) -> int:
+    """What a path every usable target lacks gets: 404 or 410 (the go command moves to
+    its next GOPROXY entry on either)."""
+    status = v.integer(100, 599)(value)
+    if status not in (404, 410):
+        raise v.Invalid(f"must be 404 or 410, not {status}")
+    return status
+
+
 def _secret(value: Any) -> bytes:
     """A DNS cookie secret: 32 hexadecimal digits (16 bytes, SipHash's key)."""
     text = v.string(value)
@@ -405,6 +419,10 @@ def _build_service(name: str, s: _Table, origin: str, source: str) -> Service | 
         pass_query=s.get("pass_query", v.boolean, False),
         catalog=_build_catalog(s.table("catalog")),
         immutable=s.get("immutable", v.list_of(v.path_pattern), ()),
+        mutable=s.get("mutable", v.list_of(v.path_pattern), ()),
+        mutable_ttl=s.get("mutable_ttl", v.duration(0.1, 86400), 60.0),
+        origin_targets=s.get("origin", _one_or_many_ids, ()),
+        missing_status=s.get("missing_status", _missing_status, 404),
         checks=_build_file_checks(s),
         source=source,
     )
@@ -500,6 +518,14 @@ def _check_service(service: Service, s: _Table) -> None:
     for tid in service.fallback:
         if tid not in ids:
             s.report(s.key("fallback"), f"unknown target id {tid!r}")
+    for tid in service.origin_targets:
+        if tid not in ids:
+            s.report(s.key("origin"), f"unknown target id {tid!r}")
+    if "mutable_ttl" in s.data and not service.mutable:
+        s.report(s.key("mutable_ttl"), "has no effect without mutable paths")
+    for key in ("immutable", "mutable", "origin", "missing_status"):
+        if key in s.data and not service.http_prefix:
+            s.report(s.key(key), "needs http_prefix: only the HTTP redirector reads it")
     if service.on_all_down is OnAllDown.FALLBACK and not service.fallback:
         s.report(s.key("on_all_down"), '"fallback" needs at least one target id in fallback')
     if service.dns_names and service.targets and not any(t.addresses for t in service.targets):
@@ -509,9 +535,10 @@ def _check_service(service: Service, s: _Table) -> None:
     if service.catalog is not None and not service.http_prefix:
         s.report(s.key("catalog"), "needs http_prefix: only the HTTP redirector reads it")
     for key in _FILE_CHECK_KEYS:
-        if key in s.data and service.catalog is None:
-            s.report(s.key(key), "has no effect without a catalog: availability is "
-                     "checked only for files a catalog lists")
+        if key in s.data and service.catalog is None and not service.immutable \
+                and not service.mutable:
+            s.report(s.key(key), "has no effect without a catalog, immutable or mutable "
+                     "paths: availability is checked only for those")
     for t in service.targets:
         both = t.only_countries & t.exclude_countries
         if both:

@@ -27,9 +27,10 @@ Where a client is comes from ``dns.clients`` (the authority's, shared): on a mis
 steered question, ``answer()`` hands the client's location on, so the strict path steers
 with the location the key was made of, and GeoIP is asked once.
 
-Memory is bounded: every table is a ``core.memo.Memo`` of at most ``size`` entries
-(oldest first out; the whole-reply table per sender a quarter). The steered questions
-are bounded by the zones (names x types x shapes).
+Memory is bounded: every table is a ``core.memo.Sweep`` of at most ``size`` entries (the
+whole-reply table per sender, a quarter), emptied whole when it fills, so that a
+resolver cycling through ``size`` ECS subnets is answered from the cache from its
+second pass on. The steered questions are bounded by the zones (names x types x shapes).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from typing import Any, TypeVar, cast
 from router.core.health import Key as TargetKey
 from router.core.health import Snapshot
 from router.core.ip import IPAddress
-from router.core.memo import Memo
+from router.core.memo import Sweep
 from router.core.stats import Stats
 from router.dns import wire
 from router.dns.clients import Clients, Located, Subnet
@@ -75,22 +76,25 @@ class AnswerCache:
         self.server_payload = server_payload
         self.stats = stats
         self.size = size
-        self.entries: Memo[Key, Entry] = Memo(size)
+        self.entries: Sweep[Key, Entry] = Sweep(size)
         # Questions whose answers depend on the client, each mapped to the one copy of it
         # that keys use; and one copy of each body, count and choice that entries share
         # (a few answers serve many networks).
         self.steered: dict[Base, Base] = {}
-        self._shared: Memo[Any, Any] = Memo(size)
+        self._shared: Sweep[Any, Any] = Sweep(size)
         # Replies to queries seen before, byte for byte after the ID, when nothing else
         # decides them (an ECS subnet, or an answer for everyone) and they fit any
         # buffer: the query's bytes -> (the reply after its ID, its entry). A hit here is
         # one dict lookup and the generation check. Filled when a reply is stored or hit;
         # at most ``size`` (a resolver cycling through 50,000 ECS subnets is answered
         # from here from its second pass on: with a quarter, never).
-        self._exact: Memo[bytes, Kept] = Memo(size or 1)
+        self._exact: Sweep[bytes, Kept] = Sweep(size or 1)
         # ... and those the sender's address decides (a steered answer without ECS), per
         # (sender, bytes): at most a quarter of ``size``.
-        self._by_peer: Memo[tuple[IPAddress, bytes], Kept] = Memo(size // 4 or 1)
+        self._by_peer: Sweep[tuple[IPAddress, bytes], Kept] = Sweep(size // 4 or 1)
+        # ... their dicts, held for the hot path (a Sweep never replaces its dict)
+        self._replies, self._replies_by_peer = self._exact.fresh, self._by_peer.fresh
+        self._answers = self.entries.fresh
         self.hits = self.misses = self.stale = 0
 
     def seen(self, data: bytes, peer: IPAddress) -> Kept | None:
@@ -99,22 +103,18 @@ class AnswerCache:
         entry (count it with ``hit()``), and what RRL needs of the query (its ECS
         option's value, where its name ends): nothing to read again. Plain values only,
         so the garbage collector has nothing to walk."""
-        table: Memo[Any, Kept] = self._exact
+        table: dict[Any, Kept] = self._replies
         key: Any = data[2:]
-        found = table.fresh.get(key)
+        found = table.get(key)
         if found is None:
-            found = table.from_aged(key) if table.aged else None
+            table, key = self._replies_by_peer, (peer, key)
+            found = table.get(key) if table else None
             if found is None:
-                table, key = self._by_peer, (peer, key)
-                found = table.fresh.get(key)
-                if found is None and table.aged:
-                    found = table.from_aged(key)
-                if found is None:
-                    return None
+                return None
         rest, known, ecs, end = found
         if known.generation < 0 or known.generation == self.health().generation:
             return data[:2] + rest, known, ecs, end
-        table.pop(key)  # stale: the keyed lookup says so
+        del table[key]  # stale: the keyed lookup says so
         return None
 
     def answer(self, query: Query, peer: IPAddress, tcp: bool) -> bytes | Located | None:
@@ -130,9 +130,7 @@ class AnswerCache:
         else:
             located = subnet.located or (self.clients.sender(peer), 0)
             key, tail = (steered, located[0].key), subnet.echo
-        entry = self.entries.fresh.get(key)
-        if entry is None and self.entries.aged:
-            entry = self.entries.from_aged(key)
+        entry = self._answers.get(key)
         if entry is None:
             self.misses += 1
             return located
@@ -218,8 +216,8 @@ class AnswerCache:
 
     def caches(self) -> dict[str, dict[str, int]]:
         """This cache and its tables, for /metrics (``cache_events_total``). The whole
-        replies' and the answers' hits in their newer halves are counted in ``dns``'s
-        hits, not in their own."""
+        replies' and the answers' hits are counted in ``dns``'s hits, not in their own
+        (their ``lookup`` counts nothing)."""
         return {"dns": self.counters(), "dns_replies": self._exact.counters(),
                 "dns_replies_by_sender": self._by_peer.counters(),
                 "dns_shared": self._shared.counters()}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from router.core.geo import Location, Locator
 from router.core.ip import IPAddress
-from router.core.memo import Memo
+from router.core.memo import Sweep
 from router.dns.wire import Query
 
 DEFAULT_SIZE = 50_000
@@ -44,12 +44,13 @@ BY_SENDER = Subnet(None, b"", b"")  # a query without ECS
 
 
 class Clients:
-    """ECS option values and senders, located; ``size`` of each kept."""
+    """ECS option values and senders, located; ``size`` of each kept (``Sweep``: a
+    resolver cycling through ``size`` subnets finds them all)."""
 
     def __init__(self, locator: Locator, size: int = DEFAULT_SIZE) -> None:
         self.locator = locator
-        self.subnets: Memo[bytes, Subnet] = Memo(max(1, size))  # checked option values
-        self.senders: Memo[IPAddress, Location] = Memo(max(1, size))
+        self.subnets: Sweep[bytes, Subnet] = Sweep(max(1, size))  # checked option values
+        self.senders: Sweep[IPAddress, Location] = Sweep(max(1, size))
 
     def subnet(self, query: Query) -> Subnet:
         """What ``query``'s ECS option (checked by the reader) says of its client."""
@@ -57,8 +58,9 @@ class Clients:
             return BY_SENDER
         value = query.ecs_value
         subnets = self.subnets
-        found = subnets.fresh.get(value) or subnets.from_aged(value)
+        found = subnets.fresh.get(value)
         if found is None:
+            subnets.misses += 1
             subnet = query.edns.subnet
             assert subnet is not None
             zero = echo(value, 0)
@@ -72,8 +74,9 @@ class Clients:
     def sender(self, peer: IPAddress) -> Location:
         """Where the sender is (a query without a usable ECS option: scope 0)."""
         senders = self.senders
-        found = senders.fresh.get(peer) or senders.from_aged(peer)
+        found = senders.fresh.get(peer)
         if found is None:
+            senders.misses += 1
             found = senders.put(peer, self.locator.locate(peer))
         return found
 

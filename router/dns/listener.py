@@ -19,7 +19,7 @@ import structlog
 
 from router.core.dnsparams import Option
 from router.core.ip import HostPort, IPAddress
-from router.core.memo import Memo
+from router.core.memo import Sweep
 from router.dns import wire
 from router.dns.authority import Authority
 
@@ -44,13 +44,14 @@ class UdpProtocol(asyncio.DatagramProtocol):
         self.dispatch = dispatch
         self.transport: asyncio.DatagramTransport | None = None
         # senders' addresses as text → as addresses (bounded: senders are chosen by others)
-        self.peers: Memo[str | int, IPAddress] = Memo(SENDERS)
+        self.peers: Sweep[str | int, IPAddress] = Sweep(SENDERS)
+        self._known = self.peers.fresh  # its one dict (a Sweep never replaces it)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop's is not a subclass
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        peer = self.peers.fresh.get(addr[0])
+        peer = self._known.get(addr[0])
         if peer is None:
             peer = self._peer(addr[0])
         reply = self.dispatch.authority.handle(data, peer, False)
@@ -58,9 +59,8 @@ class UdpProtocol(asyncio.DatagramProtocol):
             self.transport.sendto(reply, addr)  # type: ignore[union-attr]
 
     def _peer(self, host: str | int) -> IPAddress:
-        peers = self.peers
-        return peers.from_aged(host) or peers.put(
-            host, ipaddress.ip_address(str(host).partition("%")[0]))
+        self.peers.misses += 1
+        return self.peers.put(host, ipaddress.ip_address(str(host).partition("%")[0]))
 
     def error_received(self, exc: Exception) -> None:
         log.debug("dns_udp_error", error=str(exc))  # e.g. ICMP port unreachable: harmless

@@ -99,6 +99,10 @@ def _mapped(error: RouterError) -> web.Response:
         return web.Response(status=404, text="404 Not Found: no service serves this path\n")
     if isinstance(error, downloads.NotListed):
         return web.Response(status=404, text=f"404 Not Found: {error} is not in the catalog\n")
+    if isinstance(error, redirect.Missing):
+        reason = "Gone" if error.status == 410 else "Not Found"
+        return web.Response(status=error.status, text=f"{error.status} {reason}: no mirror "
+                            f"has {error}: every one that is up lacks it\n")
     if isinstance(error, redirect.Unavailable):
         return web.Response(status=503, text=f"503 Service Unavailable: {error}\n",
                             headers={"Retry-After": str(error.retry_after)})

@@ -111,7 +111,7 @@ class Proxies:
         # peer → (its address, whether it is a trusted proxy, it as a client): the same
         # few proxies ask again and again (bounded: peers are chosen by others)
         self.peers: Memo[str | None, tuple[IPAddress | None, bool, Client | None]] = \
-            Memo(PEERS)
+            Memo(2 * PEERS)  # the PEERS most recent
 
     def trusts(self, peer: str | None) -> bool:
         """Whether the socket peer is one of the trusted proxies."""

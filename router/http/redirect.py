@@ -50,6 +50,16 @@ class NotRouted(RouterError):
     """No service's ``http_prefix`` covers the path (HTTP 404)."""
 
 
+class Missing(RouterError):
+    """Every target that could serve the path is known to lack it (HTTP 404, or the
+    service's ``missing_status``): a client moves on (the go command to its next
+    GOPROXY entry), where a 503 would stop it."""
+
+    def __init__(self, path: str, status: int) -> None:
+        super().__init__(path)
+        self.status = status
+
+
 class Unavailable(RouterError):
     """No target can serve the request now (HTTP 503 with ``Retry-After``)."""
 
@@ -145,6 +155,8 @@ class Redirector:
             return _mirrorlist(request, runtime, item.route, entry.decision, item.file,
                                self.client(request)[0])
         entry = await self._decide(request, item.route, item.file)
+        if entry.decision.lacking and not item.listed:  # an immutable or changing path
+            raise Missing(item.route.rest, service.missing_status)
         if item.form is downloads.Form.METALINK:
             return downloads.metalink_response(item, entry.decision)
         passed = paths.check_query(raw_query) if service.pass_query and raw_query else ""

@@ -56,7 +56,7 @@ class FleetFiles:
             pipe.set(lock, self.node, nx=True, px=int(wait * 1000))
             stamp, raw, mine = await self.link.call(pipe)
             self.skew = stamp[0] + stamp[1] / 1e6 - time.time()
-            found = self._fresh(service, value(raw, None))
+            found = self._fresh(service, file, value(raw, None))
             if found is not None or mine:
                 if found is not None and mine:
                     await self._unlock(lock)
@@ -75,12 +75,13 @@ class FleetFiles:
             pipe.hget(keys.files(service.name, target), file)
             pipe.exists(lock)
             raw, held = await self.link.call(pipe)
-            found = self._fresh(service, value(raw, None))
+            found = self._fresh(service, file, value(raw, None))
             if found is not None or not held:
                 return found
         return None
 
-    def _fresh(self, service: Service, raw: bytes | None) -> tuple[Outcome, float] | None:
+    def _fresh(self, service: Service, file: str, raw: bytes | None
+               ) -> tuple[Outcome, float] | None:
         if raw is None:
             return None
         try:
@@ -90,7 +91,7 @@ class FleetFiles:
                 errors="replace"), error=str(e), effect="ignored: the file is checked here")
             return None
         local = at - self.skew
-        if local + recheck_after(service.checks, outcome.state) <= time.time():
+        if local + recheck_after(service, file, outcome.state) <= time.time():
             return None
         return outcome, local
 

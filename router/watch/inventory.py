@@ -24,8 +24,16 @@ from pathlib import Path
 import aiohttp
 import structlog
 
+from router.core import mutable
 from router.core.availability import Freshness, Ledger, Outcome, SharedFiles, judge
-from router.core.catalog import Catalog, CatalogError, CatalogFile, CatalogFormat, parse_go
+from router.core.catalog import (
+    MUTABLE_KINDS,
+    Catalog,
+    CatalogError,
+    CatalogFile,
+    CatalogFormat,
+    parse_go,
+)
 from router.core.config import Config, Service, Target
 from router.core.steering import Decision, worth_waiting_for
 from router.errors import RouterError
@@ -153,9 +161,29 @@ class Inventory:
             decision = decide()
 
     def check_due(self, service: Service, file: CatalogFile) -> None:
-        """Start, in the background, every check of ``file`` that has come due."""
+        """Start, in the background, every check of ``file`` that has come due: a HEAD
+        per target, or for a changing answer's subject, one round that reads it from
+        every target at once (``compare``)."""
+        if file.kind in MUTABLE_KINDS:
+            self.compare(service, file)
+            return
         for t in service.targets:
             self.check(service, t.id, file)
+
+    def compare(self, service: Service, file: CatalogFile) -> None:
+        """Read a changing answer's subject (a module's version list) from every target
+        and judge each against the freshest (``core.mutable``), when any is due. One
+        round at a time per subject; each due target's check waits on it."""
+        now = time.time()
+        due = [t.id for t in service.targets if t.enabled and t.url is not None
+               and self.ledger.is_due(service, t.id, file, now)]
+        keys = [(service.name, tid, file.name) for tid in due]
+        if not due or self._session is None or any(k in self._inflight for k in keys):
+            return
+        task = asyncio.create_task(self._compare(service, file))
+        for key in keys:
+            self._inflight[key] = task
+        task.add_done_callback(lambda _t: [self._inflight.pop(k, None) for k in keys])
 
     def check(self, service: Service, target_id: str, file: CatalogFile) -> None:
         """Check ``file`` on a target if it is due and not already being checked."""
@@ -197,6 +225,53 @@ class Inventory:
         if after is not before and after is not Freshness.UNKNOWN:
             log.info("mirror_freshness", service=service.name, target=target.id,
                      old=before.value, new=after.value)
+
+    async def _compare(self, service: Service, file: CatalogFile) -> None:
+        """One round for a subject: what the fleet knows already, else every target's
+        answer (the origins' too: they are the reference), judged together; recorded."""
+        checked = [t for t in service.targets if t.enabled and t.url is not None]
+        mirrors = [t.id for t in checked if t.id not in service.origins]
+        outcomes = await self._shared_outcomes(service, mirrors, file)
+        if outcomes is None:
+            answers = await asyncio.gather(*(self._read(service, t, file) for t in checked))
+            at = time.time()
+            judged = mutable.judge(file.kind, dict(zip((t.id for t in checked), answers,
+                                                       strict=True)), service.origins)
+            outcomes = {tid: (judged[tid], at) for tid in mirrors}
+            if self.shared is not None:
+                for tid, (outcome, when) in outcomes.items():
+                    self.shared.learned(service, tid, file.name, outcome, when)
+        for tid, (outcome, when) in outcomes.items():
+            if self.ledger.record(service, tid, file, outcome, when):
+                log.info("mirror_answer", service=service.name, target=tid, path=file.name,
+                         state=outcome.state.value if outcome.state else "unknown",
+                         detail=outcome.detail)
+
+    async def _shared_outcomes(self, service: Service, mirrors: list[str], file: CatalogFile
+                               ) -> dict[str, tuple[Outcome, float]] | None:
+        """Every mirror's verdict on a subject, when the fleet has them all (one node
+        compares; the others wait, bounded, for its results); None: compare here."""
+        if self.shared is None:
+            return None
+        known = await asyncio.gather(*(self.shared.known(service, tid, file.name)
+                                       for tid in mirrors))
+        if any(k is None for k in known):
+            return None
+        return {tid: k for tid, k in zip(mirrors, known, strict=True) if k is not None}
+
+    async def _read(self, service: Service, target: Target, file: CatalogFile
+                    ) -> mutable.Answer:
+        """GET a subject from a target (its first ``BODY_LIMIT`` bytes), in its gate."""
+        assert self._session is not None
+        timeout = aiohttp.ClientTimeout(total=service.health.timeout)
+        try:
+            async with self._gate(service, target), self._session.get(
+                    target.url_for(file.name), timeout=timeout) as resp:
+                return mutable.Answer(resp.status, await resp.content.read(mutable.BODY_LIMIT))
+        except TimeoutError:
+            return mutable.Answer(None, error=f"timeout after {service.health.timeout:g}s")
+        except (aiohttp.ClientError, OSError, ValueError) as e:
+            return mutable.Answer(None, error=(str(e) or type(e).__name__)[:200])
 
     def _gate(self, service: Service, target: Target) -> asyncio.Semaphore:
         key, limit = (service.name, target.id), service.checks.per_mirror
