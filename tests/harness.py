@@ -325,7 +325,8 @@ CITIES = {
 def five_city_zone(mirrors: dict[str, Mirror], *, interval: str = "500ms",
                    timeout: str = "500ms", rise: int = 2, fall: int = 2,
                    extra_service: str = "", extra_records: str = "",
-                   km_per_ms: float = 0, suspect_interval: str | None = None) -> str:
+                   km_per_ms: float = 0, suspect_interval: str | None = None,
+                   downloads_keys: str = "") -> str:
     """A zone steering test.example.com among the five cities, each probed on loopback.
 
     ``km_per_ms`` is 0 by default: tests of geography must not be reordered by a loaded
@@ -407,6 +408,7 @@ km_per_ms = {km_per_ms}
 ttl = 30
 default_location = {{ lat = 39.04, lon = -77.49 }}
 health = {{ {health} }}
+{downloads_keys}
 {"".join(targets)}
 {extra_service}
 '''

@@ -68,8 +68,10 @@ def secure(tmp_path_factory, city_mirrors, proxies, pki):
     served.mkdir()
     for f in (pki.cert, pki.key):
         shutil.copy(f, served / f.name)
-    zones = write_zone(folder / "zones", five_city_zone(city_mirrors,
-                                                        extra_service=proxies_service(proxies)))
+    # the city mirrors are http://: an HTTPS client may be sent there only so
+    zones = write_zone(folder / "zones", five_city_zone(
+        city_mirrors, extra_service=proxies_service(proxies),
+        downloads_keys="allow_downgrade = true"))
     router = RouterProcess(zones, "--https", "127.0.0.1:0", "--trusted-proxy", "127.0.0.1/32",
                            "--tls-cert", str(served / "server.pem"),
                            "--tls-key", str(served / "server.key"), "--ca-file", str(pki.ca))

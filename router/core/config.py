@@ -89,6 +89,11 @@ class Target:
     def anycast(self) -> bool:
         return self.location is None
 
+    @property
+    def secure(self) -> bool:
+        """Whether its ``url`` is https:// (an HTTPS client may be sent there)."""
+        return self.url is not None and self.url.startswith("https://")
+
     def addresses_of(self, version: int) -> tuple[IPAddress, ...]:
         return tuple(a for a in self.addresses if a.version == version)
 
@@ -131,6 +136,9 @@ class Service:
     # has (the zone file's ``origin``). The fallback targets are origins too.
     origin_targets: tuple[str, ...] = ()
     missing_status: int = 404  # an immutable path every usable target lacks: 404 or 410
+    # An HTTPS client may be sent to an http:// mirror (else such mirrors are excluded for
+    # it: a redirect must not undo the client's TLS).
+    allow_downgrade: bool = False
     checks: FileChecks = field(default_factory=FileChecks)  # how availability is learned
     source: str = ""
 
@@ -142,6 +150,12 @@ class Service:
         if any(fnmatchcase(path, pattern) for pattern in self.mutable):
             return subject(path)
         return None
+
+    @property
+    def guards_scheme(self) -> bool:
+        """Whether an HTTPS client must be kept from some of its mirrors (http:// ones)."""
+        return not self.allow_downgrade and any(
+            t.url is not None and not t.secure for t in self.targets)
 
     @property
     def origins(self) -> frozenset[str]:

@@ -42,6 +42,7 @@ class Want(Enum):
     IPV4 = "A"  # an IPv4 address (DNS A)
     IPV6 = "AAAA"  # an IPv6 address (DNS AAAA)
     URL = "url"  # a base URL (HTTP redirect)
+    SECURE_URL = "https url"  # an https:// base URL (the client came over HTTPS)
     ANY = "any"  # nothing in particular (explain without a type)
 
 
@@ -51,6 +52,7 @@ class Exclusion(Enum):
     DISABLED = "disabled in the config (enabled = false)"
     NO_ADDRESS = "has no address of the asked family"
     NO_URL = "has no url, so it cannot take HTTP redirects"
+    INSECURE = "an http:// mirror, and the client came over HTTPS (allow_downgrade = false)"
     NOT_FOR_COUNTRY = "the client's country is not in only_countries"
     COUNTRY_EXCLUDED = "the client's country is in exclude_countries"
     DRAINED = "drained by the operator: takes no new clients"
@@ -253,8 +255,10 @@ def exclusion(target: Target, country: str | None, status: Status, want: Want,
     holds, in this order: static rules, the operator, the file, health."""
     if not target.enabled:
         return Exclusion.DISABLED
-    if want is Want.URL and target.url is None:
+    if want in (Want.URL, Want.SECURE_URL) and target.url is None:
         return Exclusion.NO_URL
+    if want is Want.SECURE_URL and not target.secure:
+        return Exclusion.INSECURE
     if want in (Want.IPV4, Want.IPV6) and not target.addresses_of(4 if want is Want.IPV4 else 6):
         return Exclusion.NO_ADDRESS
     if target.only_countries and country not in target.only_countries:

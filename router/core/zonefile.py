@@ -423,6 +423,7 @@ def _build_service(name: str, s: _Table, origin: str, source: str) -> Service | 
         mutable_ttl=s.get("mutable_ttl", v.duration(0.1, 86400), 60.0),
         origin_targets=s.get("origin", _one_or_many_ids, ()),
         missing_status=s.get("missing_status", _missing_status, 404),
+        allow_downgrade=s.get("allow_downgrade", v.boolean, False),
         checks=_build_file_checks(s),
         source=source,
     )
@@ -523,7 +524,7 @@ def _check_service(service: Service, s: _Table) -> None:
             s.report(s.key("origin"), f"unknown target id {tid!r}")
     if "mutable_ttl" in s.data and not service.mutable:
         s.report(s.key("mutable_ttl"), "has no effect without mutable paths")
-    for key in ("immutable", "mutable", "origin", "missing_status"):
+    for key in ("immutable", "mutable", "origin", "missing_status", "allow_downgrade"):
         if key in s.data and not service.http_prefix:
             s.report(s.key(key), "needs http_prefix: only the HTTP redirector reads it")
     if service.on_all_down is OnAllDown.FALLBACK and not service.fallback:

@@ -137,6 +137,16 @@ class Proxies:
                                (address, trusted))
         return Client.of(found) if found is not None else None
 
+    def secure(self, peer: str | None, forwarded: Iterable[Mapping[str, str]],
+               x_forwarded_proto: Iterable[str]) -> bool:
+        """Whether a trusted proxy says the client came over HTTPS (``X-Forwarded-Proto``
+        or ``Forwarded: proto=``; any hop that saw https counts: never downgrade)."""
+        if not self._peer(peer)[1]:
+            return False
+        said = [p.strip().lower() for header in x_forwarded_proto for p in header.split(",")]
+        said += [hop.get("proto", "").lower() for hop in forwarded]
+        return "https" in said
+
     def _peer(self, peer: str | None) -> tuple[IPAddress | None, bool, Client | None]:
         peers = self.peers
         known = peers.fresh.get(peer) or peers.from_aged(peer)

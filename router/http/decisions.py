@@ -25,8 +25,9 @@ from router.core.memo import Memo
 from router.core.steering import Decision
 from router.http.routes import Redirect, Route, redirect_for
 
-# (service, client network key, health generation, availability generation, file or None)
-Key = tuple[str, bytes, int, int, str | None]
+# (service, client network key, health generation, availability generation, file or None,
+# an HTTPS client kept from http:// mirrors)
+Key = tuple[str, bytes, int, int, str | None, bool]
 DEFAULT_SIZE = 65536
 REDIRECTS_PER_ENTRY = 64
 

@@ -59,9 +59,10 @@ def asked(route: Route, catalog: Catalog | None, accept: str) -> Asked:
     file = catalog.lookup(rest)
     if file is None or (form is Form.SHA256 and file.sha256 is None):
         raise NotListed(route.rest)
-    if form is Form.METALINK and not metalink.file_name(Route(route.service, rest)):
+    listed = Route(route.service, rest, None, route.guarded)
+    if form is Form.METALINK and not metalink.file_name(listed):
         raise NotListed(route.rest)
-    return Asked(Route(route.service, rest), file, form)
+    return Asked(listed, file, form)
 
 
 def listing(catalog: Catalog, include_all: bool) -> web.Response:

@@ -42,7 +42,7 @@ log = structlog.get_logger("router.http")
 RECHECK = 1.0  # seconds: how often a cached listed file still starts its due checks
 NOWHERE = Location.of(ipaddress.ip_network("0.0.0.0/0"))
 EMPTY: Mapping[str, str] = MappingProxyType({})
-LINEUPS = 4096  # (service, health generation, country) line-ups kept for new places
+LINEUPS = 4096  # (service, health generation, country, secure) line-ups for new places
 RECENT = 2048  # clients remembered (their headers: the location), the most recent
 
 
@@ -85,7 +85,7 @@ class Redirector:
         # and the walk. Small, so that ever-new clients churn a table that stays cached.
         self.clients: Memo[tuple[str | None, ...], tuple[str | None, Location]] = Memo(RECENT)
         # (service, health generation, country) → the line-up a new place is ranked from
-        self.lineups: Memo[tuple[str, int, str | None], Lineup] = Memo(LINEUPS)
+        self.lineups: Memo[tuple[str, int, str | None, bool], Lineup] = Memo(LINEUPS)
         self.decisions = DecisionCache()  # per client network, see router.http.decisions
         self.places: Memo[tuple[object, ...], Entry] = Memo(65536)  # per client place
         self.recall = Recall(self.decisions, self.places)
@@ -134,7 +134,8 @@ class Redirector:
         if raw_query or route.checked is not None or route.service.catalog is not None:
             return await self._asked(request, route, raw_query)
         # the common case: a path of a service with no files to check, no query
-        return self._redirect(request, route, self._remembered(request, route.service), "")
+        return self._redirect(request, route, self._remembered(
+            request, route.service, route.guarded and self._secure(request)), "")
 
     async def _asked(self, request: web.Request, route: paths.Route, raw_query: str
                      ) -> web.StreamResponse:
@@ -177,22 +178,30 @@ class Redirector:
         headers = (*found.headers, *more) if more else found.headers
         return web.Response(status=302, headers=headers)
 
-    def _keys(self, service: Service, client: Location, file: CatalogFile | None
-              ) -> tuple[Key, tuple[object, ...]]:
+    def _keys(self, service: Service, client: Location, file: CatalogFile | None,
+              secure: bool) -> tuple[Key, tuple[object, ...]]:
         """What a decision is remembered by: per client network and state (``Key``), and
         per client place and state."""
         runtime = self.runtime
         key = (service.name, client.key, runtime.board.snapshot.generation,
-               runtime.ledger.generation, file.name if file is not None else None)
+               runtime.ledger.generation, file.name if file is not None else None, secure)
         return key, (key[0], client.point, client.country, *key[2:])
 
-    def _remembered(self, request: web.Request, service: Service) -> Entry:
+    def _secure(self, request: web.Request) -> bool:
+        """Whether the client came over HTTPS: to us, or to a trusted proxy in front."""
+        if request.secure:
+            return True
+        headers = request.headers
+        return self.proxies.secure(request.remote, request.forwarded,
+                                   headers.getall("X-Forwarded-Proto", ()))
+
+    def _remembered(self, request: web.Request, service: Service, secure: bool) -> Entry:
         """The decision for a request with no file to check: remembered per client place,
         or per client network when the ranking hashed on it (``router.http.decisions``);
         a new place's outcome found from the line-up, when a decision with that outcome
         was made already."""
         client = self.client(request)[1]
-        key, place = self._keys(service, client, None)
+        key, place = self._keys(service, client, None, secure)
         entry = self.recall.get(key, place)
         if entry is not None:
             return entry
@@ -214,10 +223,11 @@ class Redirector:
         listed file still starts its due re-checks, at most once a second.
         """
         service, inventory = route.service, self.inventory
+        secure = route.guarded and self._secure(request)
         if file is None and remember:
-            return self._remembered(request, service)
+            return self._remembered(request, service, secure)
         client = self.client(request)[1]
-        key, place = self._keys(service, client, file)
+        key, place = self._keys(service, client, file, secure)
         now = time.monotonic()
         entry = self.recall.get(key, place) if remember else None
         if entry is not None:
@@ -225,20 +235,21 @@ class Redirector:
                 entry.stamp = now
                 inventory.check_due(service, file)
             return entry
-        made, remember = await self._settled(service, client, file, remember)
+        made, remember = await self._settled(service, client, file, remember,
+                                             Want.SECURE_URL if secure else Want.URL)
         if not remember:
             return Entry(made, now)
         return self.recall.put(key, place, made.hashed, self.decisions.shared(key, made, now))
 
     async def _settled(self, service: Service, client: Location, file: CatalogFile | None,
-                       remember: bool) -> tuple[Decision, bool]:
+                       remember: bool, want: Want) -> tuple[Decision, bool]:
         """A decision made afresh; for a listed file, once the availability checks settle.
         Not to be remembered while checks that could change it are still out."""
         runtime, inventory = self.runtime, self.inventory
 
         def decide() -> Decision:
             files = runtime.ledger.view(service, file) if file is not None else None
-            return steer(runtime.board.snapshot, service, client, Want.URL, files=files)
+            return steer(runtime.board.snapshot, service, client, want, files=files)
 
         if file is None or inventory is None:
             return decide(), remember
@@ -249,11 +260,12 @@ class Redirector:
         """The targets lined up for clients of ``client``'s country (no file asked for),
         kept per service, health generation and country: a new place is ranked from it
         (``Lineup.order`` finds the outcome a decision was made with already)."""
-        at = (key[0], key[2], client.country)
+        at = (key[0], key[2], client.country, key[5])
         lineup = self.lineups.get(at)
         if lineup is None:
+            want = Want.SECURE_URL if key[5] else Want.URL
             lineup = self.lineups.put(at, lined_up(self.runtime.board.snapshot, service,
-                                                   client.country, Want.URL))
+                                                   client.country, want))
         return lineup
 
     def client(self, request: web.Request) -> tuple[str | None, Location]:

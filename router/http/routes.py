@@ -64,6 +64,7 @@ class Route:
     # ``rest`` as a file to check on mirrors when the service declares it immutable
     # (``Service.checked``), found once with the route
     checked: CatalogFile | None = None
+    guarded: bool = False  # an HTTPS client is kept from http:// mirrors (found once too)
 
 
 class Routes:
@@ -104,7 +105,7 @@ class Routes:
         wanted = (host or "").lower().rsplit(":", 1)[0].rstrip(".") if host else ""
         prefix, _names, service = next((f for f in longest if wanted in f[1]), longest[0])
         rest = path[len(prefix):]
-        return Route(service, rest, service.checked(rest))
+        return Route(service, rest, service.checked(rest), service.guards_scheme)
 
     @property
     def services(self) -> Iterable[Service]:
