@@ -155,6 +155,7 @@ class Mirror:
         self.most_active = 0
         self.port = 0
         self._runner: web.AppRunner | None = None
+        self._also: list[web.TCPSite] = []  # the same mirror on other addresses
 
     @property
     def base(self) -> str:
@@ -217,6 +218,24 @@ class Mirror:
     def start(self) -> Mirror:
         self.farm.run(self._start())
         return self
+
+    def listen_also(self, address: str, tls: ssl.SSLContext | None = None) -> None:
+        """Serve on ``address`` too, same port (``tls``: another certificate there)."""
+        async def start() -> None:
+            assert self._runner is not None
+            site = web.TCPSite(self._runner, address, self.port, reuse_address=True,
+                               ssl_context=tls or self.tls)
+            await site.start()
+            self._also.append(site)
+        self.farm.run(start())
+
+    def unlisten_also(self) -> None:
+        """Stop serving on the addresses of ``listen_also``."""
+        async def stop() -> None:
+            for site in self._also:
+                await site.stop()
+            self._also.clear()
+        self.farm.run(stop())
 
     def stop(self) -> None:
         self.farm.run(self._stop())

@@ -38,6 +38,14 @@ class Pki:
         context.load_cert_chain(self.cert, self.key)
         return context
 
+    def context_for(self, name: str, folder: Path) -> ssl.SSLContext:
+        """A server context with a leaf of this CA for ``name`` only (a certificate
+        that is valid, but for another host than the one asked for)."""
+        leaf, key = _leaf(name, self.ca_key, (x509.DNSName(name),))
+        other = Pki(self.ca, folder / f"{name}.pem", folder / f"{name}.key", self.ca_key)
+        _write(other, leaf, key)
+        return other.server_context()
+
 
 def _name(common: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
@@ -68,13 +76,13 @@ def make_ca(folder: Path) -> Pki:
     return pki
 
 
-def _leaf(common: str, ca_key: ec.EllipticCurvePrivateKey
+def _leaf(common: str, ca_key: ec.EllipticCurvePrivateKey,
+          names: tuple[x509.GeneralName, ...] = (
+              x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
           ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
     leaf = (_builder(common, "mirror-router test CA", key, ca_key)
-            .add_extension(x509.SubjectAlternativeName([
-                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                False)
+            .add_extension(x509.SubjectAlternativeName(list(names)), False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
             .sign(ca_key, hashes.SHA256()))

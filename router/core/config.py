@@ -45,6 +45,9 @@ class Kind(StrEnum):
     ``Checker`` each, ``router.watch.kinds``)."""
 
     HTTP = "http"  # GET the health URL: a status in expect_status (and expect_body)
+    # the same GET, at each of the target's addresses on its own (Host, TLS SNI and the
+    # certificate's name the URL's): an address that fails leaves the DNS answers
+    ADDRESSES = "addresses"
 
 
 @dataclass(frozen=True, slots=True)

@@ -192,6 +192,13 @@ def quantize(seconds: float | None, published: int | None) -> int | None:
 Key = tuple[str, str]  # (service name, target id)
 
 
+def address_id(target: str, address: object) -> str:
+    """The health id of one address of a target (``fra@2001:db8::21``): checked on its
+    own, its state rolls up into the target's (``Board.set_groups``). ``@`` is in no
+    target id, so it can be told apart."""
+    return f"{target}@{address}"
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """A frozen view of every target's health at one moment."""
@@ -230,6 +237,29 @@ def _snapshot(health: dict[Key, Health], generation: int, admin: dict[str, Overr
 _UNKNOWN = Health()
 
 
+def rolled_up(members: list[Health]) -> Health:
+    """A target's health from its addresses': up while any is up (or suspect: served as
+    up), unknown while none is up and any is unknown, else down; its latency the best
+    of the up ones'; the last error among them."""
+    served = [_served(h.status) for h in members]
+    status = Status.UP if Status.UP in served else \
+        Status.UNKNOWN if Status.UNKNOWN in served else Status.DOWN
+    up = [h for h in members if _served(h.status) is Status.UP]
+    waits = [h.latency_ms for h in up if h.latency_ms is not None]
+    ttfbs = [h.ttfb_ewma for h in up if h.ttfb_ewma is not None]
+    failed = max((h for h in members if h.last_failure is not None),
+                 key=lambda h: h.last_failure or 0.0, default=None)
+    last = max((h.last for h in members if h.last is not None), key=lambda r: r.at,
+               default=None)
+    return Health(status=status, since=min((h.since for h in members if h.since), default=None),
+                  last_ok=max((h.last_ok for h in members if h.last_ok), default=None),
+                  last_failure=failed.last_failure if failed else None,
+                  last_error=failed.last_error if failed else None,
+                  ttfb_ewma=min(ttfbs, default=None), wait_ewma=None,
+                  latency_ms=min(waits, default=None), checks=sum(h.checks for h in members),
+                  last=last)
+
+
 def _served(status: Status) -> Status:
     """A status as steering uses it: a suspect is served as up, so UP <-> SUSPECT changes
     no decision (and does not retire cached answers)."""
@@ -241,6 +271,8 @@ class Board:
 
     def __init__(self) -> None:
         self._state: dict[Key, Health] = {}
+        self._group: dict[Key, Key] = {}  # an address's key → its target's
+        self._members: dict[Key, tuple[Key, ...]] = {}  # a target's key → its addresses
         self._admin: Overrides = MappingProxyType({})  # in force: the two below, merged
         self._local: Overrides = MappingProxyType({})
         self._fleet: Overrides = MappingProxyType({})
@@ -255,12 +287,24 @@ class Board:
 
     def put(self, key: Key, after: Health) -> Health:
         """Set a target's health as decided elsewhere (the fleet's verdict); return the
-        one it replaces. A new generation only if what steering reads has changed."""
+        one it replaces. A new generation only if what steering reads has changed. An
+        address's health rolls up into its target's."""
         before = self._state.get(key, _UNKNOWN)
         self._state[key] = after
-        self._publish(changed=_served(after.status) is not _served(before.status)
-                      or after.latency_ms != before.latency_ms)
+        changed = _served(after.status) is not _served(before.status) \
+            or after.latency_ms != before.latency_ms
+        group = self._group.get(key)
+        if group is not None:
+            self._state[group] = rolled_up([self._state.get(m, _UNKNOWN)
+                                            for m in self._members[group]])
+        self._publish(changed=changed)
         return before
+
+    def set_groups(self, groups: Mapping[Key, tuple[Key, ...]]) -> None:
+        """Targets whose addresses are checked one by one: target key → address keys.
+        The target's health is theirs rolled up (``rolled_up``)."""
+        self._members = dict(groups)
+        self._group = {m: target for target, members in groups.items() for m in members}
 
     def set_overrides(self, overrides: Overrides, *, fleet: bool = False) -> bool:
         """Install the operator's overrides: this node's (the state file), or the fleet's

@@ -32,7 +32,7 @@ from enum import Enum
 from router.core.availability import Availability, FileView
 from router.core.config import OnAllDown, Service, Target
 from router.core.earth import Point, distance_km
-from router.core.health import Effective, Status, effective
+from router.core.health import Effective, Status, address_id, effective
 from router.core.overrides import Override
 
 
@@ -51,6 +51,8 @@ class Exclusion(Enum):
 
     DISABLED = "disabled in the config (enabled = false)"
     NO_ADDRESS = "has no address of the asked family"
+    NO_HEALTHY_A = "no healthy A: every IPv4 address of it fails its check"
+    NO_HEALTHY_AAAA = "no healthy AAAA: every IPv6 address of it fails its check"
     NO_URL = "has no url, so it cannot take HTTP redirects"
     INSECURE = "an http:// mirror, and the client came over HTTPS (allow_downgrade = false)"
     NOT_FOR_COUNTRY = "the client's country is not in only_countries"
@@ -204,12 +206,15 @@ def _by_cost(c: Costed) -> tuple[float, str]:
 
 def line_up(service: Service, country: str | None, health: HealthView, want: Want, *,
             files: FileView | None = None, latency: LatencyView = no_latency,
-            admin: OverrideView = no_overrides) -> Lineup:
+            admin: OverrideView = no_overrides, addresses: HealthView | None = None
+            ) -> Lineup:
     """``service``'s targets for a client in ``country``: who is excluded and why, who
     takes part, and every entrant's cost terms (``files``: each target's availability of
-    the file asked for)."""
+    the file asked for; ``addresses``: the health of each address checked on its own,
+    by ``health.address_id``)."""
     entrants = [_entrant(t, service, country, health(t.id), want,
-                         files(t.id) if files else None, admin(t.id), latency(t.id))
+                         files(t.id) if files else None, admin(t.id), latency(t.id),
+                         family_down(t, want, addresses))
                 for t in service.targets]
     usable = [e for e in entrants if e.excluded is None]
     # Nothing known to have the file, not even an origin: the unchecked healthy targets.
@@ -232,11 +237,20 @@ def line_up(service: Service, country: str | None, health: HealthView, want: Wan
 
 def _entrant(target: Target, service: Service, country: str | None, status: Status,
              want: Want, file: Availability | None, admin: Override,
-             latency_ms: int | None) -> Entrant:
+             latency_ms: int | None, down: bool) -> Entrant:
     crosses = country and target.country and country != target.country
     return Entrant(target, status, admin, file, latency_ms,
-                   exclusion(target, country, status, want, file, admin),
+                   exclusion(target, country, status, want, file, admin, down),
                    service.cross_border_km if crosses else 0.0)
+
+
+def family_down(target: Target, want: Want, addresses: HealthView | None) -> bool:
+    """Whether every address of the asked family fails its own check (none checked on
+    its own, or no family asked: no)."""
+    if addresses is None or want not in (Want.IPV4, Want.IPV6):
+        return False
+    own = target.addresses_of(4 if want is Want.IPV4 else 6)
+    return bool(own) and all(addresses(address_id(target.id, a)) is Status.DOWN for a in own)
 
 
 def _priced(e: Entrant, fastest: int, km_per_ms: float) -> Entrant:
@@ -250,9 +264,11 @@ def _priced(e: Entrant, fastest: int, km_per_ms: float) -> Entrant:
 
 
 def exclusion(target: Target, country: str | None, status: Status, want: Want,
-              file: Availability | None, admin: Override) -> Exclusion | None:
+              file: Availability | None, admin: Override, family_down: bool = False
+              ) -> Exclusion | None:
     """Why ``target`` cannot serve this request (None: it can), the first reason that
-    holds, in this order: static rules, the operator, the file, health."""
+    holds, in this order: static rules, the operator, the file, health (the target's,
+    then its addresses' of the asked family: ``family_down``)."""
     if not target.enabled:
         return Exclusion.DISABLED
     if want in (Want.URL, Want.SECURE_URL) and target.url is None:
@@ -274,6 +290,8 @@ def exclusion(target: Target, country: str | None, status: Status, want: Want,
         return _FILE_EXCLUSIONS[file]
     if state is Effective.DOWN:
         return Exclusion.DOWN
+    if family_down and state is not Effective.FORCED:
+        return Exclusion.NO_HEALTHY_AAAA if want is Want.IPV6 else Exclusion.NO_HEALTHY_A
     if file is Availability.UNKNOWN:
         return Exclusion.UNVERIFIED
     return None

@@ -39,7 +39,8 @@ from router.core.catalog import CatalogFile
 from router.core.config import Service, Target
 from router.core.earth import Point
 from router.core.geo import Location
-from router.core.health import Effective, Snapshot, Status, effective
+from router.core.health import Effective, Snapshot, Status, address_id, effective
+from router.core.ip import IPAddress
 from router.core.overrides import Override
 from router.core.scoring import (
     LACKING,
@@ -58,7 +59,8 @@ from router.core.scoring import (
 )
 
 __all__ = ["FORCED", "Candidate", "Decision", "Exclusion", "FileChecker", "HealthView",
-           "LatencyView", "OverrideView", "Standing", "Want", "decide", "describe",
+           "LatencyView", "OverrideView", "Standing", "Want", "answer_addresses", "decide",
+           "describe",
            "lined_up", "rank", "worth_waiting_for"]
 
 FORCED = "; forced up by the operator"  # added to the reason of a target served despite health
@@ -140,8 +142,21 @@ def lined_up(snapshot: Snapshot, service: Service, country: str | None, want: Wa
     """``scoring.line_up()`` with all that one health snapshot knows: what a face keeps
     per (service, generation, country) to rank the clients of a new place from."""
     name = service.name
-    return line_up(service, country, snapshot.view(name), want, files=files,
-                   latency=snapshot.latency(name), admin=snapshot.overrides(name))
+    view = snapshot.view(name)
+    return line_up(service, country, view, want, files=files,
+                   latency=snapshot.latency(name), admin=snapshot.overrides(name),
+                   addresses=view)
+
+
+def answer_addresses(snapshot: Snapshot, service: Service, target: Target, version: int
+                     ) -> tuple[IPAddress, ...]:
+    """The addresses of ``version`` a DNS answer carries for a chosen target: those not
+    failing their own check, or all of them when every one does (the target was chosen
+    all the same: forced up by the operator, or every target down)."""
+    own = target.addresses_of(version)
+    health = snapshot.view(service.name)
+    live = tuple(a for a in own if health(address_id(target.id, a)) is not Status.DOWN)
+    return live or own
 
 
 def decision(lineup: Lineup, client: Location, costed: list[Costed] | None = None

@@ -29,7 +29,7 @@ from router.core.health import Snapshot
 from router.core.ip import IPAddress
 from router.core.memo import Memo, Recall
 from router.core.stats import DROPPED, QTYPES, Stats
-from router.core.steering import Want, decide
+from router.core.steering import Want, answer_addresses, decide
 from router.dns import dnssec, wire
 from router.dns.cache import DEFAULT_SIZE, AnswerCache
 from router.dns.clients import Clients, Located
@@ -325,8 +325,9 @@ class Authority:
         for key in reply.chosen:
             self.stats.dns_chosen[key] += 1
         version, rtype = (6, Type.AAAA) if want is Want.IPV6 else (4, Type.A)
-        return [Record(owner, rtype, Class.IN, ttl, (address.packed,))
-                for target in chosen for address in target.addresses_of(version)]
+        snapshot = self.health()
+        return [Record(owner, rtype, Class.IN, ttl, (address.packed,)) for target in chosen
+                for address in answer_addresses(snapshot, service, target, version)]
 
     def _choose(self, service: Service, client: Location, want: Want) -> Chosen:
         """The answer's TTL and targets: remembered per client network, or per place when

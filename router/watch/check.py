@@ -24,6 +24,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -31,6 +32,7 @@ from router import __version__
 from router.core.checks import Probe
 from router.core.config import HealthCheck
 from router.core.health import Phases, Result
+from router.core.ip import IPAddress
 from router.errors import RouterError
 
 USER_AGENT = f"mirror-router/{__version__} (health check; +https://github.com/mirror-router)"
@@ -123,13 +125,31 @@ def new_session(ca_file: Path | None = None, node: str | None = None
                                  trace_configs=[_trace()])
 
 
-async def check_once(session: aiohttp.ClientSession, url: str, check: HealthCheck) -> Result:
-    """One health check of ``url``, bounded by ``check.timeout``."""
+def at_address(url: str, address: IPAddress) -> tuple[str, dict[str, Any]]:
+    """``url`` reached at ``address``: the URL to connect to, and what makes the request
+    say the URL's own host name (``Host``; over TLS the SNI, and the name the
+    certificate must carry: ``server_hostname``)."""
+    parts = urlsplit(url)
+    literal = f"[{address}]" if address.version == 6 else str(address)
+    netloc = f"{literal}:{parts.port}" if parts.port else literal
+    extra: dict[str, Any] = {"headers": {"Host": parts.netloc.rpartition("@")[2]}}
+    if parts.scheme == "https":
+        extra["server_hostname"] = parts.hostname
+    return parts._replace(netloc=netloc).geturl(), extra
+
+
+async def check_once(session: aiohttp.ClientSession, url: str, check: HealthCheck,
+                     address: IPAddress | None = None) -> Result:
+    """One health check of ``url``, bounded by ``check.timeout``; with ``address``, of
+    the URL's host at that address (``at_address``)."""
     clock = _Clock()
     token = _CLOCK.set(clock)
     at = time.time()
+    extra: dict[str, Any] = {}
+    if address is not None:
+        url, extra = at_address(url, address)
     try:
-        async with session.get(url, allow_redirects=False,
+        async with session.get(url, allow_redirects=False, **extra,
                                timeout=aiohttp.ClientTimeout(total=check.timeout)) as resp:
             ttfb = clock.now()
             body = await _read(resp)
@@ -201,4 +221,4 @@ class HttpChecker:
         self.session = session
 
     async def check(self, probe: Probe) -> Result:
-        return await check_once(self.session, probe.url, probe.check)
+        return await check_once(self.session, probe.url, probe.check, probe.address)

@@ -32,7 +32,7 @@ from typing import Any
 import structlog
 
 from router.core import fleet as f
-from router.core.checks import probes
+from router.core.checks import groups, probes
 from router.core.config import Config, FleetConfig
 from router.core.health import Board, Health, Key
 from router.core.memo import Memo
@@ -276,6 +276,8 @@ class Fleet:
         """Every target's health on the serving board: the fleet's verdict, else ours."""
         connected = self.link.connected and self.probing
         checked = {probe.key for probe in probes(config)}
+        grouped = groups(config)  # targets whose addresses are judged one by one
+        self.board.set_groups(grouped)
         self.targets = f.survey(self.observations, sorted(checked), live=self.live,
                                 count=self.config.observers, quorum=self.config.quorum,
                                 now=now + self.skew, me=self.config.node, connected=connected)
@@ -288,9 +290,9 @@ class Fleet:
                     and health.last.at >= self._since.get(view.key, 0.0):
                 self._put(view.key, health)  # for want of a verdict: this node's own view
         for key, health in self.own.snapshot.health.items():
-            if key not in checked:  # never checked (no health URL, --no-probe): as it is
+            if key not in checked and key not in grouped:  # never checked: as it is
                 self._put(key, health)
-        self.board.retain({*self.own.snapshot.health, *checked})
+        self.board.retain({*self.own.snapshot.health, *checked, *grouped})
         self._choose({v.key for v in self.targets if v.probing} if connected else None, now)
 
     def _put(self, key: Key, health: Health, verdict: f.Verdict | None = None) -> None:

@@ -13,6 +13,7 @@ from router.watch.check import HttpChecker
 
 KINDS: Mapping[Kind, Callable[[aiohttp.ClientSession], Checker]] = {
     Kind.HTTP: HttpChecker,
+    Kind.ADDRESSES: HttpChecker,  # the same GET, at the probe's address (``probes()``)
 }
 
 

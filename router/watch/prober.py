@@ -20,7 +20,7 @@ from pathlib import Path
 import aiohttp
 import structlog
 
-from router.core.checks import Checker, Probe, probes, unprobed
+from router.core.checks import Checker, Probe, groups, probes, unprobed
 from router.core.config import Config, Kind
 from router.core.health import Board, Health, Key, Result, Status
 from router.watch.check import new_session
@@ -71,6 +71,8 @@ class Prober:
     def reconfigure(self, config: Config) -> None:
         """Start, keep or stop loops so that they match ``config`` (on start and reload)."""
         wanted = {probe.key: probe for probe in probes(config)}
+        grouped = groups(config)
+        self.board.set_groups(grouped)
         for key, (task, probe) in list(self._tasks.items()):
             if wanted.get(key) != probe:
                 task.cancel()
@@ -80,7 +82,7 @@ class Prober:
                 self._first[key] = asyncio.Event()
                 task = asyncio.create_task(self._loop(probe), name=f"probe {key}")
                 self._tasks[key] = (task, probe)
-        self.board.retain([*wanted, *unprobed(config)])
+        self.board.retain([*wanted, *grouped, *unprobed(config)])
         self.board.assume([k for k in unprobed(config)
                            if self.board.snapshot.get(*k).status is not Status.UP],
                           Status.UP, time.time())

@@ -17,10 +17,11 @@ from typing import Any
 
 from router import __version__
 from router.core.availability import Ledger
-from router.core.config import Service
+from router.core.checks import per_address
+from router.core.config import Service, Target
 from router.core.fleet import document
 from router.core.geo import Location
-from router.core.health import Effective, Health, Snapshot, Status, effective
+from router.core.health import Effective, Health, Snapshot, Status, address_id, effective
 from router.core.overrides import Override
 from router.core.runtime import Runtime
 from router.core.stats import Stats
@@ -75,7 +76,8 @@ def _service(service: Service, snap: Snapshot, stats: Stats, ledger: Ledger) -> 
     admin = snap.overrides(service.name)
     rows = [{**_target(service, t.id, snap.get(service.name, t.id), admin(t.id),
                        stats.answers((service.name, t.id)), total),
-             "files": ledger.counts(service.name, t.id)} for t in service.targets]
+             "files": ledger.counts(service.name, t.id),
+             "addresses": _addresses(service, t, snap)} for t in service.targets]
     return {"name": service.name, "zone": service.origin, "answers": total,
             "dns_names": list(service.dns_names), "http_prefix": service.http_prefix,
             "targets": rows}
@@ -95,6 +97,18 @@ def _target(service: Service, tid: str, h: Health, admin: Override, answers: int
         "checks": h.checks, "answers": answers,
         "share": round(answers / total, 4) if total else 0.0,
     }
+
+
+def _addresses(service: Service, target: Target, snap: Snapshot) -> list[dict[str, Any]]:
+    """Each address checked on its own (a DNS target's): its state and last error."""
+    if not per_address(service, target):
+        return []
+    rows = []
+    for a in target.addresses:
+        h = snap.get(service.name, address_id(target.id, a))
+        rows.append({"address": str(a), "state": h.status.value, "last_error": h.last_error,
+                     "latency_ms": h.latency_ms})
+    return rows
 
 
 def colour(h: Health, admin: Override) -> str:
