@@ -23,10 +23,9 @@ inventory (``router.watch.inventory``) fetches and HEADs, and records here.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any
 
 from router.core.catalog import Catalog, CatalogFile, subject
 from router.core.config import Config, Service
@@ -42,6 +41,7 @@ class Availability(Enum):
     WRONG_SIZE = "wrong size"  # HEAD: 200 with another size (truncated, or an old copy)
     STALE = "stale"  # the mirror lacks the newest release, and this file is that new
     BEHIND = "behind"  # a changing answer (a version list) older than the freshest one
+    CORRUPT = "corrupt"  # fetched whole, its bytes did not hash to the digest
     ORIGIN = "origin"  # an origin (or fallback) target: it has every file
 
 
@@ -69,6 +69,15 @@ class Seen:
 
 
 @dataclass(frozen=True, slots=True)
+class Corruption:
+    """A mirror's copy of a file that was fetched whole and did not match."""
+
+    expected: str  # the sha-256 (hex) the reference gives
+    got: str  # what the copy hashed to
+    at: float  # when it was verified
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What one HEAD taught: a state, or None when it got no usable answer."""
 
@@ -89,23 +98,6 @@ def judge(file: CatalogFile, status: int | None, length: int | None,
     if 400 <= status < 500 and status not in (408, 425, 429):
         return Outcome(Availability.MISSING, f"HTTP {status}")
     return Outcome(None, f"HTTP {status}")
-
-
-class SharedFiles(Protocol):
-    """File results shared by a fleet's nodes (``router.watch.fleetfiles``), so that a file
-    is HEADed once per TTL for the whole fleet: the inventory asks ``known()`` before a
-    HEAD (which may wait, bounded, for another node's HEAD of the same file), tells
-    ``learned()`` after one, and runs the freshness probe in its ``turn()``."""
-
-    async def known(self, service: Service, target: str, file: str
-                    ) -> tuple[Outcome, float] | None: ...
-
-    def learned(self, service: Service, target: str, file: str, outcome: Outcome,
-                at: float) -> None: ...
-
-    def turn(self, what: str, seconds: float) -> AbstractAsyncContextManager[bool]: ...
-
-    async def close(self) -> None: ...
 
 
 Key = tuple[str, str]  # (service name, target id)
@@ -132,6 +124,8 @@ class Ledger:
         self._freshness: dict[Key, Freshness] = {}
         self._sources: dict[str, tuple[str, str]] = {}  # service → catalog (url, format)
         self._urls: dict[Key, str | None] = {}  # the URL each target's results came from
+        self._corrupt: dict[Key, Memo[str, Corruption]] = {}  # per mirror, failed copies
+        self._barred: dict[str, frozenset[str]] = {}  # per service: corrupt targets
         self.generation = 0
 
     # ---------------------------------------------------------------- reading
@@ -152,7 +146,7 @@ class Ledger:
         """``target id → Availability`` of ``file``, for ``steering.rank()``."""
         catalog = self._catalogs.get(service.name)
         new = catalog is not None and file.name in catalog.new_files
-        name, seen, fresh = service.name, self._seen, self._freshness
+        name, seen, fresh, corrupt = service.name, self._seen, self._freshness, self._corrupt
 
         origins = service.origins
 
@@ -161,6 +155,9 @@ class Ledger:
                 return Availability.ORIGIN
             if new and fresh.get((name, target)) is Freshness.STALE:
                 return Availability.STALE
+            bad = corrupt.get((name, target))
+            if bad is not None and file.name in bad:
+                return Availability.CORRUPT  # until a later verification passes
             found = seen.get((name, target))
             held = found.get(file.name) if found is not None else None
             return held.state if held else Availability.UNKNOWN
@@ -241,6 +238,43 @@ class Ledger:
             self.journal(("record", service.name, target, file.name, outcome, at))
         return changed
 
+    def verified(self, service: Service, target: str, name: str, expected: str, got: str,
+                 at: float) -> bool:
+        """One copy fetched whole and hashed: ``got`` is not ``expected`` marks the
+        (mirror, file) corrupt; a match clears a mark. True when requests see a change."""
+        key = (service.name, target)
+        marks = self._corrupt.get(key)
+        if marks is None:
+            marks = self._corrupt[key] = Memo(self.max_files)
+        held = name in marks
+        if got == expected:
+            marks.pop(name)
+        else:
+            marks.put(name, Corruption(expected, got, at))
+        if self.journal is not None:
+            self.journal(("verified", service.name, target, name, expected, got, at))
+        if held == (got != expected):
+            return False
+        self._barred[service.name] = frozenset(
+            t.id for t in service.targets if len(self._corrupt.get((service.name, t.id), ()))
+            >= service.corrupt_after)
+        self.generation += 1
+        return True
+
+    def present(self, service: str, target: str) -> list[str]:
+        """The files a mirror is known to have (a check said so)."""
+        return [name for name, seen in self._seen.get((service, target), Memo(1)).items()
+                if seen.state is Availability.PRESENT]
+
+    def corrupt(self, service: str, target: str) -> dict[str, Corruption]:
+        """The files whose copy on a mirror failed its verification."""
+        return dict(self._corrupt.get((service, target), Memo(1)).items())
+
+    def barred(self, service: str) -> frozenset[str]:
+        """The targets with ``corrupt_after`` corrupt files or more: corrupt for the whole
+        service (excluded from every redirect of it)."""
+        return self._barred.get(service, frozenset())
+
     def apply(self, event: Event, config: Config) -> None:
         """What another process's ledger journaled; it is not journaled again here."""
         service = config.service(event[1])
@@ -256,6 +290,8 @@ class Ledger:
                 held = self.seen(service.name, event[2], event[3])
                 if file is not None and (held is None or held.at < event[5]):  # newer only
                     self.record(service, event[2], file, event[4], event[5])
+            elif event[0] == "verified":
+                self.verified(service, *event[2:])
         finally:
             self.journal = journal
 
@@ -267,6 +303,9 @@ class Ledger:
             for file_name, seen in entries.items():
                 yield ("record", name, target, file_name, Outcome(seen.state, seen.detail),
                        seen.at)
+        for (name, target), marks in self._corrupt.items():
+            for file_name, c in marks.items():
+                yield ("verified", name, target, file_name, c.expected, c.got, c.at)
 
     def retain(self, config: Config) -> None:
         """After a reload: forget targets that left or moved, and catalogs whose source did."""
@@ -277,6 +316,10 @@ class Ledger:
             del self._seen[key]
             self._freshness.pop(key, None)
             self._urls.pop(key, None)
+        for key in [k for k in self._corrupt
+                    if k[0] not in services or services[k[0]].target(k[1]) is None]:
+            del self._corrupt[key]
+            moved.append(key)
         sources = {s.name: (s.catalog.url, s.catalog.format) for s in config.services
                    if s.catalog is not None}
         gone = [n for n in self._catalogs

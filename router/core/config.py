@@ -76,6 +76,14 @@ class HealthCheck:
 
 
 @dataclass(frozen=True, slots=True)
+class Verify:
+    """``verify``: mirrors' copies fetched whole and hashed, within a budget (per target)."""
+
+    bytes_per_day: int  # fetched per target per day at most (the budget refills evenly)
+    every: float = 600.0  # seconds between verifications of a target
+
+
+@dataclass(frozen=True, slots=True)
 class Target:
     id: str
     location: Point | None  # None: anycast, reachable near everyone
@@ -142,6 +150,8 @@ class Service:
     # An HTTPS client may be sent to an http:// mirror (else such mirrors are excluded for
     # it: a redirect must not undo the client's TLS).
     allow_downgrade: bool = False
+    verify: Verify | None = None  # mirrors' copies hashed (router.watch.verifier)
+    corrupt_after: int = 2  # corrupt files that make the whole target corrupt for the service
     checks: FileChecks = field(default_factory=FileChecks)  # how availability is learned
     source: str = ""
 

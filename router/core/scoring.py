@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from enum import Enum
 
@@ -63,6 +63,8 @@ class Exclusion(Enum):
     BEHIND = "behind: its answer for this path is older than the freshest mirror's"
     MISSING_FILE = "known not to have this file"
     WRONG_SIZE = "its copy of this file has the wrong size"
+    CORRUPT = "its copy of this file is corrupt: fetched whole, it did not match the digest"
+    CORRUPT_TARGET = "corrupt: several of its copies did not match their digests"
     DOWN = "health check failing"
     UNVERIFIED = "not yet known to have this file"
 
@@ -84,6 +86,7 @@ _FILE_EXCLUSIONS = {
     Availability.MISSING: Exclusion.MISSING_FILE,
     Availability.WRONG_SIZE: Exclusion.WRONG_SIZE,
     Availability.BEHIND: Exclusion.BEHIND,
+    Availability.CORRUPT: Exclusion.CORRUPT,
 }
 # The exclusions that say a target lacks the file (not that it is down or barred).
 LACKING = frozenset(_FILE_EXCLUSIONS.values())
@@ -206,15 +209,18 @@ def _by_cost(c: Costed) -> tuple[float, str]:
 
 def line_up(service: Service, country: str | None, health: HealthView, want: Want, *,
             files: FileView | None = None, latency: LatencyView = no_latency,
-            admin: OverrideView = no_overrides, addresses: HealthView | None = None
-            ) -> Lineup:
+            admin: OverrideView = no_overrides, addresses: HealthView | None = None,
+            barred: Collection[str] = ()) -> Lineup:
     """``service``'s targets for a client in ``country``: who is excluded and why, who
     takes part, and every entrant's cost terms (``files``: each target's availability of
     the file asked for; ``addresses``: the health of each address checked on its own,
-    by ``health.address_id``)."""
+    by ``health.address_id``; ``barred``: targets corrupt for the service)."""
     entrants = [_entrant(t, service, country, health(t.id), want,
                          files(t.id) if files else None, admin(t.id), latency(t.id),
                          family_down(t, want, addresses))
+                if t.id not in barred else
+                Entrant(t, health(t.id), admin(t.id), None, latency(t.id),
+                        Exclusion.CORRUPT_TARGET, 0.0)
                 for t in service.targets]
     usable = [e for e in entrants if e.excluded is None]
     # Nothing known to have the file, not even an origin: the unchecked healthy targets.

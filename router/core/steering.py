@@ -29,7 +29,7 @@ DNS, HTTP and ``explain`` all call ``rank()`` (or ``lined_up()`` then
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -132,20 +132,22 @@ def rank(service: Service, client: Location, health: HealthView, want: Want, *,
 
 
 def decide(snapshot: Snapshot, service: Service, client: Location, want: Want, *,
-           files: FileView | None = None) -> Decision:
-    """``rank()`` with all that one health snapshot knows: status, latency, overrides."""
-    return decision(lined_up(snapshot, service, client.country, want, files=files), client)
+           files: FileView | None = None, barred: Collection[str] = ()) -> Decision:
+    """``rank()`` with all that one health snapshot knows: status, latency, overrides
+    (``barred``: targets corrupt for the service, from the availability ledger)."""
+    return decision(lined_up(snapshot, service, client.country, want, files=files,
+                             barred=barred), client)
 
 
 def lined_up(snapshot: Snapshot, service: Service, country: str | None, want: Want, *,
-             files: FileView | None = None) -> Lineup:
+             files: FileView | None = None, barred: Collection[str] = ()) -> Lineup:
     """``scoring.line_up()`` with all that one health snapshot knows: what a face keeps
     per (service, generation, country) to rank the clients of a new place from."""
     name = service.name
     view = snapshot.view(name)
     return line_up(service, country, view, want, files=files,
                    latency=snapshot.latency(name), admin=snapshot.overrides(name),
-                   addresses=view)
+                   addresses=view, barred=barred)
 
 
 def answer_addresses(snapshot: Snapshot, service: Service, target: Target, version: int

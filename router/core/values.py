@@ -96,6 +96,26 @@ def parse_duration(v: Any) -> float:
     return float(v)
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_BYTES = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10,
+          "mib": 2**20, "gib": 2**30, "tib": 2**40, None: 1}
+
+
+def size(lo: int, hi: int) -> Callable[[Any], int]:
+    """``"2GiB"``, ``"500MB"``, ``"1024"`` or a number of bytes → bytes."""
+    def convert(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int | str):
+            raise Invalid(f'must be a size such as "2GiB" or "500MB", not {_kind(v)}')
+        m = _SIZE.match(v) if isinstance(v, str) else None
+        if isinstance(v, str) and m is None:
+            raise Invalid(f'{v!r} is not a size such as "2GiB", "500MB" or "1024"')
+        n = int(float(m.group(1)) * _BYTES[(m.group(2) or "b").lower()]) if m else int(v)
+        if not lo <= n <= hi:
+            raise Invalid(f"must be between {lo} and {hi} bytes, not {n}")
+        return n
+    return convert
+
+
 def duration(lo: float, hi: float) -> Callable[[Any], float]:
     def convert(v: Any) -> float:
         seconds = parse_duration(v)

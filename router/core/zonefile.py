@@ -34,6 +34,7 @@ from router.core.config import (
     ServerConfig,
     Service,
     Target,
+    Verify,
     Zone,
     default_node,
 )
@@ -424,6 +425,8 @@ def _build_service(name: str, s: _Table, origin: str, source: str) -> Service | 
         origin_targets=s.get("origin", _one_or_many_ids, ()),
         missing_status=s.get("missing_status", _missing_status, 404),
         allow_downgrade=s.get("allow_downgrade", v.boolean, False),
+        verify=_build_verify(s.table("verify")),
+        corrupt_after=s.get("corrupt_after", v.integer(1, 1000), 2),
         checks=_build_file_checks(s),
         source=source,
     )
@@ -448,6 +451,16 @@ def _build_health(h: _Table | None) -> HealthCheck | None:
     )
     h.finish()
     return check
+
+
+def _build_verify(t: _Table | None) -> Verify | None:
+    """``verify = { bytes_per_day = "2GiB", every = "10m" }``: present means on."""
+    if t is None:
+        return None
+    spec = Verify(bytes_per_day=t.get("bytes_per_day", v.size(1024, 2**50)) or 1024,
+                  every=t.get("every", v.duration(0.05, 7 * 86400), 600.0))
+    t.finish()
+    return spec
 
 
 def _build_catalog(c: _Table | None) -> CatalogSpec | None:
@@ -524,7 +537,11 @@ def _check_service(service: Service, s: _Table) -> None:
             s.report(s.key("origin"), f"unknown target id {tid!r}")
     if "mutable_ttl" in s.data and not service.mutable:
         s.report(s.key("mutable_ttl"), "has no effect without mutable paths")
-    for key in ("immutable", "mutable", "origin", "missing_status", "allow_downgrade"):
+    if service.verify is not None and service.catalog is None and not service.immutable:
+        s.report(s.key("verify"), "needs a catalog (digests) or immutable paths (checked "
+                 "against an origin's copy) to verify against")
+    for key in ("immutable", "mutable", "origin", "missing_status", "allow_downgrade",
+                "verify", "corrupt_after"):
         if key in s.data and not service.http_prefix:
             s.report(s.key(key), "needs http_prefix: only the HTTP redirector reads it")
     if service.on_all_down is OnAllDown.FALLBACK and not service.fallback:

@@ -85,7 +85,7 @@ class Redirector:
         # and the walk. Small, so that ever-new clients churn a table that stays cached.
         self.clients: Memo[tuple[str | None, ...], tuple[str | None, Location]] = Memo(RECENT)
         # (service, health generation, country) → the line-up a new place is ranked from
-        self.lineups: Memo[tuple[str, int, str | None, bool], Lineup] = Memo(LINEUPS)
+        self.lineups: Memo[tuple[str, int, int, str | None, bool], Lineup] = Memo(LINEUPS)
         self.decisions = DecisionCache()  # per client network, see router.http.decisions
         self.places: Memo[tuple[object, ...], Entry] = Memo(65536)  # per client place
         self.recall = Recall(self.decisions, self.places)
@@ -249,7 +249,8 @@ class Redirector:
 
         def decide() -> Decision:
             files = runtime.ledger.view(service, file) if file is not None else None
-            return steer(runtime.board.snapshot, service, client, want, files=files)
+            return steer(runtime.board.snapshot, service, client, want, files=files,
+                         barred=runtime.ledger.barred(service.name))
 
         if file is None or inventory is None:
             return decide(), remember
@@ -260,12 +261,13 @@ class Redirector:
         """The targets lined up for clients of ``client``'s country (no file asked for),
         kept per service, health generation and country: a new place is ranked from it
         (``Lineup.order`` finds the outcome a decision was made with already)."""
-        at = (key[0], key[2], client.country, key[5])
+        at = (key[0], key[2], key[3], client.country, key[5])  # service, generations, ...
         lineup = self.lineups.get(at)
         if lineup is None:
             want = Want.SECURE_URL if key[5] else Want.URL
-            lineup = self.lineups.put(at, lined_up(self.runtime.board.snapshot, service,
-                                                   client.country, want))
+            lineup = self.lineups.put(at, lined_up(
+                self.runtime.board.snapshot, service, client.country, want,
+                barred=self.runtime.ledger.barred(service.name)))
         return lineup
 
     def client(self, request: web.Request) -> tuple[str | None, Location]:

@@ -23,7 +23,7 @@ from router import __version__
 from router.core.config import Config, unchanged_zones
 from router.core.fleet import View
 from router.core.geo import STALE_DAYS, GeoError, Locator
-from router.core.health import Board, Status
+from router.core.health import Board, Key, Status
 from router.core.runtime import Reload, Runtime, Signing, StateView
 from router.dns.authority import Authority
 from router.dns.cookies import Secrets
@@ -46,6 +46,7 @@ from router.serve.tls import Certificate, certificate_files
 from router.serve.watching import inventory, monitor
 from router.watch.files import FileWatch, stamp
 from router.watch.inventory import Inventory
+from router.watch.monitor import Monitor
 from router.watch.tasks import cancel
 
 log = structlog.get_logger("router.serve")
@@ -94,7 +95,8 @@ class Server(Lifecycle):
         if sockets is None and self.bind_late is None:
             sockets = Sockets.bind(s, Addresses.of(s))
         if s.probe:  # a worker's catalogs come from its supervisor
-            self.inventory = inventory(s, runtime.ledger, catalogs=not self.fed)
+            self.inventory = inventory(s, runtime.ledger, catalogs=not self.fed,
+                                       owns=self._verifies)
         if sockets is not None:
             listening = await self._start_http(runtime, sockets)
             log.info("listening", **listening, ready=False)
@@ -206,6 +208,11 @@ class Server(Lifecycle):
         """Open DNS-over-TCP connections and HTTP requests in progress finish (bounded)."""
         await asyncio.gather(*(listener.wait_closed() for listener in self.dns),
                              *(runner.cleanup() for runner in self.http))
+
+    def _verifies(self, key: Key) -> bool:
+        """Whether this process verifies ``key``'s copies (in a fleet: one node each)."""
+        source = self.source
+        return source.verifies(key) if isinstance(source, Monitor) else False
 
     # ---------------------------------------------------------------- the Runtime's readings
 

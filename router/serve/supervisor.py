@@ -44,7 +44,7 @@ from router import __version__
 from router.core.availability import Ledger
 from router.core.config import Config
 from router.core.fleet import View
-from router.core.health import Board, Snapshot
+from router.core.health import Board, Key, Snapshot
 from router.core.runtime import Reload
 from router.core.stats import Stats
 from router.serve import channel as ch
@@ -96,7 +96,8 @@ class Supervisor(Lifecycle):
         self.monitor: Monitor | None = None
         self.ledger = Ledger()  # catalogs and file results, the whole machine's
         self.ledger.journal = lambda event: self._post_all(ch.LedgerNews(event))
-        self.inventory = inventory(settings, self.ledger) if settings.probe else None
+        self.inventory = inventory(settings, self.ledger, owns=self._verifies) \
+            if settings.probe else None
         self.addresses = Addresses.of(settings)  # port 0 becomes a port at the first bind
         self.feeding = False  # the first probe round is done: snapshots go out
         self.stopping = False
@@ -182,6 +183,10 @@ class Supervisor(Lifecycle):
         if self.inventory is not None:
             await self.inventory.close()
         log.info("stopped", workers=self.count)
+
+    def _verifies(self, key: Key) -> bool:
+        """Whether this machine verifies ``key``'s copies (in a fleet: one node each)."""
+        return self.monitor.verifies(key) if self.monitor is not None else True
 
     def _config(self) -> Config:
         assert self.config is not None

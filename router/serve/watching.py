@@ -13,6 +13,7 @@ from router.serve.settings import Settings
 from router.watch.fleetfiles import FleetFiles
 from router.watch.inventory import Inventory
 from router.watch.monitor import Monitor
+from router.watch.verifier import Owns
 
 
 def monitor(settings: Settings, board: Board, stats: Stats, config: Callable[[], Config]
@@ -22,9 +23,12 @@ def monitor(settings: Settings, board: Board, stats: Stats, config: Callable[[],
                    ca_file=settings.ca_file, fleet=settings.fleet)
 
 
-def inventory(settings: Settings, ledger: Ledger, catalogs: bool = True) -> Inventory:
-    """Catalogs and file checks; in a fleet, file results are shared through the store."""
+def inventory(settings: Settings, ledger: Ledger, catalogs: bool = True,
+              owns: Owns | None = None) -> Inventory:
+    """Catalogs, file checks and content verification; in a fleet, file results and
+    corrupt copies are shared through the store, and ``owns`` says which targets this
+    node verifies."""
     fleet = settings.fleet
     return Inventory(ledger, catalogs=catalogs, ca_file=settings.ca_file,
                      node=fleet.node if fleet else None,
-                     shared=FleetFiles(fleet) if fleet else None)
+                     shared=FleetFiles(fleet) if fleet else None, owns=owns)

@@ -295,6 +295,13 @@ class Fleet:
         self.board.retain({*self.own.snapshot.health, *checked, *grouped})
         self._choose({v.key for v in self.targets if v.probing} if connected else None, now)
 
+    def verifies(self, key: Key) -> bool:
+        """Whether this node is the one that verifies ``key``'s copies: the first of its
+        observers among the live nodes (alone, or with the store away: yes)."""
+        if not self.link.connected or not self.live:
+            return True
+        return f.observers(key, self.live, 1) == (self.config.node,)
+
     def _put(self, key: Key, health: Health, verdict: f.Verdict | None = None) -> None:
         before = self.board.snapshot.get(*key)
         if before == health:

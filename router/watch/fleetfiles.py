@@ -1,5 +1,6 @@
-"""File results shared by a fleet (``core.availability.SharedFiles``), so that a file is
-HEADed once per TTL for the whole fleet, not once per node.
+"""File results shared by a fleet, so that a file is HEADed once per TTL for the whole
+fleet, not once per node; and the corrupt copies content verification found (``mark``,
+``marks``: every node excludes them).
 
 Before a HEAD the inventory asks ``known()``: a result some node wrote that is not yet
 due is taken as it is. Otherwise the node takes the file's lock (``SET NX`` with a TTL)
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -24,7 +26,7 @@ from collections.abc import AsyncIterator
 import structlog
 
 from router.core import fleet as f
-from router.core.availability import Outcome, recheck_after
+from router.core.availability import Corruption, Outcome, recheck_after
 from router.core.config import FleetConfig, Service
 from router.watch.store import Link, StoreDown, value
 
@@ -148,6 +150,43 @@ class FleetFiles:
         pipe.delete(lock)
         with contextlib.suppress(StoreDown):
             await self.link.call(pipe)
+
+    async def mark(self, service: Service, target: str, file: str,
+                   corruption: Corruption | None) -> None:
+        """Tell the fleet a copy is corrupt (or, None, no longer)."""
+        key, field = self.link.keys.marks(service.name), f"{target}/{file}"
+        pipe = self.link.client.pipeline(transaction=False)
+        if corruption is None:
+            pipe.hdel(key, field)
+        else:
+            pipe.hset(key, field, json.dumps([corruption.expected, corruption.got,
+                                              corruption.at]))
+        with contextlib.suppress(StoreDown):
+            await self.link.call(pipe)
+
+    async def marks(self, service: Service) -> list[tuple[str, str, Corruption]] | None:
+        """The fleet's corrupt copies of a service: (target, file, what was found); a
+        value that does not read is left out (and logged). None: the store is away."""
+        if not self.link.due():
+            return None
+        pipe = self.link.client.pipeline(transaction=False)
+        pipe.hgetall(self.link.keys.marks(service.name))
+        try:
+            (raw,) = await self.link.call(pipe)
+        except StoreDown:
+            return None
+        found: list[tuple[str, str, Corruption]] = []
+        held: dict[bytes, bytes] = value(raw, {}) or {}
+        for field, raw_value in held.items():
+            target, _, file = bytes(field).decode(errors="replace").partition("/")
+            text = bytes(raw_value).decode(errors="replace")
+            try:
+                expected, got, at = json.loads(text)
+                found.append((target, file, Corruption(str(expected), str(got), float(at))))
+            except (ValueError, TypeError):
+                log.error("fleet_bad_value", key=f"corrupt {target}/{file}", value=text[:200],
+                          effect="ignored")
+        return found
 
     def _lock(self, service: Service, target: str, file: str) -> str:
         return self.link.keys.lock(f"head:{service.name}/{target}/{file}")

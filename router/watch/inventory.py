@@ -25,7 +25,7 @@ import aiohttp
 import structlog
 
 from router.core import mutable
-from router.core.availability import Freshness, Ledger, Outcome, SharedFiles, judge
+from router.core.availability import Freshness, Ledger, Outcome, judge
 from router.core.catalog import (
     MUTABLE_KINDS,
     Catalog,
@@ -38,7 +38,9 @@ from router.core.config import Config, Service, Target
 from router.core.steering import Decision, worth_waiting_for
 from router.errors import RouterError
 from router.watch.check import tls_context, user_agent
+from router.watch.fleetfiles import FleetFiles
 from router.watch.tasks import cancel
+from router.watch.verifier import Owns, Verifier
 
 log = structlog.get_logger("router.watch.inventory")
 
@@ -89,7 +91,7 @@ class Inventory:
 
     def __init__(self, ledger: Ledger, *, catalogs: bool = True,
                  ca_file: Path | None = None, node: str | None = None,
-                 shared: SharedFiles | None = None) -> None:
+                 shared: FleetFiles | None = None, owns: Owns | None = None) -> None:
         self.ledger = ledger
         self.node = node  # a fleet's node: named in the User-Agent
         self.shared = shared  # a fleet's file results: each file HEADed once per TTL
@@ -103,6 +105,9 @@ class Inventory:
         self._gates: dict[tuple[str, str], tuple[asyncio.Semaphore, int]] = {}
         self._queued: dict[tuple[str, str], int] = {}
         self._probes: set[asyncio.Task[None]] = set()  # freshness probes under way
+        # content verification (``verify``): where the catalogs are, once per machine
+        self.verifier = Verifier(ledger, lambda: self._session, shared=shared, owns=owns) \
+            if catalogs else None
 
     async def start(self, config: Config) -> None:
         connector = aiohttp.TCPConnector(limit=256, ssl=tls_context(self.ca_file))
@@ -119,6 +124,8 @@ class Inventory:
             if service is None or service.catalog != spec:
                 task.cancel()
                 del self._loops[name]
+        if self.verifier is not None:
+            self.verifier.reconfigure(config)
         for name, service in self._services.items():
             if name not in self._loops and self.catalogs:
                 self._first[name] = asyncio.Event()
@@ -134,6 +141,8 @@ class Inventory:
                 await asyncio.wait_for(asyncio.gather(*pending), longest + 1.0)
 
     async def close(self) -> None:
+        if self.verifier is not None:
+            await self.verifier.close()
         await cancel([*(t for t, _spec in self._loops.values()), *self._inflight.values(),
                       *self._probes])
         self._loops.clear()

@@ -15,7 +15,7 @@ import structlog
 
 from router.core.config import Config, FleetConfig
 from router.core.fleet import View
-from router.core.health import Board, Status
+from router.core.health import Board, Key, Status
 from router.core.stats import Stats
 from router.watch.fleet import Fleet, cache_path
 from router.watch.prober import Prober, log_change
@@ -41,6 +41,10 @@ class Monitor:
         # fleet's observations are made of; alone, straight to the one steering reads
         self.own = Board() if fleet is not None else board
         self._cache = cache_path(state, fleet.name) if fleet is not None else None
+
+    def verifies(self, key: Key) -> bool:
+        """Whether this node verifies ``key``'s copies (in a fleet: one node each)."""
+        return self.fleet.verifies(key) if self.fleet is not None else True
 
     async def start(self) -> None:
         """Apply the operator's overrides, then run the first probe round (or assume up)."""

@@ -80,6 +80,10 @@ class Keys:
     def lock(self, what: str) -> str:
         return f"{self.prefix}lock:{what}"
 
+    def marks(self, service: str) -> str:
+        """A service's corrupt copies, field TARGET/FILE (``FleetFiles.mark``)."""
+        return f"{self.prefix}corrupt:{service}"
+
 
 class Link:
     """Whether the store answers, and when to try it again. ``call()`` runs one exchange;

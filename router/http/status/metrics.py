@@ -119,8 +119,15 @@ class RouterCollector(Collector):
         admin = _gauge("target_override", "the operator's override (1 for the one in force)",
                        [*TARGET, "state"])
         figures = {name: _gauge(name, text, TARGET) for name, text in _FIGURES}
+        corrupt = _gauge("target_corrupt", "1 while the target is corrupt for its service: "
+                         "corrupt_after of its copies failed verification", TARGET)
+        bad_files = _gauge("target_corrupt_files", "its copies that failed verification "
+                           "(each excluded for its file)", TARGET)
+        ledger = self.runtime.ledger
         for key in self._keys():
             h = snap.get(*key)
+            corrupt.add_metric(list(key), 1.0 if key[1] in ledger.barred(key[0]) else 0.0)
+            bad_files.add_metric(list(key), float(len(ledger.corrupt(*key))))
             up.add_metric(list(key), 1.0 if h.status in (Status.UP, Status.SUSPECT) else 0.0)
             suspect.add_metric(list(key), 1.0 if h.status is Status.SUSPECT else 0.0)
             state = snap.overrides(key[0])(key[1])
@@ -133,6 +140,8 @@ class RouterCollector(Collector):
         yield up
         yield suspect
         yield admin
+        yield corrupt
+        yield bad_files
         yield from figures.values()
 
     def _activity(self, stats: Stats) -> Iterator[Metric]:

@@ -74,10 +74,18 @@ def _client(client: Location | None, address: str | None) -> dict[str, Any] | No
 def _service(service: Service, snap: Snapshot, stats: Stats, ledger: Ledger) -> dict[str, Any]:
     total = sum(stats.answers((service.name, t.id)) for t in service.targets)
     admin = snap.overrides(service.name)
+    barred = ledger.barred(service.name)
     rows = [{**_target(service, t.id, snap.get(service.name, t.id), admin(t.id),
                        stats.answers((service.name, t.id)), total),
              "files": ledger.counts(service.name, t.id),
+             "corrupt": t.id in barred,
+             "corrupt_files": {name: {"expected_sha256": c.expected, "got_sha256": c.got,
+                                      "at": c.at}
+                               for name, c in ledger.corrupt(service.name, t.id).items()},
              "addresses": _addresses(service, t, snap)} for t in service.targets]
+    for row in rows:
+        if row["corrupt"]:
+            row["colour"] = "red"
     return {"name": service.name, "zone": service.origin, "answers": total,
             "dns_names": list(service.dns_names), "http_prefix": service.http_prefix,
             "targets": rows}
