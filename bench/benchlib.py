@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import cProfile
+import ipaddress
 import os
 import pstats
+import random
 import re
 import shlex
 import shutil
@@ -31,7 +33,9 @@ CONF = ROOT / "bench" / "conf"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from router.core.geo import embedded_database  # noqa: E402
+from queries import subnets  # noqa: E402
+
+from router.core.geo import SPECIAL, embedded_database  # noqa: E402
 
 # ------------------------------------------------------------------ health endpoint
 
@@ -399,3 +403,78 @@ def profiled(label: str, make: Callable[[], Callable[[], None]], count: int, top
             print(f"   {stage:<52}{100 * row[3] / total:5.0f}%  ({row[1]} calls)")
     if top:
         stats.sort_stats("tottime").print_stats(top)
+
+
+# ------------------------------------------------------------------ rules (issue: audience)
+
+RULE_PREFIXES = 10_000  # client prefixes in the bench zone's rules (server "rules")
+RULES_ZONE = """
+[[services.go.targets]]
+id = "uni"                      # private: only the clients of its 5,000 prefixes
+url = "https://uni.mirror.example.net/dl/"
+location = {{ lat = 52.52, lon = 13.40 }}
+addresses = ["192.0.2.6"]
+health_url = "{health}/health/192.0.2.6"
+only_networks_file = "uni-nets.txt"
+
+[[services.go.targets]]
+id = "isp"                      # preferred for its ASes' clients
+url = "https://isp.mirror.example.net/dl/"
+location = {{ lat = 48.14, lon = 11.58 }}
+addresses = ["192.0.2.7"]
+health_url = "{health}/health/192.0.2.7"
+asns = [{asns}]
+
+[[services.go.routes]]
+name = "lab"                    # 5,000 prefixes routed to Frankfurt first
+networks_file = "lab-nets.txt"
+targets = ["fra"]
+"""
+
+
+def with_rules(zones: Path, health: str, prefixes: int = RULE_PREFIXES,
+               rules: bool = True) -> list[str]:
+    """Add rules to the rendered bench zone in ``zones``: a private target for half of
+    ``prefixes`` client prefixes (/24 to /16, drawn over the routable IPv4 space), a route
+    for the other half, a target preferred for 100 ASes, and an ASN database (a /17 each,
+    2,000 ASes, written with mmdb-writer as the tests do). 1.0.0.0/8 (the Tokyo client
+    of xff1 and ecs1) and the first client of xffmany and ecs50k stay outside every rule,
+    so every job's check still holds. Returns serve's extra arguments (``--asn-db``).
+    ``rules=False``: the same two targets without any rule (server "norules"), the
+    comparison a rule's cost is measured against."""
+    if not rules:
+        zone = next(zones.glob("*.toml"))
+        text = RULES_ZONE.format(health=health, asns="")
+        text = "\n".join(line for line in text.splitlines()
+                         if not line.startswith(("only_networks_file", "asns", "networks_file")))
+        zone.write_text(zone.read_text() + text.split("[[services.go.routes]]")[0])
+        return []
+    from mmdb_writer import MMDBWriter  # the tests' writer (a dev dependency): here only
+    from netaddr import IPNetwork, IPSet
+
+    rnd = random.Random(25)
+    special = [n for n in SPECIAL if n.version == 4]
+    keep_out = {subnets(1)[0] >> 16}
+    drawn: dict[str, None] = {}
+    while len(drawn) < prefixes:
+        length = rnd.choice((24, 24, 24, 23, 22, 20, 16))
+        first = rnd.randrange(2 << 24, 224 << 24) >> (32 - length) << (32 - length)
+        net = ipaddress.IPv4Network((first, length))
+        if first >> 16 in keep_out or any(net.overlaps(s) for s in special):
+            continue
+        drawn[str(net)] = None
+    listed = list(drawn)
+    half = prefixes // 2
+    (zones / "uni-nets.txt").write_text("# private\n" + "\n".join(listed[:half]) + "\n")
+    (zones / "lab-nets.txt").write_text("# routed\n" + "\n".join(listed[half:]) + "\n")
+    zone = next(zones.glob("*.toml"))
+    asns = ", ".join(str(64512 + n) for n in range(0, 2000, 20))  # 100 of the 2,000
+    zone.write_text(zone.read_text() + RULES_ZONE.format(health=health, asns=asns))
+    db = MMDBWriter(ip_version=6, database_type="GeoLite2-ASN", ipv4_compatible=True)
+    for n in range(2 << 9, 224 << 9):  # every /17 from 2.0.0.0 up: 1.0.0.0/8 has no AS
+        db.insert_network(IPSet([IPNetwork((n << 15, 17))]), {
+            "autonomous_system_number": 64512 + n % 2000,
+            "autonomous_system_organization": f"Bench AS {n % 2000}"})
+    db.to_db_file(str(zones.parent / "asn.mmdb"))
+    return ["--asn-db", str(zones.parent / "asn.mmdb")]
+

@@ -46,14 +46,16 @@ PATH = "/dl/go1.22.5.linux-amd64.tar.gz"
 TRUSTED = (ipaddress.ip_network("127.0.0.1/32"),)
 
 STAGES: Stages = {  # (file suffix, function): what the summary calls it; calls overlap
-    ("http/redirect.py", "location"): "the client (Redirector.location)",
+    ("http/redirect.py", "client"): "the client (Redirector.client)",
     ("http/client.py", "client"): "  of which: forwarding headers (Proxies.client)",
     ("router/core/geo.py", "at"): "  of which: GeoIP (Locator.at)",
     ("router/core/geo.py", "_lookup"): "    of which: records decoded (Locator._lookup)",
-    ("http/redirect.py", "_decide"): "the decision (Redirector._decide)",
-    ("http/redirect.py", "_staged"): "  of which: a new place's outcome (steering.stage)",
-    ("router/core/steering.py", "decide"): "  of which: steering (steering.decide)",
-    ("web_response.py", "__init__"): "the response (web.Response)",
+    ("http/redirect.py", "_remembered"): "the decision (Redirector._remembered)",
+    ("http/redirect.py", "_lineup"): "  of which: a new place's line-up (steering.lined_up)",
+    ("router/core/scoring.py", "costs"): "  of which: its costs (Lineup.costs)",
+    ("router/core/steering.py", "decision"): "  of which: a full ranking (steering.decision)",
+    ("http/redirect.py", "_redirect"): "the 302 (Redirector._redirect)",
+    ("web_response.py", "__init__"): "  of which: the response (web.Response)",
 }
 
 

@@ -641,7 +641,7 @@ def test_a_stage_orders_as_rank_does(case: tuple[Service, Location, dict[str, St
     svc, where, health, want = case
     waits = {t.id: data.draw(st.sampled_from([None, 5, 40, 41, 300])) for t in svc.targets}
     decision = rank(svc, where, health.__getitem__, want, latency=waits.__getitem__)
-    staged = scoring.line_up(svc, where.country, health.__getitem__, want,
+    staged = scoring.line_up(svc, steering.whom(where), health.__getitem__, want,
                              latency=waits.__getitem__)
     if staged.degraded or not staged.taking_part:
         assert staged.order(staged.costs(where.point)) is None

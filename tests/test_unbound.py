@@ -4,8 +4,10 @@ subnets. What it answers must be what the router answers itself."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import dns.edns
@@ -56,14 +58,15 @@ SUBNETCACHE = """    module-config: "subnetcache iterator"
     client-subnet-always-forward: yes"""
 
 
-@pytest.fixture
-def unbound(tmp_path, five_cities):
+@contextlib.contextmanager
+def running_unbound(folder: Path, zone: str, router_port: int) -> Iterator[int]:
+    """unbound with its subnet cache, stubbing ``zone`` to the router: its port."""
     if UNBOUND is None:
         pytest.skip("needs unbound (Debian package unbound; .ci/run installs it)")
     port = free_udp_tcp_port()
-    config = tmp_path / "unbound.conf"
-    config.write_text(CONFIG.format(port=port, folder=tmp_path, zone=ZONE,
-                                    router=five_cities.dns_port, extra=SUBNETCACHE))
+    config = folder / "unbound.conf"
+    config.write_text(CONFIG.format(port=port, folder=folder, zone=zone,
+                                    router=router_port, extra=SUBNETCACHE))
     check = subprocess.run([str(Path(UNBOUND).with_name("unbound-checkconf")), str(config)],
                            capture_output=True, text=True, check=False)
     assert check.returncode == 0, check.stdout + check.stderr
@@ -72,7 +75,7 @@ def unbound(tmp_path, five_cities):
 
     def answering() -> bool:
         try:
-            dns.query.udp(dns.message.make_query(ZONE, "SOA"), "127.0.0.1", port=port,
+            dns.query.udp(dns.message.make_query(zone, "SOA"), "127.0.0.1", port=port,
                           timeout=1)
             return True
         except (dns.exception.Timeout, OSError):
@@ -84,6 +87,12 @@ def unbound(tmp_path, five_cities):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture
+def unbound(tmp_path, five_cities):
+    with running_unbound(tmp_path, ZONE, five_cities.dns_port) as port:
+        yield port
 
 
 def _ask(port: int, subnet: tuple[str, int]) -> dns.message.Message:

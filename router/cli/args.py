@@ -10,7 +10,10 @@ from pathlib import Path
 
 from router import log
 from router.core import values
+from router.core.asn import AsnDb
+from router.core.audience import Placer, Rules, asn_problems
 from router.core.config import Config, ConfigError
+from router.core.geo import Locator
 from router.core.ip import HostPort, IPNetwork
 from router.core.zonefile import load
 from router.dns import dnssec
@@ -26,6 +29,12 @@ def zones(p: argparse.ArgumentParser) -> None:
 def geoip(p: argparse.ArgumentParser) -> None:
     p.add_argument("--geoip", type=Path, metavar="FILE",
                    help="MaxMind City database (default: the embedded GeoLite2 City)")
+
+
+def asn_db(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--asn-db", type=Path, metavar="FILE",
+                   help="ASN database (GeoLite2-ASN or DB-IP ASN Lite) for only_asns, asns "
+                        "and routes by AS")
 
 
 def ca_file(p: argparse.ArgumentParser) -> None:
@@ -99,11 +108,22 @@ def report(e: ConfigError) -> None:
     print(f"{len(e.problems)} problem(s) found", file=sys.stderr)
 
 
-def load_or_report(folder: Path) -> Config | None:
+def load_or_report(folder: Path, asn_db: Path | None = None) -> Config | None:
+    """The zones, checked as ``serve`` checks them (``asn_db``: whether rules by AS have
+    a database to read), or None with every problem printed."""
     try:
         config = load(folder)
         dnssec.check(config)  # every signed zone's key loads
+        if asn_db is None and (problems := asn_problems(config)):
+            raise ConfigError(problems)
         return config
     except ConfigError as e:
         report(e)
         return None
+
+
+def placer(args: argparse.Namespace, config: Config) -> Placer:
+    """Where clients are and what rules they match, as ``serve`` finds it: ``--geoip``
+    (or the embedded database), the config's rules and ``--asn-db``. Raises GeoError."""
+    asn = AsnDb(args.asn_db) if args.asn_db is not None else None
+    return Placer(Locator(args.geoip), Rules(config, asn), asn)

@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from router.cli import args as common
+from router.core.asn import AsnDb
 from router.core.config import Zone
+from router.core.geo import GeoError
 from router.dns import dnssec
 
 
 def add_parser(sub: common.Subparsers[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("check", help="validate a folder of zone files")
     common.zones(p)
+    common.asn_db(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    config = common.load_or_report(args.zones)
+    if args.asn_db is not None:
+        try:
+            AsnDb(args.asn_db).close()
+        except GeoError as e:
+            print(e, file=sys.stderr)
+            return 1
+    config = common.load_or_report(args.zones, args.asn_db)
     if config is None:
         return 1
     for zone in config.zones:

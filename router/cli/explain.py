@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 from router.cli import args as common
+from router.core.audience import scope
 from router.core.config import Config, ConfigError, Service, Zone
-from router.core.geo import GeoError, Location, Locator
+from router.core.geo import GeoError, Location
 from router.core.health import Status
 from router.core.overrides import lookup
 from router.core.steering import Decision, Want, describe, rank
@@ -24,6 +25,7 @@ def add_parser(sub: common.Subparsers[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("explain", help="show how a client's answer is decided")
     common.zones(p)
     common.geoip(p)
+    common.asn_db(p)
     p.add_argument("--client", required=True, type=ipaddress.ip_address, metavar="IP",
                    help="the client (or ECS) address to decide for")
     p.add_argument("--type", choices=["A", "AAAA"], default="A",
@@ -39,12 +41,14 @@ def add_parser(sub: common.Subparsers[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = common.load_or_report(args.zones)
+    config = common.load_or_report(args.zones, args.asn_db)
     if config is None:
         return 1
     try:
         args.overrides = statefile.read(args.state) if args.state else {}
-        client = Locator(args.geoip).locate(args.client)
+        placer = common.placer(args, config)
+        client = placer.locate(args.client)
+        args.rules = placer.rules
     except ConfigError as e:
         common.report(e)
         return 1
@@ -92,10 +96,12 @@ def _assumed_up(_target: str) -> Status:
 
 
 def _rank(args: argparse.Namespace, service: Service, client: Location, want: Want) -> Decision:
-    """The decision as the server would make it before any probe, with --state applied."""
-    overrides = args.overrides
+    """The decision as the server would make it before any probe, with --state applied
+    and the rules the client matched."""
+    overrides, rules = args.overrides, args.rules
     return rank(service, client, _assumed_up, want,
-                admin=lambda t: lookup(overrides, service.name, t))
+                admin=lambda t: lookup(overrides, service.name, t),
+                scope=scope(rules, service, client))
 
 
 def _explain_path(args: argparse.Namespace, config: Config, client: Location) -> int:
@@ -138,7 +144,8 @@ def _explain_text(what: str, address: object, decision: Decision) -> str:
                      cand.status.value, cand.admin.value, t.country or "-",
                      _num(cand.distance_km), _num(cand.border_km), _num(cand.latency_ms),
                      _num(cand.latency_km), str(t.weight), _num(cand.cost),
-                     ("excluded: " if cand.excluded else "") + cand.reason))
+                     ("excluded: " if cand.excluded else "") + cand.reason
+                     + (f" [{cand.rule}]" if cand.rule else "")))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         lines.append("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False))
@@ -151,7 +158,11 @@ def _header(decision: Decision) -> list[str]:
     c = decision.client
     where = ", ".join(x for x in (c.city, c.country, c.continent) if x) or "unknown place"
     point = f"{c.point.lat:.2f}, {c.point.lon:.2f}" if c.point else "no coordinates"
-    lines = [f"  client:  {c.network}  {where}  ({point})"]
+    lines = [f"  client:  {c.network}  {where}  ({point})"
+             + (f"  AS{c.asn}" if c.asn is not None else "")]
+    mine = sorted(r.basis for r in c.matched if r.service == decision.service.name)
+    if mine:
+        lines.append(f"  rules:   {'; '.join(mine)}")
     if c.point is None and decision.origin is not None:
         lines.append("  GeoIP has no coordinates: measured from the service's default_location")
     s = decision.service

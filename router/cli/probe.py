@@ -26,9 +26,10 @@ from types import MappingProxyType
 from typing import Any, TextIO
 
 from router.cli import args as common
+from router.core.audience import Rules, scope
 from router.core.checks import Probe, probes
 from router.core.config import Config, ConfigError, HealthCheck, Service
-from router.core.geo import GeoError, Location, Locator
+from router.core.geo import GeoError, Location
 from router.core.health import Health, Result, Snapshot, observe
 from router.core.steering import Want, decide
 from router.core.zonefile import load
@@ -47,6 +48,7 @@ def add_parser(sub: common.Subparsers[argparse.ArgumentParser]) -> None:
     p.add_argument("--client", type=ipaddress.ip_address, metavar="IP",
                    help="add the rank this client would get from these results")
     common.geoip(p)
+    common.asn_db(p)
     common.ca_file(p)
     p.add_argument("--json", action="store_true", help="print JSON, every check included")
     p.set_defaults(func=main)
@@ -90,7 +92,8 @@ class Row:
 def main(args: argparse.Namespace) -> int:
     try:
         config = load(args.zones)
-        client = Locator(args.geoip).locate(args.client) if args.client else None
+        placer = common.placer(args, config) if args.client else None
+        client = placer.locate(args.client) if placer is not None else None
     except (ConfigError, GeoError) as e:
         print(e, file=sys.stderr)
         return 1
@@ -101,8 +104,8 @@ def main(args: argparse.Namespace) -> int:
     progress = Progress(sys.stderr, len(rows) * max(1, args.count))
     asyncio.run(_probe_all(rows, max(1, args.count), args.ca_file, progress))
     progress.done()
-    if client is not None:
-        _rank(rows, client)
+    if client is not None and placer is not None:
+        _rank(rows, client, placer.rules)
     rows.sort(key=_order)
     print(json.dumps(_json(rows, args), indent=2) if args.json else table(rows, client))
     return 0 if all(r.results[-1].ok for r in rows) else 2
@@ -127,12 +130,14 @@ async def _probe_all(rows: list[Row], count: int, ca_file: Path | None,
         await asyncio.gather(*(one(r) for r in rows))
 
 
-def _rank(rows: list[Row], client: Location) -> None:
-    """The rank each target would get from these results, exactly as the server ranks."""
+def _rank(rows: list[Row], client: Location, rules: Rules) -> None:
+    """The rank each target would get from these results, exactly as the server ranks
+    (with the rules the client matched)."""
     snapshot = Snapshot(MappingProxyType({(r.service.name, r.target): r.health for r in rows}))
     positions: dict[tuple[str, str], int] = {}
     for service in {r.service.name: r.service for r in rows}.values():
-        decision = decide(snapshot, service, client, Want.ANY)
+        decision = decide(snapshot, service, client, Want.ANY,
+                          scope=scope(rules, service, client))
         positions |= {(service.name, c.target.id): i for i, c in enumerate(decision.ranked, 1)}
     for r in rows:
         r.rank = positions.get((r.service.name, r.target))

@@ -21,6 +21,7 @@ def add_parser(sub: common.Subparsers[argparse.ArgumentParser]) -> None:
     common.zones(p)
     _listen_args(p)
     common.geoip(p)
+    common.asn_db(p)
     p.add_argument("--no-probe", action="store_true",
                    help="contact nothing: treat every target as healthy")
     _dns_args(p)
@@ -115,6 +116,7 @@ def settings(args: argparse.Namespace, file: ServerConfig) -> Settings:
         tls_cert=args.tls_cert or file.tls_cert,
         tls_key=args.tls_key or file.tls_key,
         geoip=args.geoip,
+        asn_db=args.asn_db or file.asn_db,
         probe=not args.no_probe,
         edns_payload=max(512, min(args.edns_buffer, 65535)),
         tcp_idle=args.tcp_idle,

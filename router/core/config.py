@@ -94,11 +94,24 @@ class Target:
     weight: int = 100
     only_countries: frozenset[str] = frozenset()
     exclude_countries: frozenset[str] = frozenset()
+    only_continents: frozenset[str] = frozenset()
+    exclude_continents: frozenset[str] = frozenset()
+    # who it serves by network (router.core.audience): only these (a private mirror) ...
+    only_networks: tuple[IPNetwork, ...] = ()
+    only_asns: frozenset[int] = frozenset()
+    # ... or these first, whatever the distance (a university's, an ISP's own)
+    networks: tuple[IPNetwork, ...] = ()
+    asns: frozenset[int] = frozenset()
     enabled: bool = True
 
     @property
     def anycast(self) -> bool:
         return self.location is None
+
+    @property
+    def scoped(self) -> bool:
+        """Whether it has network or AS rules (``router.core.audience``)."""
+        return bool(self.only_networks or self.only_asns or self.networks or self.asns)
 
     @property
     def secure(self) -> bool:
@@ -112,6 +125,18 @@ class Target:
         """The URL of a decoded path on this target (which must have a ``url``)."""
         assert self.url is not None, f"target {self.id} has no url"
         return mirror_url(self.url, path, query)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """``[[services.X.routes]]``: clients in these networks, ASes or countries go to these
+    targets first, in order (the first usable wins; none usable: steering as usual)."""
+
+    name: str
+    targets: tuple[str, ...]
+    networks: tuple[IPNetwork, ...] = ()
+    asns: frozenset[int] = frozenset()
+    countries: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +176,7 @@ class Service:
     # it: a redirect must not undo the client's TLS).
     allow_downgrade: bool = False
     verify: Verify | None = None  # mirrors' copies hashed (router.watch.verifier)
+    routes: tuple[Route, ...] = ()  # rules per client network (router.core.audience)
     corrupt_after: int = 2  # corrupt files that make the whole target corrupt for the service
     checks: FileChecks = field(default_factory=FileChecks)  # how availability is learned
     source: str = ""
@@ -204,6 +230,7 @@ class Zone:
     dnssec_key: Path | None = None  # a combined signing key (router.dns.dnssec): signed
     # ... its content, read with the zone: a key replaced in place is a changed zone
     dnssec_key_text: str | None = field(default=None, repr=False)  # a secret: never shown
+    lists: tuple[Path, ...] = ()  # prefix files its services read (networks_file): watched
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +240,12 @@ class Config:
     @property
     def services(self) -> tuple[Service, ...]:
         return tuple(s for z in self.zones for s in z.services)
+
+    @property
+    def lists(self) -> tuple[Path, ...]:
+        """Every file besides the zone files that the config was read from (prefix lists),
+        watched by ``serve``: a change reloads as SIGHUP does."""
+        return tuple(dict.fromkeys(p for z in self.zones for p in z.lists))
 
     def service(self, name: str) -> Service | None:
         return next((s for s in self.services if s.name == name), None)
@@ -317,3 +350,4 @@ class ServerConfig:
     cookie_secret: bytes | None = None  # 16 bytes, shared by the nodes (None: random)
     cookie_secret_previous: bytes | None = None  # still accepted during a rollover
     fleet: FleetConfig | None = None  # [fleet]: share state with other nodes (None: alone)
+    asn_db: Path | None = None  # an ASN database (GeoLite2-ASN, DB-IP ASN Lite)

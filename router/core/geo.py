@@ -54,6 +54,10 @@ class Location(NamedTuple):
     country: str | None = None
     continent: str | None = None
     city: str | None = None
+    # set by ``router.core.audience`` when the config has network or AS rules: the
+    # client's AS (when a rule needs it) and the rules its network matched
+    asn: int | None = None
+    matched: frozenset[Any] = frozenset()
 
     @classmethod
     def of(cls, network: IPNetwork, point: Point | None = None, country: str | None = None,
@@ -78,7 +82,7 @@ class Location(NamedTuple):
 
     def __repr__(self) -> str:
         return (f"Location({self.network}, point={self.point}, country={self.country}, "
-                f"continent={self.continent}, city={self.city})")
+                f"continent={self.continent}, city={self.city}, asn={self.asn})")
 
 
 _PREFIX = [bytes((n,)) for n in range(129)]
@@ -171,26 +175,26 @@ RECORDS = 131_072
 Parts = tuple[Point | None, str | None, str | None, str | None]  # point, country, continent, city
 
 
-class Locator:
-    """GeoIP lookups: the tree walked here (``Tree``), each record decoded once
-    (maxminddb's C extension) and kept, bounded. Networks are not cached: finding one
-    costs less than remembering it did, for the ever-new clients that a cache would
-    not help (a network's Location is a few bytes and the record's decoded parts)."""
+class Database:
+    """A MaxMind DB file, opened: the search tree (``Tree``) and maxminddb's reader (to
+    decode a record), its build date and age. GeoIP (``Locator``) and the ASN database
+    (``router.core.asn.AsnDb``) are both one."""
 
-    def __init__(self, path: str | Path | None = None, cache_size: int = RECORDS) -> None:
-        self.path = Path(path) if path else embedded_database()
+    KIND = "GeoIP"  # what its errors and facts call it
+    FACT = "geoip"  # the prefix of its facts' keys
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
         try:
             self._reader = maxminddb.open_database(str(self.path))
             meta = self._reader.metadata()
             self._tree = Tree(self.path, meta)
         except (OSError, ValueError, maxminddb.InvalidDatabaseError) as e:
-            raise GeoError(f"{self.path}: cannot open GeoIP database: {e}") from e
+            raise GeoError(f"{self.path}: cannot open {self.KIND} database: {e}") from e
         self.build_epoch: int = meta.build_epoch
+        self.database_type: str = meta.database_type
         built = datetime.datetime.fromtimestamp(self.build_epoch, datetime.UTC)
         self.description = f"{meta.database_type} built {built:%Y-%m-%d}"
-        self._records: Memo[int, Parts] = Memo(max(1, cache_size))  # record -> what it says
-        # addresses located near a special-purpose block (bounded): a DNS sender, a proxy
-        self._near: Memo[tuple[int, int], Location] = Memo(2 * NEAR)
 
     def age_days(self, now: float) -> float:
         """How old the database is at ``now`` (seconds since the epoch), in days."""
@@ -198,13 +202,32 @@ class Locator:
 
     def facts(self, now: float) -> dict[str, Any]:
         """What the start-up log, /status and /status.json say of the database."""
-        return {"geoip": self.description, "geoip_file": str(self.path),
-                "geoip_age_days": round(self.age_days(now)),
-                "geoip_stale": self.age_days(now) > STALE_DAYS}
+        f = self.FACT
+        return {f: self.description, f"{f}_file": str(self.path),
+                f"{f}_age_days": round(self.age_days(now)),
+                f"{f}_stale": self.age_days(now) > STALE_DAYS}
 
     def close(self) -> None:
         self._reader.close()
         self._tree.close()
+
+    def decoded(self, value: int, version: int) -> Any:
+        """maxminddb's record for the address ``value`` (None: none)."""
+        address = ipaddress.IPv4Address(value) if version == 4 else ipaddress.IPv6Address(value)
+        return self._reader.get(address)
+
+
+class Locator(Database):
+    """GeoIP lookups: the tree walked here (``Tree``), each record decoded once
+    (maxminddb's C extension) and kept, bounded. Networks are not cached: finding one
+    costs less than remembering it did, for the ever-new clients that a cache would
+    not help (a network's Location is a few bytes and the record's decoded parts)."""
+
+    def __init__(self, path: str | Path | None = None, cache_size: int = RECORDS) -> None:
+        super().__init__(Path(path) if path else embedded_database())
+        self._records: Memo[int, Parts] = Memo(max(1, cache_size))  # record -> what it says
+        # addresses located near a special-purpose block (bounded): a DNS sender, a proxy
+        self._near: Memo[tuple[int, int], Location] = Memo(2 * NEAR)
 
     def locate(self, address: IPAddress | str) -> Location:
         """Locate an address, with the whole network that the database says decides it
@@ -256,10 +279,8 @@ class Locator:
         """What the tree's ``record`` says, decoded once (as the lookup of ``value``)."""
         parts = self._records.fresh.get(record) or self._records.from_aged(record)
         if parts is None:
-            address = ipaddress.IPv4Address(value) if version == 4 else \
-                ipaddress.IPv6Address(value)
             parts = self._records.put(record, _location_parts(
-                self._reader.get(address) if record != self._tree.nodes else None))
+                self.decoded(value, version) if record != self._tree.nodes else None))
         return parts
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from router.core.asn import AsnDb
+from router.core.audience import Rules
 from router.core.availability import Ledger
 from router.core.config import Config
 from router.core.fleet import View
@@ -96,14 +98,19 @@ class Unserved:
 
 class Runtime:
     """Built whole: everything it reads is given to it. What changes while it serves is
-    swapped in whole (``install()`` a config, ``locator`` a GeoIP database) or is a
+    swapped in whole (``install()`` a config and its rules, ``locator`` a GeoIP database,
+    ``asn_db`` with ``rules``) or is a
     plain fact (``ready``, ``last_reload``, ``peers``: the other workers' counts)."""
 
     def __init__(self, config: Config, locator: Locator, board: Board,
                  probing: bool = True, *, ledger: Ledger | None = None,
-                 readings: Readings | None = None, clock: Callable[[], float] = time.time
-                 ) -> None:
+                 readings: Readings | None = None, clock: Callable[[], float] = time.time,
+                 asn_db: AsnDb | None = None, rules: Rules | None = None) -> None:
         self.locator = locator
+        self.asn_db = asn_db  # --asn-db: the networks of the ASes rules name
+        # who each target serves, routes: built with the config (and the ASN database),
+        # off the loop, and swapped in with them; both faces read this one
+        self.rules = rules or Rules(config, asn_db)
         self.board = board
         self.ledger = ledger or Ledger()  # catalogs and per-file availability
         self.probing = probing
@@ -138,8 +145,10 @@ class Runtime:
         self.sample()
         return self.stats.merged(*self.peers) if self.peers else self.stats
 
-    def install(self, config: Config) -> None:
-        """Switch to a new config (on reload). What a face derives from the config it
-        derives again when it sees ``config`` is no longer the object it derived from."""
+    def install(self, config: Config, rules: Rules | None = None) -> None:
+        """Switch to a new config (on reload) and its rules (built from it and the ASN
+        database in force, when not given). What a face derives from the config it derives
+        again when it sees ``config`` is no longer the object it derived from."""
+        self.rules = rules or Rules(config, self.asn_db)
         self.config = config
         self.config_loaded = self.clock()

@@ -28,7 +28,9 @@ import math
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
+from router.core.audience import EVERYONE, Scope
 from router.core.availability import Availability, FileView
 from router.core.config import OnAllDown, Service, Target
 from router.core.earth import Point, distance_km
@@ -57,6 +59,9 @@ class Exclusion(Enum):
     INSECURE = "an http:// mirror, and the client came over HTTPS (allow_downgrade = false)"
     NOT_FOR_COUNTRY = "the client's country is not in only_countries"
     COUNTRY_EXCLUDED = "the client's country is in exclude_countries"
+    NOT_FOR_CONTINENT = "the client's continent is not in only_continents"
+    CONTINENT_EXCLUDED = "the client's continent is in exclude_continents"
+    NOT_FOR_NETWORK = "serves only some networks or ASes, and the client is in none of them"
     DRAINED = "drained by the operator: takes no new clients"
     ADMIN_DOWN = "marked down by the operator"
     STALE = "stale: lacks the newest release, so not used for files that new"
@@ -72,6 +77,8 @@ class Exclusion(Enum):
 class Standing(Enum):
     """Why a usable target stands where it does in the ranking."""
 
+    ROUTED = "a route sends the client's network here first, in its order"
+    PREFERRED = "preferred for the client's network or AS (networks, asns), whatever the cost"
     NEAREST = "lowest cost"
     SPREAD = "near-equal to the best (within spread), ordered by hashing the client network"
     BY_COST = "ranked by cost"
@@ -119,6 +126,11 @@ class Entrant:
     excluded: Exclusion | None
     border_km: float  # cross_border_km when the client's and the target's countries differ
     latency_km: float = 0.0  # km_per_ms x (latency_ms - the fastest taking part's)
+    # Before any cost: 0 routed (``order``: its place in the route), 1 preferred, 2 the
+    # rest (``core.audience``); ``rule`` the rule that routed, preferred or excluded it.
+    tier: int = 2
+    order: int = 0
+    rule: str | None = None
 
 
 def cost(entrant: Entrant, distance: float | None) -> float:
@@ -166,7 +178,8 @@ class Lineup:
         return point or self.service.default_location
 
     def costs(self, point: Point | None) -> list[Costed]:
-        """Every entrant taking part, with its cost for a client at ``point``, cheapest
+        """Every entrant taking part, with its cost for a client at ``point``: routed ones
+        first (in the route's order), then preferred ones, then the rest, each cheapest
         first."""
         service, origin = self.service, self.origin(point)
         out = []
@@ -183,39 +196,66 @@ class Lineup:
         usable takes part."""
         if self.standing is not None or not costed:
             return None
-        if len(costed) > 1 and costed[1][0] <= near_limit(costed[0][0], self.service):
+        if len(self._heads(costed)[1]) > 1:
             return None
         return tuple(e.target.id for _, _, e in costed)
 
     def ranking(self, costed: list[Costed], key: bytes) -> list[Placed]:
         """The entrants taking part in order (``costed``: ``costs()`` for the client's
-        point) for a client whose network is ``key``: the near-equal best by weighted
-        rendezvous on ``key``, then by cost."""
-        if not costed:
-            return []
-        limit = near_limit(costed[0][0], self.service)
-        near = [c for c in costed if c[0] <= limit]
-        rest = [(e, c, km, Standing.BY_COST) for c, km, e in costed[len(near):]]
+        point) for a client whose network is ``key``: routed ones in their route's
+        order; then the near-equal best (of the preferred, if any) by weighted
+        rendezvous on ``key``; then by cost."""
+        routed, near = self._heads(costed)
+        placed = [(e, c, km, Standing.ROUTED) for c, km, e in routed]
+        rest = costed[len(routed) + len(near):]
         if len(near) == 1:
             c, km, e = near[0]
-            return [(e, c, km, Standing.NEAREST), *rest]
-        near.sort(key=lambda c: rendezvous(key, c[2].target), reverse=True)
-        return [(e, c, km, Standing.SPREAD) for c, km, e in near] + rest
+            placed.append((e, c, km, Standing.PREFERRED if e.tier == 1 else Standing.NEAREST))
+        else:
+            near.sort(key=lambda c: rendezvous(key, c[2].target), reverse=True)
+            placed += [(e, c, km, Standing.SPREAD) for c, km, e in near]
+        return placed + [(e, c, km, Standing.PREFERRED if e.tier == 1 else Standing.BY_COST)
+                         for c, km, e in rest]
+
+    def _heads(self, costed: list[Costed]) -> tuple[list[Costed], list[Costed]]:
+        """The routed entrants, and after them the near-equal best of the first tier
+        left (``best x spread + spread_km``)."""
+        routed = [c for c in costed if c[2].tier == 0]
+        rest = costed[len(routed):]
+        if not rest:
+            return routed, []
+        tier, limit = rest[0][2].tier, near_limit(rest[0][0], self.service)
+        near = []
+        for c in rest:
+            if c[2].tier != tier or c[0] > limit:
+                break
+            near.append(c)
+        return routed, near
 
 
-def _by_cost(c: Costed) -> tuple[float, str]:
-    return c[0], c[2].target.id
+def _by_cost(c: Costed) -> tuple[int, int, float, str]:
+    e = c[2]
+    return e.tier, e.order, c[0], e.target.id
 
 
-def line_up(service: Service, country: str | None, health: HealthView, want: Want, *,
+class Whom(NamedTuple):
+    """What a ranking knows of its client before its point: country, continent, and the
+    network and AS rules its network matched (``core.audience.Scope``)."""
+
+    country: str | None
+    continent: str | None = None
+    scope: Scope = EVERYONE
+
+
+def line_up(service: Service, whom: Whom, health: HealthView, want: Want, *,
             files: FileView | None = None, latency: LatencyView = no_latency,
             admin: OverrideView = no_overrides, addresses: HealthView | None = None,
             barred: Collection[str] = ()) -> Lineup:
-    """``service``'s targets for a client in ``country``: who is excluded and why, who
+    """``service``'s targets for a client ``whom``: who is excluded and why, who
     takes part, and every entrant's cost terms (``files``: each target's availability of
     the file asked for; ``addresses``: the health of each address checked on its own,
     by ``health.address_id``; ``barred``: targets corrupt for the service)."""
-    entrants = [_entrant(t, service, country, health(t.id), want,
+    entrants = [_entrant(t, service, whom, health(t.id), want,
                          files(t.id) if files else None, admin(t.id), latency(t.id),
                          family_down(t, want, addresses))
                 if t.id not in barred else
@@ -241,13 +281,31 @@ def line_up(service: Service, country: str | None, health: HealthView, want: Wan
     return Lineup(service, tuple(entrants), tuple(usable), standing, degraded)
 
 
-def _entrant(target: Target, service: Service, country: str | None, status: Status,
+def _entrant(target: Target, service: Service, whom: Whom, status: Status,
              want: Want, file: Availability | None, admin: Override,
              latency_ms: int | None, down: bool) -> Entrant:
+    country, scope = whom.country, whom.scope
     crosses = country and target.country and country != target.country
-    return Entrant(target, status, admin, file, latency_ms,
-                   exclusion(target, country, status, want, file, admin, down),
-                   service.cross_border_km if crosses else 0.0)
+    excluded = exclusion(target, whom, status, want, file, admin, down)
+    tier, order, rule = 2, 0, None
+    if scope.route is not None and target.id in scope.route[1]:
+        tier, order, rule = 0, scope.route[1].index(target.id), scope.route[0]
+    elif target.id in scope.preferred:
+        tier, rule = 1, scope.preferred[target.id]
+    if excluded is Exclusion.NOT_FOR_NETWORK:
+        rule = scope.outside[target.id]
+    elif excluded in _PLACE_RULES:
+        key = _PLACE_RULES[excluded]
+        rule = f"{key} {','.join(sorted(getattr(target, key)))}"
+    return Entrant(target, status, admin, file, latency_ms, excluded,
+                   service.cross_border_km if crosses else 0.0, 0.0, tier, order, rule)
+
+
+# an exclusion by the client's place → the target's key that made it (named as the rule)
+_PLACE_RULES = {Exclusion.NOT_FOR_COUNTRY: "only_countries",
+                Exclusion.COUNTRY_EXCLUDED: "exclude_countries",
+                Exclusion.NOT_FOR_CONTINENT: "only_continents",
+                Exclusion.CONTINENT_EXCLUDED: "exclude_continents"}
 
 
 def family_down(target: Target, want: Want, addresses: HealthView | None) -> bool:
@@ -266,10 +324,10 @@ def _priced(e: Entrant, fastest: int, km_per_ms: float) -> Entrant:
     if wait is None or wait <= fastest:
         return e
     return Entrant(e.target, e.status, e.admin, e.file, wait, e.excluded, e.border_km,
-                   km_per_ms * (wait - fastest))
+                   km_per_ms * (wait - fastest), e.tier, e.order, e.rule)
 
 
-def exclusion(target: Target, country: str | None, status: Status, want: Want,
+def exclusion(target: Target, whom: Whom, status: Status, want: Want,
               file: Availability | None, admin: Override, family_down: bool = False
               ) -> Exclusion | None:
     """Why ``target`` cannot serve this request (None: it can), the first reason that
@@ -283,10 +341,17 @@ def exclusion(target: Target, country: str | None, status: Status, want: Want,
         return Exclusion.INSECURE
     if want in (Want.IPV4, Want.IPV6) and not target.addresses_of(4 if want is Want.IPV4 else 6):
         return Exclusion.NO_ADDRESS
+    country, continent = whom.country, whom.continent
     if target.only_countries and country not in target.only_countries:
         return Exclusion.NOT_FOR_COUNTRY
     if country in target.exclude_countries:
         return Exclusion.COUNTRY_EXCLUDED
+    if target.only_continents and continent not in target.only_continents:
+        return Exclusion.NOT_FOR_CONTINENT
+    if continent in target.exclude_continents:
+        return Exclusion.CONTINENT_EXCLUDED
+    if target.id in whom.scope.outside:
+        return Exclusion.NOT_FOR_NETWORK
     state = effective(status, admin)
     if state is Effective.DRAINED:
         return Exclusion.DRAINED

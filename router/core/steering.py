@@ -34,9 +34,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from router.core import scoring
+from router.core.audience import EVERYONE, Scope
 from router.core.availability import Availability, FileView
 from router.core.catalog import CatalogFile
-from router.core.config import Service, Target
+from router.core.config import Kind, Service, Target
 from router.core.earth import Point
 from router.core.geo import Location
 from router.core.health import Effective, Snapshot, Status, address_id, effective
@@ -52,6 +53,7 @@ from router.core.scoring import (
     OverrideView,
     Standing,
     Want,
+    Whom,
     line_up,
     near_limit,
     no_latency,
@@ -81,6 +83,7 @@ class Candidate:
     latency_ms: int | None = None  # the server's wait as published by health (None: none yet)
     latency_km: float = 0.0  # km_per_ms x (latency_ms - the fastest usable target's)
     admin: Override = Override.AUTO
+    rule: str | None = None  # the network or AS rule that routed, preferred or excluded it
 
     @property
     def reason(self) -> str:
@@ -121,33 +124,41 @@ class Decision:
 
 def rank(service: Service, client: Location, health: HealthView, want: Want, *,
          files: FileView | None = None, latency: LatencyView = no_latency,
-         admin: OverrideView = no_overrides) -> Decision:
+         admin: OverrideView = no_overrides, scope: Scope = EVERYONE) -> Decision:
     """Rank ``service``'s targets for ``client``; the hash key is the client's network.
 
     ``files``: each target's availability of the file asked for (HTTP, catalog listed).
     ``latency`` and ``admin``: each target's published wait and the operator's override.
+    ``scope``: the network and AS rules the client matched (``core.audience.scope``).
     """
-    return decision(line_up(service, client.country, health, want, files=files,
+    return decision(line_up(service, whom(client, scope), health, want, files=files,
                             latency=latency, admin=admin), client)
 
 
+def whom(client: Location, scope: Scope = EVERYONE) -> Whom:
+    """What a ranking knows of ``client`` before its point."""
+    return Whom(client.country, client.continent, scope)
+
+
 def decide(snapshot: Snapshot, service: Service, client: Location, want: Want, *,
-           files: FileView | None = None, barred: Collection[str] = ()) -> Decision:
+           files: FileView | None = None, barred: Collection[str] = (),
+           scope: Scope = EVERYONE) -> Decision:
     """``rank()`` with all that one health snapshot knows: status, latency, overrides
     (``barred``: targets corrupt for the service, from the availability ledger)."""
-    return decision(lined_up(snapshot, service, client.country, want, files=files,
+    return decision(lined_up(snapshot, service, whom(client, scope), want, files=files,
                              barred=barred), client)
 
 
-def lined_up(snapshot: Snapshot, service: Service, country: str | None, want: Want, *,
+def lined_up(snapshot: Snapshot, service: Service, client: Whom, want: Want, *,
              files: FileView | None = None, barred: Collection[str] = ()) -> Lineup:
     """``scoring.line_up()`` with all that one health snapshot knows: what a face keeps
-    per (service, generation, country) to rank the clients of a new place from."""
+    per (service, generation, kind of client) to rank the clients of a new place from."""
     name = service.name
     view = snapshot.view(name)
-    return line_up(service, country, view, want, files=files,
+    return line_up(service, client, view, want, files=files,
                    latency=snapshot.latency(name), admin=snapshot.overrides(name),
-                   addresses=view, barred=barred)
+                   addresses=view if service.health.kind is Kind.ADDRESSES else None,
+                   barred=barred)
 
 
 def answer_addresses(snapshot: Snapshot, service: Service, target: Target, version: int
@@ -156,6 +167,8 @@ def answer_addresses(snapshot: Snapshot, service: Service, target: Target, versi
     failing their own check, or all of them when every one does (the target was chosen
     all the same: forced up by the operator, or every target down)."""
     own = target.addresses_of(version)
+    if service.health.kind is not Kind.ADDRESSES:
+        return own  # checked as one: no address has a state of its own
     health = snapshot.view(service.name)
     live = tuple(a for a in own if health(address_id(target.id, a)) is not Status.DOWN)
     return live or own
@@ -183,7 +196,7 @@ def _candidate(e: scoring.Entrant, cost: float, km: float | None,
                standing: Standing | None) -> Candidate:
     return Candidate(e.target, e.status, km, e.border_km, cost,
                      e.excluded if standing is None else None, standing, e.file,
-                     e.latency_ms, e.latency_km, e.admin)
+                     e.latency_ms, e.latency_km, e.admin, e.rule)
 
 
 def _km(e: scoring.Entrant, service: Service, origin: Point | None) -> float | None:
@@ -271,7 +284,9 @@ def _row(c: Candidate, position: int | None, chosen: bool) -> dict[str, Any]:
         "weight": t.weight,
         "cost": round(c.cost, 1),
         "excluded": c.excluded is not None,
+        "exclusion": c.excluded.name.lower() if c.excluded is not None else None,
         "reason": c.reason,
+        "rule": c.rule,
         "file": c.file.value if c.file else None,
         "url": t.url,
         "addresses": [str(a) for a in t.addresses],

@@ -150,6 +150,41 @@ def countries(v: Any) -> frozenset[str]:
     return frozenset(list_of(country)(v))
 
 
+CONTINENTS = ("AF", "AN", "AS", "EU", "NA", "OC", "SA")  # GeoIP's continent codes
+
+
+def continent(v: Any) -> str:
+    code = string(v).upper()
+    if code not in CONTINENTS:
+        raise Invalid(f"{v!r} is not a continent code ({', '.join(CONTINENTS)})")
+    return code
+
+
+def continents(v: Any) -> frozenset[str]:
+    return frozenset(list_of(continent)(v))
+
+
+def asn(v: Any) -> int:
+    """An autonomous system number: ``64500`` or ``"AS64500"``."""
+    if isinstance(v, str) and v.upper().startswith("AS") and v[2:].isdigit():
+        v = int(v[2:])
+    return integer(1, 2**32 - 1)(v)
+
+
+def asns(v: Any) -> frozenset[int]:
+    return frozenset(list_of(asn)(v))
+
+
+def strict_network(v: Any) -> IPNetwork:
+    """A CIDR network with no host bits set (``"198.51.100.0/24"``, not ``".7/24"``)."""
+    text = string(v)
+    try:
+        return ipaddress.ip_network(text)
+    except ValueError as e:
+        raise Invalid(f"{text!r} is not a network such as \"198.51.100.0/24\" or "
+                      f"\"2001:db8::/32\" ({e})") from None
+
+
 def address(v: Any) -> IPAddress:
     try:
         return ipaddress.ip_address(string(v))

@@ -30,6 +30,7 @@ from router.core.config import (
     OnAllDown,
     Problem,
     Record,
+    Route,
     RrlConfig,
     ServerConfig,
     Service,
@@ -39,6 +40,7 @@ from router.core.config import (
     default_node,
 )
 from router.core.earth import Point
+from router.core.ip import IPNetwork
 from router.core.rdata import rdata, record_type
 from router.core.urls import join
 
@@ -122,6 +124,7 @@ def load_server(path: str | Path) -> ServerConfig:
             cookie_secret_previous=server.get("cookie_secret_previous", _secret, None),
             rrl=_rrl(server.table("rrl")),
             fleet=fleet,
+            asn_db=server.get("asn_db", _readable_file(Path(path).parent), None),
         )
         server.finish()
     doc.finish()
@@ -218,9 +221,11 @@ _REQUIRED: Any = object()
 class _Table:
     """One TOML table, its key path, and the problems found while reading it."""
 
-    def __init__(self, data: dict[str, Any], path: str, file: str, problems: list[Problem]) -> None:
+    def __init__(self, data: dict[str, Any], path: str, file: str, problems: list[Problem],
+                 read: list[Path] | None = None) -> None:
         self.data, self.path, self.file, self.problems = data, path, file, problems
         self.used: set[str] = set()
+        self.read = [] if read is None else read  # other files the document named (shared)
 
     def key(self, name: str) -> str:
         return f"{self.path}.{name}" if self.path else name
@@ -245,7 +250,7 @@ class _Table:
         value = self.get(name, v.table_value, _REQUIRED if required else None)
         if value is None:
             return None
-        return _Table(value, self.key(name), self.file, self.problems)
+        return _Table(value, self.key(name), self.file, self.problems, self.read)
 
     def tables(self, name: str) -> list[tuple[str, _Table]]:
         """An array of tables; each comes with its key path."""
@@ -254,7 +259,7 @@ class _Table:
         for i, item in enumerate(items or []):
             label = item.get("id") if isinstance(item.get("id"), str) else f"#{i + 1}"
             key = f"{self.key(name)}[{label}]"
-            out.append((key, _Table(item, key, self.file, self.problems)))
+            out.append((key, _Table(item, key, self.file, self.problems, self.read)))
         return out
 
     def subtables(self) -> Iterator[tuple[str, _Table]]:
@@ -327,6 +332,7 @@ def _build_zone(doc: _Table, path: Path) -> Zone | None:
         source=str(path),
         dnssec_key=(key := z.get("dnssec_key", _readable_file(path.parent), None)),
         dnssec_key_text=_key_text(key, z),
+        lists=tuple(doc.read),  # after the services: the prefix files they read
     )
     z.finish()
     _check_zone(zone, doc)
@@ -395,7 +401,8 @@ def _build_services(doc: _Table, origin: str, source: str) -> Iterator[Service]:
 def _build_service(name: str, s: _Table, origin: str, source: str) -> Service | None:
     before = len(s.problems)
     health = _build_health(s.table("health"))
-    targets = tuple(_build_targets(s, health))
+    folder = Path(source).parent
+    targets = tuple(_build_targets(s, health, folder))
     fallback = s.get("fallback", v.list_of(v.string), ())
     service = Service(
         name=name,
@@ -415,23 +422,31 @@ def _build_service(name: str, s: _Table, origin: str, source: str) -> Service | 
                           OnAllDown.FALLBACK if fallback else OnAllDown.ALL),
         fallback=fallback or (),
         health=health or HealthCheck(),
-        http_prefix=s.get("http_prefix", v.http_prefix, None),
-        link_alternates=s.get("link_alternates", v.integer(0, 16), 4),
-        pass_query=s.get("pass_query", v.boolean, False),
-        catalog=_build_catalog(s.table("catalog")),
-        immutable=s.get("immutable", v.list_of(v.path_pattern), ()),
-        mutable=s.get("mutable", v.list_of(v.path_pattern), ()),
-        mutable_ttl=s.get("mutable_ttl", v.duration(0.1, 86400), 60.0),
-        origin_targets=s.get("origin", _one_or_many_ids, ()),
-        missing_status=s.get("missing_status", _missing_status, 404),
-        allow_downgrade=s.get("allow_downgrade", v.boolean, False),
-        verify=_build_verify(s.table("verify")),
-        corrupt_after=s.get("corrupt_after", v.integer(1, 1000), 2),
-        checks=_build_file_checks(s),
+        routes=tuple(_build_routes(s, folder)),
         source=source,
+        **_http_keys(s),
     )
     _check_service(service, s)
     return service if len(s.problems) == before else None
+
+
+def _http_keys(s: _Table) -> dict[str, Any]:
+    """The keys only the HTTP redirector reads."""
+    return {
+        "http_prefix": s.get("http_prefix", v.http_prefix, None),
+        "link_alternates": s.get("link_alternates", v.integer(0, 16), 4),
+        "pass_query": s.get("pass_query", v.boolean, False),
+        "catalog": _build_catalog(s.table("catalog")),
+        "immutable": s.get("immutable", v.list_of(v.path_pattern), ()),
+        "mutable": s.get("mutable", v.list_of(v.path_pattern), ()),
+        "mutable_ttl": s.get("mutable_ttl", v.duration(0.1, 86400), 60.0),
+        "origin_targets": s.get("origin", _one_or_many_ids, ()),
+        "missing_status": s.get("missing_status", _missing_status, 404),
+        "allow_downgrade": s.get("allow_downgrade", v.boolean, False),
+        "verify": _build_verify(s.table("verify")),
+        "corrupt_after": s.get("corrupt_after", v.integer(1, 1000), 2),
+        "checks": _build_file_checks(s),
+    }
 
 
 def _build_health(h: _Table | None) -> HealthCheck | None:
@@ -492,7 +507,7 @@ def _build_file_checks(s: _Table) -> FileChecks:
     )
 
 
-def _build_targets(s: _Table, health: HealthCheck | None) -> Iterator[Target]:
+def _build_targets(s: _Table, health: HealthCheck | None, folder: Path) -> Iterator[Target]:
     path = (health or HealthCheck()).path
     for _key, t in s.tables("targets"):
         url = t.get("url", v.base_url, None)
@@ -507,10 +522,68 @@ def _build_targets(s: _Table, health: HealthCheck | None) -> Iterator[Target]:
             weight=t.get("weight", v.integer(1, 1_000_000), 100),
             only_countries=t.get("only_countries", v.countries, frozenset()),
             exclude_countries=t.get("exclude_countries", v.countries, frozenset()),
+            only_continents=t.get("only_continents", v.continents, frozenset()),
+            exclude_continents=t.get("exclude_continents", v.continents, frozenset()),
+            only_networks=_networks(t, "only_networks", folder),
+            only_asns=t.get("only_asns", v.asns, frozenset()),
+            networks=_networks(t, "networks", folder),
+            asns=t.get("asns", v.asns, frozenset()),
             enabled=t.get("enabled", v.boolean, True),
         )
         t.finish()
         yield target
+
+
+NETWORKS_FILE_LIMIT = 16 * 1024 * 1024  # bytes of a prefix list
+
+
+def _networks(t: _Table, key: str, folder: Path) -> tuple[IPNetwork, ...]:
+    """``key`` (a list of prefixes) and ``KEY_file`` (a file of them, one a line,
+    ``#`` comments; relative to the zone file's folder), together."""
+    listed: tuple[IPNetwork, ...] = t.get(key, v.list_of(v.strict_network), ())
+    name = t.get(f"{key}_file", v.string, None)
+    if name is None:
+        return listed
+    return (*listed, *_networks_file(t, f"{key}_file", folder / Path(name).expanduser()))
+
+
+def _networks_file(t: _Table, key: str, path: Path) -> list[IPNetwork]:
+    t.read.append(path)
+    try:
+        if path.stat().st_size > NETWORKS_FILE_LIMIT:
+            raise v.Invalid(f"{path}: larger than {NETWORKS_FILE_LIMIT} bytes")
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        t.report(t.key(key), f"{path}: cannot read: {e}")
+        return []
+    except v.Invalid as e:
+        t.report(t.key(key), e.reason)
+        return []
+    found = []
+    for n, line in enumerate(lines, 1):
+        text = line.partition("#")[0].strip()
+        if not text:
+            continue
+        try:
+            found.append(v.strict_network(text))
+        except v.Invalid as e:
+            t.report(t.key(key), f"{path}:{n}: {e.reason}")
+    return found
+
+
+def _build_routes(s: _Table, folder: Path) -> Iterator[Route]:
+    for key, r in s.tables("routes"):
+        route = Route(
+            name=r.get("name", v.identifier, None) or key.rpartition("[")[2].rstrip("]"),
+            targets=r.get("targets", v.nonempty(v.list_of(v.string))) or (),
+            networks=_networks(r, "networks", folder),
+            asns=r.get("asns", v.asns, frozenset()),
+            countries=r.get("countries", v.countries, frozenset()),
+        )
+        r.finish()
+        if not (route.networks or route.asns or route.countries):
+            r.report(r.path, "a route needs networks, asns or countries")
+        yield route
 
 
 def _read_location(t: _Table) -> Point | None:
@@ -532,6 +605,27 @@ def _check_service(service: Service, s: _Table) -> None:
     for tid in service.fallback:
         if tid not in ids:
             s.report(s.key("fallback"), f"unknown target id {tid!r}")
+    _check_http(service, s, ids)
+    if service.on_all_down is OnAllDown.FALLBACK and not service.fallback:
+        s.report(s.key("on_all_down"), '"fallback" needs at least one target id in fallback')
+    if service.dns_names and service.targets and not any(t.addresses for t in service.targets):
+        s.report(s.key("dns_names"), "no target has addresses, so DNS could never answer")
+    if service.http_prefix and service.targets and not any(t.url for t in service.targets):
+        s.report(s.key("http_prefix"), "no target has a url, so HTTP could never redirect")
+    for t in service.targets:
+        both = t.only_countries & t.exclude_countries
+        if both:
+            s.report(f"{s.path}.targets[{t.id}].exclude_countries",
+                     f"{sorted(both)[0]} is also in only_countries")
+        both = t.only_continents & t.exclude_continents
+        if both:
+            s.report(f"{s.path}.targets[{t.id}].exclude_continents",
+                     f"{sorted(both)[0]} is also in only_continents")
+    _check_routes(service, s, ids)
+
+
+def _check_http(service: Service, s: _Table, ids: list[str]) -> None:
+    """The redirector's keys: each needs http_prefix, and what it names exists."""
     for tid in service.origin_targets:
         if tid not in ids:
             s.report(s.key("origin"), f"unknown target id {tid!r}")
@@ -540,28 +634,33 @@ def _check_service(service: Service, s: _Table) -> None:
     if service.verify is not None and service.catalog is None and not service.immutable:
         s.report(s.key("verify"), "needs a catalog (digests) or immutable paths (checked "
                  "against an origin's copy) to verify against")
-    for key in ("immutable", "mutable", "origin", "missing_status", "allow_downgrade",
-                "verify", "corrupt_after"):
+    for key in ("catalog", "immutable", "mutable", "origin", "missing_status",
+                "allow_downgrade", "verify", "corrupt_after"):
         if key in s.data and not service.http_prefix:
             s.report(s.key(key), "needs http_prefix: only the HTTP redirector reads it")
-    if service.on_all_down is OnAllDown.FALLBACK and not service.fallback:
-        s.report(s.key("on_all_down"), '"fallback" needs at least one target id in fallback')
-    if service.dns_names and service.targets and not any(t.addresses for t in service.targets):
-        s.report(s.key("dns_names"), "no target has addresses, so DNS could never answer")
-    if service.http_prefix and service.targets and not any(t.url for t in service.targets):
-        s.report(s.key("http_prefix"), "no target has a url, so HTTP could never redirect")
-    if service.catalog is not None and not service.http_prefix:
-        s.report(s.key("catalog"), "needs http_prefix: only the HTTP redirector reads it")
     for key in _FILE_CHECK_KEYS:
         if key in s.data and service.catalog is None and not service.immutable \
                 and not service.mutable:
             s.report(s.key(key), "has no effect without a catalog, immutable or mutable "
                      "paths: availability is checked only for those")
-    for t in service.targets:
-        both = t.only_countries & t.exclude_countries
-        if both:
-            s.report(f"{s.path}.targets[{t.id}].exclude_countries",
-                     f"{sorted(both)[0]} is also in only_countries")
+
+
+def _check_routes(service: Service, s: _Table, ids: list[str]) -> None:
+    """Route targets exist, and no two routes claim the same network, AS or country
+    (the longest prefix wins; equal ones would be a coin toss)."""
+    claimed: dict[object, str] = {}
+    for r in service.routes:
+        where = f"{s.path}.routes[{r.name}]"
+        for tid in r.targets:
+            if tid not in ids:
+                s.report(f"{where}.targets", f"unknown target id {tid!r}")
+        for what, label in [*((n, f"network {n}") for n in r.networks),
+                            *((("AS", a), f"AS{a}") for a in sorted(r.asns)),
+                            *((("country", c), f"country {c}") for c in sorted(r.countries))]:
+            if what in claimed and claimed[what] != r.name:
+                s.report(where, f"{label} is also in route {claimed[what]}: a tie (routes "
+                         "may nest, the longest prefix winning, but not claim the same one)")
+            claimed.setdefault(what, r.name)
 
 
 def _check_zone(zone: Zone, doc: _Table) -> None:

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 
 import structlog
 
-from router.core.config import Service, Target
+from router.core.asn import AsnDb
+from router.core.audience import Placer, Rules, scope
+from router.core.config import Config, Service, Target
 from router.core.dnsparams import Class, Option, Rcode, Type
 from router.core.geo import Location, Locator
 from router.core.health import Snapshot
@@ -60,7 +62,8 @@ class Authority:
                  payload: int = DEFAULT_PAYLOAD, *, stats: Stats | None = None,
                  cache_size: int = DEFAULT_SIZE, nsid: str | None = None,
                  cookies: Secrets | None = None, rrl: Limiter | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, asn_db: AsnDb | None = None,
+                 rules: Rules | None = None) -> None:
         self.rrl = rrl  # response rate limiting over UDP, when on
         self.table = table
         self.cookies = cookies or Secrets(new_secret())
@@ -71,7 +74,10 @@ class Authority:
         self.health = health
         self.payload = payload
         self.stats = stats if stats is not None else Stats()
-        self.clients = Clients(locator, cache_size or DEFAULT_SIZE)  # who asked, located
+        # who each target may serve (the zones' network and AS rules), clients placed so
+        self.rules = rules or Rules(Config(tuple(z.zone for z in table.zones)), asn_db)
+        self.clients = Clients(Placer(locator, self.rules),
+                               cache_size or DEFAULT_SIZE)  # who asked, located
         self.cache = AnswerCache(self.clients, health, payload, self.stats,
                                  cache_size) if cache_size > 0 else None
         # Signed answers carry their signatures' window: the cache is emptied when a new
@@ -334,10 +340,11 @@ class Authority:
         the ranking did not hash on the network (``core.memo.Recall``)."""
         snapshot = self.health()
         base = (service.name, want, snapshot.generation)
-        key, place = (*base, client.key), (*base, client.point, client.country)
+        key, place = (*base, client.key), (*base, client.point, client.country, client.matched)
         found = self.decisions.get(key, place)
         if found is None:
-            decision = decide(snapshot, service, client, want)
+            decision = decide(snapshot, service, client, want,
+                              scope=scope(self.rules, service, client))
             found = self.decisions.put(key, place, decision.hashed,
                                        (decision.ttl, tuple(decision.chosen())))
         return found

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from router.core.audience import Placer
 from router.core.geo import Location, Locator
 from router.core.ip import IPAddress
 from router.core.memo import Sweep
@@ -47,8 +48,8 @@ class Clients:
     """ECS option values and senders, located; ``size`` of each kept (``Sweep``: a
     resolver cycling through ``size`` subnets finds them all)."""
 
-    def __init__(self, locator: Locator, size: int = DEFAULT_SIZE) -> None:
-        self.locator = locator
+    def __init__(self, locator: Locator | Placer, size: int = DEFAULT_SIZE) -> None:
+        self.locator = locator  # GeoIP, with the config's network and AS rules (a Placer)
         self.subnets: Sweep[bytes, Subnet] = Sweep(max(1, size))  # checked option values
         self.senders: Sweep[IPAddress, Location] = Sweep(max(1, size))
 

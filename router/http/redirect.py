@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from router.core.audience import Placer, scope
 from router.core.catalog import CatalogFile
 from router.core.config import Config, Service
 from router.core.geo import Location
@@ -28,7 +29,15 @@ from router.core.ip import IPNetwork
 from router.core.memo import Memo, Recall
 from router.core.runtime import Runtime
 from router.core.scoring import Lineup
-from router.core.steering import Decision, FileChecker, Want, decision, lined_up, worth_waiting_for
+from router.core.steering import (
+    Decision,
+    FileChecker,
+    Want,
+    decision,
+    lined_up,
+    whom,
+    worth_waiting_for,
+)
 from router.core.steering import decide as steer
 from router.errors import RouterError
 from router.http import downloads, pages
@@ -42,7 +51,7 @@ log = structlog.get_logger("router.http")
 RECHECK = 1.0  # seconds: how often a cached listed file still starts its due checks
 NOWHERE = Location.of(ipaddress.ip_network("0.0.0.0/0"))
 EMPTY: Mapping[str, str] = MappingProxyType({})
-LINEUPS = 4096  # (service, health generation, country, secure) line-ups for new places
+LINEUPS = 4096  # (service, generations, kind of client, secure): line-ups for new places
 RECENT = 2048  # clients remembered (their headers: the location), the most recent
 
 
@@ -85,13 +94,16 @@ class Redirector:
         # and the walk. Small, so that ever-new clients churn a table that stays cached.
         self.clients: Memo[tuple[str | None, ...], tuple[str | None, Location]] = Memo(RECENT)
         # (service, health generation, country) → the line-up a new place is ranked from
-        self.lineups: Memo[tuple[str, int, int, str | None, bool], Lineup] = Memo(LINEUPS)
+        self.lineups: Memo[tuple[object, ...], Lineup] = Memo(LINEUPS)
         self.decisions = DecisionCache()  # per client network, see router.http.decisions
         self.places: Memo[tuple[object, ...], Entry] = Memo(65536)  # per client place
         self.recall = Recall(self.decisions, self.places)
         self.warned = False  # forwarding headers from an untrusted peer (logged once)
         self.config: Config = runtime.config  # what routes and decisions were made from
         self.locator = runtime.locator  # what client locations were found with
+        self.asn_db = runtime.asn_db  # ... and the networks of the ASes rules name
+        self.rules = runtime.rules  # who each target may serve, routes
+        self.placer = Placer(self.locator, self.rules, self.asn_db)
         self.routes = paths.Routes(self.config)
 
     def caches(self) -> dict[str, dict[str, int]]:
@@ -104,27 +116,39 @@ class Redirector:
                 "http_peers": self.proxies.peers.counters(),
                 "http_routes": self.routes.resolved.counters()}
 
+    def _stale(self) -> bool:
+        """Whether the runtime has a config or database this redirector did not follow."""
+        runtime = self.runtime
+        return runtime.config is not self.config or runtime.locator is not self.locator \
+            or runtime.rules is not self.rules
+
     def follow(self) -> None:
-        """The runtime has a new config or GeoIP database (a reload): route, locate and
+        """The runtime has a new config, rules or database (a reload): route, locate and
         decide afresh, as far as each changed. A new config keeps the decisions of the
         services it did not change; a new database forgets every client and decision."""
-        if self.runtime.locator is not self.locator:
-            self.locator = self.runtime.locator
+        runtime = self.runtime
+        if runtime.locator is not self.locator or runtime.asn_db is not self.asn_db:
+            self.locator, self.asn_db = runtime.locator, runtime.asn_db
             self.clients.clear()
             self.decisions.clear()
             self.places.clear()
-        if self.runtime.config is not self.config:
-            old, self.config = self.config, self.runtime.config
+            self.lineups.clear()
+        if runtime.config is not self.config:
+            old, self.config = self.config, runtime.config
             self.routes = paths.Routes(self.config)
             same = {s.name for s in self.config.services if old.service(s.name) == s}
             self.decisions.keep_services(same)
             self.places.retain(lambda key: key[0] in same)
             self.lineups.retain(lambda key: key[0] in same)
+        if runtime.rules is not self.rules:
+            self.rules = runtime.rules
+            self.clients.clear()  # their rules, and so their networks, may have changed
+        self.placer = Placer(self.locator, self.rules, self.asn_db)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         runtime = self.runtime
         raw_path, _, raw_query = request.raw_path.partition("?")
-        if runtime.config is not self.config or runtime.locator is not self.locator:
+        if self._stale():
             self.follow()
         route = self.routes.resolve(raw_path, request.headers.get("Host"))
         if route is None:
@@ -185,7 +209,7 @@ class Redirector:
         runtime = self.runtime
         key = (service.name, client.key, runtime.board.snapshot.generation,
                runtime.ledger.generation, file.name if file is not None else None, secure)
-        return key, (key[0], client.point, client.country, *key[2:])
+        return key, (key[0], client.point, client.country, client.matched, *key[2:])
 
     def _secure(self, request: web.Request) -> bool:
         """Whether the client came over HTTPS: to us, or to a trusted proxy in front."""
@@ -250,7 +274,8 @@ class Redirector:
         def decide() -> Decision:
             files = runtime.ledger.view(service, file) if file is not None else None
             return steer(runtime.board.snapshot, service, client, want, files=files,
-                         barred=runtime.ledger.barred(service.name))
+                         barred=runtime.ledger.barred(service.name),
+                         scope=scope(self.rules, service, client))
 
         if file is None or inventory is None:
             return decide(), remember
@@ -261,12 +286,14 @@ class Redirector:
         """The targets lined up for clients of ``client``'s country (no file asked for),
         kept per service, health generation and country: a new place is ranked from it
         (``Lineup.order`` finds the outcome a decision was made with already)."""
-        at = (key[0], key[2], key[3], client.country, key[5])  # service, generations, ...
+        at = (key[0], key[2], key[3], client.country, client.continent, client.matched,
+              key[5])  # the service, generations, kind of client, secure
         lineup = self.lineups.get(at)
         if lineup is None:
             want = Want.SECURE_URL if key[5] else Want.URL
             lineup = self.lineups.put(at, lined_up(
-                self.runtime.board.snapshot, service, client.country, want,
+                self.runtime.board.snapshot, service,
+                whom(client, scope(self.rules, service, client)), want,
                 barred=self.runtime.ledger.barred(service.name)))
         return lineup
 
@@ -287,6 +314,8 @@ class Redirector:
               hops: Sequence[str]) -> tuple[str | None, Location]:
         """The client's address and location: the address read (``http.client``), the
         GeoIP tree walked (``Locator.at``)."""
+        if self._stale():
+            self.follow()  # a page asked first, after a reload
         peer, proxies = request.remote, self.proxies
         forwarded = request.forwarded if forwarded_text is not None else None
         if (forwarded or hops) and not self.warned and not proxies.trusts(peer):
@@ -297,7 +326,7 @@ class Redirector:
         client = proxies.client(peer, forwarded, hops)
         if client is None:
             return None, NOWHERE
-        return client.text, self.runtime.locator.at(client.value, client.version)
+        return client.text, self.placer.at(client.value, client.version)
 
 
 def _mirrorlist(request: web.Request, runtime: Runtime, route: paths.Route,

@@ -16,10 +16,12 @@ import socket
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Coroutine
+from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
 
+from router.core.audience import asn_problems
 from router.core.config import Config, ConfigError
 from router.core.fleet import View
 from router.core.geo import Locator
@@ -31,11 +33,12 @@ from router.serve.notify import notify, reloading
 from router.serve.settings import Settings
 from router.serve.tls import certificate_files, server_context
 from router.watch.check import tls_context
-from router.watch.files import off_loop
+from router.watch.files import FileWatch, off_loop, stamp
 from router.watch.inventory import Inventory
 
 log = structlog.get_logger("router.serve")
 
+LISTS_WATCH_EVERY = 1.0  # seconds between two looks at the prefix files a config read
 READ_TIMEOUT = 30.0  # seconds a reload's read of the zone folder may take (a FIFO, a
 # dead mount): past it, the old config keeps serving and the read is left behind
 
@@ -129,6 +132,8 @@ class Lifecycle(ABC):
         self.settings = settings
         self.signals = Signals()
         self.claims: list[socket.socket] = []  # our listen addresses, ours alone
+        self.lists: tuple[Path, ...] = ()  # the prefix files the zones last read named
+        self.lists_watch: FileWatch | None = None  # ... watched: a change is a SIGHUP
 
     async def run(self) -> int:
         self.signals.install()
@@ -144,8 +149,11 @@ class Lifecycle(ABC):
             return 1
         if not self.signals.stop.is_set():
             notify("READY=1", "STATUS=serving")
+        await self.watch_lists()
         await self.serve()
         notify("STOPPING=1")
+        if self.lists_watch is not None:
+            await self.lists_watch.stop()
         await self.shutdown()
         return 0
 
@@ -185,7 +193,28 @@ class Lifecycle(ABC):
         self.record(Reload(True, time.time()))
         log.info("reloaded", zones=[z.origin for z in config.zones],
                  services=len(config.services))
+        await self.watch_lists()
         return True
+
+    async def watch_lists(self) -> None:
+        """Watch the prefix files (``networks_file``) the zones last read named: a change
+        that has stood still asks for a reload, as SIGHUP does (the zone files themselves
+        are reloaded on SIGHUP only: an edit in progress is never half read)."""
+        watch = self.lists_watch
+        if watch is not None and watch.files == self.lists:
+            return
+        if watch is not None:
+            await watch.stop()
+        self.lists_watch = None
+        if self.lists:
+            self.lists_watch = FileWatch(self.lists, self._lists_changed, LISTS_WATCH_EVERY)
+            self.lists_watch.start()
+
+    async def _lists_changed(self) -> None:
+        assert self.lists_watch is not None
+        self.lists_watch.loaded = stamp(*self.lists_watch.files)
+        log.info("lists_changed", files=[str(f) for f in self.lists_watch.files])
+        self.signals.reload.set()
 
     @abstractmethod
     def record(self, outcome: Reload) -> None:
@@ -194,7 +223,10 @@ class Lifecycle(ABC):
     async def zones(self) -> Config:
         """The zone folder, read off the loop and bounded (``TimeoutError`` past it)."""
         zones = self.settings.zones
-        return await off_loop(lambda: checked(load(zones)), READ_TIMEOUT, str(zones))
+        asn = self.settings.asn_db is not None
+        config = await off_loop(lambda: checked(load(zones), asn), READ_TIMEOUT, str(zones))
+        self.lists = config.lists
+        return config
 
     @abstractmethod
     async def startup(self) -> None:
@@ -240,9 +272,12 @@ def run_loop(main: Coroutine[Any, Any, int]) -> int:
     return uvloop.run(main)
 
 
-def checked(config: Config) -> Config:
-    """``config``, once what only the DNS face can check holds: every signed zone's key
-    loads (``ConfigError`` naming the file, else)."""
+def checked(config: Config, asn_db: bool = True) -> Config:
+    """``config``, once what the core cannot check alone holds: every signed zone's key
+    loads, and rules by AS have a database to read (``asn_db``: one is given);
+    ``ConfigError`` naming the file and key, else."""
     dnssec.check(config)
+    if not asn_db and (problems := asn_problems(config)):
+        raise ConfigError(problems)
     return config
 

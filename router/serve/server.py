@@ -15,14 +15,18 @@ import asyncio
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import TypeVar
 
 import structlog
 from aiohttp import web
 
 from router import __version__
+from router.core.asn import AsnDb
+from router.core.audience import Rules
 from router.core.config import Config, unchanged_zones
 from router.core.fleet import View
-from router.core.geo import STALE_DAYS, GeoError, Locator
+from router.core.geo import STALE_DAYS, Database, GeoError, Locator
 from router.core.health import Board, Key, Status
 from router.core.runtime import Reload, Runtime, Signing, StateView
 from router.dns.authority import Authority
@@ -44,13 +48,14 @@ from router.serve.settings import (
 )
 from router.serve.tls import Certificate, certificate_files
 from router.serve.watching import inventory, monitor
-from router.watch.files import FileWatch, stamp
+from router.watch.files import FileWatch, off_loop, stamp
 from router.watch.inventory import Inventory
 from router.watch.monitor import Monitor
 from router.watch.tasks import cancel
 
 log = structlog.get_logger("router.serve")
 
+D = TypeVar("D", bound=Database)
 GEOIP_READ = 30.0  # seconds a new GeoIP database may take to open (in a thread)
 GEOIP_WATCH_EVERY = 5.0  # seconds between looks at the --geoip file
 
@@ -74,6 +79,7 @@ class Server(Lifecycle):
         self.http: list[web.AppRunner] = []  # the public app's, then the admin app's
         self.certificate: Certificate | None = None  # HTTPS, renewed in place
         self.geoip_watch: FileWatch | None = None  # --geoip, replaced in place
+        self.asn_watch: FileWatch | None = None  # --asn-db, likewise
         self.nofile = raise_nofile()  # the descriptor limit, raised to the hard one
         self.cookies = Secrets(settings.cookie_secret, settings.cookie_secret_previous)
         # RRL buckets outlive a reload (a new Authority): a flood must not reset them
@@ -84,7 +90,7 @@ class Server(Lifecycle):
         s = self.settings
         config = self.given or await self.zones()
         runtime = self.runtime = Runtime(config, Locator(s.geoip), Board(), probing=s.probe,
-                                         readings=self)
+                                         readings=self, asn_db=_asn_db(s.asn_db))
         self.source = self.make_source(runtime)
         self.dispatch = Dispatch(self._authority(config))
         if s.https:  # a bad certificate fails here, before anything listens
@@ -114,8 +120,9 @@ class Server(Lifecycle):
         await self.source.ready(dns, listening["http"])
         self._announce(dns, listening)
         settle_memory()
-        if runtime.locator.age_days(time.time()) > STALE_DAYS:
-            _log_geoip("geoip_old", runtime.locator)
+        for db in (runtime.locator, runtime.asn_db):
+            if db is not None and db.age_days(time.time()) > STALE_DAYS:
+                _log_db(f"{db.FACT}_old", db)
 
     def _announce(self, dns: list[str], listening: dict[str, list[str]]) -> None:
         assert self.runtime is not None
@@ -127,10 +134,12 @@ class Server(Lifecycle):
                        if h.status is Status.DOWN])
 
     async def install(self, config: Config) -> str | None:
-        self.switch(config)
+        assert self.runtime is not None
+        asn = self.runtime.asn_db  # rules by AS read the whole ASN database: off the loop
+        self.switch(config, await off_loop(lambda: Rules(config, asn), GEOIP_READ, "rules"))
         return None
 
-    def switch(self, config: Config) -> None:
+    def switch(self, config: Config, rules: Rules | None = None) -> None:
         """Serve ``config``. What it did not change keeps its caches: all of them when it
         is equal to the config in force, else the answers of unchanged zones (and the
         redirector keeps the decisions of unchanged services)."""
@@ -139,10 +148,10 @@ class Server(Lifecycle):
         if config == old:
             self.runtime.config_loaded = time.time()
             return
+        self.runtime.install(config, rules)  # first: the new authority takes its rules
         authority = self._authority(config)
         if authority.cache is not None and self.dispatch.authority.cache is not None:
             authority.cache.carry(self.dispatch.authority.cache, unchanged_zones(old, config))
-        self.runtime.install(config)
         self.dispatch.authority = authority
         if self.source is not None:
             self.source.reconfigure(config)
@@ -156,30 +165,54 @@ class Server(Lifecycle):
         version does not load."""
         zones = True if self.fed else await super().reload()  # a worker's: from its supervisor
         tls = await self.certificate.reload() if self.certificate else True
-        return await self._reload_geoip() and tls and zones
+        geoip, asn = await self._reload_geoip(), await self._reload_asn_db()
+        return geoip and asn and tls and zones
 
     async def _reload_geoip(self) -> bool:
-        """``--geoip`` again, if the file changed: opened in a thread (bounded), swapped in
-        whole, and what was derived from the old one (answer caches) dropped."""
-        path = self.settings.geoip
-        if path is None or self.geoip_watch is None or \
-                stamp(path) == self.geoip_watch.loaded:
-            return True  # the embedded database, or the same file: every cache stays
-        try:
-            locator = await self.geoip_watch.reread(lambda: Locator(path), GEOIP_READ)
-        except (GeoError, TimeoutError) as e:
-            log.error("geoip_reload_failed", file=str(path), error=str(e) or "timed out",
-                      keeping="the previous database")
-            return False
-        self._use(locator)
-        return True
+        """``--geoip`` again, if the file changed (``_reread``)."""
+        ok, locator = await self._reread(self.settings.geoip, self.geoip_watch, Locator)
+        if locator is not None:
+            assert self.runtime is not None
+            old, self.runtime.locator = self.runtime.locator, locator
+            self._swapped(old, locator)
+        return ok
 
-    def _use(self, locator: Locator) -> None:
+    async def _reload_asn_db(self) -> bool:
+        """``--asn-db`` again, if the file changed (``_reread``)."""
+        ok, db = await self._reread(self.settings.asn_db, self.asn_watch, AsnDb)
+        if db is not None:
+            runtime = self.runtime
+            assert runtime is not None and runtime.asn_db is not None
+            config = runtime.config  # the rules by AS, matched against the new networks
+            rules = await off_loop(lambda: Rules(config, db), GEOIP_READ, "rules")
+            if runtime.config is not config:  # a reload came meanwhile: its rules, again
+                rules = Rules(runtime.config, db)
+            old, runtime.asn_db, runtime.rules = runtime.asn_db, db, rules
+            self._swapped(old, db)
+        return ok
+
+    async def _reread(self, path: Path | None, watch: FileWatch | None,
+                      opened: Callable[[Path], D]) -> tuple[bool, D | None]:
+        """A database file again, if it changed, opened in a thread (bounded): (whether
+        all is well, the new one: None when the file is the same, or none, or it does not
+        open, which is logged and leaves the old one in service)."""
+        if path is None or watch is None or stamp(path) == watch.loaded:
+            return True, None  # the embedded database, or the same file: caches stay
+        try:
+            return True, await watch.reread(lambda: opened(path), GEOIP_READ)
+        except (GeoError, TimeoutError) as e:
+            kind = "geoip" if opened is Locator else "asn_db"
+            log.error(f"{kind}_reload_failed", file=str(path), error=str(e) or "timed out",
+                      keeping="the previous database")
+            return False, None
+
+    def _swapped(self, old: Database, new: Database) -> None:
+        """A database swapped in whole: what was derived from the old one (the answer
+        cache, the redirector's memos) is made afresh."""
         assert self.runtime is not None and self.dispatch is not None
-        old, self.runtime.locator = self.runtime.locator, locator
         self.dispatch.authority = self._authority(self.runtime.config)  # a new answer cache
         old.close()
-        _log_geoip("geoip_loaded", locator)
+        _log_db(f"{new.FACT}_loaded", new)
 
     def record(self, outcome: Reload) -> None:
         if self.runtime is not None:
@@ -188,7 +221,8 @@ class Server(Lifecycle):
     async def shutdown(self) -> None:
         for listener in self.dns:
             listener.close()
-        for watch in (self.certificate.watch if self.certificate else None, self.geoip_watch):
+        for watch in (self.certificate.watch if self.certificate else None, self.geoip_watch,
+                      self.asn_watch):
             if watch is not None:
                 await watch.stop()
         await cancel(self.tasks)
@@ -254,7 +288,7 @@ class Server(Lifecycle):
         return Authority(ZoneTable(config), self.runtime.locator, lambda: board.snapshot,
                          self.settings.edns_payload, stats=self.runtime.stats,
                          cache_size=self.settings.dns_cache, nsid=self.settings.nsid,
-                         cookies=self.cookies, rrl=self.rrl)
+                         cookies=self.cookies, rrl=self.rrl, rules=self.runtime.rules)
 
     async def _start_http(self, runtime: Runtime, sockets: Sockets) -> dict[str, list[str]]:
         """The public app on the HTTP sockets; with admin sockets, the pages go there."""
@@ -287,6 +321,9 @@ class Server(Lifecycle):
         if s.geoip is not None:
             self.geoip_watch = FileWatch((s.geoip,), self._reload_geoip, GEOIP_WATCH_EVERY)
             self.geoip_watch.start()
+        if s.asn_db is not None:
+            self.asn_watch = FileWatch((s.asn_db,), self._reload_asn_db, GEOIP_WATCH_EVERY)
+            self.asn_watch.start()
         log.info("http_limits", open_files=self.nofile, http_max=limit,
                  keepalive=s.keepalive, max_headers=MAX_HEADERS,
                  max_header_bytes=MAX_HEADER_BYTES, backlog=s.backlog)
@@ -294,9 +331,13 @@ class Server(Lifecycle):
                 "admin": _addresses(sockets.admin)}
 
 
-def _log_geoip(event: str, locator: Locator) -> None:
-    facts = locator.facts(time.time())
-    if facts["geoip_stale"]:
+def _asn_db(path: Path | None) -> AsnDb | None:
+    return AsnDb(path) if path is not None else None
+
+
+def _log_db(event: str, db: Database) -> None:
+    facts = db.facts(time.time())
+    if facts[f"{db.FACT}_stale"]:
         log.warning(event, **facts, hint=f"older than {STALE_DAYS} days: update it (README: "
                     "Keeping GeoIP current) and SIGHUP, or it will be read when it changes")
     else:

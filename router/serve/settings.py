@@ -47,6 +47,7 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     geoip: Path | None = None
+    asn_db: Path | None = None  # an ASN database, for rules by AS (router.core.asn)
     probe: bool = True
     edns_payload: int = DEFAULT_PAYLOAD
     tcp_idle: float = 10.0

@@ -178,6 +178,11 @@ class RouterCollector(Collector):
                        "built (its metadata's build_epoch)", [])
         built.add_metric([], float(rt.locator.build_epoch))
         yield built
+        if rt.asn_db is not None:
+            asn = _gauge("asn_db_build_timestamp_seconds", "when the ASN database in use was "
+                         "built (its metadata's build_epoch)", [])
+            asn.add_metric([], float(rt.asn_db.build_epoch))
+            yield asn
         ok = rt.last_reload is None or rt.last_reload.ok
         success = _gauge("config_last_reload_success",
                          "1 when the last reload (or the start) read the zones, 0 when it failed "

@@ -11,11 +11,13 @@ down, by its health check or by the operator.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import time
 from typing import Any
 
 from router import __version__
+from router.core.audience import target_rules
 from router.core.availability import Ledger
 from router.core.checks import per_address
 from router.core.config import Service, Target
@@ -42,9 +44,10 @@ def overview(runtime: Runtime, client: Location | None = None,
         "generation": snap.generation,
         "config": _config(runtime),
         "geoip": runtime.locator.facts(now),
+        "asn_db": runtime.asn_db.facts(now) if runtime.asn_db is not None else None,
         "state_file": None if state is None else {
             "path": str(state.path), "ok": state.error is None, "error": state.error},
-        "client": _client(client, address),
+        "client": _client(client, address, runtime),
         "fleet": None if (fleet := runtime.fleet()) is None else document(fleet, now),
         "dnssec": [{"zone": s.zone, "key": s.key, "algorithm": s.algorithm, "key_tag": s.tag,
                     "key_age_s": round(now - s.created), "signatures_made": s.made,
@@ -62,13 +65,17 @@ def _config(runtime: Runtime) -> dict[str, Any]:
         "ok": last.ok, "at": last.at, "problems": list(last.problems)}}
 
 
-def _client(client: Location | None, address: str | None) -> dict[str, Any] | None:
+def _client(client: Location | None, address: str | None, runtime: Runtime
+            ) -> dict[str, Any] | None:
     if client is None:
         return None
     point = client.point
+    asn = runtime.asn_db.number(ipaddress.ip_address(address)) \
+        if runtime.asn_db is not None and address is not None else None
     return {"address": address, "network": str(client.network), "country": client.country,
             "city": client.city, "lat": point.lat if point else None,
-            "lon": point.lon if point else None}
+            "lon": point.lon if point else None, "asn": asn,
+            "rules": sorted(f"{r.service}: {r.basis}" for r in client.matched)}
 
 
 def _service(service: Service, snap: Snapshot, stats: Stats, ledger: Ledger) -> dict[str, Any]:
@@ -102,7 +109,7 @@ def _target(service: Service, tid: str, h: Health, admin: Override, answers: int
                                                      "lon": t.location.lon},
         "ttfb_ms": _ms(h.ttfb_ewma), "wait_ms": _ms(h.wait_ewma), "latency_ms": h.latency_ms,
         "last_ok": h.last_ok, "last_failure": h.last_failure, "last_error": h.last_error,
-        "checks": h.checks, "answers": answers,
+        "checks": h.checks, "answers": answers, "rules": target_rules(t),
         "share": round(answers / total, 4) if total else 0.0,
     }
 

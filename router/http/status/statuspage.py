@@ -52,7 +52,13 @@ def _header(data: dict[str, Any]) -> str:
     geoip = data["geoip"]
     note += (f" &middot; GeoIP {escape(geoip['geoip'])}, {geoip['geoip_age_days']:,} days old"
              + (" <span class=bad>(over 60 days: update it)</span>" if geoip["geoip_stale"]
-                else "") + "</p>")
+                else ""))
+    asn = data.get("asn_db")
+    if asn is not None:
+        note += (f" &middot; ASN {escape(asn['asn_db'])}, {asn['asn_db_age_days']:,} days old"
+                 + (" <span class=bad>(over 60 days: update it)</span>" if asn["asn_db_stale"]
+                    else ""))
+    note += "</p>"
     ready = "ready" if data["ready"] else "<span class=bad>starting</span>"
     probing = "" if data["probing"] else " &middot; <b>not probing</b> (--no-probe)"
     return (f"<h1>mirror-router status</h1><p class=meta>version {escape(data['version'])} "
@@ -142,7 +148,9 @@ def _service(s: dict[str, Any]) -> str:
 
 def _row(service: str, t: dict[str, Any]) -> str:
     cells = [
-        _dot(t["colour"]), f"<b>{escape(t['id'])}</b>", escape(_state(t)), escape(t["admin"]),
+        _dot(t["colour"]), f"<b>{escape(t['id'])}</b>" + "".join(
+            f"<br><small>{escape(rule)}</small>" for rule in t["rules"]),
+        escape(_state(t)), escape(t["admin"]),
         escape(t["country"] or "-"), _num(t["ttfb_ms"]), _num(t["wait_ms"]),
         _num(t["latency_ms"]), f"{t['share'] * 100:.1f}%", f"{t['answers']:,}",
         _ago(t["last_ok"]),
