@@ -117,6 +117,7 @@ def test_soa_and_ns_at_apex_with_glue(five_cities):
     (rd,) = soa.answer[0]
     assert (str(rd.mname), str(rd.rname), rd.serial) == (
         "ns1.test.example.com.", "hostmaster.example.com.", 2024010101)
+    assert (rd.refresh, rd.retry, rd.expire) == (14400, 3600, 604800)  # what Zonemaster accepts
     ns = ask(five_cities, ZONE, "NS")
     assert sorted(str(rd.target) for rd in ns.answer[0]) == [
         "ns1.test.example.com.", "ns2.elsewhere.example.net."]
@@ -389,6 +390,8 @@ def test_error_replies_keep_the_question_and_opt(five_cities):
     plain = dns.message.make_query(ZONE, "A").to_wire()
     r = _raw(five_cities, plain[:2] + b"\x7d\x00" + plain[4:])  # an unknown opcode
     assert r.rcode() == dns.rcode.NOTIMP and r.edns == -1 and not r.question  # not ours to echo
+    r = _raw(five_cities, plain[:2] + b"\x79\x10" + plain[4:])  # the same, RD and CD set
+    assert r.flags & dns.flags.RD and not r.flags & dns.flags.CD  # CD is QUERY's alone
 
 
 def test_ixfr_is_refused_as_axfr_is(five_cities):

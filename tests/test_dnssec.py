@@ -103,6 +103,7 @@ def test_keygen_writes_a_private_file_and_prints_the_ds(keyed):
     dnskey = dns.rdata.from_text("IN", "DNSKEY", dnssec.presentation(key).split(" DNSKEY ")[1])
     ds = dns.dnssec.make_ds(ZONE, dnskey, "SHA256")
     assert f"IN DS {ds.to_text().upper()}" in printed.upper()
+    assert f'dnssec_key = "{path.resolve()}"' in printed  # a path that works from any zone
     again = cli("dnssec", "ds", "--zones", str(folder))
     assert again.returncode == 0 and ds.to_text().upper() in again.stdout.upper()
     refused = cli("dnssec", "keygen", "--zone", ZONE, "--out", str(path))

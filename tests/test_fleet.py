@@ -151,6 +151,19 @@ def test_a_store_password_is_never_shown(tmp_path):
     assert "invalid port" in str(e.value) and "secret" not in str(e.value)
 
 
+@pytest.mark.parametrize(("url", "shown"), [
+    ("redis://127.0.0.1:16379/0?password=s3cretPW", "redis://127.0.0.1:16379/0?password=***"),
+    ("unix:///run/redis.sock?db=2&password=s3cretPW", "unix:///run/redis.sock?db=2&password=***"),
+    ("rediss://u:s3cretPW@h:6380/0?auth_token=s3cretPW", "rediss://u:***@h:6380/0?auth_token=***"),
+    ("redis://h:6379/0?db=1", "redis://h:6379/0?db=1"),
+])
+def test_a_password_in_the_query_is_redacted_too(url, shown):
+    """What the fleet_connected log, /status, /status.json and ``fleet status`` show of
+    the store (``Link.where``)."""
+    from router.core.values import redact
+    assert redact(url) == shown and "s3cretPW" not in redact(url)
+
+
 def test_node_without_a_fleet_is_refused(tmp_path):
     done = subprocess.run([sys.executable, "-m", "router", "serve", "--zones", str(tmp_path),
                            "--node", "n1"], cwd=ROOT, capture_output=True, text=True,

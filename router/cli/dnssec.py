@@ -56,7 +56,8 @@ def _keygen(args: argparse.Namespace) -> int:
     print(f"; wrote {args.out} (mode 0600): {key.name}, key tag {key.tag}")
     print(f"; give the parent of {zone} this DS record:")
     print(dnssec.ds_text(key))
-    print(f"; and set [zone] dnssec_key = \"{args.out.name}\" in the zone file")
+    print(f"; and set [zone] dnssec_key = \"{args.out.resolve()}\" in the zone file")
+    print("; (a relative path is read from the zone file's folder)")
     return 0
 
 

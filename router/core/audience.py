@@ -110,7 +110,8 @@ class Rules:
         width = WIDTH[version]
         first = value >> (width - prefix) << (width - prefix)
         return where._replace(key=first.to_bytes(width // 8, "big") + _PREFIX[prefix],
-                              matched=frozenset(matched))
+                              matched=frozenset(matched), effect=frozenset(
+                                  (r.service, r.kind, r.subject, r.rank) for r in matched))
 
 
 def asn_problems(config: Config) -> list[Problem]:

@@ -221,8 +221,8 @@ class Zone:
     ttl: int = DEFAULT_ZONE_TTL
     negative_ttl: int = DEFAULT_NEGATIVE_TTL
     serial: int = 1
-    refresh: int = 3600
-    retry: int = 600
+    refresh: int = 14400  # Zonemaster: at least 14400
+    retry: int = 3600  # ... at least 3600
     expire: int = 604800
     records: tuple[Record, ...] = ()
     services: tuple[Service, ...] = ()

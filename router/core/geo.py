@@ -55,9 +55,11 @@ class Location(NamedTuple):
     continent: str | None = None
     city: str | None = None
     # set by ``router.core.audience`` when the config has network or AS rules: the
-    # client's AS (when a rule needs it) and the rules its network matched
+    # client's AS (explanations), the rules its network matched, and what they do (the
+    # key of shared decisions: clients matched by different prefixes of one rule share)
     asn: int | None = None
     matched: frozenset[Any] = frozenset()
+    effect: frozenset[Any] = frozenset()
 
     @classmethod
     def of(cls, network: IPNetwork, point: Point | None = None, country: str | None = None,

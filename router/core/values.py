@@ -240,14 +240,26 @@ def store_url(v: Any) -> str:
     return text
 
 
+_SECRET_KEY = re.compile(r"pass|secret|token|auth", re.I)
+
+
 def redact(url: str) -> str:
-    """A URL as it may be shown or logged: its password replaced by ``***``."""
+    """A URL as it may be shown or logged: its password replaced by ``***``, in the
+    userinfo and in the query (``?password=``: the only way for ``unix://``), and any
+    query value whose name says it is a secret (``token``, ``auth``...)."""
     parts = urlsplit(url)
-    if parts.password is None:
+    if parts.password is not None:
+        user = parts.username or ""
+        host = parts.netloc.rpartition("@")[2]
+        url = parts._replace(netloc=f"{user}:***@{host}").geturl()
+    head, mark, query = url.partition("?")  # by hand: geturl() drops unix:///'s empty host
+    if not query:
         return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+    query, hash_, fragment = query.partition("#")
+    pairs = [p.partition("=") for p in query.split("&")]
+    query = "&".join(f"{k}{eq}{'***' if eq and _SECRET_KEY.search(k) else v}"
+                     for k, eq, v in pairs)
+    return f"{head}{mark}{query}{hash_}{fragment}"
 
 
 def base_url(v: Any) -> str:

@@ -324,8 +324,8 @@ def _build_zone(doc: _Table, path: Path) -> Zone | None:
         ttl=ttl,
         negative_ttl=z.get("negative_ttl", v.integer(0, 86400), DEFAULT_NEGATIVE_TTL),
         serial=z.get("serial", v.integer(0, 2**32 - 1), _file_serial(path)),
-        refresh=z.get("refresh", v.integer(1, 2**31 - 1), 3600),
-        retry=z.get("retry", v.integer(1, 2**31 - 1), 600),
+        refresh=z.get("refresh", v.integer(1, 2**31 - 1), 14400),  # what Zonemaster
+        retry=z.get("retry", v.integer(1, 2**31 - 1), 3600),  # and RFC 1912 accept
         expire=z.get("expire", v.integer(1, 2**31 - 1), 604800),
         records=tuple(_build_records(z, origin, ttl or 0)),
         services=tuple(_build_services(doc, origin, str(path))),

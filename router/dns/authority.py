@@ -340,7 +340,7 @@ class Authority:
         the ranking did not hash on the network (``core.memo.Recall``)."""
         snapshot = self.health()
         base = (service.name, want, snapshot.generation)
-        key, place = (*base, client.key), (*base, client.point, client.country, client.matched)
+        key, place = (*base, client.key), (*base, client.point, client.country, client.effect)
         found = self.decisions.get(key, place)
         if found is None:
             decision = decide(snapshot, service, client, want,

@@ -455,9 +455,12 @@ def error_reply(data: bytes, rcode: Rcode, server_payload: int, tc: bool = False
     query had them and they can be read, so a resolver never takes an error for a lack
     of EDNS support (RFC 6891 §7)."""
     qid, flags, qd = struct.unpack_from("!HHH", data)
-    flags = (flags & (0x7800 | RD | CD)) | QR | (int(rcode) & 0xF) | (TC if tc else 0)
+    query = (flags >> 11) & 0xF == Opcode.QUERY
+    # CD is defined for QUERY only (RFC 4035 3.2.2): under another opcode it is not echoed
+    flags = (flags & (0x7800 | RD | (CD if query else 0))) | QR | (int(rcode) & 0xF) \
+        | (TC if tc else 0)
     asked = question(data) if qd == 1 else b""
-    if (flags >> 11) & 0xF != Opcode.QUERY and asked[-4:-2] != b"\x00\x06":
+    if not query and asked[-4:-2] != b"\x00\x06":
         asked = b""  # NOTIFY and UPDATE name their zone by an SOA question; other shapes
         # under another opcode are not ours to repeat (a parser would reject the reply)
     at = _opt_rdata(data)

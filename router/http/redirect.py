@@ -209,7 +209,7 @@ class Redirector:
         runtime = self.runtime
         key = (service.name, client.key, runtime.board.snapshot.generation,
                runtime.ledger.generation, file.name if file is not None else None, secure)
-        return key, (key[0], client.point, client.country, client.matched, *key[2:])
+        return key, (key[0], client.point, client.country, client.effect, *key[2:])
 
     def _secure(self, request: web.Request) -> bool:
         """Whether the client came over HTTPS: to us, or to a trusted proxy in front."""
@@ -286,7 +286,7 @@ class Redirector:
         """The targets lined up for clients of ``client``'s country (no file asked for),
         kept per service, health generation and country: a new place is ranked from it
         (``Lineup.order`` finds the outcome a decision was made with already)."""
-        at = (key[0], key[2], key[3], client.country, client.continent, client.matched,
+        at = (key[0], key[2], key[3], client.country, client.continent, client.effect,
               key[5])  # the service, generations, kind of client, secure
         lineup = self.lineups.get(at)
         if lineup is None:
