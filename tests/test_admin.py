@@ -16,6 +16,7 @@ from tests.conftest import write_zone
 from tests.harness import ROOT, RouterProcess, five_city_zone, wait_until
 from tests.test_dns import ZONE, addresses, ask
 from tests.test_http import request, xff
+from tests.test_observability import scrape, value
 
 JAPAN = ("1.0.16.0", 24)
 TOKYO, BEIJING = "192.0.2.2", "192.0.2.1"
@@ -75,8 +76,11 @@ def test_drain_moves_japan_off_tokyo_within_a_second_and_auto_brings_it_back(rou
     assert (tyo["admin"], tyo["excluded"], tyo["state"]) == ("drain", True, "up")
     assert tyo["reason"] == "drained by the operator: takes no new clients"
     assert listing["location"].startswith(listing["candidates"][0]["file_url"][:20])
+    tyo_up = {"service": "downloads", "target": "tyo"}
+    assert value(scrape(router), "mirror_router_target_up", **tyo_up) == 0.0  # not served
     assert admin(state, "set", "tyo", "auto", zones=router.zones).returncode == 0
     assert moves(router, TOKYO) <= 2.0
+    assert value(scrape(router), "mirror_router_target_up", **tyo_up) == 1.0
     router.wait_for_overrides({})
 
 

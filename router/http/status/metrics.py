@@ -34,7 +34,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from router import __version__
-from router.core.health import Health, Key, Status
+from router.core.health import Effective, Health, Key, Status, effective
 from router.core.overrides import Override
 from router.core.runtime import Runtime
 from router.core.stats import QTYPE_NAMES, RCODE_NAMES, Stats
@@ -112,8 +112,9 @@ class RouterCollector(Collector):
 
     def _targets(self) -> Iterator[Metric]:
         snap = self.runtime.board.snapshot
-        up = _gauge("target_up", "1 while the target is served as up (passing, or suspect: its "
-                    "last check failed, fewer than fall times)", TARGET)
+        up = _gauge("target_up", "1 while the target is served as up: passing, or suspect (its "
+                    "last check failed, fewer than fall times), or forced up by the operator; "
+                    "0 when down, drained or marked down", TARGET)
         suspect = _gauge("target_suspect", "1 while the target's last check failed but it "
                          "is still served, checked again every suspect_interval", TARGET)
         admin = _gauge("target_override", "the operator's override (1 for the one in force)",
@@ -128,9 +129,9 @@ class RouterCollector(Collector):
             h = snap.get(*key)
             corrupt.add_metric(list(key), 1.0 if key[1] in ledger.barred(key[0]) else 0.0)
             bad_files.add_metric(list(key), float(len(ledger.corrupt(*key))))
-            up.add_metric(list(key), 1.0 if h.status in (Status.UP, Status.SUSPECT) else 0.0)
-            suspect.add_metric(list(key), 1.0 if h.status is Status.SUSPECT else 0.0)
             state = snap.overrides(key[0])(key[1])
+            up.add_metric(list(key), 1.0 if _served(h.status, state) else 0.0)
+            suspect.add_metric(list(key), 1.0 if h.status is Status.SUSPECT else 0.0)
             for a in Override:
                 admin.add_metric([*key, a.value], 1.0 if a is state else 0.0)
             for name, _text in _FIGURES:
@@ -276,3 +277,11 @@ def _gauge(name: str, text: str, labels: list[str] | None = None,
 
 def _counter(name: str, text: str, labels: list[str]) -> CounterMetricFamily:
     return CounterMetricFamily(PREFIX + name, text, labels=labels)
+
+
+def _served(status: Status, override: Override) -> bool:
+    """Whether a target is served as up (``target_up``): passing or suspect and left to
+    its checks, or forced up by the operator; not when drained or marked down."""
+    served = effective(status, override)
+    return served is Effective.FORCED or (
+        served is Effective.USABLE and status in (Status.UP, Status.SUSPECT))
