@@ -67,7 +67,7 @@ class AsnDb(Database):
             for network, record in self._reader:
                 number = record.get("autonomous_system_number") \
                     if isinstance(record, dict) else None
-                if number in found:
+                if isinstance(number, int) and number in found:
                     found[number].append(network)
         self._networks = (wanted, found)
         return found
