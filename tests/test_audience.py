@@ -130,11 +130,11 @@ def net(text: str) -> int:
 
 
 def test_a_prefix_table_finds_every_network_holding_an_address():
-    table = PrefixTable([(ipaddress.ip_network("10.0.0.0/8"), "a"),
-                         (ipaddress.ip_network("10.1.0.0/16"), "b"),
+    table = PrefixTable([(ipaddress.ip_network("198.18.0.0/15"), "a"),
+                         (ipaddress.ip_network("198.19.0.0/16"), "b"),
                          (ipaddress.ip_network("2001:db8::/32"), "v6")])
-    assert table.match(net("10.1.2.3"), 4) == [(16, ["b"]), (8, ["a"])]
-    assert table.match(net("10.2.0.1"), 4) == [(8, ["a"])]
+    assert table.match(net("198.19.2.3"), 4) == [(16, ["b"]), (15, ["a"])]
+    assert table.match(net("198.18.0.1"), 4) == [(15, ["a"])]
     assert table.match(net("11.0.0.1"), 4) == []
     assert table.match(net("2001:db8::1"), 6) == [(32, ["v6"])]
 

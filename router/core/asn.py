@@ -18,11 +18,10 @@ RECORDS = 131_072  # records kept decoded (a Memo keeps at least half of them)
 
 
 class Asn(NamedTuple):
-    """The AS of an address, and the announced network it was found in (its length)."""
+    """The AS of an address (rules by AS match its networks: ``networks()``)."""
 
     number: int | None  # None: the database does not know the address
     organization: str | None
-    prefixlen: int
 
 
 class AsnDb(Database):
@@ -40,12 +39,12 @@ class AsnDb(Database):
 
     def at(self, value: int, version: int) -> Asn:
         """The AS of the address whose integer is ``value``."""
-        record, prefix = self._tree.find(value, version)
+        record, _prefix = self._tree.find(value, version)
         found = self._records.fresh.get(record) or self._records.from_aged(record)
         if found is None:
             found = self._records.put(record, _parts(
                 self.decoded(value, version) if record != self._tree.nodes else None))
-        return Asn(found[0], found[1], prefix)
+        return Asn(found[0], found[1])
 
     def number(self, address: IPAddress) -> int | None:
         """The AS number of ``address`` (None: not known). For pages and explanations:

@@ -38,7 +38,7 @@ class Rule(NamedTuple):
     service: str
     kind: str  # ONLY, PREFER or ROUTE
     subject: str  # the target id (ONLY, PREFER) or the route's name (ROUTE)
-    basis: str  # what matched, for explanations: "only_asns 64500", "networks 10.0.0.0/8"
+    basis: str  # what matched, for explanations: "only_asns 64500", "networks 198.51.100.0/24"
     rank: int  # among a service's routes: the more specific, the higher
 
 

@@ -135,6 +135,9 @@ class Server(Lifecycle):
 
     async def install(self, config: Config) -> str | None:
         assert self.runtime is not None
+        if config == self.runtime.config:  # nothing to build: switch() keeps all as it is
+            self.switch(config)
+            return None
         asn = self.runtime.asn_db  # rules by AS read the whole ASN database: off the loop
         self.switch(config, await off_loop(lambda: Rules(config, asn), GEOIP_READ, "rules"))
         return None

@@ -25,7 +25,7 @@ from router.core.config import Config, Kind
 from router.core.health import Board, Health, Key, Result, Status
 from router.watch.check import new_session
 from router.watch.kinds import checkers
-from router.watch.tasks import cancel
+from router.watch.tasks import cancel, reconcile
 
 log = structlog.get_logger("router.watch.prober")
 
@@ -73,19 +73,15 @@ class Prober:
         wanted = {probe.key: probe for probe in probes(config)}
         grouped = groups(config)
         self.board.set_groups(grouped)
-        for key, (task, probe) in list(self._tasks.items()):
-            if wanted.get(key) != probe:
-                task.cancel()
-                del self._tasks[key]
-        for key, probe in wanted.items():
-            if key not in self._tasks:
-                self._first[key] = asyncio.Event()
-                task = asyncio.create_task(self._loop(probe), name=f"probe {key}")
-                self._tasks[key] = (task, probe)
+        reconcile(self._tasks, wanted, self._start)
         self.board.retain([*wanted, *grouped, *unprobed(config)])
         self.board.assume([k for k in unprobed(config)
                            if self.board.snapshot.get(*k).status is not Status.UP],
                           Status.UP, time.time())
+
+    def _start(self, key: Key, probe: Probe) -> asyncio.Task[None]:
+        self._first[key] = asyncio.Event()
+        return asyncio.create_task(self._loop(probe), name=f"probe {key}")
 
     def select(self, keys: set[Key] | None) -> None:
         """Check only ``keys`` (None: every target), as a fleet asks: the targets this

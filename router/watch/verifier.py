@@ -34,7 +34,7 @@ from router.core.config import Config, Service, Target
 from router.core.health import Key
 from router.core.memo import Memo
 from router.watch.fleetfiles import FleetFiles
-from router.watch.tasks import cancel
+from router.watch.tasks import cancel, reconcile
 
 log = structlog.get_logger("router.watch.verifier")
 
@@ -98,14 +98,8 @@ class Verifier:
     def reconfigure(self, config: Config) -> None:
         """A loop per service with ``verify``, started, kept or replaced (on reload)."""
         wanted = {s.name: s for s in config.services if s.verify is not None}
-        for name, (task, service) in list(self._loops.items()):
-            if wanted.get(name) != service:
-                task.cancel()
-                del self._loops[name]
-        for name, service in wanted.items():
-            if name not in self._loops:
-                self._loops[name] = (asyncio.create_task(self._loop(service),
-                                                         name=f"verify {name}"), service)
+        reconcile(self._loops, wanted, lambda name, service: asyncio.create_task(
+            self._loop(service), name=f"verify {name}"))
 
     async def close(self) -> None:
         await cancel(t for t, _s in self._loops.values())
