@@ -1,6 +1,6 @@
 """Where a redirect's time goes, without sockets: cProfile over ``Redirector.handle``.
 
-    .venv/bin/python bench/http_profile.py [--requests 50000] [--top N]
+    .venv/bin/python bench/http_profile.py [--requests 50000] [--top N] [--rules]
 
 Builds the bench zone (conf/mirror-router) and asks its redirector, in this process,
 for ``/dl/go1.22.5.linux-amd64.tar.gz`` through aiohttp's mocked requests, from a
@@ -11,10 +11,11 @@ trusted proxy (127.0.0.1) with X-Forwarded-For:
   once, so every request is a client memo miss, a GeoIP walk and (a third of them) a
   GeoIP record decoded.
 
-For each it prints the time per request (without the profiler; aiohttp's request and
-response objects included, its parser and the socket not) and the share of each stage
-in the profiled time (with --top N, also the N costliest functions). bench/http has the
-served figures; this shows what to make faster.
+With --rules, the zone has bench/http and bench/dns's 10,000 rule prefixes and an ASN
+database (``benchlib.with_rules``). For each it prints the time per request (without the
+profiler; aiohttp's request and response objects included, its parser and the socket
+not) and the share of each stage in the profiled time (with --top N, also the N
+costliest functions). bench/http has the served figures; this shows what to make faster.
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from aiohttp import web  # noqa: E402
 from aiohttp.test_utils import make_mocked_request  # noqa: E402
-from benchlib import Stages, profiled, unprobed_zone  # noqa: E402
+from benchlib import Stages, profiled, unprobed_zone, with_rules  # noqa: E402
 from queries import subnets  # noqa: E402
 
+from router.core.asn import AsnDb  # noqa: E402
 from router.core.geo import Locator  # noqa: E402
 from router.core.health import Board  # noqa: E402
 from router.core.runtime import Runtime  # noqa: E402
@@ -50,6 +52,7 @@ STAGES: Stages = {  # (file suffix, function): what the summary calls it; calls 
     ("http/client.py", "client"): "  of which: forwarding headers (Proxies.client)",
     ("router/core/geo.py", "at"): "  of which: GeoIP (Locator.at)",
     ("router/core/geo.py", "_lookup"): "    of which: records decoded (Locator._lookup)",
+    ("router/core/audience.py", "place"): "  of which: rules (Rules.place)",
     ("http/redirect.py", "_remembered"): "the decision (Redirector._remembered)",
     ("http/redirect.py", "_lineup"): "  of which: a new place's line-up (steering.lined_up)",
     ("router/core/scoring.py", "costs"): "  of which: its costs (Lineup.costs)",
@@ -59,9 +62,10 @@ STAGES: Stages = {  # (file suffix, function): what the summary calls it; calls 
 }
 
 
-def redirector() -> Redirector:
+def redirector(rules: bool = False) -> Redirector:
     folder = unprobed_zone()
-    runtime = Runtime(load(folder), Locator(), Board())
+    asn = AsnDb(with_rules(folder, "http://127.0.0.1:9")[1]) if rules else None
+    runtime = Runtime(load(folder), Locator(), Board(), asn_db=asn)
     runtime.ready = True
     return Redirector(runtime, TRUSTED, None)
 
@@ -78,13 +82,14 @@ def main() -> None:
                                 formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--requests", type=int, default=50_000)
     p.add_argument("--top", type=int, default=0, help="also the N costliest functions")
+    p.add_argument("--rules", action="store_true", help="10,000 rule prefixes, an ASN db")
     args = p.parse_args()
     loop = asyncio.new_event_loop()
     clients = [str(ipaddress.IPv4Address(net + 1)) for net in subnets(args.requests)]
 
     def served(addresses: list[str]) -> Callable[[], Callable[[], None]]:
         def make() -> Callable[[], None]:
-            handle = redirector().handle
+            handle = redirector(args.rules).handle
             requests = [request(a) for a in addresses]  # made before the clock starts
 
             async def all_of_them() -> None:

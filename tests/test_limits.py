@@ -224,3 +224,112 @@ def test_giant_unfinished_headers_cost_a_bounded_memory_that_comes_back(limited)
             s.close()
     wait_until(lambda: _rss_mb(pid) <= before * 1.2, 20,
                what=f"RSS back within 20% of {before:.0f} MB (peak {peak:.0f} MB)")
+
+
+def _https_router(tmp_path: Path, city_mirrors, *extra: str, prefix: tuple[str, ...] = ()
+                  ) -> tuple[RouterProcess, Path]:
+    from tests.tls import make_ca
+
+    (tmp_path / "pki").mkdir()
+    pki = make_ca(tmp_path / "pki")
+    # the city mirrors are http://: an HTTPS client may be sent there only so
+    zones = write_zone(tmp_path / "zones", five_city_zone(
+        city_mirrors, interval="0.3s", downloads_keys="allow_downgrade = true"))
+    router = RouterProcess(zones, "--https", "127.0.0.1:0", "--trusted-proxy", "127.0.0.1",
+                           "--tls-cert", str(pki.cert), "--tls-key", str(pki.key), *extra,
+                           prefix=prefix)
+    return router, pki.ca
+
+
+def _https_get(port: int, ca: Path) -> int:
+    import http.client
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(ca))
+    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=context)
+    try:
+        conn.request("GET", "/" + FILE, headers={"X-Forwarded-For": "1.0.16.1"})
+        r = conn.getresponse()
+        r.read()
+        return r.status
+    finally:
+        conn.close()
+
+
+def _silent(port: int, count: int, sources: int) -> list[socket.socket]:
+    """``count`` TCP connections to ``port`` that never send a byte (no ClientHello),
+    from ``sources`` loopback addresses (127.0.1.1 onwards)."""
+    return [socket.create_connection(("127.0.0.1", port), timeout=10,
+                                     source_address=(f"127.0.1.{1 + n % sources}", 0))
+            for n in range(count)]
+
+
+def _errors(router: RouterProcess) -> dict[str, float]:
+    from tests.test_observability import scrape
+
+    found = scrape(router).get("mirror_router_errors_total", {})
+    return {dict(k)["where"]: v for k, v in found.items()}
+
+
+@pytest.mark.skipif(PRLIMIT is None, reason="needs prlimit (util-linux)")
+def test_tls_connections_that_never_say_hello_are_counted_from_accept(tmp_path, city_mirrors):
+    """Under a 1,500-descriptor limit, 1,600 connections to the HTTPS listener that never
+    send a ClientHello (handshake timeout raised to a minute, so that only the cap can
+    help): legitimate HTTP, HTTPS and DNS-over-TCP all answer (>= 95 %), and no probe
+    fails (before the cap counted handshakes, 6 % got through and probes hit EMFILE)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
+    router, ca = _https_router(tmp_path, city_mirrors, "--tls-handshake-timeout", "60",
+                               prefix=(str(PRLIMIT), "--nofile=1500:1500"))
+    flood: list[socket.socket] = []
+    try:
+        limits = router.wait_for("http_limits")
+        assert limits["open_files"] == 1500 and limits["tls_handshake_timeout"] == 60
+        https = router.https_port
+        counted = _probes(router)
+        flood = _silent(https, 1600, sources=40)  # 40 a source: under the per-address cap
+        wait_until(lambda: _probes(router) >= counted + 5 * 3, 20,
+                   what="three more probe rounds during the flood")
+        ok = {"http": 0, "https": 0, "dns-tcp": 0}
+        for _ in range(40):
+            ok["https"] += _https_get(https, ca) == 302
+            ok["http"] += request(router.http_port, "/" + FILE, xff("1.0.16.1")).status == 302
+            ok["dns-tcp"] += addresses(ask(router, ZONE, "A", ecs=("1.0.16.0", 24),
+                                           tcp=True)) == ["192.0.2.2"]
+        assert all(n >= 38 for n in ok.values()), ok
+        changes = [e for e in router.find("target_state") if e["old"] != "unknown"]
+        assert not changes, changes
+        assert not router.find("probe_not_made")
+        errors = _errors(router)
+        assert errors.get("tls_handshake_evicted", 0) >= 1600 - limits["http_max"], errors
+        assert sum(1 for s in flood if _closed(s)) >= 1600 - limits["http_max"]
+    finally:
+        for s in flood:
+            s.close()
+        assert router.stop() == 0
+
+
+def test_a_silent_tls_connection_is_closed_after_the_handshake_timeout_and_per_address(
+        tmp_path, city_mirrors):
+    """A connection that sends no ClientHello is closed --tls-handshake-timeout after
+    accept; past 64 unfinished handshakes from one address, its oldest are closed; and a
+    real client on the same listener gets its redirect meanwhile."""
+    router, ca = _https_router(tmp_path, city_mirrors, "--tls-handshake-timeout", "1")
+    held: list[socket.socket] = []
+    try:
+        https = router.https_port
+        held = _silent(https, 70, sources=1)
+        assert _https_get(https, ca) == 302
+        wait_until(lambda: _errors(router).get("tls_handshakes_per_address", 0) >= 6, 10,
+                   what="the oldest handshakes from one address closed")
+        started = time.monotonic()
+        wait_until(lambda: all(_closed(s) for s in held), 15, what="every silent one closed")
+        assert time.monotonic() - started < 10
+        assert _errors(router).get("tls_handshake_timeout", 0) >= 60
+        assert _https_get(https, ca) == 302
+    finally:
+        for s in held:
+            s.close()
+        assert router.stop() == 0

@@ -12,7 +12,7 @@ from router.core.zonefile import load_server
 from router.dns.cache import DEFAULT_SIZE
 from router.dns.cookies import new_secret
 from router.serve import server, supervisor
-from router.serve.settings import BACKLOG, KEEPALIVE, RCVBUF, Settings
+from router.serve.settings import BACKLOG, KEEPALIVE, RCVBUF, TLS_HANDSHAKE_TIMEOUT, Settings
 from router.watch import statefile
 
 
@@ -94,6 +94,10 @@ def _http_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keepalive", type=float, default=KEEPALIVE, metavar="SECONDS",
                    help=f"close HTTP keep-alive connections idle this long (default "
                         f"{KEEPALIVE:g}); a request's headers must arrive within it too")
+    p.add_argument("--tls-handshake-timeout", type=float, default=TLS_HANDSHAKE_TIMEOUT,
+                   metavar="SECONDS", help=f"close an HTTPS connection whose TLS handshake is "
+                   f"not done this long after it was accepted (default "
+                   f"{TLS_HANDSHAKE_TIMEOUT:g})")
     p.add_argument("--http-max", type=common.positive, metavar="N",
                    help="open HTTP client connections at most; past it the longest-waiting "
                         "one is closed (default: the descriptor limit less a reserve for "
@@ -127,6 +131,7 @@ def settings(args: argparse.Namespace, file: ServerConfig) -> Settings:
         trusted_proxies=(*file.trusted_proxies, *args.trusted_proxy),
         keepalive=max(0.0, args.keepalive),
         http_max=args.http_max,
+        tls_handshake_timeout=max(0.1, args.tls_handshake_timeout),
         backlog=args.backlog,
         access_log=args.access_log or file.access_log,
         nsid=args.nsid or file.nsid,

@@ -16,6 +16,15 @@ keeps it from the system; ``Cap.give_back()`` asks libc to return it (``malloc_t
 every ``TRIM_EVERY`` seconds in which at least ``TRIM_AFTER`` connections closed, so a
 flood of giant unfinished headers leaves no lasting mark on RSS.
 
+A TLS connection counts from ``accept`` too. aiohttp (through ``create_server(ssl=…)``)
+sees a TLS connection only once its handshake is done, so a flood of connections that
+never send a ClientHello would hold descriptors the cap never saw. Here an HTTPS listener
+is a plain one whose connections start as ``Handshake``: counted against the cap and
+evictable (the oldest first, before any idle connection) from ``accept``, at most
+``HANDSHAKES_PER_ADDRESS`` unfinished from one address (a /64 for IPv6; past it that
+address's oldest is closed), given ``--tls-handshake-timeout`` seconds, and then upgraded
+in place (``loop.start_tls``) and handed to aiohttp's protocol.
+
 The limit defaults to what the file-descriptor budget leaves (``budget()``): the soft
 ``RLIMIT_NOFILE`` (raised to the hard one at start), less a reserve for the health
 checks, catalog fetches, file checks and DNS-over-TCP connections, so that a flood of
@@ -28,8 +37,11 @@ import asyncio
 import ctypes
 import ctypes.util
 import functools
+import ipaddress
 import resource
-from typing import Any
+import ssl
+from collections import Counter
+from typing import Any, cast
 
 import structlog
 from aiohttp import web
@@ -43,6 +55,7 @@ RESERVE = 256  # descriptors kept for our own outgoing connections, files and li
 ADMIN_LIMIT = 64  # connections to the admin listener (a scraper or two, an operator)
 TRIM_AFTER = 64  # connections closed since the last look before memory is handed back
 TRIM_EVERY = 2.0  # seconds between looks
+HANDSHAKES_PER_ADDRESS = 64  # unfinished TLS handshakes from one address (IPv6: one /64)
 
 
 def raise_nofile() -> int:
@@ -73,37 +86,189 @@ class Refuse(asyncio.Protocol):
 
 
 class Cap:
-    """The open-connection bound of one aiohttp ``web.Server`` (all its sites)."""
+    """The open-connection bound of one aiohttp ``web.Server`` (all its sites): the
+    connections aiohttp holds and the TLS handshakes not yet handed to it."""
 
-    def __init__(self, server: web.Server, limit: int, stats: Stats) -> None:
+    def __init__(self, server: web.Server, limit: int, stats: Stats,
+                 handshake_timeout: float = 5.0) -> None:
         self.server = server
         self.limit = limit
         self.stats = stats
+        self.handshake_timeout = handshake_timeout
         self.accepted = 0  # connections admitted, ever
+        self.handshakes: dict[Handshake, None] = {}  # unfinished, oldest first
+        self.by_address: Counter[str] = Counter()  # unfinished handshakes per address
+
+    def open(self) -> int:
+        """Connections counted against the limit."""
+        return len(self.server._connections) + len(self.handshakes)
 
     async def give_back(self) -> None:
         """Forever: hand freed memory back to the system once many connections closed."""
         seen, held = 0, 0  # accepted and open at the last look
         while True:
             await asyncio.sleep(TRIM_EVERY)
-            accepted, open_ = self.accepted, len(self.server._connections)
+            accepted, open_ = self.accepted, self.open()
             if (accepted - seen) - (open_ - held) >= TRIM_AFTER:  # closed since the last look
                 log.debug("memory_given_back", connections=open_, trimmed=_trim())
             seen, held = accepted, open_
 
+    def _room(self) -> bool:
+        """Make room for one more connection if the cap is reached: close the oldest
+        unfinished handshake, else the connection that has waited longest for a request.
+        False: every connection is in the middle of a response."""
+        if self.open() < self.limit:
+            return True
+        if self.handshakes:
+            next(iter(self.handshakes)).close("tls_handshake_evicted")
+            return True
+        open_ = self.server._connections  # handler -> transport, oldest first
+        idle = next((h for h in open_ if _waiting(h)), None)
+        if idle is None:
+            self.stats.errors["http_connection_refused"] += 1
+            return False
+        idle.force_close()
+        open_.pop(idle, None)  # closed: not counted while its close completes
+        self.stats.errors["http_connection_evicted"] += 1
+        return True
+
     def protocol(self) -> asyncio.Protocol:
         """aiohttp's protocol factory, after making room if the cap is reached."""
-        open_ = self.server._connections  # handler -> transport, oldest first
-        if len(open_) >= self.limit:
-            idle = next((h for h in open_ if _waiting(h)), None)
-            if idle is None:
-                self.stats.errors["http_connection_refused"] += 1
-                return Refuse()
-            idle.force_close()
-            open_.pop(idle, None)  # closed: not counted while its close completes
-            self.stats.errors["http_connection_evicted"] += 1
+        if not self._room():
+            return Refuse()
         self.accepted += 1
         return self.server()
+
+    def tls(self, context: ssl.SSLContext) -> asyncio.Protocol:
+        """The protocol factory of an HTTPS listener: a ``Handshake`` with ``context``,
+        after making room if the cap is reached."""
+        if not self._room():
+            return Refuse()
+        self.accepted += 1
+        return Handshake(self, context)
+
+    def release(self, handshake: Handshake) -> None:
+        """``handshake`` is over (handed on, failed or closed): no longer counted."""
+        if self.handshakes.pop(handshake, False) is None:
+            self.by_address[handshake.address] -= 1
+            if self.by_address[handshake.address] <= 0:
+                del self.by_address[handshake.address]
+
+
+class Handshake(asyncio.Protocol):
+    """A TLS connection from ``accept`` until its handshake is done: counted by its
+    ``Cap`` and closed if not done ``handshake_timeout`` seconds after accept. Its first
+    bytes (the ClientHello) start the upgrade (``loop.start_tls``); they are handed to
+    the TLS protocol before it reads more, and the connection is then handed to
+    aiohttp's protocol with any bytes that arrived between the two."""
+
+    def __init__(self, cap: Cap, context: ssl.SSLContext) -> None:
+        self.cap = cap
+        self.context = context
+        self.address = ""
+        self.transport: asyncio.Transport | None = None  # None: closed by us, or handed on
+        self.hello: bytes | None = None  # the first bytes, read before start_tls
+        self.early: list[bytes] = []  # decrypted before the hand-over
+        self.ended = False  # the client closed its side before the hand-over
+        self.lost = False  # the connection closed before the hand-over
+        self.timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.address = _address_key(transport.get_extra_info("peername"))
+        cap = self.cap
+        cap.handshakes[self] = None
+        cap.by_address[self.address] += 1
+        if cap.by_address[self.address] > HANDSHAKES_PER_ADDRESS:
+            oldest = next(h for h in cap.handshakes if h.address == self.address)
+            oldest.close("tls_handshakes_per_address")
+        if self.transport is not None:  # not the one just closed
+            self.timer = asyncio.get_running_loop().call_later(
+                cap.handshake_timeout, self.close, "tls_handshake_timeout")
+
+    def data_received(self, data: bytes) -> None:
+        if self.hello is not None:  # from the TLS protocol: after the handshake
+            self.early.append(data)
+        elif self.transport is not None:
+            self.hello = data
+            self.transport.pause_reading()
+            self.task = asyncio.ensure_future(self._upgrade(self.transport))
+
+    async def _upgrade(self, transport: asyncio.Transport) -> None:
+        loop = asyncio.get_running_loop()
+        # runs once start_tls has put its protocol in place, before it resumes reading
+        loop.call_soon(self._hand_hello, transport)
+        try:
+            secured = await loop.start_tls(transport, self, self.context, server_side=True,
+                                           ssl_handshake_timeout=self.cap.handshake_timeout)
+        except (OSError, ssl.SSLError, ConnectionError, RuntimeError, TimeoutError):
+            if self.transport is not None:  # not closed by us: the client's failure
+                self.cap.stats.errors["tls_handshake_failed"] += 1
+                self._forget()
+            transport.abort()
+            return
+        if secured is None or self.transport is None or self.lost:
+            return
+        self._forget()
+        handler = self.cap.server()
+        secured.set_protocol(handler)
+        handler.connection_made(secured)
+        for data in self.early:
+            handler.data_received(data)
+        if self.ended:
+            handler.eof_received()
+        self.early.clear()
+
+    def _hand_hello(self, transport: asyncio.Transport) -> None:
+        """The bytes read before start_tls, to the TLS protocol that replaced this one."""
+        tls: Any = transport.get_protocol()
+        data = memoryview(self.hello or b"")
+        while tls is not self and data and not transport.is_closing():
+            buffer = tls.get_buffer(len(data))
+            n = min(len(buffer), len(data))
+            buffer[:n] = data[:n]
+            tls.buffer_updated(n)
+            data = data[n:]
+
+    def _forget(self) -> None:
+        """No longer counted, no longer timed: handed on or closed."""
+        self.cap.release(self)
+        if self.timer is not None:
+            self.timer.cancel()
+        self.transport = None
+
+    def close(self, reason: str) -> None:
+        """Close this connection (to make room, or at the timeout), counted as ``reason``."""
+        transport = self.transport
+        if transport is None:
+            return
+        self._forget()
+        self.cap.stats.errors[reason] += 1
+        transport.abort()
+
+    def eof_received(self) -> bool | None:
+        if self.hello is None:
+            return None  # gone before saying hello: the transport closes
+        self.ended = True
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if self.transport is not None:
+            self._forget()
+
+
+def _address_key(peer: Any) -> str:
+    """Whose connection this is, for the per-address cap: the IPv4 address, or the /64."""
+    host = peer[0] if isinstance(peer, tuple) and peer else ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return str(host)
+    if address.version == 6 and address.ipv4_mapped is None:
+        return str(ipaddress.ip_network((address, 64), strict=False))
+    return str(address)
 
 
 def _trim() -> bool:
@@ -138,5 +303,8 @@ class CappedSite(web.SockSite):
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site with its runner
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._cap.protocol, sock=self._sock, ssl=self._ssl_context, backlog=self._backlog)
+        context = self._ssl_context
+        factory = self._cap.protocol if context is None else \
+            functools.partial(self._cap.tls, context)
+        self._server = await loop.create_server(factory, sock=self._sock,
+                                                backlog=self._backlog)

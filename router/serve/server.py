@@ -313,7 +313,7 @@ class Server(Lifecycle):
                                        max_field_size=MAX_HEADER_BYTES)
                 await runner.setup()
                 assert runner.server is not None
-                capped = Cap(runner.server, cap, runtime.stats)
+                capped = Cap(runner.server, cap, runtime.stats, s.tls_handshake_timeout)
                 self.tasks.add(asyncio.create_task(capped.give_back(), name="give back"))
                 for sock, context in socks:
                     await CappedSite(runner, sock, capped, ssl_context=context,
@@ -329,7 +329,8 @@ class Server(Lifecycle):
             self.asn_watch.start()
         log.info("http_limits", open_files=self.nofile, http_max=limit,
                  keepalive=s.keepalive, max_headers=MAX_HEADERS,
-                 max_header_bytes=MAX_HEADER_BYTES, backlog=s.backlog)
+                 max_header_bytes=MAX_HEADER_BYTES, backlog=s.backlog,
+                 tls_handshake_timeout=s.tls_handshake_timeout)
         return {"http": _addresses(sockets.http), "https": _addresses(sockets.https),
                 "admin": _addresses(sockets.admin)}
 

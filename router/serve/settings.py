@@ -27,6 +27,7 @@ RCVBUF = 4 << 20
 # and a request may carry at most this many header lines of at most this many bytes
 # (aiohttp's defaults, 128 x 8 KiB, let a connection hold about a megabyte of headers).
 KEEPALIVE = 15.0
+TLS_HANDSHAKE_TIMEOUT = 5.0  # seconds from accept to a finished TLS handshake
 MAX_HEADERS = 40
 MAX_HEADER_BYTES = 4096
 
@@ -59,6 +60,7 @@ class Settings:
     trusted_proxies: tuple[IPNetwork, ...] = ()
     keepalive: float = KEEPALIVE  # seconds an idle HTTP keep-alive connection stays open
     http_max: int | None = None  # open HTTP client connections (None: the fd budget's)
+    tls_handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT
     backlog: int = BACKLOG  # of every TCP listener
     access_log: bool = False
     nsid: str | None = None  # this node's name in NSID and id.server (off when None)
