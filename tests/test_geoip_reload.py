@@ -121,3 +121,29 @@ def test_the_databases_age_is_in_status_and_metrics(geo):
     metrics = request(router.http_port, "/metrics").body.decode()
     assert "mirror_router_geoip_build_timestamp_seconds " in metrics
     assert "days old" in request(router.http_port, "/status").body.decode()
+
+
+def test_a_database_copied_over_in_place_never_kills_the_server(geo):
+    """``cp new.mmdb live.mmdb`` truncates the served file, then writes it: lookups in
+    between (new client networks, so the search tree is walked) are answered from the
+    router's own copy (a mapped file cut short killed the process with SIGBUS), and the
+    new database is read once it is whole."""
+    router, folder = geo
+    live = folder / "live.mmdb"
+    before = answer(router)
+    with live.open("r+b") as f:  # cp's first step
+        f.truncate(0)
+    router.signal(signal.SIGHUP)  # a reload that finds the file empty keeps the old one
+    for n in range(200):
+        ecs = (f"5.{n // 250}.{n % 250}.0", 24)
+        assert ask(router, ZONE, "A", ecs=ecs).rcode() == dns.rcode.NOERROR
+    assert answer(router) == before and router.proc.poll() is None
+    assert router.wait_for("geoip_reload_failed", 10)["file"] == str(live)
+    live.write_bytes((folder / "frankfurt.mmdb").read_bytes())  # cp's second step
+    router.signal(signal.SIGHUP)
+    wait_until(lambda: answer(router) == FRANKFURT, 10, interval=0.2,
+               what="the whole new database read")
+    assert router.proc.poll() is None
+    replace(folder, "tokyo.mmdb")
+    router.signal(signal.SIGHUP)
+    wait_until(lambda: answer(router) == before, 10, interval=0.2, what="Tokyo again")

@@ -4,6 +4,7 @@ too many or too large header lines are refused, and the DNS UDP buffer is asked 
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import socket
 import time
@@ -119,6 +120,78 @@ def test_a_zone_file_that_hangs_stops_nothing(tmp_path, city_mirrors):
             assert request(router.http_port, "/healthz").status == 200
     finally:
         assert router.stop(timeout=15) == 0  # the hung read does not hold the exit
+
+
+def test_files_that_are_no_regular_files_are_refused_at_once(tmp_path, city_mirrors):
+    """A zone file and a state file that are /dev/zero (a symlink, or a FIFO): each is
+    refused within a second, naming the file and what it is, with no memory taken
+    (a read of /dev/zero grew the process by 500 MB/s), and the old config and
+    overrides keep serving."""
+    import os
+    import signal
+
+    from tests.test_dns import ZONE, addresses, ask
+    zones = write_zone(tmp_path / "zones", five_city_zone(city_mirrors))
+    state = tmp_path / "state.toml"
+    state.write_text('[targets]\nfra = "drain"\n')
+    router = RouterProcess(zones, "--state", str(state))
+    try:
+        router.wait_for("state_loaded")
+        rss = _rss_mb(router.proc.pid)
+        zone = zones / "test.example.com.toml"
+        zone.unlink()
+        zone.symlink_to("/dev/zero")
+        started = time.monotonic()
+        router.signal(signal.SIGHUP)
+        failed = router.wait_for("reload_failed", 5)
+        assert time.monotonic() - started < 1.5
+        assert "a character device, not a regular file" in json.dumps(failed), failed
+        assert str(zone) in json.dumps(failed)
+        state.unlink()
+        os.mkfifo(state)  # the state file is looked at every second
+        invalid = router.wait_for("state_file_invalid", 5)
+        assert "a FIFO, not a regular file" in invalid["error"], invalid
+        assert invalid["keeping"] == {"fra": "drain"}
+        state.unlink()
+        state.symlink_to("/dev/zero")
+        invalid = router.wait_for("state_file_invalid", 5, count=2)
+        assert "a character device" in router.find("state_file_invalid")[-1]["error"]
+        assert _rss_mb(router.proc.pid) < rss + 20
+        assert addresses(ask(router, ZONE, "A", ecs=("1.0.16.0", 24))) == ["192.0.2.2"]
+    finally:
+        assert router.stop(timeout=15) == 0
+
+
+def test_a_fleet_cache_that_is_dev_zero_is_refused_at_once(tmp_path, city_mirrors):
+    """The fleet's cache of overrides (read at start, before the store answers) as a
+    symlink to /dev/zero: refused at once, the node starts and serves."""
+    from tests.test_dns import ZONE, addresses, ask
+    zones = write_zone(tmp_path / "zones", five_city_zone(city_mirrors))
+    state = tmp_path / "state.toml"
+    (tmp_path / "fleet-mirror-router.json").symlink_to("/dev/zero")
+    with socket.socket() as s:  # a store address nobody answers on
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    router = RouterProcess(zones, "--fleet", f"redis://127.0.0.1:{dead}/0", "--node", "n1",
+                           "--state", str(state))
+    try:
+        invalid = router.wait_for("fleet_cache_invalid", 5)
+        assert "a character device, not a regular file" in invalid["error"], invalid
+        assert _rss_mb(router.proc.pid) < 200
+        assert addresses(ask(router, ZONE, "A", ecs=("1.0.16.0", 24))) == ["192.0.2.2"]
+    finally:
+        assert router.stop(timeout=15) == 0
+
+
+def test_a_file_over_its_limit_is_refused_with_the_limit_named(tmp_path):
+    from router.core import reading
+
+    big = tmp_path / "k.key"
+    big.write_bytes(b"x" * (reading.LIMITS["DNSSEC key"] + 1))
+    with pytest.raises(reading.Unreadable, match="over the 64 KiB limit of a DNSSEC key"):
+        reading.read_text(big, "DNSSEC key")
+    with pytest.raises(reading.Unreadable, match="a folder, not a regular file"):
+        reading.read_bytes(tmp_path, "zone file")
 
 
 # ---------------------------------------------------------------- slow senders, fd floods

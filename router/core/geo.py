@@ -12,6 +12,7 @@ import bisect
 import datetime
 import ipaddress
 import mmap
+import os
 import struct
 import sys
 from array import array
@@ -23,6 +24,7 @@ import maxminddb
 from router.core.earth import Point
 from router.core.ip import IPAddress, IPNetwork
 from router.core.memo import Memo
+from router.core.reading import private_copy
 from router.errors import RouterError
 
 # IANA special-purpose blocks (RFC 6890 and successors): never located, whatever a
@@ -111,7 +113,7 @@ class Tree:
 
     TOP = 16
 
-    def __init__(self, path: Path, meta: Any) -> None:
+    def __init__(self, fd: int, path: Path, meta: Any) -> None:
         size, self.nodes = meta.record_size, meta.node_count
         if size not in (24, 28, 32):
             raise GeoError(f"{path}: unknown MaxMind DB record size {size}")
@@ -121,8 +123,7 @@ class Tree:
         # the left record: the high bits, and for 28-bit records the middle byte's high
         # nibble above them
         self._high, self._nibble = (32, 0xF) if size == 28 else (int(size), 0)
-        with path.open("rb") as f:
-            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self._map = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
         if len(self._map) < self.nodes * self._width + 16:  # the tree, then 16 zeros
             raise GeoError(f"{path}: the search tree is cut short")
         # where each IP version's addresses start (IPv4 in an IPv6 tree: ::/96)
@@ -187,12 +188,18 @@ class Database:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        try:  # a copy of our own: the file may be overwritten in place (cp) while served
+            copy = private_copy(path)
+        except OSError as e:
+            raise GeoError(f"{self.path}: cannot open {self.KIND} database: {e}") from e
         try:
-            self._reader = maxminddb.open_database(str(self.path))
+            self._reader = maxminddb.open_database(f"/proc/self/fd/{copy}")
             meta = self._reader.metadata()
-            self._tree = Tree(self.path, meta)
+            self._tree = Tree(copy, self.path, meta)
         except (OSError, ValueError, maxminddb.InvalidDatabaseError) as e:
             raise GeoError(f"{self.path}: cannot open {self.KIND} database: {e}") from e
+        finally:
+            os.close(copy)  # both mapped it: the memory lives while they do
         self.build_epoch: int = meta.build_epoch
         self.database_type: str = meta.database_type
         built = datetime.datetime.fromtimestamp(self.build_epoch, datetime.UTC)

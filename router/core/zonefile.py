@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from router.core import reading
 from router.core import values as v
 from router.core.catalog import CatalogFormat, CatalogSpec, FileChecks
 from router.core.config import (
@@ -68,7 +69,7 @@ def load(path: str | Path) -> Config:
 
 def _read_toml(path: Path, problems: list[Problem]) -> dict[str, Any] | None:
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(reading.read_text(path, "zone file"))
     except (OSError, UnicodeDecodeError) as e:
         problems.append(Problem(str(path), "", f"cannot read: {e}"))
     except tomllib.TOMLDecodeError as e:
@@ -344,7 +345,7 @@ def _key_text(path: Path | None, z: _Table) -> str | None:
     if path is None:
         return None
     try:
-        return path.read_text(encoding="utf-8")
+        return reading.read_text(path, "DNSSEC key")
     except (OSError, UnicodeDecodeError) as e:
         z.report(z.key("dnssec_key"), f"{path}: cannot read: {e}")
         return None
@@ -360,7 +361,7 @@ def _file_serial(path: Path) -> int:
     serial, and any edit changes it. It does not only grow (RFC 1982): nothing here serves
     zone transfers, and an operator who feeds secondaries sets ``serial`` explicitly."""
     try:
-        digest = hashlib.sha256(path.read_bytes()).digest()
+        digest = hashlib.sha256(reading.read_bytes(path, "zone file")).digest()
     except OSError:
         return 1
     return int.from_bytes(digest[:4], "big") or 1
@@ -534,7 +535,6 @@ def _build_targets(s: _Table, health: HealthCheck | None, folder: Path) -> Itera
         yield target
 
 
-NETWORKS_FILE_LIMIT = 16 * 1024 * 1024  # bytes of a prefix list
 
 
 def _networks(t: _Table, key: str, folder: Path) -> tuple[IPNetwork, ...]:
@@ -550,9 +550,7 @@ def _networks(t: _Table, key: str, folder: Path) -> tuple[IPNetwork, ...]:
 def _networks_file(t: _Table, key: str, path: Path) -> list[IPNetwork]:
     t.read.append(path)
     try:
-        if path.stat().st_size > NETWORKS_FILE_LIMIT:
-            raise v.Invalid(f"{path}: larger than {NETWORKS_FILE_LIMIT} bytes")
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = reading.read_text(path, "prefix list").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         t.report(t.key(key), f"{path}: cannot read: {e}")
         return []

@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from router.core import reading
 from router.core.config import Config, ConfigError, Problem, Zone
 from router.core.dnsparams import Class, Type
 from router.core.memo import Memo
@@ -102,7 +103,7 @@ def load(path: Path, origin: str, text: str | None = None) -> Key:
     ``DnssecError`` naming the file."""
     if text is None:
         try:
-            text = path.read_text(encoding="utf-8")
+            text = reading.read_text(path, "DNSSEC key")
         except (OSError, UnicodeDecodeError) as e:
             raise DnssecError(f"{path}: cannot read the DNSSEC key: {e}") from None
     meta = dict(_META.findall(text))

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import structlog
 
+from router.core import reading
 from router.errors import RouterError
 from router.serve.settings import Settings
 from router.watch.files import FileWatch
@@ -46,8 +47,12 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     context.set_alpn_protocols(["http/1.1"])
     for path in (cert, key):
-        if not path.is_file():
+        if not path.exists():
             raise TlsError(f"{path}: no such file (tls_cert, tls_key)")
+        try:
+            reading.check(path, "certificate")
+        except OSError as e:
+            raise TlsError(f"{e} (tls_cert, tls_key)") from None
     try:
         context.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as e:

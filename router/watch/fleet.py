@@ -32,6 +32,7 @@ from typing import Any
 import structlog
 
 from router.core import fleet as f
+from router.core import reading
 from router.core.checks import groups, probes
 from router.core.config import Config, FleetConfig
 from router.core.health import Board, Health, Key
@@ -355,7 +356,8 @@ class Fleet:
             return
         path = self.cache
         try:
-            text = await off_loop(lambda: path.read_text(encoding="utf-8"), 5.0, str(path))
+            text = await off_loop(lambda: reading.read_text(path, "fleet cache"), 5.0,
+                                  str(path))
             data = json.loads(text)
             self.epoch = data.get("epoch") if isinstance(data.get("epoch"), str) else None
             found = data["overrides"]

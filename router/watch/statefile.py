@@ -21,6 +21,7 @@ from pathlib import Path
 
 import structlog
 
+from router.core import reading
 from router.core.config import Config, ConfigError, Problem
 from router.core.health import Board
 from router.core.overrides import Override, Overrides, parse, render, unknown
@@ -54,7 +55,7 @@ def _signature(path: Path) -> Signature | None:
 def read(path: Path) -> dict[str, Override]:
     """The overrides in ``path`` (none if it does not exist); ``ConfigError`` if bad."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = reading.read_text(path, "state file")
     except FileNotFoundError:
         return {}
     except (OSError, UnicodeDecodeError) as e:
@@ -121,8 +122,8 @@ class StateFile:
             return
         path = self.path
         try:  # off the loop, bounded: a FIFO or a dead mount stops nothing but this read
-            text = await off_loop(lambda: path.read_text(encoding="utf-8"), READ_TIMEOUT,
-                                  str(path))
+            text = await off_loop(lambda: reading.read_text(path, "state file"),
+                                  READ_TIMEOUT, str(path))
             overrides = parse(text, str(path))
         except TimeoutError as e:
             self._keep(str(e))
