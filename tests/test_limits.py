@@ -7,6 +7,7 @@ import contextlib
 import json
 import shutil
 import socket
+import struct
 import time
 from pathlib import Path
 
@@ -192,6 +193,83 @@ def test_a_file_over_its_limit_is_refused_with_the_limit_named(tmp_path):
         reading.read_text(big, "DNSSEC key")
     with pytest.raises(reading.Unreadable, match="a folder, not a regular file"):
         reading.read_bytes(tmp_path, "zone file")
+
+
+def _query(name: str = "test.example.com.", qid: int = 1) -> bytes:
+    import dns.message
+
+    q = dns.message.make_query(name, "TXT")
+    q.id = qid
+    wire = q.to_wire()
+    return struct.pack("!H", len(wire)) + wire
+
+
+def test_dns_tcp_honours_the_backlog_and_bounds_what_an_unread_client_holds(tmp_path,
+                                                                            city_mirrors):
+    """The DNS-over-TCP listener listens with --backlog (it was always 100); a client
+    that sends queries and never reads the replies is reset once its replies have waited
+    --tcp-idle (here 2 s), counted, with no orphan socket left holding them."""
+    import subprocess
+
+    zones = write_zone(tmp_path / "zones", five_city_zone(city_mirrors))
+    router = RouterProcess(zones, "--backlog", "2048", "--tcp-idle", "2")
+    try:
+        ss = subprocess.run(["ss", "-Hltn", f"sport = :{router.dns_port}"],
+                            capture_output=True, text=True, check=True).stdout.split()
+        somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+        assert int(ss[2]) == min(2048, somaxconn), ss  # Send-Q of a listener: its backlog
+        c = socket.socket()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.connect(("127.0.0.1", router.dns_port))
+        c.settimeout(0.05)
+        burst = b"".join(_query(qid=n) for n in range(200))
+        sent = 0
+        with contextlib.suppress(TimeoutError, BlockingIOError, OSError):
+            for _ in range(2000):  # until the server stops reading (its replies unread)
+                sent += c.send(burst)
+        assert sent > 0
+        wait_until(lambda: _errors(router).get("dns_tcp_unread_closed", 0) >= 1, 15,
+                   what="the client that does not read to be closed")
+        with pytest.raises(ConnectionResetError):
+            c.settimeout(5)
+            while c.recv(1 << 20):
+                pass
+        c.close()
+        assert addresses(ask(router, ZONE, "A", ecs=("1.0.16.0", 24), tcp=True)) == \
+            ["192.0.2.2"]
+    finally:
+        assert router.stop() == 0
+
+
+def test_a_new_dns_tcp_client_is_not_the_first_evicted_by_drippers(tmp_path, city_mirrors):
+    """Eight connections dripping a query a byte at a time fill a pool of eight; a new
+    client connects (and has not spoken yet) and another dripper comes: the slowest
+    dripper makes room, and the new client's query is answered."""
+    zones = write_zone(tmp_path / "zones", five_city_zone(city_mirrors))
+    router = RouterProcess(zones, "--tcp-max", "8", "--tcp-per-client", "16",
+                           "--tcp-idle", "30")
+    drippers: list[socket.socket] = []
+    try:
+        def drip() -> socket.socket:
+            d = socket.create_connection(("127.0.0.1", router.dns_port), timeout=5)
+            d.send(_query()[:1])
+            drippers.append(d)
+            return d
+
+        for _ in range(8):
+            drip()
+        time.sleep(0.6)  # time, not state: the drippers' messages older than SLOW_MESSAGE
+        new = socket.create_connection(("127.0.0.1", router.dns_port), timeout=5)
+        drip()  # another dripper: someone must make room
+        new.sendall(_query(qid=7))
+        reply = new.recv(4096)
+        assert len(reply) > 14 and reply[2:4] == b"\x00\x07", reply
+        assert sum(1 for d in drippers if _closed(d)) >= 1
+        new.close()
+    finally:
+        for d in drippers:
+            d.close()
+        assert router.stop() == 0
 
 
 # ---------------------------------------------------------------- slow senders, fd floods

@@ -28,6 +28,8 @@ log = structlog.get_logger("router.dns")
 CLOSE_WAIT = 2.0  # seconds a stopping listener waits for its TCP connections
 MESSAGE_TIMEOUT = 5.0  # seconds a DNS message begun over TCP may take to arrive whole
 SLOW_MESSAGE = 0.5  # seconds: a message still arriving after this may lose its slot
+FRESH = 2.0  # seconds a new connection that has sent nothing yet is not taken for idle
+SNDBUF = 64 * 1024  # send buffer of a DNS-over-TCP connection (the kernel doubles it)
 SENDERS = 65536  # UDP senders whose address objects are kept
 
 
@@ -83,11 +85,15 @@ class TcpProtocol(asyncio.Protocol):
         # milliseconds, and ties would make "the longest idle" an arbitrary one
         self.idle_since = 0.0  # when its last whole message came (or it connected)
         self.begun = 0.0  # when the message still arriving began
+        self.connected = 0.0  # when it connected
+        self.spoke = False  # a whole message has come
+        self.stalled: asyncio.TimerHandle | None = None  # replies unread since (pause_writing)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)
         host = transport.get_extra_info("peername")[0]
         self.peer = ipaddress.ip_address(host.partition("%")[0])
+        self.connected = time.monotonic()
         if not self.pool.admit(self):
             transport.abort()
             return
@@ -103,7 +109,7 @@ class TcpProtocol(asyncio.Protocol):
                 break
             message = bytes(self.buffer[2:2 + size])
             del self.buffer[:2 + size]
-            whole = True
+            whole = self.spoke = True
             if not self._answer(message):
                 return
         if self.buffer and (started or whole):  # a message begun: it has so long to finish
@@ -131,14 +137,28 @@ class TcpProtocol(asyncio.Protocol):
     def pause_writing(self) -> None:
         assert self.transport is not None
         self.transport.pause_reading()  # the client is not reading: stop taking queries
+        # and if it does not read within the message timeout, it goes (its unread
+        # replies dropped: a reset, so no orphan socket keeps them in the kernel)
+        if self.stalled is None:
+            self.stalled = asyncio.get_running_loop().call_later(
+                self.pool.message_timeout, self._unread)
 
     def resume_writing(self) -> None:
         assert self.transport is not None
         self.transport.resume_reading()
+        if self.stalled is not None:
+            self.stalled.cancel()
+            self.stalled = None
+
+    def _unread(self) -> None:
+        self.pool.dispatch.authority.stats.errors["dns_tcp_unread_closed"] += 1
+        if self.transport is not None:
+            self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
+        for timer in (self.timer, self.stalled):
+            if timer is not None:
+                timer.cancel()
         self.pool.release(self)
 
     def _wait(self, seconds: float) -> None:
@@ -150,8 +170,13 @@ class TcpProtocol(asyncio.Protocol):
         self.timer = loop.call_later(seconds, self.close)
 
     def close(self) -> None:
+        """Close it; with replies still unsent, at once (a reset: a socket closed with
+        data the client never reads would linger in the kernel as an orphan)."""
         if self.transport is not None:
-            self.transport.close()
+            if self.transport.get_write_buffer_size():
+                self.transport.abort()
+            else:
+                self.transport.close()
 
 
 class TcpPool:
@@ -186,16 +211,22 @@ class TcpPool:
         return True
 
     def _making_room(self) -> TcpProtocol | None:
-        """The connection to close for a new one: the longest idle; else the one whose
-        message has been arriving longest, if for over ``SLOW_MESSAGE`` (a whole query
-        comes in one segment: one dripped in a byte at a time is a worse use of a slot
-        than a new client); else none."""
-        idle = [c for c in self.open if c.idle]
+        """The connection to close for a new one: the longest idle (a new one that has
+        not spoken yet counts only after ``FRESH`` seconds); else the one whose message
+        has been arriving longest, if for over ``SLOW_MESSAGE`` (a whole query comes in
+        one segment: one dripped in a byte at a time is a worse use of a slot than a new
+        client); else the oldest new one; else none."""
+        now = time.monotonic()
+        # a new connection that has not spoken yet is not idle for its first FRESH
+        # seconds: else drippers holding the pool would make each new client the first out
+        idle = [c for c in self.open if c.idle and (c.spoke or now - c.connected > FRESH)]
         if idle:
             return min(idle, key=lambda c: c.idle_since)
-        slowest = min(self.open, key=lambda c: c.begun, default=None)
-        now = time.monotonic()
-        return slowest if slowest is not None and now - slowest.begun > SLOW_MESSAGE else None
+        slowest = min((c for c in self.open if not c.idle), key=lambda c: c.begun,
+                      default=None)
+        if slowest is not None and now - slowest.begun > SLOW_MESSAGE:
+            return slowest
+        return min((c for c in self.open if c.idle), key=lambda c: c.connected, default=None)
 
     def release(self, conn: TcpProtocol) -> None:
         if conn in self.open:
@@ -212,7 +243,7 @@ class TcpPool:
 
 
 def bind(host: str, port: int, reuse_port: bool = False,
-         rcvbuf: int | None = None) -> tuple[socket.socket, socket.socket]:
+         rcvbuf: int | None = None, backlog: int = 1024) -> tuple[socket.socket, socket.socket]:
     """A UDP and a TCP socket on the same address and port (port 0: any free one)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for _attempt in range(50):
@@ -229,7 +260,8 @@ def bind(host: str, port: int, reuse_port: bool = False,
                 udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
             _bind(udp, (host, port), "UDP")
             _bind(tcp, (host, udp.getsockname()[1]), "TCP")
-            tcp.listen(1024)
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)  # connections inherit it
+            tcp.listen(backlog)
         except OSError:
             udp.close()
             tcp.close()
@@ -258,8 +290,9 @@ class DnsListener:
     """UDP and TCP on one address; ``address`` is the bound (host, port)."""
 
     def __init__(self, dispatch: Dispatch, max_tcp: int = 512, idle_timeout: float = 10.0,
-                 per_client: int | None = None) -> None:
+                 per_client: int | None = None, backlog: int = 1024) -> None:
         self.dispatch = dispatch
+        self.backlog = backlog
         self.pool = TcpPool(dispatch, max_tcp, idle_timeout, per_client=per_client)
         self.udp: asyncio.DatagramTransport | None = None
         self.tcp: asyncio.Server | None = None
@@ -272,7 +305,8 @@ class DnsListener:
         self.address = udp_sock.getsockname()[:2]
         self.udp, self.protocol = await loop.create_datagram_endpoint(
             lambda: UdpProtocol(self.dispatch), sock=udp_sock)
-        self.tcp = await loop.create_server(lambda: TcpProtocol(self.pool), sock=tcp_sock)
+        self.tcp = await loop.create_server(lambda: TcpProtocol(self.pool), sock=tcp_sock,
+                                            backlog=self.backlog)
         return self.address
 
     def udp_senders(self) -> dict[str, int]:

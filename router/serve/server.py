@@ -112,7 +112,8 @@ class Server(Lifecycle):
             sockets = self.bind_late()
             listening = await self._start_http(runtime, sockets)
         for udp, tcp in sockets.dns:
-            listener = DnsListener(self.dispatch, s.tcp_max, s.tcp_idle, s.tcp_per_client)
+            listener = DnsListener(self.dispatch, s.tcp_max, s.tcp_idle, s.tcp_per_client,
+                                   backlog=s.backlog)
             await listener.start_on(udp, tcp)
             self.dns.append(listener)
         runtime.ready = True

@@ -110,7 +110,8 @@ class Sockets:
         bound: list[socket.socket] = []
         try:
             def dns(host: str, port: int) -> tuple[socket.socket, socket.socket]:
-                pair = bind_dns(host, port, reuse_port=reuse_port, rcvbuf=settings.rcvbuf)
+                pair = bind_dns(host, port, reuse_port=reuse_port, rcvbuf=settings.rcvbuf,
+                                backlog=settings.backlog)
                 bound.extend(pair)
                 return pair
 
