@@ -67,8 +67,11 @@ class _StdlibLimit(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
-        error = str(record.exc_info[1]) if record.exc_info else ""
-        dropped = self.limit.admit(record.name, record.getMessage(), error)
+        # the kind: the message before its arguments (aiohttp's "Error handling request
+        # from %s" names the address) and the error's type, so a flood from many
+        # addresses is one kind
+        error = type(record.exc_info[1]).__name__ if record.exc_info else ""
+        dropped = self.limit.admit(record.name, str(record.msg), error)
         if dropped:
             record.suppressed = dropped
         return dropped is not None
@@ -86,6 +89,19 @@ def one_line_client_errors(_logger: WrappedLogger, _method: str, event: EventDic
     return event
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
+
+
+def escape_control(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
+    """Control bytes in a console line's text values written as ``\\xNN``: a value from a
+    store or a request (a NUL, an escape sequence) must not reach the terminal raw (JSON
+    escapes them itself)."""
+    for key, value in event.items():
+        if isinstance(value, str) and not value.isprintable():
+            event[key] = value.translate(_CONTROL)
+    return event
+
+
 def configure(fmt: str = "console", level: str = "info") -> None:
     renderer: Processor
     if fmt == "json":
@@ -99,7 +115,7 @@ def configure(fmt: str = "console", level: str = "info") -> None:
         one_line_client_errors,
     ]
     limit = RateLimit()
-    tracebacks = [structlog.processors.dict_tracebacks] if fmt == "json" else []
+    tracebacks = [structlog.processors.dict_tracebacks] if fmt == "json" else [escape_control]
     numeric = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
         processors=[*shared, limit, *tracebacks, renderer],

@@ -94,3 +94,23 @@ def test_answer_ttl_never_exceeds_the_service_ttl(admin, health, latency, ttl, i
              latency=latency.get, admin=lambda t: admin.get(t, Override.AUTO))
     assert d.ttl <= ttl
     assert all(admin.get(c.target.id) not in (Override.DRAIN, Override.DOWN) for c in d.ranked)
+
+
+def test_a_state_file_keeps_its_mode_and_a_new_one_follows_the_umask(tmp_path):
+    """``admin`` rewrote the file 0644 whatever it was and whatever the umask: an
+    operator's 0600 file, or a unit's UMask=0077, is now kept."""
+    import os
+
+    from router.watch.files import write_whole
+
+    kept = tmp_path / "kept.toml"
+    kept.write_text("[targets]\n")
+    os.chmod(kept, 0o640)
+    write_whole(kept, "[targets]\ntyo = \"drain\"\n")
+    assert os.stat(kept).st_mode & 0o777 == 0o640 and "drain" in kept.read_text()
+    old = os.umask(0o077)
+    try:
+        write_whole(tmp_path / "new.toml", "[targets]\n")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "new.toml").st_mode & 0o777 == 0o600

@@ -20,9 +20,10 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
-from aiohttp import web, web_response
+from aiohttp import HttpVersion10, HttpVersion11, web, web_response
 from aiohttp.typedefs import Handler
 
 from router.core.ip import IPNetwork
@@ -123,11 +124,31 @@ async def access_log(request: web.Request, handler: Handler) -> web.StreamRespon
     return response
 
 
+def http_1_only(stats: Stats) -> Any:
+    """A middleware: HTTP/1.0 and HTTP/1.1 only (an ``HTTP/0.9`` or ``HTTP/2.0`` request
+    line gets 505, not a redirect), and CONNECT, which names no path of ours, 405 (not
+    404). Middlewares see requests no route matches, so this is the one place for both."""
+    allowed = "GET, HEAD"
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.version not in (HttpVersion10, HttpVersion11):
+            stats.http_responses[505] += 1
+            raise web.HTTPVersionNotSupported(headers={"Connection": "close"})
+        if request.method == "CONNECT":
+            stats.http_responses[405] += 1
+            raise web.HTTPMethodNotAllowed("CONNECT", allowed.split(", "))
+        return await handler(request)
+
+    return check
+
+
 def create_app(runtime: Runtime, settings: HttpSettings | None = None, *,
                inventory: FileChecker | None = None, admin: bool = True) -> web.Application:
     """The public app: the redirector, and (``admin``) the health and status pages."""
     settings = settings or HttpSettings()
-    app = web.Application(middlewares=[access_log] if settings.access_log else [])
+    app = web.Application(middlewares=[http_1_only(runtime.stats),
+                                       *([access_log] if settings.access_log else [])])
     app[RUNTIME] = runtime
     redirector = app[REDIRECTOR] = redirect.Redirector(
         runtime, settings.trusted_proxies, inventory, access_log=settings.access_log)
@@ -140,7 +161,7 @@ def create_app(runtime: Runtime, settings: HttpSettings | None = None, *,
 
 def create_admin_app(public: web.Application) -> web.Application:
     """The private listener's app: health, readiness, metrics and status, nothing else."""
-    app = web.Application()
+    app = web.Application(middlewares=[http_1_only(public[RUNTIME].stats)])
     app[RUNTIME] = public[RUNTIME]
     app[VIEWERS] = public[VIEWERS]  # to place the viewer
     _add(app, _admin_routes(app))

@@ -97,6 +97,7 @@ class Cap:
         self.handshake_timeout = handshake_timeout
         self.accepted = 0  # connections admitted, ever
         self.handshakes: dict[Handshake, None] = {}  # unfinished, oldest first
+        self._counted = _counting(stats)
         self.by_address: Counter[str] = Counter()  # unfinished handshakes per address
 
     def open(self) -> int:
@@ -137,7 +138,14 @@ class Cap:
         if not self._room():
             return Refuse()
         self.accepted += 1
-        return self.server()
+        return self.handler()
+
+    def handler(self) -> RequestHandler:
+        """aiohttp's protocol for one connection, whose refusals of malformed requests
+        (aiohttp answers them before any handler of ours runs) are counted too."""
+        handler = self.server()
+        handler.__class__ = self._counted
+        return handler
 
     def tls(self, context: ssl.SSLContext) -> asyncio.Protocol:
         """The protocol factory of an HTTPS listener: a ``Handshake`` with ``context``,
@@ -211,7 +219,7 @@ class Handshake(asyncio.Protocol):
         if secured is None or self.transport is None or self.lost:
             return
         self._forget()
-        handler = self.cap.server()
+        handler = self.cap.handler()
         secured.set_protocol(handler)
         handler.connection_made(secured)
         for data in self.early:
@@ -269,6 +277,22 @@ def _address_key(peer: Any) -> str:
     if address.version == 6 and address.ipv4_mapped is None:
         return str(ipaddress.ip_network((address, 64), strict=False))
     return str(address)
+
+
+def _counting(stats: Stats) -> type[RequestHandler]:
+    """aiohttp's ``RequestHandler`` whose error responses other than 500 (the 400s of a
+    malformed request; a 500 is counted where it is raised) go to ``http_responses``."""
+
+    class Counted(RequestHandler):
+        __slots__ = ()
+
+        def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
+                         message: str | None = None) -> web.StreamResponse:
+            if status != 500:
+                stats.http_responses[status] += 1
+            return super().handle_error(request, status, exc, message)
+
+    return Counted
 
 
 def _trim() -> bool:

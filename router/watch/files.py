@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -96,14 +97,22 @@ async def off_loop(read: Callable[[], T], timeout: float, what: str) -> T:
         raise TimeoutError(f"{what}: no answer after {timeout:g}s (still being read)") from None
 
 
-def write_whole(path: Path, text: str, mode: int = 0o644) -> None:
+def write_whole(path: Path, text: str) -> None:
     """Replace ``path`` whole: write a complete copy beside it, then rename it over, so a
-    reader sees the old file or the new one, never half of one."""
+    reader sees the old file or the new one, never half of one. The file keeps the mode
+    it had; a new one gets what the umask leaves of 0666 (0644 under the usual 022,
+    0600 under a unit's ``UMask=0077``), as any file the process creates."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mode = None
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w", encoding="utf-8") as out:
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        if mode is not None:
+            os.fchmod(out.fileno(), mode)
         out.write(text)
         out.flush()
         os.fsync(out.fileno())
-    os.chmod(temporary, mode)
     os.replace(temporary, path)
 
