@@ -522,6 +522,35 @@ def test_a_file_is_head_checked_once_for_the_whole_fleet(tmp_path, store, city_m
             node.stop()
 
 
+def test_a_password_in_the_store_url_appears_on_no_surface(fleet_zones, tmp_path):
+    """``?password=`` (the only way to give one for ``unix://``) appeared whole in the
+    fleet_connected line, /status.json, /status and ``fleet status``: every surface is
+    read here for it, the public and admin listeners, the log and the command."""
+    import socket
+
+    from tests.test_http import request
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    url = f"redis://127.0.0.1:{dead}/0?password=s3cretPW&username=u5er"
+    node = RouterProcess(fleet_zones, "--fleet", url, "--node", "x",
+                         "--state", str(tmp_path / "state.toml"), "--admin", "127.0.0.1:0")
+    alone = RouterProcess(fleet_zones, "--fleet", url, "--node", "y")
+    try:
+        node.wait_for("fleet_disconnected")
+        seen = ["".join(node.raw), "".join(alone.raw)]
+        for port in (node.admin_port, alone.http_port):
+            seen += [request(port, p).body.decode() for p in ("/status", "/status.json",
+                                                              "/metrics")]
+        told = subprocess.run([sys.executable, "-m", "router", "fleet", "status", "--fleet",
+                               url], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        seen += [told.stdout, told.stderr]
+        assert all("s3cretPW" not in text and "u5er" not in text for text in seen)
+        assert any("password=***" in text for text in seen[2:5])  # the admin view says so
+    finally:
+        assert node.stop() == 0 and alone.stop() == 0
+
+
 def test_a_node_starts_and_serves_with_its_store_away(fleet_zones):
     node = RouterProcess(fleet_zones, "--fleet", "redis://:pw@127.0.0.1:1/0", "--node", "x")
     try:

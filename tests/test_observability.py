@@ -189,6 +189,29 @@ def test_a_lone_marker_is_labelled_right_beside_it():
     assert not label.leader and label.box.x == x + 3 and abs(label.box.y + 2 - y) < 0.01
 
 
+def test_the_public_status_keeps_to_what_a_user_of_the_mirrors_may_see(tmp_path,
+                                                                     city_mirrors):
+    """Without --admin, /status.json and /status on the public listener published file
+    paths, the PID (and in a fleet the store's address); the admin listener has it all."""
+    zones = write_zone(tmp_path / "zones", five_city_zone(city_mirrors))
+    state = tmp_path / "state.toml"
+    state.write_text("[targets]\n")
+    alone = RouterProcess(zones, "--state", str(state))
+    both = RouterProcess(zones, "--state", str(state), "--admin", "127.0.0.1:0")
+    try:
+        for path in ("/status.json", "/status"):
+            body = request(alone.http_port, path).body.decode()
+            assert str(tmp_path) not in body and "GeoLite2-City.mmdb" not in body
+        full = request(both.admin_port, "/status.json").body.decode()
+        assert str(state) in full and "GeoLite2-City.mmdb" in full
+        public = json.loads(request(alone.http_port, "/status.json").body)
+        assert "pid" not in public and public["state_file"] == {"ok": True, "error": None}
+        assert json.loads(request(both.admin_port, "/status.json").body)["pid"] == \
+            both.proc.pid
+    finally:
+        assert alone.stop() == 0 and both.stop() == 0
+
+
 def test_a_failed_reload_shows_in_metrics_and_status(tmp_path, city_mirrors):
     zones = write_zone(tmp_path / "zones", five_city_zone(city_mirrors))
     router = RouterProcess(zones)
@@ -208,7 +231,9 @@ def test_a_failed_reload_shows_in_metrics_and_status(tmp_path, city_mirrors):
             first["mirror_router_config_last_reload_success_timestamp_seconds"]
         page = request(router.http_port, "/status").body.decode()
         assert "running the config of " in page and "the last reload failed" in page
-        assert "zone.origin: must be a string" in page
+        # the public listener (no --admin) says that it failed, not the file's problems
+        assert "1 problem(s): details on the admin listener" in page
+        assert "zone.origin" not in page and str(zones) not in page
         status = json.loads(request(router.http_port, "/status.json").body)
         assert status["config"]["last_reload"]["ok"] is False
         (zones / "test.example.com.toml").write_text(five_city_zone(city_mirrors))

@@ -311,7 +311,8 @@ def fleet_with_catalog(tmp_path_factory, farm):
                'health = { path = "/health", interval = "1s", timeout = "1s" }\n')
     zone = downloads_zone(m["origin"], {"fra": m["fra"]}, service)
     router = RouterProcess(write_zone(tmp_path_factory.mktemp("zones"), zone, "dl.toml"),
-                           "--workers", str(WORKERS), "--trusted-proxy", "127.0.0.1")
+                           "--workers", str(WORKERS), "--trusted-proxy", "127.0.0.1",
+                           "--admin", "127.0.0.1:0")  # the status with each worker's PID
     yield router, m
     assert router.stop() == 0
 
@@ -343,7 +344,7 @@ def test_a_file_check_by_one_worker_serves_every_worker(fleet_with_catalog):
     told: dict[int, int] = {}
 
     def every_worker_knows() -> bool:
-        status = json.loads(request(router.http_port, "/status.json").body)
+        status = json.loads(request(router.admin_port, "/status.json").body)
         fra = next(t for t in status["services"][0]["targets"] if t["id"] == "fra")
         told[status["pid"]] = fra["files"].get("present", 0)
         return len(told) == WORKERS and min(told.values()) >= 1

@@ -240,7 +240,7 @@ def store_url(v: Any) -> str:
     return text
 
 
-_SECRET_KEY = re.compile(r"pass|secret|token|auth", re.I)
+_SECRET_KEY = re.compile(r"pass|secret|token|auth|user", re.I)  # user: who logs in, too
 
 
 def redact(url: str) -> str:

@@ -32,7 +32,7 @@ from router.core.stats import Stats
 from router.core.steering import FileChecker
 from router.errors import RouterError
 from router.http import downloads, redirect
-from router.http.keys import CLIENT, RUNTIME, TARGET, VIEWERS
+from router.http.keys import CLIENT, PRIVATE, RUNTIME, TARGET, VIEWERS
 from router.http.routes import PathError
 from router.http.status import handlers as status
 
@@ -150,6 +150,7 @@ def create_app(runtime: Runtime, settings: HttpSettings | None = None, *,
     app = web.Application(middlewares=[http_1_only(runtime.stats),
                                        *([access_log] if settings.access_log else [])])
     app[RUNTIME] = runtime
+    app[PRIVATE] = False
     redirector = app[REDIRECTOR] = redirect.Redirector(
         runtime, settings.trusted_proxies, inventory, access_log=settings.access_log)
     app[VIEWERS] = redirector
@@ -163,6 +164,7 @@ def create_admin_app(public: web.Application) -> web.Application:
     """The private listener's app: health, readiness, metrics and status, nothing else."""
     app = web.Application(middlewares=[http_1_only(public[RUNTIME].stats)])
     app[RUNTIME] = public[RUNTIME]
+    app[PRIVATE] = True
     app[VIEWERS] = public[VIEWERS]  # to place the viewer
     _add(app, _admin_routes(app))
     return app

@@ -21,6 +21,9 @@ class Viewers(Protocol):
 
 RUNTIME = web.AppKey("runtime", Runtime)
 VIEWERS = web.AppKey("viewers", Viewers)
+# the status pages show the operator's view (file paths, the store, the PID): on the
+# admin listener only; on the public one, what a user of the mirrors may see
+PRIVATE = web.AppKey("private", bool)
 # what a request learned on its way, for the access log (``--access-log``)
 CLIENT = web.RequestKey("client", str)  # the client's address, behind trusted proxies
 TARGET = web.RequestKey("target", str)  # the target the redirect chose

@@ -7,14 +7,15 @@ Short handlers: each reads the runtime once and renders. The viewer's own locati
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry
 
-from router.http.keys import RUNTIME, VIEWERS
+from router.http.keys import PRIVATE, RUNTIME, VIEWERS
 from router.http.status import metrics, statuspage
-from router.http.status.overview import overview
+from router.http.status.overview import overview, public
 
 REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
 NO_STORE = {"Cache-Control": "no-store"}
@@ -35,14 +36,19 @@ async def metrics_handler(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, **NO_STORE})
 
 
-async def status_page(request: web.Request) -> web.Response:
+def _overview(request: web.Request) -> dict[str, Any]:
+    """The status data: whole on the admin listener, ``public()`` on the public one."""
     address, client = request.app[VIEWERS].client(request)
     data = overview(request.app[RUNTIME], client, address)
+    return data if request.app[PRIVATE] else public(data)
+
+
+async def status_page(request: web.Request) -> web.Response:
+    data = _overview(request)
     return web.Response(text=statuspage.page(data), content_type="text/html", headers=NO_STORE)
 
 
 async def status_json(request: web.Request) -> web.Response:
-    address, client = request.app[VIEWERS].client(request)
-    data = overview(request.app[RUNTIME], client, address)
+    data = _overview(request)
     return web.Response(text=json.dumps(data, indent=2), content_type="application/json",
                         headers=NO_STORE)

@@ -58,6 +58,32 @@ def overview(runtime: Runtime, client: Location | None = None,
     }
 
 
+HIDDEN = "details on the admin listener (--admin) and in the log"
+
+
+def public(data: dict[str, Any]) -> dict[str, Any]:
+    """``overview()`` as the public listener shows it (no ``--admin``): what a user of the
+    mirrors may see. No file paths (databases, state file, keys, reload problems), no
+    store address, no PID; the operator's whole view is on the admin listener."""
+    shown = {k: v for k, v in data.items() if k != "pid"}
+    for db in ("geoip", "asn_db"):
+        if shown.get(db):
+            shown[db] = {k: v for k, v in shown[db].items() if not k.endswith("_file")}
+    if shown.get("state_file"):
+        ok = shown["state_file"]["ok"]
+        shown["state_file"] = {"ok": ok, "error": None if ok else HIDDEN}
+    last = shown["config"]["last_reload"]
+    if last is not None:
+        shown["config"] = {**shown["config"], "last_reload": {
+            "ok": last["ok"], "at": last["at"], "problems": [
+                f"{len(last['problems'])} problem(s): {HIDDEN}"]
+            if last["problems"] else []}}
+    if shown.get("fleet"):
+        shown["fleet"] = {**shown["fleet"], "store": HIDDEN}
+    shown["dnssec"] = [{**s, "key": HIDDEN} for s in shown["dnssec"]]
+    return shown
+
+
 def _config(runtime: Runtime) -> dict[str, Any]:
     """The config in force, and how the last reload went (None: none since start)."""
     last = runtime.last_reload
