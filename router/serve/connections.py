@@ -37,9 +37,11 @@ import asyncio
 import ctypes
 import ctypes.util
 import functools
+import gc
 import ipaddress
 import resource
 import ssl
+import time
 from collections import Counter
 from typing import Any, cast
 
@@ -55,6 +57,7 @@ RESERVE = 256  # descriptors kept for our own outgoing connections, files and li
 ADMIN_LIMIT = 64  # connections to the admin listener (a scraper or two, an operator)
 TRIM_AFTER = 64  # connections closed since the last look before memory is handed back
 TRIM_EVERY = 2.0  # seconds between looks
+TRIM_QUIET = 10.0  # seconds after which any closed connection is enough to hand memory back
 HANDSHAKES_PER_ADDRESS = 64  # unfinished TLS handshakes from one address (IPv6: one /64)
 
 
@@ -105,14 +108,23 @@ class Cap:
         return len(self.server._connections) + len(self.handshakes)
 
     async def give_back(self) -> None:
-        """Forever: hand freed memory back to the system once many connections closed."""
-        seen, held = 0, 0  # accepted and open at the last look
+        """Forever: once connections closed (many at once, or any in the last
+        ``TRIM_QUIET`` seconds), collect what they left (the collector's young generation
+        is large, so a burst's cycles can wait long for it) and hand the freed memory
+        back to the system."""
+        seen, held, closed = 0, 0, 0  # accepted and open at the last look; closed since
+        last = time.monotonic()
         while True:
             await asyncio.sleep(TRIM_EVERY)
             accepted, open_ = self.accepted, self.open()
-            if (accepted - seen) - (open_ - held) >= TRIM_AFTER:  # closed since the last look
-                log.debug("memory_given_back", connections=open_, trimmed=_trim())
+            closed += max(0, (accepted - seen) - (open_ - held))
             seen, held = accepted, open_
+            now = time.monotonic()
+            if closed >= TRIM_AFTER or (closed and now - last >= TRIM_QUIET):
+                found = gc.collect()
+                log.debug("memory_given_back", connections=open_, closed=closed,
+                          collected=found, trimmed=_trim())
+                closed, last = 0, now
 
     def _room(self) -> bool:
         """Make room for one more connection if the cap is reached: close the oldest
@@ -290,7 +302,11 @@ def _counting(stats: Stats) -> type[RequestHandler]:
                          message: str | None = None) -> web.StreamResponse:
             if status != 500:
                 stats.http_responses[status] += 1
-            return super().handle_error(request, status, exc, message)
+            try:
+                return super().handle_error(request, status, exc, message)
+            finally:
+                if exc is not None:  # logged: its frames would hold the read buffers
+                    exc.__traceback__ = None
 
     return Counted
 
