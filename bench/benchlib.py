@@ -57,7 +57,11 @@ class Health:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 1024  # socketserver's 5 dropped a round of 100 checks' SYNs
+            daemon_threads = True
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
@@ -477,4 +481,24 @@ def with_rules(zones: Path, health: str, prefixes: int = RULE_PREFIXES,
             "autonomous_system_organization": f"Bench AS {n % 2000}"})
     db.to_db_file(str(zones.parent / "asn.mmdb"))
     return ["--asn-db", str(zones.parent / "asn.mmdb")]
+
+
+def with_targets(zones: Path, count: int, health: str) -> None:
+    """Add ``count`` targets to the rendered bench zone in ``zones``, spread over the
+    world's land by a fixed seed (Fedora's and openSUSE's mirror lists run to hundreds
+    or thousands), each with one address in 198.18.0.0/15 and a health URL under
+    ``health``: what a new client network costs as the targets grow."""
+    rnd = random.Random(28)
+    zone = next(zones.glob("*.toml"))
+    lines = []
+    for n in range(count):
+        lat, lon = rnd.uniform(-45, 65), rnd.uniform(-125, 150)
+        address = ipaddress.IPv4Address(int(ipaddress.IPv4Address("198.18.0.0")) + n + 1)
+        lines.append(f'[[services.go.targets]]\nid = "m{n}"\n'
+                     f'url = "https://m{n}.mirror.example.net/dl/"\n'
+                     f"location = {{ lat = {lat:.2f}, lon = {lon:.2f} }}\n"
+                     f'addresses = ["{address}"]\nhealth_url = "{health}/health/{address}"\n')
+    # checked every 30 s: 10,000 targets every 2 s would be 5,000 checks a second
+    text = zone.read_text().replace('interval = "2s"', 'interval = "30s"')
+    zone.write_text(text + "\n" + "\n".join(lines))
 

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from benchlib import Stages, profiled, unprobed_zone, with_rules  # noqa: E402
+from benchlib import Stages, profiled, unprobed_zone, with_rules, with_targets  # noqa: E402
 from queries import ecs_queries, unframe  # noqa: E402
 
 from router.core.asn import AsnDb  # noqa: E402
@@ -40,9 +40,11 @@ from router.dns.zone import ZoneTable  # noqa: E402
 PEER = ipaddress.ip_address("127.0.0.1")
 
 
-def authority(cache_size: int, rules: bool = False) -> Authority:
+def authority(cache_size: int, rules: bool = False, targets: int = 0) -> Authority:
     folder = unprobed_zone()
     asn = AsnDb(with_rules(folder, "http://127.0.0.1:9")[1]) if rules else None
+    if targets:
+        with_targets(folder, targets, "http://127.0.0.1:9")
     board = Board()
     return Authority(ZoneTable(load(folder)), Locator(), lambda: board.snapshot,
                      cache_size=cache_size, asn_db=asn)
@@ -68,18 +70,19 @@ def main() -> None:
     p.add_argument("--queries", type=int, default=20_000)
     p.add_argument("--top", type=int, default=0, help="also the N costliest functions")
     p.add_argument("--rules", action="store_true", help="10,000 rule prefixes, an ASN db")
+    p.add_argument("--targets", type=int, default=0, help="this many more targets")
     args = p.parse_args()
     distinct = unframe(ecs_queries(args.queries))
     one = distinct[0]
 
     def hits() -> Callable[[], None]:
-        auth = authority(100_000, args.rules)
+        auth = authority(100_000, args.rules, args.targets)
         auth.handle(one, PEER)
         return lambda: [auth.handle(one, PEER) for _ in range(args.queries)] and None
 
     def misses(size: int) -> Callable[[], None]:
         def make() -> Callable[[], None]:
-            auth = authority(size, args.rules)
+            auth = authority(size, args.rules, args.targets)
             return lambda: [auth.handle(q, PEER) for q in distinct] and None
         return make
 

@@ -51,3 +51,42 @@ def test_a_timeout_noticed_late_is_the_loops_not_the_mirrors(farm):
     assert not plain.ok and not plain.local and plain.error.startswith("timeout")
     starved = asyncio.run(check(1.5))
     assert not starved.ok and starved.local and "too busy" in starved.error
+
+
+def test_a_timeout_while_the_loop_ran_late_is_the_loops_even_when_noticed_on_time(farm):
+    """The loop blocked for 0.3 s of a 1 s check, the timeout noticed on time: before,
+    only a timeout noticed past 1.5 x its time was ours, and a 10,000-target round
+    marked 64 healthy targets down; now the loop's lateness meanwhile is looked at."""
+    slow = farm.mirror("slow-while-the-loop-is-late")
+    slow.delay = 3.0
+    url = slow.base + "/health"
+    check = HealthCheck(timeout=1.0, fall=1)
+
+    async def run(block: float) -> Result:
+        async with new_session() as session:
+            if block:
+                asyncio.get_running_loop().call_later(0.3, time.sleep, block)
+            return await check_once(session, url, check)
+
+    assert not asyncio.run(run(0)).local
+    late = asyncio.run(run(0.4))
+    assert not late.ok and late.local and "loop ran" in late.error, late
+
+
+def test_a_check_that_waited_for_a_connection_slot_of_ours_is_not_the_mirrors(farm):
+    """Checks beyond the session's 64 connections wait for a slot; a timeout spent
+    mostly waiting says nothing of the mirror."""
+    slow = farm.mirror("slow-with-a-queue")
+    slow.delay = 3.0
+    url = slow.base + "/health"
+    check = HealthCheck(timeout=1.0, fall=1)
+
+    async def run() -> list[Result]:
+        async with new_session() as session:
+            return await asyncio.gather(*(check_once(session, url, check) for _ in range(80)))
+
+    results = asyncio.run(run())
+    assert all(not r.ok for r in results)
+    queued = [r for r in results if r.local]
+    assert len(queued) >= 80 - 64 and all("connection slot" in r.error for r in queued)
+    assert sum(1 for r in results if not r.local) >= 60  # those that reached it: its own

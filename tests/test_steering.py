@@ -722,3 +722,28 @@ def test_a_decision_says_whether_it_hashed_on_the_network() -> None:
     down = rank(replace(spread, on_all_down=OnAllDown.ALL), here[0],
                 states(tyo=Status.DOWN, yok=Status.DOWN, bj=Status.DOWN), Want.ANY)
     assert down.degraded and down.hashed
+
+
+@pytest.mark.parametrize("spread_km", [0.0, 800.0])
+def test_the_head_walked_nearest_first_is_the_head_of_the_whole_ranking(spread_km) -> None:
+    """With many targets, a DNS answer ranks only the targets near the client
+    (``Lineup.costs(head=...)``, a k-d tree walk): its first places are the whole
+    ranking's, whatever the weights, the anycast and down targets and the spread."""
+    import random
+
+    rnd = random.Random(28)
+    many = [target(f"m{n}", Point(rnd.uniform(-60, 70), rnd.uniform(-180, 180)),
+                   weight=rnd.choice((50, 100, 100, 200, 400))) for n in range(300)]
+    many += [target("any1", None), target("any2", None, weight=300)]
+    svc = service(*many, answers=3, spread_km=spread_km, anycast_km=3000.0)
+    down = states(**{f"m{n}": Status.DOWN for n in range(0, 300, 7)})
+    lineup = scoring.line_up(svc, steering.Whom(None), down, Want.IPV4)
+    assert lineup.located is not None  # walked nearest first
+    for n in range(300):
+        here = client(Point(rnd.uniform(-89, 89), rnd.uniform(-180, 180)),
+                      network=f"198.18.{n % 256}.{n // 256}/32")
+        whole = steering.decision(lineup, here)
+        head = steering.decision(lineup, here, head=3)
+        assert ids(head.ranked) == ids(whole.ranked)[:3]
+        assert head.hashed == whole.hashed
+        assert [c.cost for c in head.ranked] == [c.cost for c in whole.ranked[:3]]

@@ -10,11 +10,15 @@ places, the DNS face) takes both:
    take part is settled here: the usable ones, or when nothing is usable, the targets
    not yet known to have the file, or (all down) what ``on_all_down`` serves.
 2. ``Lineup.costs(point)``: each entrant's distance from the client and its cost,
-   ``cost()``, the one formula, cheapest first; ``Lineup.ranking()`` orders them: the
-   near-equal best (``near_limit()``) by weighted rendezvous hashing on the client's
-   network, then the rest by cost. ``Lineup.order()`` reads the same costs for a client
-   whose ranking will not hash on its network (None where it would): the HTTP face
-   finds the shared decision of a new place with it, without building a ``Candidate``.
+   ``cost()``, the one formula, cheapest first (with ``head``, only as many as the first
+   ``head`` places of the ranking need: a service of many targets is walked nearest
+   first, ``core.nearest``, and the walk stops where no target left can be cheap
+   enough, so a new client network costs the same with 100 targets or 10,000);
+   ``Lineup.ranking()`` orders them: the near-equal best (``near_limit()``) by weighted
+   rendezvous hashing on the client's network, then the rest by cost.
+   ``Lineup.order()`` reads the same costs for a client whose ranking will not hash on
+   its network (None where it would): the HTTP face finds the shared decision of a new
+   place with it, without building a ``Candidate``.
 
 A new cost term is a field of ``Entrant`` set in ``line_up()`` (or a figure
 ``costs()`` reads), added in ``cost()``; a new exclusion is an ``Exclusion`` and a rule
@@ -23,9 +27,10 @@ in ``exclusion()``.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import math
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import NamedTuple
@@ -35,7 +40,10 @@ from router.core.availability import Availability, FileView
 from router.core.config import OnAllDown, Service, Target
 from router.core.earth import Point, distance_km
 from router.core.health import Effective, Status, address_id, effective
+from router.core.nearest import Nearest
 from router.core.overrides import Override
+
+INDEXED = 64  # targets taking part from which costs(head=...) walks nearest first
 
 
 class Want(Enum):
@@ -171,21 +179,53 @@ class Lineup:
     taking_part: tuple[Entrant, ...]
     standing: Standing | None = None
     degraded: bool = False
+    # for costs(head=...), with INDEXED or more taking part: those of the last tier with
+    # a location (walked nearest first), the others, and the highest weight / 100 of
+    # the located ones (no cost is lower than distance / it)
+    located: Mapping[str, Entrant] | None = None
+    others: tuple[Entrant, ...] = ()
+    top_weight: float = 1.0
 
     def origin(self, point: Point | None) -> Point | None:
         """Where distance is measured from for a client at ``point``: there, or (a client
         GeoIP cannot place) the service's ``default_location``, or nowhere."""
         return point or self.service.default_location
 
-    def costs(self, point: Point | None) -> list[Costed]:
+    def costs(self, point: Point | None, head: int | None = None) -> list[Costed]:
         """Every entrant taking part, with its cost for a client at ``point``: routed ones
         first (in the route's order), then preferred ones, then the rest, each cheapest
-        first."""
+        first. With ``head``: at least those that the first ``head`` places of
+        ``ranking()`` can be made of (every routed and preferred one, every unlocated
+        one, the near-equal best and the ``head`` cheapest of the rest)."""
         service, origin = self.service, self.origin(point)
+        if head is not None and self.located is not None and origin is not None:
+            return self._nearest(origin, head)
         out = []
         for e in self.taking_part:
             km = distance(e.target, service, origin)
             out.append((cost(e, km), km, e))
+        out.sort(key=_by_cost)
+        return out
+
+    def _nearest(self, origin: Point, head: int) -> list[Costed]:
+        service, located = self.service, self.located
+        assert located is not None
+        out = []
+        for e in self.others:
+            km = distance(e.target, service, origin)
+            out.append((cost(e, km), km, e))
+        found: list[float] = []  # the located ones' costs so far, sorted
+        for chord, target in index(service).tree.walk(origin):
+            entrant = located.get(target.id)
+            if entrant is None:
+                continue
+            if len(found) >= head and chord / self.top_weight > max(
+                    found[head - 1], near_limit(found[0], service)) + 1e-6:
+                break  # nothing further can cost less than what the head needs
+            km = distance(target, service, origin)  # the one formula's km, to the last bit
+            c = cost(entrant, km)
+            bisect.insort(found, c)
+            out.append((c, km, entrant))
         out.sort(key=_by_cost)
         return out
 
@@ -278,7 +318,47 @@ def line_up(service: Service, whom: Whom, health: HealthView, want: Want, *,
         priced = {e.target.id: _priced(e, fastest, service.km_per_ms) for e in entrants}
         entrants = list(priced.values())
         usable = [priced[e.target.id] for e in usable]
-    return Lineup(service, tuple(entrants), tuple(usable), standing, degraded)
+    if len(usable) < INDEXED:
+        return Lineup(service, tuple(entrants), tuple(usable), standing, degraded)
+    located = {e.target.id: e for e in usable if e.tier == 2 and e.target.location is not None}
+    return Lineup(service, tuple(entrants), tuple(usable), standing, degraded, located,
+                  tuple(e for e in usable if e.target.id not in located),
+                  max((e.target.weight for e in located.values()), default=100) / 100)
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    """What is worked out once per service of a config: its located targets nearest
+    first (``core.nearest``), and whether a line-up depends on the client's country or
+    continent at all (a rule by country or continent, or ``cross_border_km``): when not,
+    one line-up serves clients of every country."""
+
+    tree: Nearest[Target]
+    by_place: bool
+
+
+_INDEXES: dict[int, tuple[Service, Index]] = {}  # id(service) -> (service, its index)
+
+
+def index(service: Service) -> Index:
+    """``service``'s ``Index``, built at first use (kept for the last few services)."""
+    found = _INDEXES.get(id(service))
+    if found is None or found[0] is not service:
+        if len(_INDEXES) >= 64:
+            _INDEXES.clear()
+        targets = service.targets
+        by_place = service.cross_border_km > 0 or any(
+            t.only_countries or t.exclude_countries or t.only_continents
+            or t.exclude_continents for t in targets)
+        found = _INDEXES[id(service)] = (service, Index(Nearest(
+            [(t.location, t) for t in targets if t.location is not None]), by_place))
+    return found[1]
+
+
+def kind(service: Service, whom: Whom) -> tuple[str | None, str | None]:
+    """The part of a client that ``service``'s line-ups depend on, besides its rules:
+    its country and continent, or nothing (``Index.by_place``)."""
+    return (whom.country, whom.continent) if index(service).by_place else (None, None)
 
 
 def _entrant(target: Target, service: Service, whom: Whom, status: Status,

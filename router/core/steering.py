@@ -174,20 +174,25 @@ def answer_addresses(snapshot: Snapshot, service: Service, target: Target, versi
     return live or own
 
 
-def decision(lineup: Lineup, client: Location, costed: list[Costed] | None = None
-             ) -> Decision:
+def decision(lineup: Lineup, client: Location, costed: list[Costed] | None = None,
+             head: int | None = None) -> Decision:
     """The ranking of ``lineup`` for ``client``, with every target's explanation
-    (``costed``: ``lineup.costs()`` for the client's point, when made already)."""
+    (``costed``: ``lineup.costs()`` for the client's point, when made already). With
+    ``head`` (a DNS answer's count), only the first ``head`` ranked and no excluded ones:
+    what an answer needs, at a cost that does not grow with the number of targets."""
     service = lineup.service
     origin = lineup.origin(client.point)
     if costed is None:
-        costed = lineup.costs(client.point)
+        costed = lineup.costs(client.point, head)
     placed = lineup.ranking(costed, client.key)
+    hashed = any(standing is Standing.SPREAD for *_, standing in placed)
+    if head is not None:
+        placed = placed[:head]
     ranked = [_candidate(e, c, km, lineup.standing or standing) for e, c, km, standing in placed]
     chosen = {c.target.id for c in ranked}
-    excluded = tuple(_candidate(e, _cost(e, service, origin), _km(e, service, origin), None)
-                     for e in lineup.entrants if e.target.id not in chosen)
-    hashed = any(standing is Standing.SPREAD for *_, standing in placed)
+    excluded = () if head is not None else tuple(
+        _candidate(e, _cost(e, service, origin), _km(e, service, origin), None)
+        for e in lineup.entrants if e.target.id not in chosen)
     return Decision(service, client, origin, tuple(ranked), excluded, lineup.degraded,
                     _ttl(service, lineup.degraded), hashed)
 

@@ -30,8 +30,9 @@ from router.core.geo import Location, Locator
 from router.core.health import Snapshot
 from router.core.ip import IPAddress
 from router.core.memo import Memo, Recall
+from router.core.scoring import Lineup, kind
 from router.core.stats import DROPPED, QTYPES, Stats
-from router.core.steering import Want, answer_addresses, decide
+from router.core.steering import Want, answer_addresses, decision, lined_up, whom
 from router.dns import dnssec, wire
 from router.dns.cache import DEFAULT_SIZE, AnswerCache
 from router.dns.clients import Clients, Located
@@ -46,6 +47,7 @@ log = structlog.get_logger("router.dns")
 
 MAX_CNAME_CHAIN = 8
 DECISIONS = 65536  # client networks, and as many places, whose choices are remembered
+LINEUPS = 4096  # (service, want, generation, kind of client): line-ups for new places
 Chosen = tuple[int, tuple[Target, ...]]  # an answer's TTL and targets
 DEFAULT_PAYLOAD = 1232  # the EDNS buffer size we advertise and cap UDP replies at
 
@@ -88,6 +90,9 @@ class Authority:
         # generation: a query that misses the answer cache, or has none, seldom ranks.
         self.decisions: Recall[tuple[object, ...], tuple[object, ...], Chosen] = Recall(
             Memo(DECISIONS), Memo(DECISIONS))
+        # the targets lined up per kind of client (country, rules) and health generation:
+        # a new place is ranked from one, measuring only to the targets near it
+        self.lineups: Memo[tuple[object, ...], Lineup] = Memo(LINEUPS)
 
     def caches(self) -> dict[str, Mapping[str, int]]:
         """Every bounded table of this authority (for /metrics): the answer cache's,
@@ -95,7 +100,8 @@ class Authority:
         RRL's buckets."""
         found: dict[str, Mapping[str, int]] = {**self.clients.caches(),
                                                "dns_decisions": self.decisions.networks.counters(),
-                                               "dns_places": self.decisions.places.counters()}
+                                               "dns_places": self.decisions.places.counters(),
+                                               "dns_lineups": self.lineups.counters()}
         if self.cache is not None:
             found.update(self.cache.caches())
         signers = [z.signer.cache.counters() for z in self.table.zones if z.signer is not None]
@@ -343,10 +349,14 @@ class Authority:
         key, place = (*base, client.key), (*base, client.point, client.country, client.effect)
         found = self.decisions.get(key, place)
         if found is None:
-            decision = decide(snapshot, service, client, want,
-                              scope=scope(self.rules, service, client))
-            found = self.decisions.put(key, place, decision.hashed,
-                                       (decision.ttl, tuple(decision.chosen())))
+            who = whom(client, scope(self.rules, service, client))
+            at = (*base, *kind(service, who), client.effect)
+            lineup = self.lineups.get(at)
+            if lineup is None:
+                lineup = self.lineups.put(at, lined_up(snapshot, service, who, want))
+            made = decision(lineup, client, head=service.answers)
+            found = self.decisions.put(key, place, made.hashed,
+                                       (made.ttl, tuple(made.chosen())))
         return found
 
     def _refer(self, zone: ZoneData, cut: Name, reply: Reply) -> None:

@@ -28,7 +28,7 @@ from router.core.geo import Location
 from router.core.ip import IPNetwork
 from router.core.memo import Memo, Recall
 from router.core.runtime import Runtime
-from router.core.scoring import Lineup
+from router.core.scoring import Lineup, kind
 from router.core.steering import (
     Decision,
     FileChecker,
@@ -286,14 +286,14 @@ class Redirector:
         """The targets lined up for clients of ``client``'s country (no file asked for),
         kept per service, health generation and country: a new place is ranked from it
         (``Lineup.order`` finds the outcome a decision was made with already)."""
-        at = (key[0], key[2], key[3], client.country, client.continent, client.effect,
+        who = whom(client, scope(self.rules, service, client))
+        at = (key[0], key[2], key[3], *kind(service, who), client.effect,
               key[5])  # the service, generations, kind of client, secure
         lineup = self.lineups.get(at)
         if lineup is None:
             want = Want.SECURE_URL if key[5] else Want.URL
             lineup = self.lineups.put(at, lined_up(
-                self.runtime.board.snapshot, service,
-                whom(client, scope(self.rules, service, client)), want,
+                self.runtime.board.snapshot, service, who, want,
                 barred=self.runtime.ledger.barred(service.name)))
         return lineup
 

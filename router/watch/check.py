@@ -17,6 +17,8 @@ default) and, if it has one, ``expect_body`` occurs in the first 64 KiB.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import errno
 import ssl
 import time
@@ -57,6 +59,14 @@ class _Clock:
         self.tcp: float | None = None  # the TCP connection is up (TLS starts here)
         self.connected: float | None = None  # TCP (and TLS) done
         self.sent: float | None = None
+        self.queued: float | None = None  # began to wait for a connection slot of ours
+        self.dequeued: float | None = None  # got one
+
+    def waited(self, now: float) -> float:
+        """Seconds spent waiting for a connection slot of our own (the connector's limit)."""
+        if self.queued is None:
+            return 0.0
+        return (self.dequeued if self.dequeued is not None else now) - self.queued
 
     def now(self) -> float:
         return time.perf_counter() - self.started
@@ -86,7 +96,53 @@ def _trace() -> aiohttp.TraceConfig:
     trace.on_dns_resolvehost_end.append(_mark("dns"))
     trace.on_connection_create_end.append(_mark("connected"))
     trace.on_request_headers_sent.append(_mark("sent"))
+    trace.on_connection_queued_start.append(_mark("queued"))
+    trace.on_connection_queued_end.append(_mark("dequeued"))
     return trace
+
+
+class LoopLag:
+    """How late this process's event loop runs: a task wakes every ``TICK`` seconds and
+    keeps how late each wake-up was, for the last minute. A check that fails while the
+    loop ran late was the loop's failure to look, not the mirror's (``check_once``)."""
+
+    TICK = 0.1
+
+    def __init__(self) -> None:
+        self.samples: collections.deque[tuple[float, float]] = collections.deque(maxlen=600)
+        self.task: asyncio.Task[None] | None = None
+        self.asleep = time.perf_counter()  # when the sleep now in progress began
+
+    async def run(self) -> None:
+        while True:
+            self.asleep = before = time.perf_counter()
+            await asyncio.sleep(self.TICK)
+            now = time.perf_counter()
+            self.samples.append((now, max(0.0, now - before - self.TICK)))
+
+    def worst(self, since: float) -> float:
+        """The most the loop ran late from ``since`` (``time.perf_counter()``) on, the
+        sleep in progress included (a wake-up overdue now is lateness already)."""
+        worst = max(0.0, time.perf_counter() - self.asleep - self.TICK)
+        for at, lag in reversed(self.samples):
+            if at < since:
+                break
+            worst = max(worst, lag)
+        return worst
+
+
+_LAGS: dict[int, tuple[asyncio.AbstractEventLoop, LoopLag]] = {}
+
+
+def loop_lag() -> LoopLag:
+    """The running loop's ``LoopLag``, started at first use."""
+    loop = asyncio.get_running_loop()
+    found = _LAGS.get(id(loop))
+    if found is None or found[0] is not loop:
+        lag = LoopLag()
+        lag.task = loop.create_task(lag.run(), name="loop lag")
+        found = _LAGS[id(loop)] = (loop, lag)
+    return found[1]
 
 
 class TimedContext(ssl.SSLContext):
@@ -145,6 +201,7 @@ async def check_once(session: aiohttp.ClientSession, url: str, check: HealthChec
     clock = _Clock()
     token = _CLOCK.set(clock)
     at = time.time()
+    lag = loop_lag()
     extra: dict[str, Any] = {}
     if address is not None:
         url, extra = at_address(url, address)
@@ -159,11 +216,16 @@ async def check_once(session: aiohttp.ClientSession, url: str, check: HealthChec
     except TimeoutError:
         took = clock.now()
         late = took > check.timeout * STARVED + STARVED_SLACK  # the timer itself ran late
+        busy = _busy(clock, lag, check, took)
         reason = f"timeout after {check.timeout:g}s" + (
-            f", noticed after {took:.1f}s: this process was too busy to tell" if late else "")
-        return Result(False, at, reason, total=took, local=late)
+            f", noticed after {took:.1f}s: this process was too busy to tell" if late else
+            f": {busy}" if busy else "")
+        return Result(False, at, reason, total=took, local=late or busy is not None)
     except (aiohttp.ClientError, OSError, ValueError) as e:
-        return Result(False, at, _describe(e), total=clock.now(), local=_ours(e))
+        took = clock.now()
+        busy = _busy(clock, lag, check, took)
+        return Result(False, at, _describe(e) + (f": {busy}" if busy else ""), total=took,
+                      local=_ours(e) or busy is not None)
     finally:
         _CLOCK.reset(token)
 
@@ -174,6 +236,21 @@ async def check_once(session: aiohttp.ClientSession, url: str, check: HealthChec
 LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 STARVED = 1.5  # a timeout noticed past 1.5 x its time (+ the slack) ...
 STARVED_SLACK = 0.5  # ... seconds, was the loop's, not the mirror's
+
+
+BUSY = 0.25  # of the timeout: the loop this late, or a slot waited for this long, is ours
+
+
+def _busy(clock: _Clock, lag: LoopLag, check: HealthCheck, took: float) -> str | None:
+    """Why a failed check says nothing of the mirror, if it does not: the event loop ran
+    late while it was out, or it waited for a connection slot of our own."""
+    late = lag.worst(clock.started)
+    if late > BUSY * check.timeout:
+        return f"this process's loop ran {late:.2f}s late meanwhile: not the mirror's doing"
+    waited = clock.waited(took)
+    if waited > BUSY * check.timeout:
+        return f"waited {waited:.2f}s for a connection slot of ours: not the mirror's doing"
+    return None
 
 
 def _ours(e: BaseException) -> bool:

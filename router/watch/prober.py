@@ -23,7 +23,7 @@ import structlog
 from router.core.checks import Checker, Probe, groups, probes, unprobed
 from router.core.config import Config, Kind
 from router.core.health import Board, Health, Key, Result, Status
-from router.watch.check import new_session
+from router.watch.check import loop_lag, new_session
 from router.watch.kinds import checkers
 from router.watch.tasks import cancel, reconcile
 
@@ -64,6 +64,7 @@ class Prober:
         self._wake: dict[Key, asyncio.Event] = {}
 
     async def start(self, config: Config) -> None:
+        loop_lag()  # watching the loop before the first round can keep it busy
         self._session = new_session(self.ca_file, self.node)
         self._checkers = checkers(self._session)
         self.reconfigure(config)
