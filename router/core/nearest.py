@@ -3,7 +3,7 @@ service of a config.
 
 A k-d tree over the places' unit vectors: the chord between two points of the sphere
 grows with their great-circle distance, so nearest by chord is nearest by distance.
-``Nearest.walk(point)`` yields every place in increasing distance (best-first search:
+``Nearest.nearest_first(point)`` yields every place in increasing distance (best-first search:
 a heap of tree nodes by the least distance any of their places can have, and of places
 by their own), so a caller that needs the few cheapest of thousands of targets measures
 to a few dozen: a new client network costs about the same with 100 targets or 10,000.
@@ -69,7 +69,7 @@ class Nearest(Generic[T]):
         self._root = _Node([(unit(p), item) for p, item in items]) if items else None
         self.size = len(items)
 
-    def walk(self, point: Point) -> Iterator[tuple[float, T]]:
+    def nearest_first(self, point: Point) -> Iterator[tuple[float, T]]:
         """Every item with its great-circle km from ``point``, the nearest first."""
         if self._root is None:
             return

@@ -40,6 +40,7 @@ from router.core.availability import Availability, FileView
 from router.core.config import OnAllDown, Service, Target
 from router.core.earth import Point, distance_km
 from router.core.health import Effective, Status, address_id, effective
+from router.core.memo import Memo
 from router.core.nearest import Nearest
 from router.core.overrides import Override
 
@@ -215,7 +216,7 @@ class Lineup:
             km = distance(e.target, service, origin)
             out.append((cost(e, km), km, e))
         found: list[float] = []  # the located ones' costs so far, sorted
-        for chord, target in index(service).tree.walk(origin):
+        for chord, target in index(service).tree.nearest_first(origin):
             entrant = located.get(target.id)
             if entrant is None:
                 continue
@@ -337,21 +338,19 @@ class Index:
     by_place: bool
 
 
-_INDEXES: dict[int, tuple[Service, Index]] = {}  # id(service) -> (service, its index)
+_INDEXES: Memo[int, tuple[Service, Index]] = Memo(64)  # id(service) -> (it, its index)
 
 
 def index(service: Service) -> Index:
     """``service``'s ``Index``, built at first use (kept for the last few services)."""
     found = _INDEXES.get(id(service))
     if found is None or found[0] is not service:
-        if len(_INDEXES) >= 64:
-            _INDEXES.clear()
         targets = service.targets
         by_place = service.cross_border_km > 0 or any(
             t.only_countries or t.exclude_countries or t.only_continents
             or t.exclude_continents for t in targets)
-        found = _INDEXES[id(service)] = (service, Index(Nearest(
-            [(t.location, t) for t in targets if t.location is not None]), by_place))
+        found = _INDEXES.put(id(service), (service, Index(Nearest(
+            [(t.location, t) for t in targets if t.location is not None]), by_place)))
     return found[1]
 
 

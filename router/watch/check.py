@@ -35,6 +35,7 @@ from router.core.checks import Probe
 from router.core.config import HealthCheck
 from router.core.health import Phases, Result
 from router.core.ip import IPAddress
+from router.core.memo import Memo
 from router.errors import RouterError
 
 USER_AGENT = f"mirror-router/{__version__} (health check; +https://github.com/mirror-router)"
@@ -131,7 +132,7 @@ class LoopLag:
         return worst
 
 
-_LAGS: dict[int, tuple[asyncio.AbstractEventLoop, LoopLag]] = {}
+_LAGS: Memo[int, tuple[asyncio.AbstractEventLoop, LoopLag]] = Memo(16)  # id(loop) -> it
 
 
 def loop_lag() -> LoopLag:
@@ -141,7 +142,7 @@ def loop_lag() -> LoopLag:
     if found is None or found[0] is not loop:
         lag = LoopLag()
         lag.task = loop.create_task(lag.run(), name="loop lag")
-        found = _LAGS[id(loop)] = (loop, lag)
+        found = _LAGS.put(id(loop), (loop, lag))
     return found[1]
 
 
