@@ -391,7 +391,7 @@ def _closed(s: socket.socket) -> bool:
 
 GIANT = b"GET / HTTP/1.1\r\n" + b"".join(b"X-Big-%d: %s\r\n" % (i, b"a" * 4000)
                                        for i in range(39))  # never finished
-GIANT_BOUND_MB = 160  # documented in the README: 600 such connections, on top of the start
+GIANT_BOUND_MB = 160  # 600 such connections, on top of the start (the default budget: 128 MiB)
 
 
 def _rss_mb(pid: int) -> float:
@@ -427,6 +427,35 @@ def test_memory_comes_back_after_floods_of_refused_requests(tmp_path, city_mirro
         wait_until(lambda: _rss_mb(pid) <= before * 1.2, 40, interval=1,
                    what=f"RSS back within 20% of {before:.0f} MB ({_rss_mb(pid):.0f} MB)")
     finally:
+        assert router.stop() == 0
+
+
+def test_unfinished_heads_are_bounded_in_all_by_the_header_budget(tmp_path, city_mirrors):
+    """600 connections each holding a 156 KB unfinished head under --header-budget 8
+    (MiB): the oldest are closed once the heads hold more than 8 MiB together (before,
+    only the descriptor budget bounded them: 3,000 such connections held 1 GB), and a
+    real client still gets its redirect."""
+    zones = write_zone(tmp_path / "zones", five_city_zone(city_mirrors))
+    router = RouterProcess(zones, "--trusted-proxy", "127.0.0.1", "--header-budget", "8")
+    conns = []
+    try:
+        assert router.wait_for("http_limits")["header_budget_mib"] == 8
+        before = _rss_mb(router.proc.pid)
+        for i in range(1, 601):
+            s = socket.create_connection(("127.0.0.1", router.http_port), timeout=5,
+                                         source_address=(f"127.5.{i >> 8}.{i & 255}", 0))
+            with contextlib.suppress(OSError):
+                s.sendall(GIANT)
+            conns.append(s)
+        wait_until(lambda: _errors(router).get("http_header_budget", 0) >= 500, 15,
+                   what="the oldest unfinished heads closed")
+        assert _rss_mb(router.proc.pid) - before < 60
+        assert sum(1 for s in conns[:400] if _closed(s)) >= 390  # the oldest went first
+        r = request(router.http_port, "/" + FILE, xff("1.0.16.1"))
+        assert r.status == 302
+    finally:
+        for s in conns:
+            s.close()
         assert router.stop() == 0
 
 

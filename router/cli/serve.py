@@ -12,6 +12,7 @@ from router.core.zonefile import load_server
 from router.dns.cache import DEFAULT_SIZE
 from router.dns.cookies import new_secret
 from router.serve import server, supervisor
+from router.serve.connections import HEADER_BUDGET
 from router.serve.settings import BACKLOG, KEEPALIVE, RCVBUF, TLS_HANDSHAKE_TIMEOUT, Settings
 from router.watch import statefile
 
@@ -98,6 +99,9 @@ def _http_args(p: argparse.ArgumentParser) -> None:
                    metavar="SECONDS", help=f"close an HTTPS connection whose TLS handshake is "
                    f"not done this long after it was accepted (default "
                    f"{TLS_HANDSHAKE_TIMEOUT:g})")
+    p.add_argument("--header-budget", type=common.positive, default=HEADER_BUDGET >> 20,
+                   metavar="MIB", help=f"unfinished HTTP request heads may hold this many MiB "
+                   f"in all; past it the oldest are closed (default {HEADER_BUDGET >> 20})")
     p.add_argument("--http-max", type=common.positive, metavar="N",
                    help="open HTTP client connections at most; past it the longest-waiting "
                         "one is closed (default: the descriptor limit less a reserve for "
@@ -132,6 +136,7 @@ def settings(args: argparse.Namespace, file: ServerConfig) -> Settings:
         keepalive=max(0.0, args.keepalive),
         http_max=args.http_max,
         tls_handshake_timeout=max(0.1, args.tls_handshake_timeout),
+        header_budget=args.header_budget << 20,
         backlog=args.backlog,
         access_log=args.access_log or file.access_log,
         nsid=args.nsid or file.nsid,

@@ -11,6 +11,13 @@ one; when every connection is in the middle of a response, the new one is closed
 once. Either way it is counted in ``Stats.errors`` (``http_connection_evicted``,
 ``http_connection_refused``).
 
+Unfinished request heads are bounded in all (``--header-budget``, 128 MiB by default):
+the bytes a connection has sent of a request whose head is not yet whole are counted,
+and past the budget the connections that began theirs longest ago are closed (counted
+as ``http_header_budget``); each is already bounded by ``MAX_HEADERS`` lines, so this
+caps what many connections at once can hold (an unfinished head costs about twice its
+bytes in RSS).
+
 Memory held for connections (header buffers) is freed when they close, but the C heap
 keeps it from the system; ``Cap.give_back()`` asks libc to return it (``malloc_trim``)
 every ``TRIM_EVERY`` seconds in which at least ``TRIM_AFTER`` connections closed, so a
@@ -58,6 +65,7 @@ ADMIN_LIMIT = 64  # connections to the admin listener (a scraper or two, an oper
 TRIM_AFTER = 64  # connections closed since the last look before memory is handed back
 TRIM_EVERY = 2.0  # seconds between looks
 TRIM_QUIET = 10.0  # seconds after which any closed connection is enough to hand memory back
+HEADER_BUDGET = 128 << 20  # bytes of unfinished request heads, all connections together
 HANDSHAKES_PER_ADDRESS = 64  # unfinished TLS handshakes from one address (IPv6: one /64)
 
 
@@ -93,14 +101,17 @@ class Cap:
     connections aiohttp holds and the TLS handshakes not yet handed to it."""
 
     def __init__(self, server: web.Server, limit: int, stats: Stats,
-                 handshake_timeout: float = 5.0) -> None:
+                 handshake_timeout: float = 5.0, header_budget: int = HEADER_BUDGET) -> None:
         self.server = server
         self.limit = limit
         self.stats = stats
         self.handshake_timeout = handshake_timeout
         self.accepted = 0  # connections admitted, ever
         self.handshakes: dict[Handshake, None] = {}  # unfinished, oldest first
-        self._counted = _counting(stats)
+        self.header_budget = header_budget
+        self.heads: dict[RequestHandler, int] = {}  # unfinished request heads' bytes, oldest first
+        self.head_bytes = 0  # their sum
+        self._counted = _counting(self)
         self.by_address: Counter[str] = Counter()  # unfinished handshakes per address
 
     def open(self) -> int:
@@ -166,6 +177,27 @@ class Cap:
             return Refuse()
         self.accepted += 1
         return Handshake(self, context)
+
+    def head(self, handler: RequestHandler, received: int, finished: bool) -> None:
+        """``handler`` received ``received`` bytes of a request head (``finished``: a
+        head came whole, so what it held is gone); past the budget, the oldest
+        unfinished heads are closed."""
+        held = self.heads.pop(handler, 0)
+        self.head_bytes -= held
+        if finished or not received:
+            return
+        self.heads[handler] = held + received
+        self.head_bytes += held + received
+        while self.head_bytes > self.header_budget and self.heads:
+            oldest = next(iter(self.heads))
+            self.head_bytes -= self.heads.pop(oldest)
+            oldest.force_close()
+            if oldest.transport is not None:
+                oldest.transport.close()
+            self.stats.errors["http_header_budget"] += 1
+
+    def forget(self, handler: RequestHandler) -> None:
+        self.head_bytes -= self.heads.pop(handler, 0)
 
     def release(self, handshake: Handshake) -> None:
         """``handshake`` is over (handed on, failed or closed): no longer counted."""
@@ -291,12 +323,25 @@ def _address_key(peer: Any) -> str:
     return str(address)
 
 
-def _counting(stats: Stats) -> type[RequestHandler]:
+def _counting(cap: Cap) -> type[RequestHandler]:
     """aiohttp's ``RequestHandler`` whose error responses other than 500 (the 400s of a
-    malformed request; a 500 is counted where it is raised) go to ``http_responses``."""
+    malformed request; a 500 is counted where it is raised) go to ``http_responses``,
+    and whose unfinished request heads are counted against ``cap``'s budget."""
+    stats = cap.stats
 
     class Counted(RequestHandler):
         __slots__ = ()
+
+        def data_received(self, data: bytes) -> None:
+            parsed = self._request_count
+            super().data_received(data)
+            finished = self._request_count > parsed
+            if finished or not self._request_in_progress:
+                cap.head(self, 0 if finished else len(data), finished)
+
+        def connection_lost(self, exc: BaseException | None) -> None:
+            cap.forget(self)
+            super().connection_lost(exc)
 
         def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
                          message: str | None = None) -> web.StreamResponse:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -308,18 +309,7 @@ class Server(Lifecycle):
                          [(x, None) for x in sockets.admin]))
         for app, cap, socks in apps:
             if socks:
-                runner = web.AppRunner(app, access_log=None, shutdown_timeout=s.drain_timeout,
-                                       keepalive_timeout=s.keepalive, max_headers=MAX_HEADERS,
-                                       max_line_size=MAX_HEADER_BYTES,
-                                       max_field_size=MAX_HEADER_BYTES)
-                await runner.setup()
-                assert runner.server is not None
-                capped = Cap(runner.server, cap, runtime.stats, s.tls_handshake_timeout)
-                self.tasks.add(asyncio.create_task(capped.give_back(), name="give back"))
-                for sock, context in socks:
-                    await CappedSite(runner, sock, capped, ssl_context=context,
-                                     backlog=s.backlog).start()
-                self.http.append(runner)
+                self.http.append(await self._serve_app(app, cap, runtime, socks))
         if self.certificate is not None:
             self.certificate.watch.start()
         if s.geoip is not None:
@@ -331,9 +321,29 @@ class Server(Lifecycle):
         log.info("http_limits", open_files=self.nofile, http_max=limit,
                  keepalive=s.keepalive, max_headers=MAX_HEADERS,
                  max_header_bytes=MAX_HEADER_BYTES, backlog=s.backlog,
-                 tls_handshake_timeout=s.tls_handshake_timeout)
+                 tls_handshake_timeout=s.tls_handshake_timeout,
+                 header_budget_mib=s.header_budget >> 20)
         return {"http": _addresses(sockets.http), "https": _addresses(sockets.https),
                 "admin": _addresses(sockets.admin)}
+
+
+    async def _serve_app(self, app: web.Application, cap: int, runtime: Runtime,
+                         socks: list[tuple[socket.socket, ssl.SSLContext | None]]
+                         ) -> web.AppRunner:
+        """``app`` on ``socks`` (each with its TLS context or None), ``cap`` connections."""
+        s = self.settings
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=s.drain_timeout,
+                               keepalive_timeout=s.keepalive, max_headers=MAX_HEADERS,
+                               max_line_size=MAX_HEADER_BYTES, max_field_size=MAX_HEADER_BYTES)
+        await runner.setup()
+        assert runner.server is not None
+        capped = Cap(runner.server, cap, runtime.stats, s.tls_handshake_timeout,
+                     s.header_budget)
+        self.tasks.add(asyncio.create_task(capped.give_back(), name="give back"))
+        for sock, context in socks:
+            await CappedSite(runner, sock, capped, ssl_context=context,
+                             backlog=s.backlog).start()
+        return runner
 
 
 def _asn_db(path: Path | None) -> AsnDb | None:

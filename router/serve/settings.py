@@ -17,6 +17,7 @@ from router.dns.cache import DEFAULT_SIZE
 from router.dns.cookies import new_secret
 from router.dns.listener import bind as bind_dns
 from router.errors import RouterError
+from router.serve.connections import HEADER_BUDGET
 
 T = TypeVar("T")
 BACKLOG = 1024  # listen() backlog of the HTTP and DNS-over-TCP sockets
@@ -61,6 +62,7 @@ class Settings:
     keepalive: float = KEEPALIVE  # seconds an idle HTTP keep-alive connection stays open
     http_max: int | None = None  # open HTTP client connections (None: the fd budget's)
     tls_handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT
+    header_budget: int = HEADER_BUDGET  # bytes of unfinished request heads, in all
     backlog: int = BACKLOG  # of every TCP listener
     access_log: bool = False
     nsid: str | None = None  # this node's name in NSID and id.server (off when None)
