@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import ipaddress
 import socket
 import struct
+import termios
 import time
 from typing import cast
 
@@ -153,7 +155,7 @@ class TcpProtocol(asyncio.Protocol):
     def _unread(self) -> None:
         self.pool.dispatch.authority.stats.errors["dns_tcp_unread_closed"] += 1
         if self.transport is not None:
-            self.transport.abort()
+            _reset(self.transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         for timer in (self.timer, self.stalled):
@@ -170,13 +172,35 @@ class TcpProtocol(asyncio.Protocol):
         self.timer = loop.call_later(seconds, self.close)
 
     def close(self) -> None:
-        """Close it; with replies still unsent, at once (a reset: a socket closed with
-        data the client never reads would linger in the kernel as an orphan)."""
+        """Close it; with replies still unsent (ours, or the kernel's: a client that
+        does not read), at once: a reset, as a socket closed with data the client never
+        reads would linger in the kernel as an orphan, holding it."""
         if self.transport is not None:
-            if self.transport.get_write_buffer_size():
-                self.transport.abort()
+            if self.transport.get_write_buffer_size() or _unsent(self.transport):
+                self.pool.dispatch.authority.stats.errors["dns_tcp_unread_closed"] += 1
+                _reset(self.transport)
             else:
                 self.transport.close()
+
+
+def _unsent(transport: asyncio.Transport) -> int:
+    """Bytes the kernel holds that the peer has not acknowledged (``SIOCOUTQ``); 0 when
+    it cannot tell."""
+    sock = transport.get_extra_info("socket")
+    try:
+        found = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except (OSError, AttributeError, ValueError):
+        return 0
+    return int(struct.unpack("i", found)[0])
+
+
+def _reset(transport: asyncio.Transport) -> None:
+    """Close with a reset (``SO_LINGER`` 0): what the kernel still holds to send is
+    dropped, where a plain close would keep it as an orphan until the peer reads."""
+    with contextlib.suppress(OSError, AttributeError):
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                                      struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 class TcpPool:
