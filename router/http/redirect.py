@@ -51,6 +51,7 @@ log = structlog.get_logger("router.http")
 RECHECK = 1.0  # seconds: how often a cached listed file still starts its due checks
 NOWHERE = Location.of(ipaddress.ip_network("0.0.0.0/0"))
 EMPTY: Mapping[str, str] = MappingProxyType({})
+METALINK_HEAD = 10  # mirrors a redirect's Metalink lists, of a service of 64 targets or more
 LINEUPS = 4096  # (service, generations, kind of client, secure): line-ups for new places
 RECENT = 2048  # clients remembered (their headers: the location), the most recent
 
@@ -230,12 +231,17 @@ class Redirector:
         if entry is not None:
             return entry
         lineup = self._lineup(service, client, key)
-        costed = lineup.costs(client.point)
+        # many targets: rank only the head a redirect and its Metalink show (core.nearest)
+        head = max(METALINK_HEAD, 1 + service.link_alternates) \
+            if lineup.located is not None else None
+        costed = lineup.costs(client.point, head)
         order = lineup.order(costed)
+        if order is not None and head is not None:
+            order = order[:head]
         entry = self.decisions.known(key, order) if order is not None else None
         if entry is not None:
             return self.recall.put(key, place, False, entry)
-        made = decision(lineup, client, costed)
+        made = decision(lineup, client, costed, head)
         return self.recall.put(key, place, made.hashed,
                                self.decisions.shared(key, made, time.monotonic()))
 
