@@ -41,7 +41,7 @@ EVERYONE = frozenset({"root", "errors"})
 THIRD_PARTY: Mapping[str, frozenset[str]] = {
     "core": frozenset({"maxminddb", "_maxminddb_geolite2"}),
     "watch": frozenset({"aiohttp", "redis", "structlog"}),
-    "dns": frozenset({"cryptography", "dnslib", "siphash24", "structlog"}),
+    "dns": frozenset({"cryptography", "dnslib", "dnstap_pb", "fstrm", "siphash24", "structlog"}),
     "http": frozenset({"aiohttp", "multidict", "structlog", "prometheus_client"}),
     "serve": frozenset({"aiohttp", "structlog", "uvloop"}),
     "cli": frozenset({"aiohttp"}),

@@ -11,6 +11,7 @@ from router.core.config import ConfigError, FleetConfig, Problem, ServerConfig
 from router.core.zonefile import load_server
 from router.dns.cache import DEFAULT_SIZE
 from router.dns.cookies import new_secret
+from router.dns.dnstap import Destination
 from router.serve import server, supervisor
 from router.serve.connections import HEADER_BUDGET
 from router.serve.settings import BACKLOG, KEEPALIVE, RCVBUF, TLS_HANDSHAKE_TIMEOUT, Settings
@@ -99,6 +100,15 @@ def _http_args(p: argparse.ArgumentParser) -> None:
                    metavar="SECONDS", help=f"close an HTTPS connection whose TLS handshake is "
                    f"not done this long after it was accepted (default "
                    f"{TLS_HANDSHAKE_TIMEOUT:g})")
+    p.add_argument("--dnstap", type=_dnstap, metavar="unix:PATH|tcp:HOST:PORT",
+                   help="send sampled DNS queries and answers there in dnstap (Frame "
+                        "Streams); or dnstap in [server]")
+    p.add_argument("--dnstap-sample", type=float, metavar="SHARE",
+                   help="the share of answers sent to --dnstap (0 to 1; default 1, or "
+                        "dnstap_sample in [server])")
+    p.add_argument("--decision-log-sample", type=float, default=0.0, metavar="SHARE",
+                   help="log this share of steered DNS answers (0 to 1; default 0): the "
+                        "client network, the targets chosen and why (dns_decision)")
     p.add_argument("--header-budget", type=common.positive, default=HEADER_BUDGET >> 20,
                    metavar="MIB", help=f"unfinished HTTP request heads may hold this many MiB "
                    f"in all; past it the oldest are closed (default {HEADER_BUDGET >> 20})")
@@ -137,6 +147,10 @@ def settings(args: argparse.Namespace, file: ServerConfig) -> Settings:
         http_max=args.http_max,
         tls_handshake_timeout=max(0.1, args.tls_handshake_timeout),
         header_budget=args.header_budget << 20,
+        decision_log_sample=min(1.0, max(0.0, args.decision_log_sample)),
+        dnstap=args.dnstap or (_dnstap(file.dnstap) if file.dnstap else None),
+        dnstap_sample=min(1.0, max(0.0, args.dnstap_sample if args.dnstap_sample is not None
+                                   else file.dnstap_sample)),
         backlog=args.backlog,
         access_log=args.access_log or file.access_log,
         nsid=args.nsid or file.nsid,
@@ -173,3 +187,11 @@ def run(args: argparse.Namespace) -> int:
     if args.workers > 1:
         return supervisor.run(chosen, args.workers, args.log_format, args.log_level)
     return server.run(chosen)
+
+
+def _dnstap(text: str) -> Destination:
+    try:
+        return Destination.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+

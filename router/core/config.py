@@ -351,3 +351,5 @@ class ServerConfig:
     cookie_secret_previous: bytes | None = None  # still accepted during a rollover
     fleet: FleetConfig | None = None  # [fleet]: share state with other nodes (None: alone)
     asn_db: Path | None = None  # an ASN database (GeoLite2-ASN, DB-IP ASN Lite)
+    dnstap: str | None = None  # where sampled answers go: unix:/path or tcp:HOST:PORT
+    dnstap_sample: float = 1.0  # the share of answers sent there

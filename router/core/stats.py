@@ -70,6 +70,7 @@ class Stats:
     errors: Counter[str] = field(default_factory=Counter)
     dns_cookies: Counter[str] = field(default_factory=Counter)  # by cookies.Verdict value
     dns_rrl: Counter[str] = field(default_factory=Counter)  # dropped, slipped
+    dnstap: Counter[str] = field(default_factory=Counter)  # answers sent, dropped
     probes: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # ok fail unknown
     phases: dict[tuple[str, str, str], Histogram] = field(default_factory=dict)
     # (cache, figure) -> value, copied from the caches by ``Runtime.sample()``: hits,

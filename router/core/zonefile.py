@@ -126,6 +126,8 @@ def load_server(path: str | Path) -> ServerConfig:
             rrl=_rrl(server.table("rrl")),
             fleet=fleet,
             asn_db=server.get("asn_db", _readable_file(Path(path).parent), None),
+            dnstap=server.get("dnstap", v.string, None),
+            dnstap_sample=server.get("dnstap_sample", v.number(0.0, 1.0), 1.0),
         )
         server.finish()
     doc.finish()

@@ -16,6 +16,7 @@ its entry kept (``AnswerCache.answer``).
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ log = structlog.get_logger("router.dns")
 MAX_CNAME_CHAIN = 8
 DECISIONS = 65536  # client networks, and as many places, whose choices are remembered
 LINEUPS = 4096  # (service, want, generation, kind of client): line-ups for new places
-Chosen = tuple[int, tuple[Target, ...]]  # an answer's TTL and targets
+Chosen = tuple[int, tuple[Target, ...], str]  # an answer's TTL, targets, and why the first
 DEFAULT_PAYLOAD = 1232  # the EDNS buffer size we advertise and cap UDP replies at
 
 
@@ -65,8 +66,9 @@ class Authority:
                  cache_size: int = DEFAULT_SIZE, nsid: str | None = None,
                  cookies: Secrets | None = None, rrl: Limiter | None = None,
                  clock: Callable[[], float] = time.time, asn_db: AsnDb | None = None,
-                 rules: Rules | None = None) -> None:
+                 rules: Rules | None = None, decision_sample: float = 0.0) -> None:
         self.rrl = rrl  # response rate limiting over UDP, when on
+        self.decision_sample = decision_sample  # steered answers logged (--decision-log-sample)
         self.table = table
         self.cookies = cookies or Secrets(new_secret())
         self.clock = clock  # the server cookies' timestamps
@@ -329,7 +331,11 @@ class Authority:
         if asker.located is None:  # the cache did not know the question as steered
             asker.located = self.clients.locate(q, asker.peer)
         client, scope = asker.located
-        ttl, chosen = self._choose(service, client, want)
+        ttl, chosen, why = self._choose(service, client, want)
+        if self.decision_sample and random.random() < self.decision_sample:
+            log.info("dns_decision", service=service.name, qtype=want.value,
+                     client=str(client.network), country=client.country,
+                     chosen=[t.id for t in chosen], reason=why, ttl=ttl)
         reply.scope = scope
         reply.steered = True
         reply.network = client.key
@@ -355,8 +361,9 @@ class Authority:
             if lineup is None:
                 lineup = self.lineups.put(at, lined_up(snapshot, service, who, want))
             made = decision(lineup, client, head=service.answers)
+            why = made.ranked[0].reason if made.ranked else "no target can serve"
             found = self.decisions.put(key, place, made.hashed,
-                                       (made.ttl, tuple(made.chosen())))
+                                       (made.ttl, tuple(made.chosen()), why))
         return found
 
     def _refer(self, zone: ZoneData, cut: Name, reply: Reply) -> None:

@@ -24,6 +24,7 @@ from router.core.ip import HostPort, IPAddress
 from router.core.memo import Sweep
 from router.dns import wire
 from router.dns.authority import Authority
+from router.dns.dnstap import Tap
 
 log = structlog.get_logger("router.dns")
 
@@ -37,10 +38,12 @@ SENDERS = 65536  # UDP senders whose address objects are kept
 
 
 class Dispatch:
-    """Holds the current ``Authority``; a reload swaps it without touching the sockets."""
+    """Holds the current ``Authority``; a reload swaps it without touching the sockets.
+    ``tap``: where sampled answers go (``--dnstap``), if anywhere."""
 
-    def __init__(self, authority: Authority) -> None:
+    def __init__(self, authority: Authority, tap: Tap | None = None) -> None:
         self.authority = authority
+        self.tap = tap
 
 
 class UdpProtocol(asyncio.DatagramProtocol):
@@ -49,10 +52,12 @@ class UdpProtocol(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         # senders' addresses as text → as addresses (bounded: senders are chosen by others)
         self.peers: Sweep[str | int, IPAddress] = Sweep(SENDERS)
+        self.local = (b"", 0)  # this socket's address (packed) and port: for dnstap
         self._known = self.peers.fresh  # its one dict (a Sweep never replaces it)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop's is not a subclass
+        self.local = _local(transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         peer = self._known.get(addr[0])
@@ -61,6 +66,9 @@ class UdpProtocol(asyncio.DatagramProtocol):
         reply = self.dispatch.authority.handle(data, peer, False)
         if reply is not None:
             self.transport.sendto(reply, addr)  # type: ignore[union-attr]
+            tap = self.dispatch.tap
+            if tap is not None:
+                tap.seen(data, reply, peer, int(addr[1]), False, self.local)
 
     def _peer(self, host: str | int) -> IPAddress:
         self.peers.misses += 1
@@ -82,6 +90,7 @@ class TcpProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.peer: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+        self.port = 0
         self.timer: asyncio.TimerHandle | None = None
         # time.monotonic(), not loop.time(): uvloop's clock is cached per loop turn in
         # milliseconds, and ties would make "the longest idle" an arbitrary one
@@ -95,6 +104,7 @@ class TcpProtocol(asyncio.Protocol):
         self.transport = transport = cast(asyncio.Transport, transport)
         host = transport.get_extra_info("peername")[0]
         self.peer = ipaddress.ip_address(host.partition("%")[0])
+        self.port = int(transport.get_extra_info("peername")[1])
         self.connected = time.monotonic()
         if not self.pool.admit(self):
             transport.abort()
@@ -129,6 +139,9 @@ class TcpProtocol(asyncio.Protocol):
         if wire.find_option(message, Option.KEEPALIVE) == b"":  # RFC 7828: say how long
             reply = wire.add_option(reply, Option.KEEPALIVE, self.pool.keepalive_option)
         self.transport.write(struct.pack("!H", len(reply)) + reply)
+        tap = self.pool.dispatch.tap
+        if tap is not None:
+            tap.seen(message, reply, self.peer, self.port, True, _local(self.transport))
         return True
 
     @property
@@ -181,6 +194,15 @@ class TcpProtocol(asyncio.Protocol):
                 _reset(self.transport)
             else:
                 self.transport.close()
+
+
+def _local(transport: asyncio.BaseTransport) -> tuple[bytes, int]:
+    """A socket's own address (packed) and port, as dnstap records the server's."""
+    name = transport.get_extra_info("sockname")
+    try:
+        return ipaddress.ip_address(name[0].partition("%")[0]).packed, int(name[1])
+    except (TypeError, ValueError, IndexError):
+        return b"", 0
 
 
 def _unsent(transport: asyncio.Transport) -> int:

@@ -32,6 +32,7 @@ from router.core.health import Board, Key, Status
 from router.core.runtime import Reload, Runtime, Signing, StateView
 from router.dns.authority import Authority
 from router.dns.cookies import Secrets
+from router.dns.dnstap import Tap
 from router.dns.listener import Dispatch, DnsListener
 from router.dns.rrl import Limiter
 from router.dns.zone import ZoneTable
@@ -93,7 +94,10 @@ class Server(Lifecycle):
         runtime = self.runtime = Runtime(config, Locator(s.geoip), Board(), probing=s.probe,
                                          readings=self, asn_db=_asn_db(s.asn_db))
         self.source = self.make_source(runtime)
-        self.dispatch = Dispatch(self._authority(config))
+        tap = Tap(s.dnstap, s.dnstap_sample, runtime.stats, s.nsid) if s.dnstap else None
+        self.dispatch = Dispatch(self._authority(config), tap)
+        if tap is not None:
+            tap.start()
         if s.https:  # a bad certificate fails here, before anything listens
             self.certificate = Certificate(*certificate_files(s))
         if self.sockets is None and not self.fed:  # a worker's claims are its supervisor's
@@ -235,6 +239,8 @@ class Server(Lifecycle):
             log.warning("drain_skipped", open_dns_tcp=sum(len(d.pool.open) for d in self.dns))
         if self.dispatch is not None and self.dispatch.authority.cache is not None:
             log.info("dns_cache", **self.dispatch.authority.cache.counters())
+        if self.dispatch is not None and self.dispatch.tap is not None:
+            await self.dispatch.tap.close()
         if self.source is not None:
             await self.source.close()
         if self.inventory is not None:
@@ -293,7 +299,8 @@ class Server(Lifecycle):
         return Authority(ZoneTable(config), self.runtime.locator, lambda: board.snapshot,
                          self.settings.edns_payload, stats=self.runtime.stats,
                          cache_size=self.settings.dns_cache, nsid=self.settings.nsid,
-                         cookies=self.cookies, rrl=self.rrl, rules=self.runtime.rules)
+                         cookies=self.cookies, rrl=self.rrl, rules=self.runtime.rules,
+                         decision_sample=self.settings.decision_log_sample)
 
     async def _start_http(self, runtime: Runtime, sockets: Sockets) -> dict[str, list[str]]:
         """The public app on the HTTP sockets; with admin sockets, the pages go there."""

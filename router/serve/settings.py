@@ -15,6 +15,7 @@ from router.core.ip import HostPort, IPNetwork
 from router.dns.authority import DEFAULT_PAYLOAD
 from router.dns.cache import DEFAULT_SIZE
 from router.dns.cookies import new_secret
+from router.dns.dnstap import Destination
 from router.dns.listener import bind as bind_dns
 from router.errors import RouterError
 from router.serve.connections import HEADER_BUDGET
@@ -63,6 +64,9 @@ class Settings:
     http_max: int | None = None  # open HTTP client connections (None: the fd budget's)
     tls_handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT
     header_budget: int = HEADER_BUDGET  # bytes of unfinished request heads, in all
+    dnstap: Destination | None = None  # where sampled DNS answers go (--dnstap)
+    dnstap_sample: float = 1.0
+    decision_log_sample: float = 0.0  # steered DNS answers logged with their reason
     backlog: int = BACKLOG  # of every TCP listener
     access_log: bool = False
     nsid: str | None = None  # this node's name in NSID and id.server (off when None)

@@ -13,6 +13,7 @@ and ``target_wait_steering_seconds`` (the quantized figure it sees),
 
 Per server: ``dns_queries_total{qtype, rcode}``, ``http_responses_total{status}``,
 ``errors_total{where}``, ``dns_cookies_total{verdict}``, ``dns_rrl_total{action}``,
+``dnstap_total{outcome}``,
 ``cache_events_total{cache, event}`` (hit, miss, stale, eviction) and
 ``cache_entries{cache}``, ``health_generation``, ``ready``,
 ``state_file_ok``, ``fleet_*`` (in a fleet), ``info``, and the standard ``process_*`` series.
@@ -218,7 +219,12 @@ class RouterCollector(Collector):
                            "(dropped, or slipped: sent empty with TC=1)", ["action"])
         for action in ("dropped", "slipped"):
             limited.add_metric([action], stats.dns_rrl[action])
-        yield from (queries, responses, errors, cookies, limited)
+        tapped = _counter("dnstap", "DNS answers for --dnstap: sent (as a query and a "
+                          "response message), or dropped (the queue full, or no reader)",
+                          ["outcome"])
+        for outcome in ("sent", "dropped"):
+            tapped.add_metric([outcome], stats.dnstap[outcome])
+        yield from (queries, responses, errors, cookies, limited, tapped)
         yield from _caches(stats)
         yield _gauge("health_generation", "bumps whenever a decision could change",
                      value=rt.board.snapshot.generation)
