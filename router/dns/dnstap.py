@@ -5,10 +5,12 @@ write, to a Frame Streams reader (``fstrm_capture``, dnstap-read's files, a coll
 (``dnstap_sample`` in ``[server]``, 1.0 by default): each answered query is kept with
 that probability, as two messages, ``AUTH_QUERY`` and ``AUTH_RESPONSE`` (the bytes of
 both, the times, the client's address and port, UDP or TCP). The listener only puts the
-raw bytes on a bounded queue (``Tap.seen``: a random draw and an append); one task
-encodes them (``dnstap_pb``'s protobuf) and writes them as Frame Streams data frames
-(``fstrm``), after the bidirectional handshake (READY, ACCEPT, START). A full queue
-drops what it cannot take and counts it: a slow or absent reader never slows answers.
+raw bytes on a bounded queue (``Tap.seen``: a random draw and an append); one task,
+every ``FLUSH_EVERY`` seconds, encodes them (``dnstap_pb``'s protobuf) and writes them
+as Frame Streams data frames (``fstrm``), after the bidirectional handshake (READY,
+ACCEPT, START). It encodes for at most ``CPU_SHARE`` of the time (the encoding runs on
+the loop that answers): what it has no time for is dropped and counted, as is what a
+full queue cannot take, so neither a slow reader nor a high sample slows answers.
 The writer reconnects with back-off; frames queued while the reader is away are dropped
 (and counted) rather than kept.
 """
@@ -36,7 +38,8 @@ log = structlog.get_logger("router.dns.dnstap")
 CONTENT_TYPE = b"protobuf:dnstap.Dnstap"
 QUEUE = 10_000  # answers waiting to be written; past it they are dropped
 BACKOFF = (0.5, 30.0)  # seconds between reconnections: first, most
-BATCH = 256  # answers written per turn before the writer yields
+FLUSH_EVERY = 0.1  # seconds between the writer's turns
+CPU_SHARE = 0.05  # of the time, at most, spent encoding (the rest of a turn's queue: dropped)
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ class Tap:
         self.stats = stats
         self.identity = (identity or socket.gethostname()).encode()
         self.queue: deque[Seen] = deque()
-        self.ready = asyncio.Event()
+        self.room = QUEUE  # answers taken per turn: twice what the last turn had time for
         self.task: asyncio.Task[None] | None = None
         self.codec = fstrm.FstrmCodec()
 
@@ -85,11 +88,10 @@ class Tap:
         """One answer given, just now, from ``server`` (its address, packed, and port)."""
         if self.sample < 1.0 and random.random() >= self.sample:
             return
-        if len(self.queue) >= QUEUE:
+        if len(self.queue) >= self.room:
             self.stats.dnstap["dropped"] += 1
             return
         self.queue.append((time.time(), query, reply, peer, port, tcp, *server))
-        self.ready.set()
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name="dnstap")
@@ -151,15 +153,18 @@ class Tap:
 
     async def _write(self, writer: asyncio.StreamWriter) -> None:
         while True:
-            if not self.queue:
-                self.ready.clear()
-                await self.ready.wait()
-            frames = []
-            for _ in range(min(BATCH, len(self.queue))):
-                frames += self._frames(self.queue.popleft())
-            writer.write(b"".join(frames))
-            self.stats.dnstap["sent"] += len(frames) // 2
-            await writer.drain()
+            await asyncio.sleep(FLUSH_EVERY)
+            started, frames = time.perf_counter(), []
+            queue = self.queue
+            while queue and time.perf_counter() - started < FLUSH_EVERY * CPU_SHARE:
+                frames += self._frames(queue.popleft())
+            # no time left for the rest this turn; take no more than twice as many
+            self.room = QUEUE if not queue else max(64, len(frames))
+            self._drop_all()
+            if frames:
+                writer.write(b"".join(frames))
+                self.stats.dnstap["sent"] += len(frames) // 2
+                await writer.drain()
 
     def _drop_all(self) -> None:
         self.stats.dnstap["dropped"] += len(self.queue)
