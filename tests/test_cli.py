@@ -152,3 +152,26 @@ def test_the_embedded_database_is_old_and_the_log_says_so(example):
     assert warning["geoip_age_days"] > 60 and "SIGHUP" in warning["hint"]
     ready = example.find("ready")[0]
     assert ready["geoip"] == "GeoLite2-City built 2018-07-03"
+
+
+def test_a_usage_error_is_two_lines():
+    """argparse printed the whole usage (15 lines) with the error at its bottom."""
+    out = run("serve", "--workers", "0")
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        "mirror-router serve: error: argument --workers: '0' is not a whole number of at "
+        "least 1", "(see mirror-router serve --help)"]
+
+
+def test_admin_options_go_before_or_after_the_action(tmp_path):
+    """``admin set tyo drain --state F`` failed with "unrecognized arguments"; ``admin
+    show`` of a missing file said "no overrides in" it."""
+    state = tmp_path / "s.toml"
+    missing = run("admin", "show", "--state", str(state))
+    assert missing.returncode == 0 and missing.stdout.startswith(f"no state file at {state}")
+    after = run("admin", "set", "tyo", "drain", "--any-id", "--state", str(state))
+    assert after.returncode == 0, after.stderr
+    before = run("admin", "--state", str(state), "--any-id", "set", "fra", "down")
+    assert before.returncode == 0, before.stderr
+    shown = run("admin", "show", "--state", str(state))
+    assert shown.stdout.splitlines() == ["fra\tdown", "tyo\tdrain"]

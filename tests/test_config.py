@@ -774,8 +774,9 @@ def test_missing_path(tmp_path):
     missing = tmp_path / "nowhere"
     with pytest.raises(ConfigError) as info:
         load(missing)
-    assert info.value.problems == [Problem(str(missing), "", "no such file or folder")]
-    assert str(info.value) == f"{missing}: no such file or folder"
+    why = "no such file or folder (the zones: --zones DIR, by default ./zones)"
+    assert info.value.problems == [Problem(str(missing), "", why)]
+    assert str(info.value) == f"{missing}: {why}"
 
 
 # ---------------------------------------------------------------- mirror-router check
@@ -822,7 +823,8 @@ def test_check_fails_on_a_missing_folder(tmp_path):
     result = run_check(tmp_path / "nowhere")
     assert result.returncode == 1
     assert result.stdout == ""
-    assert f"{tmp_path / 'nowhere'}: no such file or folder" in result.stderr.splitlines()
+    assert f"{tmp_path / 'nowhere'}: no such file or folder (the zones: --zones DIR, by " \
+        "default ./zones)" in result.stderr.splitlines()
 
 
 def test_the_default_serial_comes_from_the_content_not_the_clock(tmp_path):
@@ -857,3 +859,18 @@ def test_nsid_is_read_from_the_server_table_and_checked(tmp_path):
         load_server(path)
     assert [(p.key, p.reason) for p in e.value.problems] == [
         ("server.nsid", "must be 1 to 64 printable ASCII characters")]
+
+
+def test_a_relative_zones_folder_that_is_missing_is_named_whole(tmp_path):
+    """The zones-folder error gave the path as typed; it names it absolute now, and says
+    it is --zones (by default ./zones), as a new user in the wrong folder needs."""
+    import subprocess
+    import sys
+
+    from tests.harness import ROOT
+    done = subprocess.run([sys.executable, "-m", "router", "check"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 1
+    assert f"{tmp_path / 'zones'}: no such file or folder (the zones: --zones DIR, by " \
+        "default ./zones)" in done.stderr

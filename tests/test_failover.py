@@ -69,9 +69,11 @@ def test_a_hanging_mirror_is_down_after_the_timeout(five_cities, city_mirrors):
     finally:
         frankfurt.delay = 0.0
     _moves_to(five_cities, GERMANY, "192.0.2.3", UP_BOUND + TIMEOUT)
-    errors = [e["error"] for e in five_cities.find("target_state")
-              if e["target"] == "fra" and e["new"] == "down"]
-    assert errors and "timeout" in errors[0]
+    downs = [e for e in five_cities.find("target_state")
+             if e["target"] == "fra" and e["new"] == "down"]
+    assert downs and "timeout" in downs[0]["error"]
+    # which URL was checked, and a warning (a mirror going down was logged at info)
+    assert downs[0]["url"] == frankfurt.base + "/health" and downs[0]["level"] == "warning"
 
 
 @pytest.mark.timing

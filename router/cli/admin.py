@@ -38,23 +38,33 @@ from router.watch.store import Link, StoreDown, read_all, set_override
 
 def add_parser(sub: common.Subparsers[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("admin", help="drain, take down or force up a target (state file)")
-    p.add_argument("--state", type=Path, default=_default_state(), metavar="FILE",
-                   help="the state file (default: $STATE_DIRECTORY/state.toml, as systemd's "
-                        f"StateDirectory= gives it, else {DEFAULT}; now {_default_state()})")
-    p.add_argument("--zones", type=Path, default=Path("zones"), metavar="DIR",
-                   help="the zones the server serves: ids no target there has are refused "
-                        "(default ./zones)")
-    p.add_argument("--any-id", action="store_true",
-                   help="accept ids the zones do not have (for a target not deployed yet)")
-    common.fleet_args(p)
+    _options(p, True)
     actions = p.add_subparsers(required=True, metavar="ACTION")
     set_ = actions.add_parser("set", help="set one target's override")
+    _options(set_, False)  # options before or after the action, as users type them
     set_.add_argument("target", metavar="ID|SERVICE/ID")
     set_.add_argument("value", choices=[a.value for a in Override], metavar="STATE",
                       help="drain | down | up | auto")
     set_.set_defaults(func=_set)
     show = actions.add_parser("show", help="print the overrides in force in the file")
+    _options(show, False)
     show.set_defaults(func=_show)
+
+
+def _options(p: argparse.ArgumentParser, defaults: bool) -> None:
+    """The options of ``admin``; on an action's parser without defaults, so that an
+    option given before the action is not overwritten."""
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+    p.add_argument("--state", type=Path, default=default(_default_state()), metavar="FILE",
+                   help="the state file (default: $STATE_DIRECTORY/state.toml, as systemd's "
+                        f"StateDirectory= gives it, else {DEFAULT}; now {_default_state()})")
+    p.add_argument("--zones", type=Path, default=default(Path("zones")), metavar="DIR",
+                   help="the zones the server serves: ids no target there has are refused "
+                        "(default ./zones)")
+    p.add_argument("--any-id", action="store_true", default=default(False),
+                   help="accept ids the zones do not have (for a target not deployed yet)")
+    common.fleet_args(p, defaults=defaults)
 
 
 DEFAULT = statefile.DEFAULT_DIR / statefile.DEFAULT_NAME
@@ -137,6 +147,10 @@ async def _show_fleet(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     if args.fleet:
         return asyncio.run(_show_fleet(args))
+    if not args.state.exists():
+        print(f"no state file at {args.state.absolute()} (so no overrides: health checks "
+              "decide everywhere); admin set makes it")
+        return 0
     try:
         overrides = statefile.read(args.state)
     except ConfigError as e:

@@ -92,12 +92,16 @@ def identifier(text: str) -> str:
         raise argparse.ArgumentTypeError(e.reason) from None
 
 
-def fleet_args(p: argparse.ArgumentParser, required: bool = False) -> None:
-    """``--fleet URL`` (and the fleet's ``--fleet-name``) for the commands that read it."""
+def fleet_args(p: argparse.ArgumentParser, required: bool = False,
+               defaults: bool = True) -> None:
+    """``--fleet URL`` (and the fleet's ``--fleet-name``) for the commands that read it
+    (``defaults=False``: on an action's parser, which must not overwrite its parent's)."""
     p.add_argument("--fleet", type=store_url, metavar="URL", required=required,
+                   default=None if defaults else argparse.SUPPRESS,
                    help="the fleet's store: redis://[:PASSWORD@]HOST[:PORT][/DB], "
                         "rediss:// (TLS) or unix:///PATH")
-    p.add_argument("--fleet-name", type=identifier, default="mirror-router", metavar="NAME",
+    p.add_argument("--fleet-name", type=identifier, metavar="NAME",
+                   default="mirror-router" if defaults else argparse.SUPPRESS,
                    help="the fleet's name, its key prefix in the store (default "
                         "mirror-router)")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from typing import NoReturn
 
 from router import __version__, log
 from router.cli import admin, check, dnssec, explain, fleet, probe, serve
@@ -21,8 +22,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(args.func(args))
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, whose errors are two lines (the error, and where the help is) rather
+    than the whole usage first with the error at the bottom."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n(see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="mirror-router",
         description="Geo-aware edge router for download mirrors: authoritative GeoDNS and "
                     "an HTTP 302 redirector over one steering core.")

@@ -59,7 +59,8 @@ def load(path: str | Path) -> Config:
     elif root.is_file():
         files = [root]
     else:
-        raise ConfigError([Problem(str(root), "", "no such file or folder")])
+        raise ConfigError([Problem(str(root.absolute()), "", "no such file or folder (the "
+                                   "zones: --zones DIR, by default ./zones)")])
     zones = [z for f in files if (z := _load_file(f, problems)) is not None]
     _check_across_files(zones, problems)
     if problems:

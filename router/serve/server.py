@@ -237,8 +237,8 @@ class Server(Lifecycle):
         await cancel(self.tasks)
         if not await self.drain(self._drain()):
             log.warning("drain_skipped", open_dns_tcp=sum(len(d.pool.open) for d in self.dns))
-        if self.dispatch is not None and self.dispatch.authority.cache is not None:
-            log.info("dns_cache", **self.dispatch.authority.cache.counters())
+        if self.dns and self.dispatch is not None and self.dispatch.authority.cache is not None:
+            log.info("dns_cache", **self.dispatch.authority.cache.counters())  # if it served
         if self.dispatch is not None and self.dispatch.tap is not None:
             await self.dispatch.tap.close()
         if self.source is not None:

@@ -177,8 +177,11 @@ def _named(listener: str, address: HostPort, bind: Callable[[str, int], T]) -> T
 
 def _hint(e: OSError, address: HostPort) -> str:
     if e.errno == errno.EACCES and address[1] < 1024:
-        return ("; a port below 1024 needs CAP_NET_BIND_SERVICE (the systemd unit grants "
-                "it; elsewhere: setcap cap_net_bind_service=+ep on the Python binary)")
+        return ("; a port below 1024 needs CAP_NET_BIND_SERVICE: the systemd unit grants it "
+                "(AmbientCapabilities=); elsewhere run it under systemd-run -p "
+                "AmbientCapabilities=CAP_NET_BIND_SERVICE, or listen above 1023 and "
+                "redirect port 53 there (nftables): not setcap on the Python binary, "
+                "which gives every Python program the privilege")
     if e.errno == errno.EADDRINUSE:
         return "; another program listens there (or another mirror-router)"
     if e.errno == errno.EADDRNOTAVAIL:

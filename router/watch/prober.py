@@ -23,6 +23,7 @@ import structlog
 from router.core.checks import Checker, Probe, groups, probes, unprobed
 from router.core.config import Config, Kind
 from router.core.health import Board, Health, Key, Result, Status
+from router.core.values import redact
 from router.watch.check import loop_lag, new_session
 from router.watch.kinds import checkers
 from router.watch.tasks import cancel, reconcile
@@ -37,7 +38,7 @@ def jittered(interval: float, u: float) -> float:
     return interval * (1 - u * JITTER)
 
 
-OnChange = Callable[[Key, Health, Health], None]
+OnChange = Callable[[Key, Health, Health, str], None]  # key, before, after, URL checked
 OnResult = Callable[[Key, Result], None]
 
 
@@ -130,7 +131,7 @@ class Prober:
                 self.on_result(key, result)
             self._first[key].set()
             if after.status is not before.status and self.on_change is not None:
-                self.on_change(key, before, after)
+                self.on_change(key, before, after, probe.url)
             # A suspect is checked again soon: fall x suspect_interval to take a dead one
             # out; a recovering one keeps the normal interval for its rise.
             every = check.fast if after.status is Status.SUSPECT else check.interval
@@ -138,9 +139,11 @@ class Prober:
             await asyncio.sleep(max(0.0, started + delay - time.monotonic()))
 
 
-def log_change(key: Key, before: Health, after: Health) -> None:
-    """The default ``on_change``: one structured log line per state change."""
+def log_change(key: Key, before: Health, after: Health, url: str) -> None:
+    """The default ``on_change``: one structured log line per state change, naming the
+    URL checked; a warning when a target goes down (an operator wants to hear of it)."""
     last = after.last
-    log.info("target_state", service=key[0], target=key[1], old=before.status.value,
-             new=after.status.value, error=last.error if last else None,
-             http_status=last.http_status if last else None)
+    say = log.warning if after.status is Status.DOWN else log.info
+    say("target_state", service=key[0], target=key[1], old=before.status.value,
+        new=after.status.value, error=last.error if last else None,
+        http_status=last.http_status if last else None, url=redact(url))
