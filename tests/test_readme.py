@@ -188,3 +188,16 @@ def test_normalise_keeps_what_is_not_a_timing():
     assert normalise(printed) != normalise(ran.replace("  5  ", "  4  "))
     assert normalise("A\t192.0.2.10") != normalise("A\t192.0.2.11")
     assert normalise("1 tuna 9.3 km") != normalise("1 tuna 9.4 km")  # not a timing
+
+
+def test_a_second_demo_in_the_same_folder_changes_nothing(demo):
+    """A second ``make demo`` reset the running one's state file, rewrote its zone with
+    dead ports and deleted its demo.json before it failed on a port."""
+    folder = Path(demo[DEMO_FOLDER])
+    before = {name: (folder / name).read_bytes()
+              for name in ("state.toml", "demo.json", "zones/test.example.com.toml")}
+    second = subprocess.run([sys.executable, "tools/loopback_demo.py", str(folder),
+                             "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert second.returncode == 1 and "a demo already runs in" in second.stderr
+    assert {name: (folder / name).read_bytes() for name in before} == before

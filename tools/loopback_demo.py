@@ -19,8 +19,10 @@ Needs the test extra (``cryptography``), which ``make`` installs.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -70,6 +72,28 @@ def follow(log: IO[str], folder: Path) -> None:
                   f" state {folder / 'state.toml'} (Ctrl-C stops)", flush=True)
 
 
+def claim(folder: Path, dns: str, http: str) -> IO[str] | str:
+    """The folder's lock (held while the demo runs), or why not: a demo already runs in
+    it, or a port is taken. A second demo used to reset the running one's state file,
+    rewrite its zone with dead ports and delete its demo.json before failing on a port."""
+    lock = (folder / ".demo.lock").open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return (f"a demo already runs in {folder} (its lock: {folder / '.demo.lock'}): stop "
+                "it first, or give another FOLDER; nothing was changed")
+    for kind, address in (("DNS", dns), ("HTTP", http)):
+        host, _, port = address.rpartition(":")
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            try:
+                s.bind((host.strip("[]"), int(port)))
+            except OSError as e:
+                lock.close()
+                return f"{kind} {address}: {e.strerror}; nothing was changed"
+    return lock
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="tools/loopback_demo.py")
     p.add_argument("folder", type=Path, nargs="?", default=Path("/tmp/mirror-router-demo"))
@@ -77,7 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--http", default="127.0.0.1:8301")
     args = p.parse_args(argv)
     folder: Path = args.folder
-    (folder / "zones").mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    held = claim(folder, args.dns, args.http)  # before anything in the folder is touched
+    if isinstance(held, str):
+        print(f"tools/loopback_demo.py: {held}", file=sys.stderr)
+        return 1
+    (folder / "zones").mkdir(exist_ok=True)
     (folder / "demo.json").unlink(missing_ok=True)
     (folder / "state.toml").write_text("[targets]\n")
     farm = MirrorFarm()
