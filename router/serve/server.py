@@ -94,10 +94,7 @@ class Server(Lifecycle):
         runtime = self.runtime = Runtime(config, Locator(s.geoip), Board(), probing=s.probe,
                                          readings=self, asn_db=_asn_db(s.asn_db))
         self.source = self.make_source(runtime)
-        tap = Tap(s.dnstap, s.dnstap_sample, runtime.stats, s.nsid) if s.dnstap else None
-        self.dispatch = Dispatch(self._authority(config), tap)
-        if tap is not None:
-            tap.start()
+        self.dispatch = Dispatch(self._authority(config), self._tap(runtime))
         if s.https:  # a bad certificate fails here, before anything listens
             self.certificate = Certificate(*certificate_files(s))
         if self.sockets is None and not self.fed:  # a worker's claims are its supervisor's
@@ -333,6 +330,15 @@ class Server(Lifecycle):
         return {"http": _addresses(sockets.http), "https": _addresses(sockets.https),
                 "admin": _addresses(sockets.admin)}
 
+
+    def _tap(self, runtime: Runtime) -> Tap | None:
+        """Where sampled DNS answers go (``--dnstap``), its writer started; None: nowhere."""
+        s = self.settings
+        if s.dnstap is None:
+            return None
+        tap = Tap(s.dnstap, s.dnstap_sample, runtime.stats, s.nsid)
+        tap.start()
+        return tap
 
     async def _serve_app(self, app: web.Application, cap: int, runtime: Runtime,
                          socks: list[tuple[socket.socket, ssl.SSLContext | None]]
