@@ -101,7 +101,7 @@ def test_every_zone_problem_is_on_a_line_of_its_own(tmp_path):
 
 
 @pytest.mark.parametrize(("code", "port", "hint"), [
-    (errno.EACCES, 53, "needs CAP_NET_BIND_SERVICE (the systemd unit grants it"),
+    (errno.EACCES, 53, "needs CAP_NET_BIND_SERVICE: the systemd unit grants it"),
     (errno.EADDRNOTAVAIL, 5300, "no interface of this machine has that address"),
 ])
 def test_bind_errors_carry_a_hint(code, port, hint):
