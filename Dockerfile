@@ -8,18 +8,26 @@
 # the container's user; to keep the state file in a host folder instead, run as its
 # owner:   docker run --user "$(id -u):$(id -g)" -v $PWD/state:/state ...
 #   docker exec CONTAINER mirror-router admin --zones /zones set ID drain
-FROM python:3.11-slim
+# podman and buildah write OCI images by default, which drop HEALTHCHECK: build with
+# "podman build --format docker", or check /readyz from your orchestrator instead.
+# The base is pinned to a Python release and a Debian release; pin it by digest
+# (python:3.11.11-slim-bookworm@sha256:...) for builds that must not move.
+FROM python:3.11.11-slim-bookworm
 
 WORKDIR /app
 COPY pyproject.toml README.md LICENSE ./
 COPY router ./router
 RUN pip install --no-cache-dir . && rm -rf /root/.cache
 COPY zones /zones
-RUN mkdir /state && chown nobody:nogroup /state && chmod 0775 /state
+# a user of its own (not nobody, whose files every other nobody process may touch)
+RUN groupadd --system --gid 10001 mirror-router \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home \
+        --shell /usr/sbin/nologin mirror-router \
+    && mkdir /state && chown mirror-router:mirror-router /state && chmod 0770 /state
 
 ENV STATE_DIRECTORY=/state
 VOLUME /state
-USER nobody
+USER 10001:10001
 EXPOSE 5300/udp 5300/tcp 8300/tcp
 STOPSIGNAL SIGTERM
 # Healthy = HTTP ready (first probe round done) and DNS answering over UDP (a root SOA

@@ -682,7 +682,23 @@ def test_missing_zone_table(tmp_path):
 def test_missing_origin_does_not_call_the_other_zone_keys_unknown(tmp_path):
     path = write(tmp_path, zone_toml(('origin = "go.example.com"', 'orign = "go.example.com"')))
     assert problems_of(path) == [Problem(str(path), "zone.origin", "is required"),
-                                 Problem(str(path), "zone.orign", "unknown key")]
+                                 Problem(str(path), "zone.orign",
+                                         "unknown key (did you mean origin?)")]
+
+
+def test_an_unknown_key_near_a_known_one_is_named(tmp_path):
+    """``trusted_proxie`` was only "unknown key"; the nearest key the table has is named,
+    and a key near none is not given a guess."""
+    from router.core.config import ConfigError
+    from router.core.zonefile import load_server
+    server = tmp_path / "server.toml"
+    server.write_text('[server]\ntrusted_proxie = ["127.0.0.1/32"]\nzzz = 1\n')
+    with pytest.raises(ConfigError) as e:
+        load_server(server)
+    assert e.value.problems == [
+        Problem(str(server), "server.trusted_proxie",
+                "unknown key (did you mean trusted_proxies?)"),
+        Problem(str(server), "server.zzz", "unknown key")]
 
 
 def test_targets_without_ids_are_not_called_duplicates(tmp_path):

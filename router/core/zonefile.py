@@ -9,6 +9,7 @@ reading the files it is given.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import tomllib
 from collections.abc import Callable, Iterator
@@ -274,9 +275,13 @@ class _Table:
                 yield name, sub
 
     def finish(self) -> None:
+        """Every key no reader asked for is unknown; the nearest one asked for (every key
+        this table may have was asked for, present or not) is suggested."""
         for name in self.data:
             if name not in self.used:
-                self.report(self.key(name), "unknown key")
+                near = difflib.get_close_matches(name, sorted(self.used), n=1, cutoff=0.75)
+                self.report(self.key(name), "unknown key" + (
+                    f" (did you mean {near[0]}?)" if near else ""))
 
 
 # ---------------------------------------------------------------- locations
