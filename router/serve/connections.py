@@ -50,6 +50,7 @@ import resource
 import ssl
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, cast
 
 import structlog
@@ -158,10 +159,7 @@ class Cap:
 
     def protocol(self) -> asyncio.Protocol:
         """aiohttp's protocol factory, after making room if the cap is reached."""
-        if not self._room():
-            return Refuse()
-        self.accepted += 1
-        return self.handler()
+        return self._admitted(self.handler)
 
     def handler(self) -> RequestHandler:
         """aiohttp's protocol for one connection, whose refusals of malformed requests
@@ -173,21 +171,24 @@ class Cap:
     def tls(self, context: ssl.SSLContext) -> asyncio.Protocol:
         """The protocol factory of an HTTPS listener: a ``Handshake`` with ``context``,
         after making room if the cap is reached."""
+        return self._admitted(lambda: Handshake(self, context))
+
+    def _admitted(self, make: Callable[[], asyncio.Protocol]) -> asyncio.Protocol:
+        """``make()`` once there is room for one more connection, else a ``Refuse``."""
         if not self._room():
             return Refuse()
         self.accepted += 1
-        return Handshake(self, context)
+        return make()
 
     def head(self, handler: RequestHandler, received: int, finished: bool) -> None:
         """``handler`` received ``received`` bytes of a request head (``finished``: a
-        head came whole, so what it held is gone); past the budget, the oldest
-        unfinished heads are closed."""
-        held = self.heads.pop(handler, 0)
-        self.head_bytes -= held
-        if finished or not received:
+        head came whole, so what it held is gone); past the budget, the heads begun
+        longest ago are closed."""
+        if finished:
+            self.forget(handler)
             return
-        self.heads[handler] = held + received
-        self.head_bytes += held + received
+        self.heads[handler] = self.heads.get(handler, 0) + received  # keeps its place
+        self.head_bytes += received
         while self.head_bytes > self.header_budget and self.heads:
             oldest = next(iter(self.heads))
             self.head_bytes -= self.heads.pop(oldest)
@@ -337,7 +338,7 @@ def _counting(cap: Cap) -> type[RequestHandler]:
             super().data_received(data)
             finished = self._request_count > parsed
             if finished or not self._request_in_progress:
-                cap.head(self, 0 if finished else len(data), finished)
+                cap.head(self, len(data), finished)
 
         def connection_lost(self, exc: BaseException | None) -> None:
             cap.forget(self)
