@@ -354,10 +354,11 @@ def index(service: Service) -> Index:
     return found[1]
 
 
-def kind(service: Service, whom: Whom) -> tuple[str | None, str | None]:
+def kind(service: Service, country: str | None, continent: str | None
+         ) -> tuple[str | None, str | None]:
     """The part of a client that ``service``'s line-ups depend on, besides its rules:
     its country and continent, or nothing (``Index.by_place``)."""
-    return (whom.country, whom.continent) if index(service).by_place else (None, None)
+    return (country, continent) if index(service).by_place else (None, None)
 
 
 def _entrant(target: Target, service: Service, whom: Whom, status: Status,

@@ -33,8 +33,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from router.core import scoring
-from router.core.audience import EVERYONE, Scope
+from router.core import audience, scoring
+from router.core.audience import EVERYONE, Rules, Scope
 from router.core.availability import Availability, FileView
 from router.core.catalog import CatalogFile
 from router.core.config import Kind, Service, Target
@@ -42,6 +42,7 @@ from router.core.earth import Point
 from router.core.geo import Location
 from router.core.health import Effective, Snapshot, Status, address_id, effective
 from router.core.ip import IPAddress
+from router.core.memo import Memo
 from router.core.overrides import Override
 from router.core.scoring import (
     LACKING,
@@ -54,6 +55,7 @@ from router.core.scoring import (
     Standing,
     Want,
     Whom,
+    kind,
     line_up,
     near_limit,
     no_latency,
@@ -62,7 +64,7 @@ from router.core.scoring import (
 
 __all__ = ["FORCED", "Candidate", "Decision", "Exclusion", "FileChecker", "HealthView",
            "LatencyView", "OverrideView", "Standing", "Want", "answer_addresses", "decide",
-           "describe",
+           "describe", "kept_lineup",
            "lined_up", "rank", "worth_waiting_for"]
 
 FORCED = "; forced up by the operator"  # added to the reason of a target served despite health
@@ -159,6 +161,21 @@ def lined_up(snapshot: Snapshot, service: Service, client: Whom, want: Want, *,
                    latency=snapshot.latency(name), admin=snapshot.overrides(name),
                    addresses=view if service.health.kind is Kind.ADDRESSES else None,
                    barred=barred)
+
+
+def kept_lineup(lineups: Memo[tuple[object, ...], Lineup], base: tuple[object, ...],
+                snapshot: Snapshot, service: Service, client: Location, rules: Rules,
+                want: Want, *, barred: Collection[str] = ()) -> Lineup:
+    """The line-up for ``client``'s kind (``scoring.kind``: its country and continent
+    where they matter, and what its rules do) under ``base`` (what else a face keys on:
+    the service, generations, want), from ``lineups``, or made (the client's ``rules``
+    read only then) and kept: both faces rank a new place from one."""
+    at = (*base, *kind(service, client.country, client.continent), client.effect)
+    found = lineups.get(at)
+    if found is None:
+        who = whom(client, audience.scope(rules, service, client))
+        found = lineups.put(at, lined_up(snapshot, service, who, want, barred=barred))
+    return found
 
 
 def answer_addresses(snapshot: Snapshot, service: Service, target: Target, version: int

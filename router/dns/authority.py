@@ -24,16 +24,16 @@ from dataclasses import dataclass
 import structlog
 
 from router.core.asn import AsnDb
-from router.core.audience import Placer, Rules, scope
+from router.core.audience import Placer, Rules
 from router.core.config import Config, Service, Target
 from router.core.dnsparams import Class, Option, Rcode, Type
 from router.core.geo import Location, Locator
 from router.core.health import Snapshot
 from router.core.ip import IPAddress
 from router.core.memo import Memo, Recall
-from router.core.scoring import Lineup, kind
+from router.core.scoring import Lineup
 from router.core.stats import DROPPED, QTYPES, Stats
-from router.core.steering import Want, answer_addresses, decision, lined_up, whom
+from router.core.steering import Want, answer_addresses, decision, kept_lineup
 from router.dns import dnssec, wire
 from router.dns.cache import DEFAULT_SIZE, AnswerCache
 from router.dns.clients import Clients, Located
@@ -355,11 +355,8 @@ class Authority:
         key, place = (*base, client.key), (*base, client.point, client.country, client.effect)
         found = self.decisions.get(key, place)
         if found is None:
-            who = whom(client, scope(self.rules, service, client))
-            at = (*base, *kind(service, who), client.effect)
-            lineup = self.lineups.get(at)
-            if lineup is None:
-                lineup = self.lineups.put(at, lined_up(snapshot, service, who, want))
+            lineup = kept_lineup(self.lineups, base, snapshot, service, client, self.rules,
+                                 want)
             made = decision(lineup, client, head=service.answers)
             why = made.ranked[0].reason if made.ranked else "no target can serve"
             found = self.decisions.put(key, place, made.hashed,

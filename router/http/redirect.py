@@ -28,14 +28,13 @@ from router.core.geo import Location
 from router.core.ip import IPNetwork
 from router.core.memo import Memo, Recall
 from router.core.runtime import Runtime
-from router.core.scoring import Lineup, kind
+from router.core.scoring import Lineup
 from router.core.steering import (
     Decision,
     FileChecker,
     Want,
     decision,
-    lined_up,
-    whom,
+    kept_lineup,
     worth_waiting_for,
 )
 from router.core.steering import decide as steer
@@ -292,16 +291,11 @@ class Redirector:
         """The targets lined up for clients of ``client``'s country (no file asked for),
         kept per service, health generation and country: a new place is ranked from it
         (``Lineup.order`` finds the outcome a decision was made with already)."""
-        who = whom(client, scope(self.rules, service, client))
-        at = (key[0], key[2], key[3], *kind(service, who), client.effect,
-              key[5])  # the service, generations, kind of client, secure
-        lineup = self.lineups.get(at)
-        if lineup is None:
-            want = Want.SECURE_URL if key[5] else Want.URL
-            lineup = self.lineups.put(at, lined_up(
-                self.runtime.board.snapshot, service, who, want,
-                barred=self.runtime.ledger.barred(service.name)))
-        return lineup
+        return kept_lineup(  # per service, generations, secure and kind of client
+            self.lineups, (key[0], key[2], key[3], key[5]), self.runtime.board.snapshot,
+            service, client, self.rules,
+            Want.SECURE_URL if key[5] else Want.URL,
+            barred=self.runtime.ledger.barred(service.name))
 
     def client(self, request: web.Request) -> tuple[str | None, Location]:
         """The client's address and location, the recent ones remembered (``RECENT``)."""
