@@ -78,6 +78,7 @@ class Tap:
         self.sample = sample
         self.stats = stats
         self.identity = (identity or socket.gethostname()).encode()
+        self.version = f"mirror-router {__version__}".encode()
         self.queue: deque[Seen] = deque()
         self.room = QUEUE  # answers taken per turn: twice what the last turn had time for
         self.task: asyncio.Task[None] | None = None
@@ -175,8 +176,8 @@ class Tap:
         at, query, reply, peer, port, tcp, server, server_port = seen
         out = []
         for kind in (dnstap_pb2.Message.AUTH_QUERY, dnstap_pb2.Message.AUTH_RESPONSE):
-            tap = dnstap_pb2.Dnstap(identity=self.identity, version=f"mirror-router {__version__}"
-                                    .encode(), type=dnstap_pb2.Dnstap.MESSAGE)
+            tap = dnstap_pb2.Dnstap(identity=self.identity, version=self.version,
+                                    type=dnstap_pb2.Dnstap.MESSAGE)
             m = tap.message
             m.type = kind
             m.socket_family = dnstap_pb2.INET6 if peer.version == 6 else dnstap_pb2.INET

@@ -91,6 +91,7 @@ class TcpProtocol(asyncio.Protocol):
         self.buffer = bytearray()
         self.peer: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
         self.port = 0
+        self.local: tuple[bytes, int] | None = None  # our address and port, for dnstap
         self.timer: asyncio.TimerHandle | None = None
         # time.monotonic(), not loop.time(): uvloop's clock is cached per loop turn in
         # milliseconds, and ties would make "the longest idle" an arbitrary one
@@ -141,7 +142,9 @@ class TcpProtocol(asyncio.Protocol):
         self.transport.write(struct.pack("!H", len(reply)) + reply)
         tap = self.pool.dispatch.tap
         if tap is not None:
-            tap.seen(message, reply, self.peer, self.port, True, _local(self.transport))
+            if self.local is None:  # once per connection, and only when tapping
+                self.local = _local(self.transport)
+            tap.seen(message, reply, self.peer, self.port, True, self.local)
         return True
 
     @property
