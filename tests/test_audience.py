@@ -369,29 +369,3 @@ def test_a_new_asn_database_moves_the_as_rules_with_it(tmp_path, databases, farm
         assert dns_answer(router, "82.0.200.0/24") == (["192.0.2.4"], 16)
     finally:
         assert router.stop() == 0
-
-
-def test_a_quiet_client_has_nothing_to_match_and_nothing_to_split():
-    """``PrefixTable.quiet`` (the /16 a client is in touches no network of the table)
-    is the fast path of ``Rules.place``: it must never skip a match or a split."""
-    import ipaddress
-    import random
-
-    from router.core.prefixes import PrefixTable
-
-    rnd = random.Random(25)
-    nets = []
-    for _ in range(300):
-        length = rnd.choice((8, 12, 16, 20, 24, 28))
-        first = rnd.randrange(198 << 24, 200 << 24) >> (32 - length) << (32 - length)
-        nets.append((ipaddress.IPv4Network((first, length)), "rule"))
-    table = PrefixTable(nets[:150] + [n for n in nets[150:] if n[0].prefixlen >= 16])
-    quiet = 0
-    for _ in range(20000):
-        value = rnd.randrange(196 << 24, 202 << 24)
-        prefixlen = rnd.choice((16, 18, 20, 24))
-        if table.quiet(value, 4, prefixlen):
-            quiet += 1
-            assert not table.match(value, 4)
-            assert table.split(value, 4, prefixlen) == prefixlen
-    assert 0 < quiet < 20000

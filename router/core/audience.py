@@ -97,10 +97,8 @@ class Rules:
         least as long as the longest rule network holding it, and narrowed to hold no
         rule network it is not in (``PrefixTable.split``). A client no rule concerns is
         ``where`` itself."""
-        country = self.by_country.get(where.country) if where.country is not None else None
-        if country is None and self.table.quiet(value, version, where.prefixlen):
-            return where  # no rule network near: GeoIP's place as it is
         found = self.table.match(value, version)
+        country = self.by_country.get(where.country) if where.country is not None else None
         # an answer decided by a rule is kept inside the rule's network: the longest of
         # GeoIP's network and the longest rule's (RFC 7871 7.2.1 lets a scope exceed the source)
         prefix = max(where.prefixlen, found[0][0]) if found else where.prefixlen

@@ -20,8 +20,6 @@ from router.core.ip import IPNetwork
 
 V = TypeVar("V")
 WIDTH = {4: 32, 6: 128}
-COARSE = {4: 16, 6: 32}  # the blocks ``quiet()`` looks at
-BUSY_LIMIT = 1 << 20  # blocks a network shorter than them may mark; beyond, all are busy
 
 
 class PrefixTable(Generic[V]):
@@ -38,18 +36,6 @@ class PrefixTable(Generic[V]):
         # for split(): every network's last address, and its first, each sorted
         self._lasts = {ver: sorted(last for _f, last in s) for ver, s in spans.items()}
         self._firsts = {ver: sorted(first for first, _l in s) for ver, s in spans.items()}
-        # the /16s (IPv4) and /32s (IPv6) that some network of the table touches: a
-        # client in none of them, whose own network is at least that long, has nothing
-        # to match and nothing to split around (``quiet``)
-        self._busy = {ver: _blocks(s, WIDTH[ver], COARSE[ver]) for ver, s in spans.items()}
-
-    def quiet(self, value: int, version: int, prefixlen: int) -> bool:
-        """Whether no network of the table can concern a client at ``value`` whose own
-        network is ``prefixlen`` long: ``match()`` finds nothing and ``split()`` keeps
-        ``prefixlen``."""
-        coarse = COARSE[version]
-        return prefixlen >= coarse and \
-            value >> (WIDTH[version] - coarse) not in self._busy[version]
 
     def __bool__(self) -> bool:
         return any(self._lengths.values())
@@ -81,23 +67,3 @@ class PrefixTable(Generic[V]):
         if j < len(firsts) and firsts[j] <= high:
             length = max(length, width - (value ^ firsts[j]).bit_length() + 1)
         return min(length, width)
-
-
-def _blocks(spans: set[tuple[int, int]], width: int, coarse: int) -> frozenset[int] | _All:
-    """The ``coarse``-bit blocks the spans (first, last address) touch."""
-    shift = width - coarse
-    found: set[int] = set()
-    for first, last in spans:
-        low, high = first >> shift, last >> shift
-        if high - low > BUSY_LIMIT:
-            return _All()
-        found.update(range(low, high + 1))
-    return frozenset(found)
-
-
-class _All:
-    """Every block is busy (a rule network far shorter than a block)."""
-
-    def __contains__(self, _block: object) -> bool:
-        return True
-
