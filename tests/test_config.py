@@ -283,6 +283,7 @@ def test_txt_strings_are_at_most_255_bytes_and_join_back(text):
 
 @pytest.mark.parametrize(("rtype", "data", "expected"), [
     ("MX", '"10 mail.example.net"', Mx(10, "mail.example.net.")),
+    ("MX", '"0 ."', Mx(0, ".")),  # a null MX (RFC 7505)
     ("SRV", '"10 5 443 dl.go.example.com."', Srv(10, 5, 443, "dl.go.example.com.")),
     ("SRV", '"0 0 0 ."', Srv(0, 0, 0, ".")),
     ("CAA", """'0 issue "letsencrypt.org"'""", Caa(0, "issue", "letsencrypt.org")),
@@ -811,7 +812,7 @@ def test_check_accepts_the_example_zones():
     assert len(lines) == len(files) >= 1
     for line, path in zip(lines, files, strict=True):
         assert line.startswith(f"zones/{path.name}: ok: ")
-    assert "go.example.com. with 11 record(s), 3 service(s), 16 target(s)" in result.stdout
+    assert "go.example.com. with 12 record(s), 3 service(s), 16 target(s)" in result.stdout
 
 
 def test_check_prints_every_problem_and_fails(tmp_path):

@@ -214,8 +214,11 @@ VALIDATOR = """    module-config: "validator iterator"
     val-log-level: 2"""
 
 
-def start_unbound(folder: Path, router: RouterProcess, anchor: str
+def start_unbound(folder: Path, router: RouterProcess, anchor: str, *, zone: str = ZONE,
+                  stubs: str = "", first: str = "ns1." + ZONE
                   ) -> tuple[subprocess.Popen[str], int]:
+    """unbound validating with ``anchor`` as its trust anchor, ``zone`` stubbed to the
+    router (and ``stubs``: more stub zones), once it answers ``first``."""
     from tests.harness import wait_until
     from tests.test_startup import free_port
     from tests.test_unbound import CONFIG, UNBOUND
@@ -223,15 +226,15 @@ def start_unbound(folder: Path, router: RouterProcess, anchor: str
         pytest.skip("needs unbound (Debian package unbound; .ci/run installs it)")
     port = free_port()
     config = folder / "unbound.conf"
-    config.write_text(CONFIG.format(port=port, folder=folder, zone=ZONE,
+    config.write_text(CONFIG.format(port=port, folder=folder, zone=zone,
                                     router=router.dns_port,
-                                    extra=VALIDATOR.format(anchor=anchor)))
+                                    extra=VALIDATOR.format(anchor=anchor) + stubs))
     proc = subprocess.Popen([UNBOUND, "-d", "-c", str(config)], stderr=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
 
     def answering() -> bool:
         try:
-            dns.query.udp(dns.message.make_query("ns1." + ZONE, "A"), "127.0.0.1", port=port,
+            dns.query.udp(dns.message.make_query(first, "A"), "127.0.0.1", port=port,
                           timeout=1)
             return True
         except (dns.exception.Timeout, OSError):
@@ -313,8 +316,11 @@ def test_metrics_and_status_show_the_key_and_its_signatures(keyed):
     import urllib.request
     with urllib.request.urlopen(f"http://127.0.0.1:{router.http_port}/status.json") as r:
         shown = json.load(r)["dnssec"]
-    assert shown[0]["zone"] == ZONE and shown[0]["key_tag"] == key.tag
+    assert shown[0]["zone"] == ZONE and shown[0]["keys"][0]["key_tag"] == key.tag
+    assert shown[0]["keys"][0]["state"] == "active" and shown[0]["next_event"] is None
     assert shown[0]["signatures_made"] >= 1
+    assert value(m, "mirror_router_dnssec_key_state", **zone, key_tag=str(key.tag),
+                 algorithm="ecdsap256sha256", state="active") == 1
     with urllib.request.urlopen(f"http://127.0.0.1:{router.http_port}/status") as r:
         assert "<h2>DNSSEC</h2>" in r.read().decode()
 

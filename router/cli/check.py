@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from router.cli import args as common
 from router.core.asn import AsnDb
@@ -38,8 +39,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _signed(zone: Zone) -> str:
     """How a signed zone is signed (its key loaded: ``load_or_report`` checked it)."""
-    if zone.dnssec_key is None:
+    if not zone.signed:
         return ", unsigned"
-    key = dnssec.zone_key(zone)
-    return f", signed ({key.summary})"
+    now = time.time()
+    keys = dnssec.zone_keys(zone)
+    return ", signed (" + "; ".join(f"{k.summary}: {dnssec.state(k, now, zone.ttl)}"
+                                    for k in keys) + ")"
 

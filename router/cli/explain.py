@@ -7,6 +7,7 @@ import argparse
 import ipaddress
 import json
 import sys
+import time
 from pathlib import Path
 
 from router.cli import args as common
@@ -67,10 +68,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _signing(zone: Zone) -> str:
     """Whether DO queries get signed answers, and with which key."""
-    if zone.dnssec_key is None:
+    if not zone.signed:
         return f"zone {zone.origin} is unsigned"
-    key = dnssec.zone_key(zone)  # load_or_report checked it
-    return f"zone {zone.origin} is signed: DO queries get RRSIGs ({key.summary})"
+    phase = dnssec.phase(dnssec.zone_keys(zone), time.time(), zone.ttl)  # checked at load
+    keys = "; ".join(k.summary for k in phase.signing)
+    return f"zone {zone.origin} is signed: DO queries get RRSIGs ({keys})"
 
 
 def _explain_name(args: argparse.Namespace, service: Service, client: Location,

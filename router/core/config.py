@@ -213,6 +213,22 @@ class Record:
     ttl: int
 
 
+class Cds(StrEnum):
+    """What a signed zone's CDS and CDNSKEY records ask of the parent (RFC 8078)."""
+
+    KEYS = "keys"  # the DS of the keys that sign (a rollover's new one once it is ready)
+    DELETE = "delete"  # remove every DS: the zone is going unsigned (CDS 0 0 0 00)
+    NONE = "none"  # no CDS or CDNSKEY at all
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFile:
+    """A DNSSEC key file and its text (a secret: never shown)."""
+
+    path: Path
+    text: str = field(repr=False)
+
+
 @dataclass(frozen=True, slots=True)
 class Zone:
     origin: str  # absolute, lower case, with the trailing dot
@@ -227,10 +243,30 @@ class Zone:
     records: tuple[Record, ...] = ()
     services: tuple[Service, ...] = ()
     source: str = ""
-    dnssec_key: Path | None = None  # a combined signing key (router.dns.dnssec): signed
-    # ... its content, read with the zone: a key replaced in place is a changed zone
-    dnssec_key_text: str | None = field(default=None, repr=False)  # a secret: never shown
+    # signing keys (router.dns.dnssec), read with the zone: a key replaced in place is a
+    # changed zone. Signed when there is one; each carries its own timing (rollovers).
+    dnssec_keys: tuple[KeyFile, ...] = ()
+    dnssec_folder: Path | None = None  # ``dnssec_keys = "DIR"``: its *.key files, watched
+    dnssec_cds: Cds = Cds.KEYS  # what CDS/CDNSKEY publish (RFC 8078)
     lists: tuple[Path, ...] = ()  # prefix files its services read (networks_file): watched
+
+    @property
+    def signed(self) -> bool:
+        return bool(self.dnssec_keys)
+
+    @property
+    def max_ttl(self) -> int:
+        """The longest TTL any answer of the zone carries: how long a signature made now
+        may be kept in caches."""
+        return max([self.ttl, self.negative_ttl, *(r.ttl for r in self.records),
+                    *(s.ttl for s in self.services)])
+
+    @property
+    def watched(self) -> tuple[Path, ...]:
+        """The files besides the zone file that it was read from: its prefix lists, its
+        key files and key folder (a new key dropped in is a reload)."""
+        folder = (self.dnssec_folder,) if self.dnssec_folder is not None else ()
+        return (*self.lists, *(k.path for k in self.dnssec_keys), *folder)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,9 +279,10 @@ class Config:
 
     @property
     def lists(self) -> tuple[Path, ...]:
-        """Every file besides the zone files that the config was read from (prefix lists),
-        watched by ``serve``: a change reloads as SIGHUP does."""
-        return tuple(dict.fromkeys(p for z in self.zones for p in z.lists))
+        """Every file besides the zone files that the config was read from (prefix lists,
+        DNSSEC keys and key folders), watched by ``serve``: a change reloads as SIGHUP
+        does."""
+        return tuple(dict.fromkeys(p for z in self.zones for p in z.watched))
 
     def service(self, name: str) -> Service | None:
         return next((s for s in self.services if s.name == name), None)

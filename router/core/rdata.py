@@ -86,7 +86,9 @@ def _u16(text: str, what: str) -> int:
 
 def _mx(v: Any) -> Mx:
     pref, host = _fields(v, 2, "preference exchange")
-    return Mx(_u16(pref, "preference"), absolute_name(host))
+    if host == "." and pref != "0":  # a null MX: no mail at all (RFC 7505)
+        raise Invalid('a null MX ("0 .", RFC 7505) has preference 0')
+    return Mx(_u16(pref, "preference"), "." if host == "." else absolute_name(host))
 
 
 def _srv(v: Any) -> Srv:

@@ -36,14 +36,24 @@ class StateView(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class SigningKey:
+    """One key of a signed zone (``router.dns.dnssec``)."""
+
+    file: str
+    algorithm: str
+    tag: int
+    created: float  # when the key was made
+    state: str  # planned, published, ready, active, signing-unpublished, retired, removed
+    events: Mapping[str, float]  # its timing: publish, ready, activate, retire, remove
+
+
+@dataclass(frozen=True, slots=True)
 class Signing:
     """One signed zone, as /status and /metrics show it (``router.dns.dnssec``)."""
 
     zone: str
-    key: str  # the key file
-    algorithm: str
-    tag: int
-    created: float  # when the key was made
+    keys: tuple[SigningKey, ...]
+    next_event: tuple[float, str, int] | None  # (when, what, key tag); None: none planned
     made: int  # signatures made (signature cache misses)
     reused: int  # signatures found in the cache
 

@@ -7,8 +7,10 @@ in ``router.core.config`` adds the file and the key path. Pure: stdlib only.
 
 from __future__ import annotations
 
+import calendar
 import ipaddress
 import re
+import time
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -78,8 +80,9 @@ def number(lo: float, hi: float) -> Callable[[Any], float]:
     return convert
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0,
+         None: 1.0}
 
 
 def parse_duration(v: Any) -> float:
@@ -94,6 +97,33 @@ def parse_duration(v: Any) -> float:
     if v <= 0:
         raise Invalid("must be longer than zero")
     return float(v)
+
+
+_MOMENT = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d(?::\d\d)?)(?:Z|\+00:?00)$")
+
+
+def moment(text: str, now: float) -> float:
+    """A point in time as a Unix time: ISO 8601 in UTC (``2026-12-08T02:00:00Z``, the
+    seconds optional), ``now``, or relative to ``now`` (``+30d``, ``+2h``, ``+90s``)."""
+    text = text.strip()
+    if text == "now":
+        return now
+    if text.startswith("+"):
+        return now + parse_duration(text[1:])
+    m = _MOMENT.match(text)
+    if m is None:
+        raise Invalid(f"{text!r} is not a time such as 2026-12-08T02:00:00Z (UTC), "
+                      "now or +30d")
+    stamp = m.group(1) + ("" if m.group(1).count(":") == 2 else ":00")
+    try:
+        return float(calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S")))
+    except ValueError:
+        raise Invalid(f"{text!r} is not a date and time") from None
+
+
+def stamp(when: float) -> str:
+    """``moment``'s form of a Unix time: ``2026-12-08T02:00:00Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)

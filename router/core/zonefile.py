@@ -24,10 +24,12 @@ from router.core.config import (
     DEFAULT_KM_PER_MS,
     DEFAULT_NEGATIVE_TTL,
     DEFAULT_ZONE_TTL,
+    Cds,
     Config,
     ConfigError,
     FleetConfig,
     HealthCheck,
+    KeyFile,
     Kind,
     OnAllDown,
     Problem,
@@ -339,8 +341,7 @@ def _build_zone(doc: _Table, path: Path) -> Zone | None:
         records=tuple(_build_records(z, origin, ttl or 0)),
         services=tuple(_build_services(doc, origin, str(path))),
         source=str(path),
-        dnssec_key=(key := z.get("dnssec_key", _readable_file(path.parent), None)),
-        dnssec_key_text=_key_text(key, z),
+        **_signing(z, path.parent),
         lists=tuple(doc.read),  # after the services: the prefix files they read
     )
     z.finish()
@@ -348,19 +349,46 @@ def _build_zone(doc: _Table, path: Path) -> Zone | None:
     return zone if len(doc.problems) == before else None
 
 
-def _key_text(path: Path | None, z: _Table) -> str | None:
-    """A DNSSEC key file's content (``router.dns.dnssec`` parses it)."""
-    if path is None:
-        return None
-    try:
-        return reading.read_text(path, "DNSSEC key")
-    except (OSError, UnicodeDecodeError) as e:
-        z.report(z.key("dnssec_key"), f"{path}: cannot read: {e}")
-        return None
+def _signing(z: _Table, base: Path) -> dict[str, Any]:
+    """The zone's DNSSEC keys: ``dnssec_key = FILE``, or ``dnssec_keys`` (a list of files,
+    or a folder whose ``*.key`` files are read), each file's text read here
+    (``router.dns.dnssec`` parses it); and ``dnssec_cds``."""
+    one = z.get("dnssec_key", _readable_file(base), None)
+    many = z.get("dnssec_keys", _key_files(base), None)
+    cds = z.get("dnssec_cds", v.choice(Cds), Cds.KEYS)
+    if one is not None and many is not None:
+        z.report(z.key("dnssec_keys"), "give dnssec_key or dnssec_keys, not both")
+    folder, files = many if many is not None else (None, (one,) if one is not None else ())
+    name = "dnssec_keys" if many is not None else "dnssec_key"
+    keys = []
+    for path in files:
+        try:
+            keys.append(KeyFile(path, reading.read_text(path, "DNSSEC key")))
+        except (OSError, UnicodeDecodeError) as e:
+            z.report(z.key(name), f"{path}: cannot read: {e}")
+    return {"dnssec_keys": tuple(keys), "dnssec_folder": folder, "dnssec_cds": cds}
+
+
+def _key_files(base: Path) -> Callable[[Any], tuple[Path | None, tuple[Path, ...]]]:
+    """``dnssec_keys``: a folder (its ``*.key`` files) or a list of files, relative paths
+    from ``base``: (the folder or None, the files)."""
+    def convert(value: Any) -> tuple[Path | None, tuple[Path, ...]]:
+        if isinstance(value, str):
+            folder = base / Path(value).expanduser()
+            if not folder.is_dir():
+                raise v.Invalid(f"{value!r}: no such folder (a list of key files, or a "
+                                "folder of *.key files)")
+            files = tuple(sorted(folder.glob("*.key")))
+            if not files:
+                raise v.Invalid(f"{value!r}: no *.key file in this folder")
+            return folder, files
+        files = v.nonempty(v.list_of(_readable_file(base)))(value)
+        return None, files
+    return convert
 
 
 _ZONE_KEYS = ("nameservers", "hostmaster", "ttl", "negative_ttl", "serial", "refresh", "retry",
-              "expire", "records", "dnssec_key")
+              "expire", "records", "dnssec_key", "dnssec_keys", "dnssec_cds")
 
 
 def _file_serial(path: Path) -> int:

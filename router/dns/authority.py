@@ -16,6 +16,7 @@ its entry kept (``AnswerCache.answer``).
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from router.core import values
 from router.core.asn import AsnDb
 from router.core.audience import Placer, Rules
 from router.core.config import Config, Service, Target
@@ -66,7 +68,8 @@ class Authority:
                  cache_size: int = DEFAULT_SIZE, nsid: str | None = None,
                  cookies: Secrets | None = None, rrl: Limiter | None = None,
                  clock: Callable[[], float] = time.time, asn_db: AsnDb | None = None,
-                 rules: Rules | None = None, decision_sample: float = 0.0) -> None:
+                 rules: Rules | None = None, decision_sample: float = 0.0,
+                 key_states: dict[str, dict[int, str]] | None = None) -> None:
         self.rrl = rrl  # response rate limiting over UDP, when on
         self.decision_sample = decision_sample  # steered answers logged (--decision-log-sample)
         self.table = table
@@ -84,10 +87,15 @@ class Authority:
                                cache_size or DEFAULT_SIZE)  # who asked, located
         self.cache = AnswerCache(self.clients, health, payload, self.stats,
                                  cache_size) if cache_size > 0 else None
-        # Signed answers carry their signatures' window: the cache is emptied when a new
-        # window begins (once a week), so no reply outlives its RRSIGs' validity.
+        # Signed answers carry their signatures' window and their keys: the cache is
+        # emptied when a new window begins (once a week), so no reply outlives its RRSIGs'
+        # validity, and when a key event comes (a rollover's step).
         self.signed = any(zone.signer is not None for zone in table.zones)
-        self.window = dnssec.window(clock())[0]
+        self.next_roll = -math.inf
+        # each zone's keys' states, as last logged (a reload's authority goes on from the
+        # one before: a state is logged when it changes, not at every reload)
+        self.key_states: dict[str, dict[int, str]] = dict(key_states or {})
+        self.keep_time()
         # What steering chose (TTL and targets), per client network or place and health
         # generation: a query that misses the answer cache, or has none, seldom ranks.
         self.decisions: Recall[tuple[object, ...], tuple[object, ...], Chosen] = Recall(
@@ -122,7 +130,7 @@ class Authority:
         cookie back; a malformed one gets FORMERR, one whose server cookie we did not
         make gets BADCOOKIE over UDP (over TCP the address is proven: it is answered).
         With an NSID set, a query that asks for it (an empty NSID option) is told it."""
-        if self.signed:
+        if self.signed and self.clock() >= self.next_roll:  # keep_time(), inlined
             self._roll()
         cache = self.cache
         seen = cache.seen(data, peer) if cache is not None else None
@@ -160,14 +168,43 @@ class Authority:
         self.stats.dns_queries[(0, e.rcode)] += 1
         return wire.error_reply(data, e.rcode, self.payload)
 
+    def keep_time(self) -> None:
+        """Catch up with the present: a new signature window, or a key event, since the
+        last query (``handle`` does this first)."""
+        if self.signed and self.clock() >= self.next_roll:
+            self._roll()
+
     def _roll(self) -> None:
-        """A new signature window has begun: the cached signed replies go (once a week)."""
-        start = dnssec.window(self.clock())[0]
-        if start != self.window:
-            self.window = start
-            if self.cache is not None:
-                self.cache = AnswerCache(self.clients, self.health, self.payload, self.stats,
-                                         self.cache.size)
+        """A new signature window has begun (once a week), or a key event has come (a
+        key published, activated, retired or removed): the cached answers go, and each
+        key whose state changed is logged."""
+        now = self.clock()
+        started = self.next_roll != -math.inf  # else at construction: nothing cached yet
+        self.next_roll = (now // dnssec.WINDOW + 1) * dnssec.WINDOW
+        for zone in self.table.zones:
+            if zone.signer is not None:
+                zone.rekey(now)
+                self._log_keys(zone.zone.origin, zone.signer)
+                self.next_roll = min(self.next_roll, zone.signer.phase.until)
+        if started and self.cache is not None:
+            self.cache = AnswerCache(self.clients, self.health, self.payload, self.stats,
+                                     self.cache.size)
+
+    def _log_keys(self, origin: str, signer: Signer) -> None:
+        was = self.key_states.setdefault(origin, {})
+        for key in signer.keys:
+            state = dnssec.state(key, signer.phase.since, signer.ttl)
+            if was.get(key.tag) != state:
+                log.info("dnssec_key_state", zone=origin, key_tag=key.tag, algorithm=key.name,
+                         state=state, was=was.get(key.tag), file=str(key.path))
+            was[key.tag] = state
+        if signer.phase.lapsed:
+            log.warning("dnssec_keys_lapsed", zone=origin, problem="no key is both published "
+                        "and active: the published ones sign; add a key (dnssec rollover)")
+        when, event, coming = dnssec.next_event(signer.keys, signer.phase.since, signer.ttl)
+        if coming is not None:
+            log.info("dnssec_next_event", zone=origin, key_tag=coming.tag, key_event=event,
+                     at=values.stamp(when))
 
     def _refuse_cookie(self, data: bytes, verdict: Verdict, back: bytes) -> bytes:
         """FORMERR for a malformed COOKIE option; BADCOOKIE, with a good one to retry

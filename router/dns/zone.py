@@ -7,6 +7,7 @@ is one dict access.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from router.core import config as cfg
@@ -44,13 +45,32 @@ class ZoneData:
         steered = {Type.A, Type.AAAA} if node.service is not None else set()
         return {*node.rrsets, *steered}
 
+    def rekey(self, now: float) -> dnssec.Phase | None:
+        """A signed zone at ``now``: when its keys' phase changed (a key published,
+        activated, retired or removed since), the apex's DNSKEY, CDS and CDNSKEY follow,
+        and the new phase is returned; else None."""
+        if self.signer is None:
+            return None
+        changed = self.signer.at(now)
+        if changed is not None:
+            _publish(self.nodes[self.origin], self.zone, changed)
+        return changed
+
+
+def _publish(apex: Node, zone: cfg.Zone, phase: dnssec.Phase) -> None:
+    for rtype in dnssec.KEY_TYPES:
+        apex.rrsets.pop(rtype, None)
+    apex.rrsets.update(dnssec.key_records(to_name(zone.origin), phase, zone.ttl,
+                                          zone.dnssec_cds))
+
 
 class ZoneTable:
     """Every zone we are authoritative for, and the glue across them."""
 
-    def __init__(self, config: cfg.Config) -> None:
+    def __init__(self, config: cfg.Config, now: float | None = None) -> None:
         self.config = config
-        self.zones = sorted((_compile(z) for z in config.zones),
+        when = time.time() if now is None else now
+        self.zones = sorted((_compile(z, when) for z in config.zones),
                             key=lambda z: len(z.origin), reverse=True)
 
     def find(self, name: Name) -> ZoneData | None:
@@ -70,7 +90,7 @@ class ZoneTable:
         return [*node.rrsets.get(Type.A, []), *node.rrsets.get(Type.AAAA, [])]
 
 
-def _compile(zone: cfg.Zone) -> ZoneData:
+def _compile(zone: cfg.Zone, now: float) -> ZoneData:
     origin = to_name(zone.origin)
     nodes: dict[Name, Node] = {}
     for r in zone.records:
@@ -82,10 +102,9 @@ def _compile(zone: cfg.Zone) -> ZoneData:
             nodes.setdefault(to_name(name), Node()).service = service
     apex = nodes.setdefault(origin, Node())
     signer = None
-    if zone.dnssec_key is not None:  # checked at load (dnssec.check): a bad key raises
-        key = dnssec.zone_key(zone)
-        signer = dnssec.Signer(key)
-        apex.rrsets.update(dnssec.key_records(key, zone.ttl))
+    if zone.signed:  # checked at load (dnssec.check): a bad key raises
+        signer = dnssec.Signer(dnssec.zone_keys(zone), zone.ttl, now)
+        _publish(apex, zone, signer.phase)
     apex.rrsets[Type.SOA] = [soa(zone, zone.ttl)]
     apex.rrsets[Type.NS] = [Record(origin, Type.NS, Class.IN, zone.ttl, (to_name(ns),))
                        for ns in zone.nameservers]

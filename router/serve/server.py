@@ -30,6 +30,7 @@ from router.core.fleet import View
 from router.core.geo import STALE_DAYS, Database, GeoError, Locator
 from router.core.health import Board, Key, Status
 from router.core.runtime import Reload, Runtime, Signing, StateView
+from router.dns import dnssec
 from router.dns.authority import Authority
 from router.dns.cookies import Secrets
 from router.dns.dnstap import Tap
@@ -155,9 +156,11 @@ class Server(Lifecycle):
             self.runtime.config_loaded = time.time()
             return
         self.runtime.install(config, rules)  # first: the new authority takes its rules
-        authority = self._authority(config)
-        if authority.cache is not None and self.dispatch.authority.cache is not None:
-            authority.cache.carry(self.dispatch.authority.cache, unchanged_zones(old, config))
+        before = self.dispatch.authority
+        before.keep_time()  # a key event passed unseen: its answers go, not carried over
+        authority = self._authority(config, before.key_states)
+        if authority.cache is not None and before.cache is not None:
+            authority.cache.carry(before.cache, unchanged_zones(old, config))
         self.dispatch.authority = authority
         if self.source is not None:
             self.source.reconfigure(config)
@@ -268,9 +271,8 @@ class Server(Lifecycle):
     def signing(self) -> list[Signing]:
         """Every signed zone's key and signature counts (this process's)."""
         zones = self.dispatch.authority.table.zones if self.dispatch is not None else []
-        return [Signing(z.zone.origin, str(s.key.path), s.key.name, s.key.tag, s.key.created,
-                        s.cache.misses, s.cache.hits)
-                for z in zones if (s := z.signer) is not None]
+        now = time.time()
+        return [dnssec.signing(z.zone.origin, s, now) for z in zones if (s := z.signer) is not None]
 
     def caches(self) -> dict[str, Mapping[str, int]]:
         """Every bounded table of this process: GeoIP's, the DNS face's (the authority in
@@ -290,14 +292,16 @@ class Server(Lifecycle):
     def _monitor(self, runtime: Runtime) -> Source:
         return monitor(self.settings, runtime.board, runtime.stats, lambda: runtime.config)
 
-    def _authority(self, config: Config) -> Authority:
+    def _authority(self, config: Config,
+                   key_states: dict[str, dict[int, str]] | None = None) -> Authority:
         assert self.runtime is not None
         board = self.runtime.board
         return Authority(ZoneTable(config), self.runtime.locator, lambda: board.snapshot,
                          self.settings.edns_payload, stats=self.runtime.stats,
                          cache_size=self.settings.dns_cache, nsid=self.settings.nsid,
                          cookies=self.cookies, rrl=self.rrl, rules=self.runtime.rules,
-                         decision_sample=self.settings.decision_log_sample)
+                         decision_sample=self.settings.decision_log_sample,
+                         key_states=key_states)
 
     async def _start_http(self, runtime: Runtime, sockets: Sockets) -> dict[str, list[str]]:
         """The public app on the HTTP sockets; with admin sockets, the pages go there."""

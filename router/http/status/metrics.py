@@ -95,18 +95,28 @@ class RouterCollector(Collector):
         signing = self.runtime.signing()
         if not signing:
             return
-        age = _gauge("dnssec_key_age_seconds", "age of each signed zone's key (its created "
+        age = _gauge("dnssec_key_age_seconds", "age of each signed zone's keys (their created "
                      "line)", ["zone", "key_tag"])
+        states = _gauge("dnssec_key_state", "each signed zone's keys, 1 for the state each "
+                        "is in (planned, published, ready, active, signing-unpublished, "
+                        "retired, removed)", ["zone", "key_tag", "algorithm", "state"])
+        coming = _gauge("dnssec_next_event_timestamp_seconds", "when each signed zone's next "
+                        "key event (a rollover's step) comes, as a Unix time",
+                        ["zone", "key_tag", "event"])
         made = _counter("dnssec_signatures", "RRSIGs made, and found in the signature "
                         "cache, per signed zone (this process; reset by a reload)",
                         ["zone", "result"])
         now = time.time()
         for s in signing:
-            age.add_metric([s.zone, str(s.tag)], round(now - s.created))
+            for k in s.keys:
+                age.add_metric([s.zone, str(k.tag)], round(now - k.created))
+                states.add_metric([s.zone, str(k.tag), k.algorithm, k.state], 1)
+            if s.next_event is not None:
+                coming.add_metric([s.zone, str(s.next_event[2]), s.next_event[1]],
+                                  s.next_event[0])
             made.add_metric([s.zone, "made"], s.made)
             made.add_metric([s.zone, "cached"], s.reused)
-        yield age
-        yield made
+        yield from (age, states, coming, made)
 
     def _keys(self) -> list[Key]:
         return [(s.name, t.id) for s in self.runtime.config.services for t in s.targets]

@@ -25,8 +25,9 @@ from router.core.fleet import document
 from router.core.geo import Location
 from router.core.health import Effective, Health, Snapshot, Status, address_id, effective
 from router.core.overrides import Override
-from router.core.runtime import Runtime
+from router.core.runtime import Runtime, Signing
 from router.core.stats import Stats
+from router.core.values import stamp
 
 
 def overview(runtime: Runtime, client: Location | None = None,
@@ -49,9 +50,7 @@ def overview(runtime: Runtime, client: Location | None = None,
             "path": str(state.path), "ok": state.error is None, "error": state.error},
         "client": _client(client, address, runtime),
         "fleet": None if (fleet := runtime.fleet()) is None else document(fleet, now),
-        "dnssec": [{"zone": s.zone, "key": s.key, "algorithm": s.algorithm, "key_tag": s.tag,
-                    "key_age_s": round(now - s.created), "signatures_made": s.made,
-                    "signatures_reused": s.reused} for s in runtime.signing()],
+        "dnssec": [_signing(s, now) for s in runtime.signing()],
         "pid": os.getpid(),  # which process answered (--workers: each knows its own files)
         "services": [_service(s, snap, totals, runtime.ledger)
                      for s in runtime.config.services],
@@ -80,8 +79,23 @@ def public(data: dict[str, Any]) -> dict[str, Any]:
             if last["problems"] else []}}
     if shown.get("fleet"):
         shown["fleet"] = {**shown["fleet"], "store": HIDDEN}
-    shown["dnssec"] = [{**s, "key": HIDDEN} for s in shown["dnssec"]]
+    shown["dnssec"] = [{**s, "keys": [{**k, "file": HIDDEN} for k in s["keys"]]}
+                       for s in shown["dnssec"]]
     return shown
+
+
+def _signing(s: Signing, now: float) -> dict[str, Any]:
+    """A signed zone: its keys, their states and timing, the next key event, and the
+    signatures made and reused."""
+    keys = [{"file": k.file, "algorithm": k.algorithm, "key_tag": k.tag, "state": k.state,
+             "key_age_s": round(now - k.created),
+             "events": {e: stamp(t) for e, t in sorted(k.events.items(), key=lambda i: i[1])}}
+            for k in s.keys]
+    coming = None if s.next_event is None else {
+        "at": stamp(s.next_event[0]), "in_s": round(s.next_event[0] - now),
+        "event": s.next_event[1], "key_tag": s.next_event[2]}
+    return {"zone": s.zone, "keys": keys, "next_event": coming, "signatures_made": s.made,
+            "signatures_reused": s.reused}
 
 
 def _config(runtime: Runtime) -> dict[str, Any]:

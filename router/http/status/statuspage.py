@@ -67,13 +67,21 @@ def _header(data: dict[str, Any]) -> str:
 
 
 def _signing(zones: list[dict[str, Any]]) -> str:
-    """Signed zones: key, its age, signatures made and reused."""
+    """Signed zones: each key, its state and age, the next key event, signatures made
+    and reused."""
     if not zones:
         return ""
-    rows = "".join(
-        f"<li>{escape(z['zone'])}: {escape(z['algorithm'])} key tag {z['key_tag']} "
-        f"({escape(z['key'])}, {_duration(z['key_age_s'])} old): {z['signatures_made']:,} "
-        f"signatures made, {z['signatures_reused']:,} reused</li>" for z in zones)
+    rows = ""
+    for z in zones:
+        keys = "; ".join(
+            f"{escape(k['algorithm'])} key tag {k['key_tag']} <b>{escape(k['state'])}</b> "
+            f"({escape(k['file'])}, {_duration(k['key_age_s'])} old)" for k in z["keys"])
+        coming = z["next_event"]
+        nxt = "" if coming is None else (
+            f"; next: key {coming['key_tag']} {escape(coming['event'])} at "
+            f"{escape(coming['at'])} (in {_duration(max(coming['in_s'], 0))})")
+        rows += (f"<li>{escape(z['zone'])}: {keys}{nxt}: {z['signatures_made']:,} "
+                 f"signatures made, {z['signatures_reused']:,} reused</li>")
     return f"<h2>DNSSEC</h2><ul>{rows}</ul>"
 
 
