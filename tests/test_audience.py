@@ -16,6 +16,8 @@ import dns.exception
 import dns.message
 import dns.query
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from mmdb_writer import MmdbF64, MMDBWriter
 from netaddr import IPSet
 
@@ -149,6 +151,30 @@ def test_a_prefix_table_finds_every_network_holding_an_address():
 def test_a_network_is_narrowed_past_rules_it_does_not_match(address, prefix, narrowed):
     table = PrefixTable([(ipaddress.ip_network(UNI), "uni")])
     assert table.split(net(address), 4, prefix) == narrowed
+
+
+networks = st.builds(lambda first, length: ipaddress.IPv4Network(
+    (first >> (32 - length) << (32 - length), length)),
+    st.integers(0, 2**32 - 1), st.integers(8, 32))
+
+
+@given(st.lists(networks, max_size=12), st.lists(st.integers(0, 2**32 - 1), max_size=20),
+       st.integers(0, 32))
+def test_the_span_index_agrees_with_every_network_tried_in_turn(nets, addresses, prefix):
+    """``match`` and ``split`` (one bisection into spans) against the definitions: every
+    network holding the address, longest first; the shortest network of at least
+    ``prefix`` bits around the address holding no network that does not hold it."""
+    table = PrefixTable([(n, str(n)) for n in nets])
+    for value in addresses:
+        address = ipaddress.IPv4Address(value)
+        holding = sorted({n for n in nets if address in n}, key=lambda n: -n.prefixlen)
+        assert [(length, sorted(v)) for length, v in table.match(value, 4)] == [
+            (n.prefixlen, sorted(str(m) for m in nets if m == n)) for n in holding]
+        length = next(
+            length for length in range(prefix, 33)
+            if not any(ipaddress.IPv4Network((value, length), strict=False).overlaps(n)
+                       and address not in n for n in nets))
+        assert table.split(value, 4, prefix) == length, (nets, address, prefix)
 
 
 def test_rules_place_a_client_by_network_and_as(databases, tmp_path):

@@ -126,8 +126,9 @@ def load_or_report(folder: Path, asn_db: Path | None = None) -> Config | None:
         return None
 
 
-def placer(args: argparse.Namespace, config: Config) -> Placer:
+def placer(args: argparse.Namespace, config: Config, narrow: bool = True) -> Placer:
     """Where clients are and what rules they match, as ``serve`` finds it: ``--geoip``
-    (or the embedded database), the config's rules and ``--asn-db``. Raises GeoError."""
+    (or the embedded database), the config's rules and ``--asn-db``; ``narrow`` as the
+    DNS face places them, else as the redirector does (``Placer``). Raises GeoError."""
     asn = AsnDb(args.asn_db) if args.asn_db is not None else None
-    return Placer(Locator(args.geoip), Rules(config, asn), asn)
+    return Placer(Locator(args.geoip), Rules(config, asn), asn, narrow)

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     try:
         args.overrides = statefile.read(args.state) if args.state else {}
-        placer = common.placer(args, config)
+        placer = common.placer(args, config, narrow=not args.name.startswith("/"))
         client = placer.locate(args.client)
         args.rules = placer.rules
     except ConfigError as e:

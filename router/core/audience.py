@@ -92,13 +92,17 @@ class Rules:
                 self.by_country.setdefault(c, []).append(
                     Rule(s.name, ROUTE, r.name, f"route {r.name} ({c})", 100))
 
-    def place(self, where: Location, value: int, version: int) -> Location:
+    def place(self, where: Location, value: int, version: int,
+              narrow: bool = True) -> Location:
         """``where`` (GeoIP's) with the rules the address matches, its network made at
-        least as long as the longest rule network holding it, and narrowed to hold no
-        rule network it is not in (``PrefixTable.split``). A client no rule concerns is
-        ``where`` itself."""
+        least as long as the longest rule network holding it, and (``narrow``) narrowed
+        to hold no rule network it is not in (``PrefixTable.split``), for an answer
+        whose scope resolvers cache (DNS). A client no rule concerns is ``where`` itself
+        (without ``narrow``: even when a rule network is near it)."""
         found = self.table.match(value, version)
         country = self.by_country.get(where.country) if where.country is not None else None
+        if not found and country is None and not narrow:
+            return where
         # an answer decided by a rule is kept inside the rule's network: the longest of
         # GeoIP's network and the longest rule's (RFC 7871 7.2.1 lets a scope exceed the source)
         prefix = max(where.prefixlen, found[0][0]) if found else where.prefixlen
@@ -174,16 +178,18 @@ class Placer:
     config has rules, ``Rules.place``. Without rules it is GeoIP itself, at no cost.
     ``locate()`` (explanations, pages) also names the client's AS, from ``asn_db``."""
 
-    def __init__(self, locator: Locator, rules: Rules, asn_db: AsnDb | None = None) -> None:
+    def __init__(self, locator: Locator, rules: Rules, asn_db: AsnDb | None = None,
+                 narrow: bool = True) -> None:
         self.locator = locator
         self.rules = rules
         self.asn_db = asn_db
+        self.narrow = narrow  # DNS: a client's network holds no rule network it is not in
         if not rules.any:
             self.at = locator.at  # type: ignore[method-assign]
 
     def at(self, value: int, version: int) -> Location:
         """``Locator.at``, with the rules the address matches."""
-        return self.rules.place(self.locator.at(value, version), value, version)
+        return self.rules.place(self.locator.at(value, version), value, version, self.narrow)
 
     def locate(self, address: IPAddress | str) -> Location:
         """``Locator.locate``, with the rules the address matches and its AS."""

@@ -103,7 +103,7 @@ class Redirector:
         self.locator = runtime.locator  # what client locations were found with
         self.asn_db = runtime.asn_db  # ... and the networks of the ASes rules name
         self.rules = runtime.rules  # who each target may serve, routes
-        self.placer = Placer(self.locator, self.rules, self.asn_db)
+        self.placer = Placer(self.locator, self.rules, self.asn_db, narrow=False)
         self.routes = paths.Routes(self.config)
 
     def caches(self) -> dict[str, dict[str, int]]:
@@ -143,7 +143,7 @@ class Redirector:
         if runtime.rules is not self.rules:
             self.rules = runtime.rules
             self.clients.clear()  # their rules, and so their networks, may have changed
-        self.placer = Placer(self.locator, self.rules, self.asn_db)
+        self.placer = Placer(self.locator, self.rules, self.asn_db, narrow=False)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         runtime = self.runtime
