@@ -175,3 +175,13 @@ def test_admin_options_go_before_or_after_the_action(tmp_path):
     assert before.returncode == 0, before.stderr
     shown = run("admin", "show", "--state", str(state))
     assert shown.stdout.splitlines() == ["fra\tdown", "tyo\tdrain"]
+
+
+def test_the_mirrorlist_page_says_when_the_default_location_was_used(example):
+    path = "/go1.22.5.linux-amd64.tar.gz?mirrorlist"
+    unplaced = request(example.http_port, path, xff("192.0.2.7"))  # documentation: no place
+    assert json.loads(request(example.http_port, path + "=json", xff("192.0.2.7")).body)[
+        "default_location_used"]
+    assert b"ranked from the service's <code>default_location</code>" in unplaced.body
+    placed = request(example.http_port, path, xff("1.0.16.1"))
+    assert b"default_location" not in placed.body

@@ -183,6 +183,9 @@ def test_the_mirrorlist_shows_the_file(site):
                             "sha256": hashlib.sha256(ALL[f"{OLD}.src.tar.gz"]).hexdigest()}
     page = request(router.http_port, f"/{NEW}.linux-amd64.tar.gz?mirrorlist", xff(TOKYO)).body
     assert b"<th>freshness</th>" in page and b"wrong size" in page and b"stale" in page
+    shown = mirrorlist(router, f"/{NEW}.linux-amd64.tar.gz", TOKYO)["file"]
+    assert f"{shown['size']:,} bytes, SHA-256 <code>{shown['sha256']}</code>".encode() in page
+    assert f"File <code>{NEW}.linux-amd64.tar.gz</code> ({NEW})".encode() in page
 
 
 # ---------------------------------------------------------------- Metalink

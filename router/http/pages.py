@@ -34,6 +34,17 @@ def _file_cells(row: dict[str, Any]) -> str:
             f"<td>{escape(row['freshness'])}</td>")
 
 
+def _file_facts(file: dict[str, Any] | None) -> str:
+    """A catalog file's version, size and SHA-256 (what a download is checked against)."""
+    if file is None:
+        return ""
+    size = f"{file['size']:,} bytes" if file.get("size") is not None else "size not listed"
+    digest = (f"SHA-256 <code>{escape(file['sha256'])}</code>" if file.get("sha256")
+              else "no SHA-256 listed")
+    version = f" ({escape(file['version'])})" if file.get("version") else ""
+    return f"<p>File <code>{escape(file['name'])}</code>{version}: {size}, {digest}</p>"
+
+
 def mirrorlist(data: dict[str, Any]) -> str:
     """The ranked candidates for one client and one path."""
     c = data["client"]
@@ -56,12 +67,15 @@ def mirrorlist(data: dict[str, Any]) -> str:
             f"<td class=num>{_km(row['cost'])}</td>"
             + (_file_cells(row) if files else "") + f"<td>{escape(row['reason'])}</td></tr>")
     location = data["location"]
+    defaulted = (" GeoIP does not place this network: ranked from the service's "
+                 "<code>default_location</code>." if data.get("default_location_used") else "")
     head = (f"<h1>Mirrors for <code>{escape(data['path'])}</code></h1>"
             f"<p>Client {escape(str(data.get('client_address') or '?'))} in network "
-            f"<code>{escape(c['network'])}</code>{': ' + where if where else ''}. "
+            f"<code>{escape(c['network'])}</code>{': ' + where if where else ''}.{defaulted} "
             f"Service <code>{escape(data['service'])}</code>"
             f"{' &mdash; <b>degraded: every mirror is down</b>' if data['degraded'] else ''}.</p>"
-            f"<p>Redirect: {escape(location) if location else 'none (503)'}</p>")
+            f"<p>Redirect: {escape(location) if location else 'none (503)'}</p>"
+            + _file_facts(data.get("file")))
     table = ("<table><tr><th>rank</th><th>mirror</th><th>url</th><th>country</th><th>km</th>"
              "<th>state</th><th>override</th><th>wait ms</th><th>latency km</th><th>cost</th>"
              + ("<th>file</th><th>freshness</th>" if files else "")
