@@ -76,6 +76,9 @@ def test_without_the_ca_the_https_mirror_fails_verification(setup):
     assert list(table)[-1] == "gru"  # failures sort last
     assert table["gru"][:6] == ["-"] * 6
     assert table["gru"][6].startswith("TLS: certificate verify failed: unable to get local")
+    failed = [line for line in done.stdout.splitlines() if " failed: checked " in line]
+    assert len(failed) == 1 and failed[0].startswith("gru failed: checked https://localhost:")
+    assert failed[0].endswith("/health")
 
 
 def test_count_and_json(setup):

@@ -168,7 +168,9 @@ def table(rows: list[Row], client: Location | None) -> str:
         else ""
     if client is not None:
         note += f"; rank for {client.network} ({client.city or client.country or 'unlocated'})"
-    return "\n".join([*out, "", note])
+    failed = [f"{f'{r.service.name}/{r.target}' if several else r.target} failed: checked {r.url}"
+              for r in rows if r.results and not r.results[-1].ok]
+    return "\n".join([*out, "", note, *failed])
 
 
 def _short(status: str, limit: int = 72) -> str:
