@@ -12,10 +12,11 @@ trusted proxy (127.0.0.1) with X-Forwarded-For:
   GeoIP record decoded.
 
 With --rules, the zone has bench/http and bench/dns's 10,000 rule prefixes and an ASN
-database (``benchlib.with_rules``). For each it prints the time per request (without the
-profiler; aiohttp's request and response objects included, its parser and the socket
-not) and the share of each stage in the profiled time (with --top N, also the N
-costliest functions). bench/http has the served figures; this shows what to make faster.
+database (``benchlib.with_rules``), and what the rules cost alone is printed first. For
+each it prints the time per request (without the profiler; aiohttp's request and response
+objects included, its parser and the socket not) and the share of each stage in the
+profiled time (with --top N, also the N costliest functions). bench/http has the served
+figures; this shows what to make faster.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import argparse
 import asyncio
 import ipaddress
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from unittest import mock
@@ -77,6 +79,23 @@ def request(client: str) -> web.Request:
                                transport=transport)
 
 
+def rules_alone(count: int) -> None:
+    """What the rules cost a new client by themselves: ``Rules.place`` (as the DNS face
+    calls it, narrowing), and its two table lookups, over ``count`` distinct /24s."""
+    runtime = redirector(True).runtime
+    rules, locator = runtime.rules, runtime.locator
+    values = [net + 1 for net in subnets(count)]
+    wheres = [locator.at(v, 4) for v in values]
+    table, pairs = rules.table, list(zip(values, wheres, strict=True))
+    for label, run in (
+            ("Rules.place", lambda: [rules.place(w, v, 4) for v, w in pairs]),
+            ("PrefixTable.match", lambda: [table.match(v, 4) for v in values]),
+            ("PrefixTable.split", lambda: [table.split(v, 4, w.prefixlen) for v, w in pairs])):
+        started = time.perf_counter()
+        run()
+        print(f"   {label}: {(time.perf_counter() - started) / count * 1e6:.2f} us a new client")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawTextHelpFormatter)
@@ -98,6 +117,8 @@ def main() -> None:
             return lambda: loop.run_until_complete(all_of_them())
         return make
 
+    if args.rules:
+        rules_alone(args.requests)
     profiled("one client (1.0.16.1, Tokyo)", served(["1.0.16.1"] * args.requests),
              args.requests, args.top, STAGES, "request")
     profiled("new clients (distinct /24s)", served(clients), args.requests, args.top, STAGES,
