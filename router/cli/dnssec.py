@@ -195,7 +195,7 @@ def _rollover(args: argparse.Namespace) -> int:
         print(f"{zone.origin}: a key event is still to come (see mirror-router dnssec "
               "status): one rollover at a time", file=sys.stderr)
         return 1
-    old = next(k for k in dnssec.phase(keys, now, zone.ttl).signing)
+    old = dnssec.phase(keys, now, zone.ttl).signing[0]
     algorithm = args.algorithm or old.name
     out = args.out or (zone.dnssec_folder / f"{zone.origin.rstrip('.')}.{int(now)}.key"
                        if zone.dnssec_folder is not None else None)

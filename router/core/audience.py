@@ -95,10 +95,11 @@ class Rules:
     def place(self, where: Location, value: int, version: int,
               narrow: bool = True) -> Location:
         """``where`` (GeoIP's) with the rules the address matches, its network made at
-        least as long as the longest rule network holding it, and (``narrow``) narrowed
-        to hold no rule network it is not in (``PrefixTable.split``), for an answer
-        whose scope resolvers cache (DNS). A client no rule concerns is ``where`` itself
-        (without ``narrow``: even when a rule network is near it)."""
+        least as long as the longest rule network holding it, and narrowed to hold no
+        rule network it is not in (``PrefixTable.split``), for an answer whose scope
+        resolvers cache (DNS). A client no rule concerns is ``where`` itself; with
+        ``narrow`` it is narrowed too when a rule network lies within its GeoIP network
+        (without: it keeps that network, as the redirector, which has no scope, wants)."""
         found = self.table.match(value, version)
         country = self.by_country.get(where.country) if where.country is not None else None
         if not found and country is None and not narrow:
