@@ -27,7 +27,8 @@ def test_explain_prints_the_ranking_with_figures():
     out = run("explain", "--client", "1.0.16.1", "dl.go.example.com")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert "1.0.16.0/20" in lines[1] and "JP" in lines[1]
+    assert "not known offline" in lines[1]  # said first: what explain could not know
+    assert "1.0.16.0/20" in lines[2] and "JP" in lines[2]
     table = [line.split() for line in lines if line.strip()[:1].isdigit()]
     assert [row[1] for row in table][:2] == ["nrt", "sin"]
     assert table[0][0] == "1*"  # chosen
@@ -47,7 +48,7 @@ def test_explain_json_agrees_with_the_server_answer():
 
 
 def test_explain_and_mirrorlist_agree_on_the_state(example):
-    out = json.loads(run("explain", "--client", "1.0.16.1", "--json",
+    out = json.loads(run("explain", "--client", "1.0.16.1", "--json", "--no-fetch",
                          "/go1.22.5.linux-amd64.tar.gz").stdout)
     listing = json.loads(request(example.http_port, "/go1.22.5.linux-amd64.tar.gz?mirrorlist=json",
                                  xff("1.0.16.1")).body)
@@ -185,3 +186,15 @@ def test_the_mirrorlist_page_says_when_the_default_location_was_used(example):
     assert b"ranked from the service's <code>default_location</code>" in unplaced.body
     placed = request(example.http_port, path, xff("1.0.16.1"))
     assert b"default_location" not in placed.body
+
+
+def test_explain_server_gives_the_running_routers_dns_answer(example):
+    """Without an admin listener, /explain is where /status is: on the HTTP listener."""
+    out = run("explain", "--server", f"http://127.0.0.1:{example.http_port}", "--client",
+              "202.106.0.20", "--type", "AAAA", "--json", "dl.go.example.com")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    answered = addresses(ask(example, "dl.go.example.com.", "AAAA", ecs=("202.106.0.20", 32)))
+    assert data["answer"] == answered == ["2001:db8::25"]
+    assert data["known"][0].startswith("decided by the running router")
+    assert data["dnssec"] == "zone go.example.com. is unsigned"

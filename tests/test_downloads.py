@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import rnc2rng
 from lxml import etree
 
 from tests.conftest import write_zone
-from tests.harness import LIST_PATH, RouterProcess, downloads_zone, release_list
+from tests.harness import LIST_PATH, ROOT, RouterProcess, downloads_zone, release_list
 from tests.test_http import request, xff
 
 TOKYO, BEIJING, FRANKFURT = "1.0.16.1", "202.106.0.20", "5.9.0.1"
@@ -73,7 +74,7 @@ def site(tmp_path_factory, farm):
     stock(m["tyo"], [*FILES[OLD], f"{NEW}.linux-amd64.tar.gz"])
     zone = downloads_zone(m["origin"], {k: m[k] for k in ("fra", "tyo", "bj")}, SERVICE)
     router = RouterProcess(write_zone(tmp_path_factory.mktemp("zones"), zone, "dl.toml"),
-                           "--trusted-proxy", "127.0.0.1/32")
+                           "--trusted-proxy", "127.0.0.1/32", "--admin", "127.0.0.1:0")
     # The freshness probe finds tyo stale (it lacks two files of the newest release).
     router.wait_for("mirror_freshness", 10, count=3)
     yield router, m
@@ -276,3 +277,60 @@ def test_aria2c_refuses_a_download_whose_hash_does_not_match(site, tmp_path):
     meta4 = request(router.http_port, f"/{name}.meta4", xff(BEIJING)).body
     done = aria2c(tmp_path, meta4)
     assert done.returncode == 32, done.stdout + done.stderr  # checksum validation failed
+
+
+def explain(router, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "router", "explain", "--zones",
+                           str(router.zones), *args], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+
+
+def test_explain_server_says_what_the_router_does_with_a_truncated_copy(site):
+    """explain --server asks the running router: Beijing's truncated copy of the newest
+    file is never the answer, the stale Tokyo mirror is never a Link, as the 302 says."""
+    router, m = site
+    name = f"{NEW}.linux-amd64.tar.gz"
+    sent = request(router.http_port, f"/{name}", xff(BEIJING))
+    server = f"http://127.0.0.1:{router.admin_port}"
+    live = explain(router, "--server", server, "--client", BEIJING, f"/{name}")
+    assert live.returncode == 0, live.stderr
+    assert f"302 Location: {sent.location}" in live.stdout
+    assert sent.location == f"{m['fra'].base}/go/{name}"
+    assert "tyo" not in "".join(x for x in live.stdout.splitlines() if "Link:" in x)
+    data = json.loads(explain(router, "--server", server, "--client", BEIJING, "--json",
+                              f"/{name}").stdout)
+    rows = {row["id"]: row for row in data["candidates"]}
+    assert rows["bj"]["file"] == "wrong size" and rows["bj"]["excluded"]
+    assert rows["tyo"]["freshness"] == "stale"
+    listing = json.loads(request(router.http_port, f"/{name}?mirrorlist=json",
+                                 xff(BEIJING)).body)
+    assert set(data) - {"known"} == set(listing)  # one shape
+    assert data["location"] == listing["location"] == sent.location
+
+
+def test_explain_offline_reads_the_catalog_and_says_what_it_cannot_know(site, tmp_path):
+    router, m = site
+    name = f"{NEW}.linux-amd64.tar.gz"
+    out = explain(router, "--client", BEIJING, f"/{name}")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "per-file checks" in lines[1] and "not known offline" in lines[1]
+    assert f"catalog: read from {m['origin'].base}{LIST_PATH}" in lines[2]
+    assert f"sha256 {hashlib.sha256(ALL[name]).hexdigest()}" in out.stdout
+    unlisted = explain(router, "--client", BEIJING, "/go9.9.9.linux-amd64.tar.gz")
+    assert unlisted.returncode == 1 and "not in the catalog" in unlisted.stderr
+    listing = tmp_path / "list.json"
+    listing.write_bytes(LIST)
+    unfetched = explain(router, "--client", BEIJING, "--no-fetch", f"/{name}")
+    assert "catalog: not fetched" in unfetched.stdout
+    from_file = explain(router, "--client", BEIJING, "--catalog", str(listing), f"/{name}")
+    assert f"catalog: read from {listing}" in from_file.stdout
+
+
+def test_explain_server_refuses_clearly(site):
+    router, _m = site
+    server = f"http://127.0.0.1:{router.admin_port}"
+    unknown = explain(router, "--server", server, "--client", BEIJING, "nope.example.org")
+    assert unknown.returncode == 1 and "not a steered name" in unknown.stderr
+    gone = explain(router, "--server", "http://127.0.0.1:9", "--client", BEIJING, "/x")
+    assert gone.returncode == 1 and "cannot ask the router" in gone.stderr

@@ -1,5 +1,10 @@
 """``mirror-router explain``: how a client's answer is decided, with every candidate's
-figures, for a steered DNS name, a service, or an HTTP path (as the redirector decides)."""
+figures, for a steered DNS name, a service, or an HTTP path (as the redirector decides).
+
+With ``--server URL`` it asks the running router (its admin listener's ``/explain``),
+which answers with its live decision. Without, it decides from the files as a router
+that has probed nothing would, and says first what it could not know. Both print the one
+shape of ``?mirrorlist=json``; the text is drawn from it (``render``)."""
 
 from __future__ import annotations
 
@@ -9,16 +14,23 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
+from urllib.error import HTTPError, URLError
+from urllib.parse import urlencode
+from urllib.request import urlopen
 
 from router.cli import args as common
 from router.core.audience import scope
+from router.core.catalog import Catalog, CatalogError, parse_go
 from router.core.config import Config, ConfigError, Service, Zone
 from router.core.geo import GeoError, Location
 from router.core.health import Status
 from router.core.overrides import lookup
-from router.core.steering import Decision, Want, describe, rank
+from router.core.runtime import signing_line
+from router.core.steering import Decision, Want, describe_answer, rank
 from router.dns import dnssec
-from router.http.routes import PathError, Routes, clean, describe_redirect, redirect_for
+from router.http import downloads
+from router.http.routes import PathError, Routes, clean, describe_redirect
 from router.watch import statefile
 
 
@@ -36,15 +48,65 @@ def add_parser(sub: common.Subparsers[argparse.ArgumentParser]) -> None:
     p.add_argument("name", metavar="NAME",
                    help="a steered DNS name (go.example.com), a service name, or an "
                         "HTTP path (/go1.22.5.linux-amd64.tar.gz)")
+    p.add_argument("--server", metavar="URL",
+                   help="ask the running router at this admin listener "
+                        "(http://127.0.0.1:8081): its live decision; the zones, "
+                        "databases and --state are then its own")
     p.add_argument("--state", type=Path, metavar="FILE",
-                   help="apply the operator overrides in this state file")
+                   help="offline: apply the operator overrides in this state file")
+    p.add_argument("--catalog", type=Path, metavar="FILE",
+                   help="offline: the service's catalog (release list) from this file, "
+                        "instead of fetching the URL the service names")
+    p.add_argument("--no-fetch", action="store_true",
+                   help="offline: fetch nothing (as serve --no-probe probes nothing): "
+                        "without --catalog, whether a file is listed is then not known")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    data = _asked_live(args) if args.server else _decided_offline(args)
+    if data is None:
+        return 1
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(render(data))
+    return 0
+
+
+# ---------------------------------------------------------------- the running router
+
+
+def _asked_live(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The running router's decision, from its admin listener's ``/explain``."""
+    query = urlencode({"client": str(args.client), "name": args.name, "type": args.type,
+                       **({"host": args.host} if args.host else {})})
+    url = f"{args.server.rstrip('/')}/explain?{query}"
+    try:
+        with urlopen(url, timeout=10) as response:  # the operator's URL
+            data: dict[str, Any] = json.loads(response.read())
+            return data
+    except HTTPError as e:
+        print(f"{args.server}: {e.read().decode(errors='replace').strip()} "
+              f"(HTTP {e.code})", file=sys.stderr)
+    except (URLError, OSError, ValueError) as e:
+        print(f"{args.server}: cannot ask the router: {getattr(e, 'reason', e)} "
+              "(--server is its admin listener, serve --admin)", file=sys.stderr)
+    return None
+
+
+# ---------------------------------------------------------------- offline
+
+
+NOT_KNOWN = ["not known offline: health (every target counts as up), latency, the fleet's "
+             "verdicts, per-file checks, mirror freshness (--server URL asks the router)"]
+
+
+def _decided_offline(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The decision from the files alone, as a router that has probed nothing makes it."""
     config = common.load_or_report(args.zones, args.asn_db)
     if config is None:
-        return 1
+        return None
     try:
         args.overrides = statefile.read(args.state) if args.state else {}
         placer = common.placer(args, config, narrow=not args.name.startswith("/"))
@@ -52,44 +114,29 @@ def run(args: argparse.Namespace) -> int:
         args.rules = placer.rules
     except ConfigError as e:
         common.report(e)
-        return 1
+        return None
     except GeoError as e:
         print(e, file=sys.stderr)
-        return 1
+        return None
     if args.name.startswith("/"):
-        return _explain_path(args, config, client)
+        return _path_offline(args, config, client)
     service = config.service_for_name(args.name) or config.service(args.name)
     if service is None:
         print(f"{args.name}: not a steered name or a service in {args.zones}", file=sys.stderr)
-        return 1
+        return None
     zone = next(z for z in config.zones if service in z.services)
-    return _explain_name(args, service, client, _signing(zone))
+    want = Want.IPV6 if args.type == "AAAA" else Want.IPV4
+    return {"name": args.name, "type": args.type, "client_address": str(args.client),
+            **describe_answer(_rank(args, service, client, want), want),
+            "dnssec": _signing(zone), "known": NOT_KNOWN}
 
 
 def _signing(zone: Zone) -> str:
-    """Whether DO queries get signed answers, and with which key."""
+    """Whether DO queries get signed answers, and with which keys."""
     if not zone.signed:
-        return f"zone {zone.origin} is unsigned"
+        return signing_line(zone.origin, None)
     phase = dnssec.phase(dnssec.zone_keys(zone), time.time(), zone.ttl)  # checked at load
-    keys = "; ".join(k.summary for k in phase.signing)
-    return f"zone {zone.origin} is signed: DO queries get RRSIGs ({keys})"
-
-
-def _explain_name(args: argparse.Namespace, service: Service, client: Location,
-                  signing: str) -> int:
-    want = Want.IPV6 if args.type == "AAAA" else Want.IPV4
-    decision = _rank(args, service, client, want)
-    if args.json:
-        print(json.dumps({"name": args.name, "type": args.type, "client_address": str(args.client),
-                          **describe(decision), "answer": _answer(decision, want),
-                          "dnssec": signing}, indent=2))
-        return 0
-    print(_explain_text(f"{args.name} {args.type}", args.client, decision))
-    answer = " ".join(_answer(decision, want)) or "(none: NODATA)"
-    print(f"\nanswer: {answer}  ttl {decision.ttl}"
-          + ("  (degraded: all targets down)" if decision.degraded else ""))
-    print(signing)
-    return 0
+    return signing_line(zone.origin, [f"{k.name}, key tag {k.tag}" for k in phase.signing])
 
 
 def _assumed_up(_target: str) -> Status:
@@ -106,74 +153,114 @@ def _rank(args: argparse.Namespace, service: Service, client: Location, want: Wa
                 scope=scope(rules, service, client))
 
 
-def _explain_path(args: argparse.Namespace, config: Config, client: Location) -> int:
-    """The HTTP redirect for a path, decided exactly as the redirector decides it."""
+def _path_offline(args: argparse.Namespace, config: Config, client: Location
+                  ) -> dict[str, Any] | None:
+    """The HTTP redirect for a path, decided as the redirector decides it before any
+    probe: the catalog read (``--catalog``, or the service's URL), the files unchecked."""
     try:
         route = Routes(config).match(clean(args.name), args.host)
     except PathError as e:
         print(f"{args.name}: {e} (the redirector answers 400)", file=sys.stderr)
-        return 1
+        return None
     if route is None:
         print(f"{args.name}: no service's http_prefix covers this path (404)", file=sys.stderr)
-        return 1
-    decision = _rank(args, route.service, client, Want.URL)
-    if args.json:
-        data = describe_redirect(args.name, route, decision)
-        print(json.dumps({"client_address": str(args.client), **data}, indent=2))
-        return 0
-    found = redirect_for(route, decision)
-    print(_explain_text(f"GET {args.name}", args.client, decision))
-    print()
-    print(f"302 Location: {found.location}" if found else "503: no mirror can serve this now")
-    for link in found.links if found else ():
-        print(f"    Link: {link}")
-    return 0
+        return None
+    known = list(NOT_KNOWN)
+    catalog = _catalog(args, route.service, known)
+    try:
+        item = downloads.asked(route, catalog, "")
+    except downloads.NotListed:
+        print(f"{args.name}: not in the catalog of service {route.service.name} (the "
+              f"redirector answers 404)", file=sys.stderr)
+        return None
+    data = describe_redirect(args.name, item.route, _rank(args, route.service, client, Want.URL),
+                             item.listed)
+    data["client_address"] = str(args.client)
+    data["file"] = downloads.facts(item.file) if item.listed and item.file else None
+    data["known"] = known
+    return data
 
 
-def _answer(decision: Decision, want: Want) -> list[str]:
-    version = 6 if want is Want.IPV6 else 4
-    return [str(a) for t in decision.chosen() for a in t.addresses_of(version)]
+def _catalog(args: argparse.Namespace, service: Service, known: list[str]) -> Catalog | None:
+    """The service's catalog, from ``--catalog`` or its URL; what was read is said in
+    ``known`` (a catalog that cannot be read leaves every file unlisted-unknown)."""
+    if service.catalog is None:
+        return None
+    if args.no_fetch and not args.catalog:
+        known.append(f"catalog: not fetched ({service.catalog.url}, --no-fetch): whether "
+                     "the file is listed is not known (--catalog FILE)")
+        return None
+    where = str(args.catalog) if args.catalog else service.catalog.url
+    try:
+        if args.catalog:
+            body = args.catalog.read_bytes()
+        else:
+            with urlopen(where, timeout=service.catalog.timeout) as response:
+                body = response.read()
+        catalog = parse_go(body)
+    except (OSError, ValueError, CatalogError) as e:
+        known.append(f"catalog: not read from {where} ({getattr(e, 'reason', e)}): "
+                     "whether the file is listed is not known (--catalog FILE)")
+        return None
+    known.append(f"catalog: read from {where} ({len(catalog.files)} files)")
+    return catalog
 
 
-def _explain_text(what: str, address: object, decision: Decision) -> str:
-    lines = [f"{what} for client {address}", *_header(decision), ""]
-    chosen = {t.id for t in decision.chosen()}
-    rows = [("rank", "target", "state", "admin", "country", "km", "border", "wait ms",
+# ---------------------------------------------------------------- text
+
+
+def render(data: dict[str, Any]) -> str:
+    """The explanation as text, from its data (offline or from the running router)."""
+    what = (f"GET {data['path']}" if "path" in data else f"{data['name']} {data['type']}")
+    lines = [f"{what} for client {data['client_address']}",
+             *(f"  known:   {k}" for k in data["known"]), *_header(data), ""]
+    rows = [("rank", "target", "state", "admin", "file", "country", "km", "border", "wait ms",
              "wait km", "weight", "cost", "reason")]
-    for position, cand in [*enumerate(decision.ranked, 1), *((None, x) for x in decision.excluded)]:
-        t = cand.target
-        rows.append((f"{position or '-'}{'*' if t.id in chosen else ''}", t.id,
-                     cand.status.value, cand.admin.value, t.country or "-",
-                     _num(cand.distance_km), _num(cand.border_km), _num(cand.latency_ms),
-                     _num(cand.latency_km), str(t.weight), _num(cand.cost),
-                     ("excluded: " if cand.excluded else "") + cand.reason
-                     + (f" [{cand.rule}]" if cand.rule else "")))
+    for c in data["candidates"]:
+        rows.append((f"{c['rank'] or '-'}{'*' if c['chosen'] else ''}", c["id"], c["state"],
+                     c["admin"], c.get("file") or "-", c["country"] or "-",
+                     _num(c["distance_km"]), _num(c["border_km"]), _num(c["latency_ms"]),
+                     _num(c["latency_km"]), str(c["weight"]), _num(c["cost"]),
+                     ("excluded: " if c["excluded"] else "") + c["reason"]
+                     + (f" [{c['rule']}]" if c["rule"] else "")))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         lines.append("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False))
                      + "  " + r[-1])
-    return "\n".join(lines)
+    return "\n".join([*lines, "", *_outcome(data)])
 
 
-def _header(decision: Decision) -> list[str]:
-    """The client, the service's settings and where health comes from."""
-    c = decision.client
-    where = ", ".join(x for x in (c.city, c.country, c.continent) if x) or "unknown place"
-    point = f"{c.point.lat:.2f}, {c.point.lon:.2f}" if c.point else "no coordinates"
-    lines = [f"  client:  {c.network}  {where}  ({point})"
-             + (f"  AS{c.asn}" if c.asn is not None else "")]
-    mine = sorted(r.basis for r in c.matched if r.service == decision.service.name)
-    if mine:
-        lines.append(f"  rules:   {'; '.join(mine)}")
-    if c.point is None and decision.origin is not None:
+def _outcome(data: dict[str, Any]) -> list[str]:
+    if "path" not in data:
+        answer = " ".join(data["answer"]) or "(none: NODATA)"
+        return [f"answer: {answer}  ttl {data['ttl']}"
+                + ("  (degraded: all targets down)" if data["degraded"] else ""), data["dnssec"]]
+    if data["location"] is None:
+        return [f"{data['status']}: no mirror can serve this now" if data["status"] == 503
+                else f"{data['status']}: every mirror that is up lacks this file"]
+    return [f"302 Location: {data['location']}", *(f"    Link: {x}" for x in data["links"])]
+
+
+def _header(data: dict[str, Any]) -> list[str]:
+    """The client, the file, the service's settings."""
+    c = data["client"]
+    where = ", ".join(x for x in (c["city"], c["country"], c["continent"]) if x) \
+        or "unknown place"
+    point = f"{c['lat']:.2f}, {c['lon']:.2f}" if c["lat"] is not None else "no coordinates"
+    lines = [f"  client:  {c['network']}  {where}  ({point})"
+             + (f"  AS{c['asn']}" if c["asn"] is not None else "")]
+    if c["rules"]:
+        lines.append(f"  rules:   {'; '.join(c['rules'])}")
+    if data["default_location_used"]:
         lines.append("  GeoIP has no coordinates: measured from the service's default_location")
-    s = decision.service
-    return [*lines,
-            f"  service: {s.name}  spread {s.spread:g}  cross_border_km {s.cross_border_km:g}  "
-            f"anycast_km {s.anycast_km:g}  km_per_ms {s.km_per_ms:g}  answers {s.answers}  "
-            f"on_all_down {s.on_all_down}",
-            "  health:  not probed here: every target counts as up, no wait is charged"
-            " (live figures: /status, or mirror-router probe --client)"]
+    if data.get("file"):
+        f = data["file"]
+        lines.append(f"  file:    {f['name']}  {f['version'] or ''}  {f['size']:,} bytes  "
+                     f"sha256 {f['sha256'] or '-'}")
+    s = data["settings"]
+    return [*lines, f"  service: {data['service']}  spread {s['spread']:g}  cross_border_km "
+            f"{s['cross_border_km']:g}  anycast_km {s['anycast_km']:g}  km_per_ms "
+            f"{s['km_per_ms']:g}  answers {s['answers']}  on_all_down {s['on_all_down']}"]
 
 
 def _num(v: float | None) -> str:

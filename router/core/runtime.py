@@ -10,7 +10,7 @@ attribute once. The clock is injected (``time.time`` by default).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -45,6 +45,14 @@ class SigningKey:
     created: float  # when the key was made
     state: str  # planned, published, ready, active, signing-unpublished, retired, removed
     events: Mapping[str, float]  # its timing: publish, ready, activate, retire, remove
+
+
+def signing_line(zone: str, keys: Sequence[str] | None) -> str:
+    """Whether DO queries to ``zone`` get signed answers, and from which ``keys`` (None:
+    the zone is unsigned): what ``explain`` says, offline or from the running router."""
+    if keys is None:
+        return f"zone {zone} is unsigned"
+    return f"zone {zone} is signed: DO queries get RRSIGs ({'; '.join(keys)})"
 
 
 @dataclass(frozen=True, slots=True)

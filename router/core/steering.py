@@ -269,9 +269,12 @@ def describe(decision: Decision) -> dict[str, Any]:
     chosen = {t.id for t in decision.chosen()}
     rows = [_row(c, i + 1, c.target.id in chosen) for i, c in enumerate(decision.ranked)]
     rows += [_row(c, None, False) for c in decision.excluded]
-    origin = decision.origin
+    origin, service = decision.origin, decision.service
     return {
-        "service": decision.service.name,
+        "service": service.name,
+        "settings": {"spread": service.spread, "cross_border_km": service.cross_border_km,
+                     "anycast_km": service.anycast_km, "km_per_ms": service.km_per_ms,
+                     "answers": service.answers, "on_all_down": str(service.on_all_down)},
         "client": {
             "network": str(client.network),
             "country": client.country,
@@ -279,6 +282,8 @@ def describe(decision: Decision) -> dict[str, Any]:
             "city": client.city,
             "lat": client.point.lat if client.point else None,
             "lon": client.point.lon if client.point else None,
+            "asn": client.asn,
+            "rules": sorted(r.basis for r in client.matched if r.service == service.name),
         },
         "measured_from": {"lat": origin.lat, "lon": origin.lon} if origin else None,
         "default_location_used": client.point is None and origin is not None,
@@ -286,6 +291,18 @@ def describe(decision: Decision) -> dict[str, Any]:
         "ttl": decision.ttl,
         "candidates": rows,
     }
+
+
+def describe_answer(decision: Decision, want: Want, snapshot: Snapshot | None = None
+                    ) -> dict[str, Any]:
+    """``describe()`` of a DNS decision, with the addresses its answer carries (with a
+    live ``snapshot``, as ``answer_addresses()`` leaves them: the server's answer)."""
+    data = describe(decision)
+    version, service = (6 if want is Want.IPV6 else 4), decision.service
+    data["answer"] = [str(a) for t in decision.chosen() for a in (
+        t.addresses_of(version) if snapshot is None
+        else answer_addresses(snapshot, service, t, version))]
+    return data
 
 
 def _row(c: Candidate, position: int | None, chosen: bool) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """The HTTP face (aiohttp): one app factory, short handlers, errors mapped in one place.
 
-Routes: ``/healthz`` (liveness), ``/readyz`` (readiness), ``/metrics``, ``/status`` and
-``/status.json`` (``router.http.status.handlers``), and every other GET/HEAD path goes to the
-redirector (``router.http.redirect``). Other methods get 405 with ``Allow``. With an admin
-listener (``serve --admin``), the first five are served there (``create_admin_app``) and
-leave the public app, where those paths are ordinary paths.
+Routes: ``/healthz`` (liveness), ``/readyz`` (readiness), ``/explain`` (one client's
+decision, ``router.http.explain``), ``/metrics``, ``/status`` and ``/status.json``
+(``router.http.status.handlers``), and every other GET/HEAD path goes to the redirector
+(``router.http.redirect``). Other methods get 405 with ``Allow``. With an admin listener
+(``serve --admin``), the first six are served there (``create_admin_app``) and leave the
+public app, where those paths are ordinary paths.
 
 Every response says ``Server: mirror-router``, with no version of anything.
 
@@ -31,7 +32,7 @@ from router.core.runtime import Runtime
 from router.core.stats import Stats
 from router.core.steering import FileChecker
 from router.errors import RouterError
-from router.http import downloads, redirect
+from router.http import downloads, explain, redirect
 from router.http.keys import CLIENT, PRIVATE, RUNTIME, TARGET, VIEWERS
 from router.http.routes import PathError
 from router.http.status import handlers as status
@@ -171,7 +172,8 @@ def create_admin_app(public: web.Application) -> web.Application:
 
 
 def _admin_routes(app: web.Application) -> dict[str, Handler]:
-    return {"/healthz": healthz, "/readyz": readyz, **status.routes(app)}
+    return {"/healthz": healthz, "/readyz": readyz, "/explain": explain.explain,
+            **status.routes(app)}
 
 
 def _add(app: web.Application, routes: dict[str, Handler]) -> None:

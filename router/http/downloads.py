@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
@@ -63,6 +64,12 @@ def asked(route: Route, catalog: Catalog | None, accept: str) -> Asked:
     if form is Form.METALINK and not metalink.file_name(listed):
         raise NotListed(route.rest)
     return Asked(listed, file, form)
+
+
+def facts(file: CatalogFile) -> dict[str, Any]:
+    """What the catalog says of a file, as ``?mirrorlist`` and ``explain`` show it."""
+    return {"name": file.name, "version": file.version, "size": file.size,
+            "sha256": file.sha256}
 
 
 def listing(catalog: Catalog, include_all: bool) -> web.Response:

@@ -3,20 +3,24 @@ so a page's handlers need not import the redirector to find what it put there.""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from router.core.geo import Location
+from router.core.ip import IPAddress
 from router.core.runtime import Runtime
 
 
 class Viewers(Protocol):
-    """Who the viewer of a page is and where, behind the trusted proxies, as the
-    redirector sees its clients (``router.http.redirect.Redirector``): the status page
-    marks it."""
+    """What the pages ask the redirector (``router.http.redirect.Redirector``): who the
+    viewer of a page is and where, behind the trusted proxies, as it sees its clients
+    (the status page marks it); what it answers a client for a path (``/explain``)."""
 
     def client(self, request: web.Request) -> tuple[str | None, Location]: ...
+
+    async def explain(self, path: str, host: str | None, address: IPAddress,
+                      secure: bool = False) -> dict[str, Any]: ...
 
 
 RUNTIME = web.AppKey("runtime", Runtime)

@@ -25,7 +25,7 @@ from router.core.audience import Placer, scope
 from router.core.catalog import CatalogFile
 from router.core.config import Config, Service
 from router.core.geo import Location
-from router.core.ip import IPNetwork
+from router.core.ip import IPAddress, IPNetwork
 from router.core.memo import Memo, Recall
 from router.core.runtime import Runtime
 from router.core.scoring import Lineup
@@ -177,10 +177,10 @@ class Redirector:
             return downloads.sha256(item.file)
         if "mirrorlist" in query:  # this client's own figures: decided afresh
             entry = await self._decide(request, item.route, item.file, remember=False)
-            return _mirrorlist(request, runtime, item.route, entry.decision, item.file,
-                               self.client(request)[0])
+            return _mirrorlist(request, self.described(
+                request.path, item, entry.decision, self.client(request)[0]))
         entry = await self._decide(request, item.route, item.file)
-        if entry.decision.lacking and not item.listed:  # an immutable or changing path
+        if paths.refused(entry.decision, item.listed):  # an immutable or changing path
             raise Missing(item.route.rest, service.missing_status)
         if item.form is downloads.Form.METALINK:
             return downloads.metalink_response(item, entry.decision)
@@ -297,6 +297,35 @@ class Redirector:
             Want.SECURE_URL if key[5] else Want.URL,
             barred=self.runtime.ledger.barred(service.name))
 
+    def described(self, path: str, item: downloads.Asked, decision: Decision,
+                  address: str | None) -> dict[str, Any]:
+        """A path's decision as plain data, with each mirror's knowledge of the file: the
+        one shape of ``?mirrorlist=json``, the admin listener's ``/explain`` and
+        ``explain --json``."""
+        data = paths.describe_redirect(path, item.route, decision, item.listed)
+        data["client_address"] = address
+        if item.file is not None:
+            _add_availability(self.runtime, item.route, data, item.file)
+        return data
+
+    async def explain(self, path: str, host: str | None, address: IPAddress,
+                      secure: bool = False) -> dict[str, Any]:
+        """What a GET of ``path`` from ``address`` is answered now, decided as ``handle``
+        decides it (health, latency, overrides, the fleet's verdicts, the catalog and the
+        per-file checks, settled as a request waits for them), and not remembered."""
+        if self._stale():
+            self.follow()
+        route = self.routes.match(paths.clean(path), host)
+        if route is None:
+            raise NotRouted(path)
+        service = route.service
+        catalog = self.runtime.ledger.catalog(service.name) if service.catalog else None
+        item = downloads.asked(route, catalog, "")
+        client = self.placer.locate(address)
+        want = Want.SECURE_URL if route.guarded and secure else Want.URL
+        made, _ = await self._settled(service, client, item.file, False, want)
+        return self.described(path, item, made, str(address))
+
     def client(self, request: web.Request) -> tuple[str | None, Location]:
         """The client's address and location, the recent ones remembered (``RECENT``)."""
         headers = request.headers
@@ -329,13 +358,7 @@ class Redirector:
         return client.text, self.placer.at(client.value, client.version)
 
 
-def _mirrorlist(request: web.Request, runtime: Runtime, route: paths.Route,
-                decision: Decision, file: CatalogFile | None, address: str | None
-                ) -> web.Response:
-    data = paths.describe_redirect(request.path, route, decision)
-    data["client_address"] = address
-    if file is not None:
-        _add_availability(runtime, route, data, file)
+def _mirrorlist(request: web.Request, data: dict[str, Any]) -> web.Response:
     wants_json = (request.query.get("mirrorlist") == "json"
                   or "application/json" in request.headers.get("Accept", ""))
     headers = {"Cache-Control": "private, no-store"}
@@ -351,5 +374,4 @@ def _add_availability(runtime: Runtime, route: paths.Route, data: dict[str, Any]
     service = route.service
     for row in data["candidates"]:
         row.update(runtime.ledger.describe(service, row["id"], file))
-    data["file"] = None if file is None else {
-        "name": file.name, "version": file.version, "size": file.size, "sha256": file.sha256}
+    data["file"] = None if file is None else downloads.facts(file)

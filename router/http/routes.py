@@ -150,14 +150,25 @@ def _link(url: str, pri: int, country: str | None) -> str:
     return f"<{url}>; rel=duplicate; pri={pri}{geo}"
 
 
-def describe_redirect(path: str, route: Route, decision: Decision) -> dict[str, Any]:
-    """The decision for one path as plain data: what ``?mirrorlist`` and ``explain`` show."""
+def refused(decision: Decision, listed: bool) -> bool:
+    """Whether the redirector answers "not found" (``missing_status``) rather than 503:
+    no mirror can serve a file the catalog does not list, because those that could lack
+    it (``Decision.lacking``). A listed file is the origin's: it is only unavailable."""
+    return decision.lacking and not listed
+
+
+def describe_redirect(path: str, route: Route, decision: Decision,
+                      listed: bool = False) -> dict[str, Any]:
+    """The decision for one path as plain data: what ``?mirrorlist`` and ``explain`` show,
+    with the status the redirector answers (302, ``missing_status`` or 503)."""
     data = describe(decision)
     for row, cand in zip(data["candidates"], (*decision.ranked, *decision.excluded),
                          strict=True):
         row["file_url"] = cand.target.url_for(route.rest) if cand.target.url else None
     found = redirect_for(route, decision)
     data["path"] = path
+    data["status"] = 302 if found else (
+        route.service.missing_status if refused(decision, listed) else 503)
     data["location"] = found.location if found else None
     data["links"] = list(found.links) if found else []
     return data
