@@ -437,9 +437,9 @@ class RedisServer:
     """A real ``redis-server`` on a loopback port, no persistence, for fleet tests. It can
     be killed (by its PID) and started again on the same port (empty: no persistence)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, password: str | None = None) -> None:
         import socket
-        self.folder = folder
+        self.folder, self.password = folder, password
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = int(s.getsockname()[1])
@@ -454,7 +454,9 @@ class RedisServer:
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.folder), "--protected-mode", "no",
-             "--loglevel", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "--loglevel", "warning",
+             *(("--requirepass", self.password) if self.password else ())],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             with contextlib.suppress(Exception):
@@ -465,7 +467,8 @@ class RedisServer:
 
     def client(self) -> Any:
         import redis
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2,
+                           password=self.password)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

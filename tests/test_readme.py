@@ -6,8 +6,9 @@
 - Every ``console`` block is run, command by command, and each command's output must be
   the one printed, normalising only query ids and timings (and the column widths timings
   change). A block runs against a router like ``make serve``'s, or, when the README marks
-  it ``<!-- docs-test: demo -->``, against ``make demo`` (tools/loopback_demo.py). Both
-  listen on free loopback ports that are put in place of the printed ones.
+  it ``<!-- docs-test: demo -->``, against ``make demo`` (tools/loopback_demo.py); marked
+  ``own``, in a fresh folder where the block's own commands write a zone and start a
+  router. All listen on free loopback ports that are put in place of the printed ones.
 """
 
 from __future__ import annotations
@@ -147,6 +148,29 @@ def demo(tmp_path_factory):
         assert proc.wait(30) == 0
 
 
+OWN_FOLDER = "/tmp/my-mirrors"
+
+
+@pytest.fixture(scope="module")
+def own(tmp_path_factory):
+    """"Your own mirrors in ten minutes": a fresh folder, two free ports for the router
+    its example starts in the background (stopped here: its --zones names the folder)."""
+    import socket
+    folder = tmp_path_factory.mktemp("own")
+    (folder / "zones").mkdir()
+    ports = []
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    yield {OWN_FOLDER: str(folder), "127.0.0.1:5302": f"127.0.0.1:{ports[0]}",
+           "-p 5302": f"-p {ports[0]}", "127.0.0.1:8302": f"127.0.0.1:{ports[1]}"}
+    subprocess.run(["pkill", "-TERM", "-f", f"zones {folder}/zones"], check=False)
+    wait_until(lambda: subprocess.run(["pgrep", "-f", f"zones {folder}/zones"],
+                                      capture_output=True).returncode == 1, 20,
+               what="the README's own router to stop")
+
+
 def run(example: Example, places: dict[str, str]) -> str:
     command = example.command.replace(".venv/bin/mirror-router",
                                       str(Path(sys.executable).parent / "mirror-router"))
@@ -164,6 +188,10 @@ def run(example: Example, places: dict[str, str]) -> str:
 def test_console_examples_exist_for_both_routers():
     marks = [e.mark for e in examples(README.read_text())]
     assert marks.count("serve") >= 5 and marks.count("demo") >= 4
+    assert [e.command.split()[:2] for e in examples(README.read_text()) if e.mark == "own"] \
+        == [[".venv/bin/mirror-router", "init"], [".venv/bin/mirror-router", "check"],
+            [".venv/bin/mirror-router", "serve"], ["dig", "@127.0.0.1"], ["curl", "-sI"],
+            [".venv/bin/mirror-router", "admin"], ["curl", "-sI"]]
 
 
 @pytest.mark.parametrize("example", examples(README.read_text()), ids=str)

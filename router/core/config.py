@@ -365,6 +365,8 @@ class FleetConfig:
     node: str = field(default_factory=lambda: default_node())  # unique in the fleet
     observers: int = 3  # nodes that probe each target (all of them when fewer are live)
     quorum: int | None = None  # "down" votes that take a target down (None: a majority)
+    password_file: Path | None = None  # the store's password, read at load (a credential)
+    password: str | None = field(default=None, repr=False)
 
 
 def default_node() -> str:

@@ -26,6 +26,7 @@ LIMITS = {  # the largest file of each kind read, in bytes
     "zone file": 16 * MiB,
     "prefix list": 16 * MiB,
     "DNSSEC key": 64 * 1024,
+    "store password": 4 * 1024,
     "certificate": 1 * MiB,
     "state file": 16 * MiB,
     "fleet cache": 64 * MiB,

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
+import re
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from router.core import reading
 from router.core import values as v
@@ -115,7 +118,7 @@ def load_server(path: str | Path) -> ServerConfig:
         raise ConfigError(problems)
     doc = _Table(data, "", str(path), problems)
     server = doc.table("server", required="fleet" not in data)
-    fleet = _fleet(doc.table("fleet"))
+    fleet = _fleet(doc.table("fleet"), Path(path).parent)
     settings = ServerConfig(fleet=fleet)
     if server is not None:
         settings = ServerConfig(
@@ -166,12 +169,24 @@ def _rrl(t: _Table | None) -> RrlConfig | None:
     return rrl
 
 
-def _fleet(t: _Table | None) -> FleetConfig | None:
-    """``[fleet]``: present means on; ``store`` is required."""
+def _fleet(t: _Table | None, base: Path) -> FleetConfig | None:
+    """``[fleet]``: present means on; ``store`` is required; the store's password in
+    ``store`` or, kept out of the file, ``password_file`` (a systemd credential)."""
     if t is None:
         return None
+    store = t.get("store", v.store_url) or "redis://"
+    password_file = t.get("password_file", _readable_file(base), None)
+    password = None
+    if password_file is not None:
+        if urlsplit(store).password is not None or "password=" in store:
+            t.report(t.key("password_file"), "the store URL has a password already: give "
+                     "it in one place")
+        try:
+            password = reading.read_text(password_file, "store password").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            t.report(t.key("password_file"), f"{password_file}: cannot read: {e}")
     fleet = FleetConfig(
-        store=t.get("store", v.store_url) or "redis://",
+        store=store, password_file=password_file, password=password,
         name=t.get("name", v.identifier, "mirror-router"),
         node=t.get("node", v.identifier, None) or default_node(),
         observers=t.get("observers", v.integer(1, 64), 3),
@@ -210,12 +225,35 @@ def _secret(value: Any) -> bytes:
     return secret
 
 
+_CREDENTIALS = re.compile(r"\$(?:\{CREDENTIALS_DIRECTORY\}|CREDENTIALS_DIRECTORY)(?=/|$)")
+
+
+def _at(base: Path, text: str) -> Path:
+    """A path the config names: ``$CREDENTIALS_DIRECTORY/...`` (or ``${...}``) in the
+    folder systemd copies a unit's ``LoadCredential=`` files to, readable by its service
+    user whoever owns the originals; ``~`` expanded; relative paths from ``base``."""
+    found = _CREDENTIALS.match(text)
+    if found is None:
+        return base / Path(text).expanduser()
+    folder = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not folder:
+        raise v.Invalid(f"{text!r} names $CREDENTIALS_DIRECTORY, which is not set here: "
+                        "systemd sets it for a unit with LoadCredential= (check --unit FILE "
+                        "reads the unit's)")
+    return Path(folder + text[found.end():])
+
+
 def _readable_file(base: Path) -> Callable[[Any], Path]:
-    """A path to a file that exists; relative paths are taken from ``base``."""
+    """A path to a file that exists (``_at``)."""
     def convert(value: Any) -> Path:
-        path = base / Path(v.string(value)).expanduser()
+        path = _at(base, v.string(value))
         if not path.is_file():
-            raise v.Invalid(f"{str(value)!r}: no such file")
+            raise v.Invalid(f"{str(value)!r}: no such file"
+                            + (f" ({os.path.realpath(path)})" if str(path) != str(value) else ""))
+        if _CREDENTIALS.match(str(value)) and path.stat().st_size < 4 \
+                and not path.read_bytes().strip():
+            raise v.Invalid(f"{str(value)!r} is empty: the unit's LoadCredential= source is "
+                            "missing (its SetCredential= default stands in)")
         return path
     return convert
 
@@ -374,7 +412,7 @@ def _key_files(base: Path) -> Callable[[Any], tuple[Path | None, tuple[Path, ...
     from ``base``: (the folder or None, the files)."""
     def convert(value: Any) -> tuple[Path | None, tuple[Path, ...]]:
         if isinstance(value, str):
-            folder = base / Path(value).expanduser()
+            folder = _at(base, value)
             if not folder.is_dir():
                 raise v.Invalid(f"{value!r}: no such folder (a list of key files, or a "
                                 "folder of *.key files)")

@@ -56,7 +56,8 @@ def connect(config: FleetConfig, timeout: float = TIMEOUT) -> redis.Redis:
     pool = redis.BlockingConnectionPool.from_url(
         config.store, max_connections=CONNECTIONS, timeout=timeout, socket_timeout=timeout,
         socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0), retry_on_timeout=False,
-        health_check_interval=0, client_name=f"mirror-router:{config.node}")
+        health_check_interval=0, client_name=f"mirror-router:{config.node}",
+        **({"password": config.password} if config.password is not None else {}))
     return redis.Redis.from_pool(pool)  # the client closes the pool with itself
 
 
