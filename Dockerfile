@@ -15,8 +15,12 @@
 FROM python:3.11.11-slim-bookworm
 
 WORKDIR /app
-COPY pyproject.toml README.md LICENSE ./
+COPY pyproject.toml README.md LICENSE Dockerfile ./
 COPY router ./router
+# what the wheel ships under share/mirror-router/ (the example zone, the unit, settings)
+COPY zones ./zones
+COPY systemd ./systemd
+COPY deploy ./deploy
 RUN pip install --no-cache-dir . && rm -rf /root/.cache
 COPY zones /zones
 # a user of its own (not nobody, whose files every other nobody process may touch)

@@ -5,6 +5,7 @@ example zone, the unit, a server.toml and the Dockerfile under share/mirror-rout
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -84,3 +85,18 @@ def test_the_wheel_ships_the_example_zone_the_unit_and_the_settings(tmp_path):
     assert {"README.md", "go.example.com.toml", "mirror-router.service", "server.toml",
             "Dockerfile", "alerts.yml", "mirror-router.json"} <= shared
     assert "router/core/countries.txt" in names
+
+
+def test_the_docker_build_context_holds_what_the_wheel_ships():
+    """pip install . in the Dockerfile needs every data file: none may be left out of the
+    build context (.dockerignore) or left uncopied before the install."""
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    before_install = dockerfile[:dockerfile.index("RUN pip install")]
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    shipped = re.search(r'"share/mirror-router" = \[(.*?)\]', pyproject, re.S)[1]
+    for name in re.findall(r'"([^"]+)"', shipped):
+        top = name.split("/")[0]
+        assert top not in ignored, name
+        assert re.search(rf"^COPY .*\b{re.escape(top)}\b", before_install, re.M), name
