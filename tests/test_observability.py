@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -16,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from router import __version__
 from router.core.earth import Point
 from router.http.status.worldmap import RADIUS, Box, Marker, place, project, svg
+from tests.browser import Browser
 from tests.conftest import write_zone
 from tests.harness import CITIES, RouterProcess, five_city_zone, wait_until
 from tests.png import near, pixels
@@ -245,3 +247,40 @@ def test_a_failed_reload_shows_in_metrics_and_status(tmp_path, city_mirrors):
             first["mirror_router_config_last_reload_success_timestamp_seconds"]
     finally:
         assert router.stop() == 0
+
+
+# ---------------------------------------------------------------- the page's layout
+
+LAYOUT = """JSON.stringify({
+  width: innerWidth, scroll: document.documentElement.scrollWidth,
+  table: document.querySelector("table").getBoundingClientRect().top,
+  map: document.getElementById("map").getBoundingClientRect().top,
+  smallest: Math.min(...[...document.querySelectorAll("td, th, p, h2")].filter(
+      e => e.getClientRects().length).map(e => parseFloat(getComputedStyle(e).fontSize))),
+  labels: [...document.querySelectorAll("#map text")].filter(
+      e => e.getClientRects().length).map(e => e.getBoundingClientRect().height),
+})"""
+
+
+@pytest.mark.parametrize(("width", "height"), [(1280, 1000), (400, 900)])
+def test_the_status_page_puts_the_tables_first_and_never_scrolls_sideways(
+        five_cities, tmp_path, width, height):
+    """The map pushed the tables below the fold at 1280x1000, and at 400 px the page
+    scrolled sideways with 3 px map labels."""
+    if CHROMIUM is None:
+        chromium(tmp_path=tmp_path)  # fails on CI, skips elsewhere
+    browser = Browser(CHROMIUM, tmp_path / "profile", width, height)
+    try:
+        browser.open(f"http://127.0.0.1:{five_cities.http_port}/status")
+        seen = json.loads(browser.evaluate(LAYOUT))
+        shot = tmp_path / f"status-{width}.png"
+        shot.write_bytes(base64.b64decode(browser.call("Page.captureScreenshot")["data"]))
+    finally:
+        browser.close()
+    assert pixels(shot)[:2] == (width, height)  # what an operator sees first
+    assert near(pixels(shot)[2], GREEN) > 60  # a table's dots, in the first screen
+    assert seen["width"] == width, seen
+    assert seen["scroll"] <= width, seen  # no horizontal scroll
+    assert seen["table"] < height / 2 < seen["map"], seen  # the first table above the fold
+    assert seen["smallest"] >= 11, seen  # readable text
+    assert all(h >= 8 for h in seen["labels"]), seen  # map labels readable, or not shown

@@ -53,7 +53,9 @@ class Kind(StrEnum):
 @dataclass(frozen=True, slots=True)
 class HealthCheck:
     kind: Kind = Kind.HTTP
-    path: str = "/"
+    path: str = "/"  # joined to each target's url
+    # instead of path: "/x" from each target's host root, or a whole URL for every target
+    url: str | None = None
     interval: float = 10.0
     timeout: float = 3.0
     rise: int = 2

@@ -531,6 +531,7 @@ def _build_health(h: _Table | None) -> HealthCheck | None:
     check = HealthCheck(
         kind=h.get("kind", v.choice(Kind), d.kind),
         path=h.get("path", v.url_path, d.path),
+        url=h.get("url", _health_url, None),
         interval=h.get("interval", v.duration(0.05, 86400), d.interval),
         timeout=h.get("timeout", v.duration(0.01, 3600), d.timeout),
         rise=h.get("rise", v.integer(1, 100), d.rise),
@@ -539,8 +540,31 @@ def _build_health(h: _Table | None) -> HealthCheck | None:
         expect_body=h.get("expect_body", v.nonempty_string(1024), d.expect_body),
         suspect_interval=h.get("suspect_interval", v.duration(0.05, 86400), None),
     )
+    if "url" in h.data and "path" in h.data:
+        h.report(h.key("url"), "give path (joined to each target's url) or url (from the "
+                 "host's root, or a whole URL), not both")
     h.finish()
     return check
+
+
+def _health_url(value: Any) -> str:
+    """``health.url``: ``/x`` (from each target's host root) or an absolute http(s) URL."""
+    text = v.string(value)
+    return v.url_path(text) if text.startswith("/") else v.url(text)
+
+
+def health_url(url: str | None, check: HealthCheck) -> str | None:
+    """A target's health URL from its ``url`` and the service's check: ``path`` joined to
+    the url (``https://m/golang/`` + ``/health`` is ``https://m/golang/health``), or
+    ``url``: ``/health`` from the host's root (``https://m/health``), or a whole URL."""
+    if check.url is not None and not check.url.startswith("/"):
+        return check.url
+    if url is None:
+        return None
+    if check.url is not None:
+        parts = urlsplit(url)
+        return f"{parts.scheme}://{parts.netloc}{check.url}"
+    return join(url, check.path)
 
 
 def _build_verify(t: _Table | None) -> Verify | None:
@@ -583,7 +607,7 @@ def _build_file_checks(s: _Table) -> FileChecks:
 
 
 def _build_targets(s: _Table, health: HealthCheck | None, folder: Path) -> Iterator[Target]:
-    path = (health or HealthCheck()).path
+    check = health or HealthCheck()
     for _key, t in s.tables("targets"):
         url = t.get("url", v.base_url, None)
         explicit = t.get("health_url", v.url, None)
@@ -593,7 +617,7 @@ def _build_targets(s: _Table, health: HealthCheck | None, folder: Path) -> Itera
             country=t.get("country", v.country, None),
             addresses=t.get("addresses", v.list_of(v.address), ()),
             url=url,
-            health_url=explicit or (join(url, path) if url else None),
+            health_url=explicit or health_url(url, check),
             weight=t.get("weight", v.integer(1, 1_000_000), 100),
             only_countries=t.get("only_countries", v.countries, frozenset()),
             exclude_countries=t.get("exclude_countries", v.countries, frozenset()),

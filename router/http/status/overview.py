@@ -145,6 +145,7 @@ def _target(service: Service, tid: str, h: Health, admin: Override, answers: int
     return {
         "id": tid, "state": h.status.value, "admin": admin.value, "colour": colour(h, admin),
         "enabled": t.enabled, "country": t.country, "url": t.url,
+        "health_url": t.health_url,
         "location": None if t.location is None else {"lat": t.location.lat,
                                                      "lon": t.location.lon},
         "ttfb_ms": _ms(h.ttfb_ewma), "wait_ms": _ms(h.wait_ewma), "latency_ms": h.latency_ms,
@@ -170,7 +171,8 @@ def colour(h: Health, admin: Override) -> str:
     state = effective(h.status, admin)
     if state in (Effective.DOWN, Effective.ADMIN_DOWN):
         return "red"
-    if state is not Effective.USABLE or h.status is not Status.UP or h.failures:
+    if state is not Effective.USABLE or h.status is not Status.UP or h.failures \
+            or admin is Override.UP:  # forced up: served whatever its check says
         return "amber"
     return "green"
 

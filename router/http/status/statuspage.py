@@ -1,4 +1,4 @@
-"""The ``/status`` page: a world map and one table per service. Self-contained HTML.
+"""The ``/status`` page: one table per service, then a world map. Self-contained HTML.
 
 No script, no external asset: the map is inline SVG (``router.http.status.worldmap``), the style is
 inline, and the page refreshes itself every ``REFRESH`` seconds.
@@ -15,22 +15,32 @@ from router.http.status.worldmap import COLOURS, Marker, svg
 
 REFRESH = 10
 STYLE = """
-body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em 2em; color: #222; }
-h1 { margin: 0 0 .2em; } h2 { margin: 1.2em 0 .3em; } .meta { color: #555; }
-#map { width: 100%; max-width: 1100px; display: block; border: 1px solid #bbb; }
-table { border-collapse: collapse; margin-bottom: 1em; }
+body { font: 14px/1.4 system-ui, sans-serif; margin: 1em 1.5em; color: #222; }
+h1 { margin: 0 0 .2em; } h2 { margin: 1em 0 .3em; }
+.meta { color: #555; overflow-wrap: anywhere; }
+#map { width: 100%; max-width: 960px; display: block; border: 1px solid #bbb; }
+.wrap { overflow-x: auto; margin-bottom: 1em; }
+table { border-collapse: collapse; width: 100%; }
 th, td { padding: .25em .6em; text-align: left; vertical-align: top; }
-th { border-bottom: 2px solid #888; } tr:nth-child(even) { background: #f4f4f4; }
+th { border-bottom: 2px solid #888; white-space: nowrap; }
+tr:nth-child(even) { background: #f4f4f4; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .dot { display: inline-block; width: .8em; height: .8em; border-radius: 50%; }
 .err { color: #b00020; max-width: 28em; } .bad { color: #b00020; font-weight: bold; }
+.none { color: #888; } small.url { color: #555; overflow-wrap: anywhere; }
+@media (max-width: 640px) {
+  body { margin: .5em; font-size: 13px; } th, td { padding: .2em .35em; }
+  #map text, #map line { display: none; }
+}
 """
 
 
 def page(data: dict[str, Any]) -> str:
-    body = (_header(data) + svg(_markers(data)) + _legend(data) + _signing(data["dnssec"])
-            + _fleet(data["fleet"])
-            + "".join(_service(s) for s in data["services"]))
+    """The tables first (what an operator looks for), then the map and its legend, the
+    signed zones and the fleet."""
+    body = (_header(data) + "".join(_service(s) for s in data["services"])
+            + "<h2>Map</h2>" + svg(_markers(data)) + _legend(data)
+            + _signing(data["dnssec"]) + _fleet(data["fleet"]))
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8>"
             f"<meta http-equiv=refresh content={REFRESH}>"
             f"<meta name=viewport content='width=device-width,initial-scale=1'>"
@@ -102,8 +112,8 @@ def _fleet(fleet: dict[str, Any] | None) -> str:
     return (f"<h2>Fleet {escape(fleet['fleet'])}</h2><p class=meta>node "
             f"<b>{escape(fleet['node'])}</b> &middot; store {escape(fleet['store'])} {store}"
             f" &middot; live nodes: {escape(', '.join(fleet['nodes']) or 'none')}</p>"
-            "<table><tr><th>target</th><th>verdict</th><th>observers</th><th>checked here"
-            f"</th><th>observations</th></tr>{rows}</table>")
+            "<div class=wrap><table><tr><th>target</th><th>verdict</th><th>observers</th>"
+            f"<th>checked here</th><th>observations</th></tr>{rows}</table></div>")
 
 
 def _verdict(v: dict[str, Any] | None) -> str:
@@ -132,8 +142,10 @@ def _markers(data: dict[str, Any]) -> list[Marker]:
 
 
 def _legend(data: dict[str, Any]) -> str:
-    items = [("green", "up"), ("amber", "unknown, drained, forced or failing"),
-             ("red", "down"), ("blue", "you")]
+    c = data["client"]
+    placed = c is not None and c["lat"] is not None  # the "you" marker is on the map
+    items = [("green", "up"), ("amber", "unknown, drained, forced up or failing"),
+             ("red", "down"), *([("blue", "you")] if placed else [])]
     anycast = [f"{s['name']}/{t['id']}" for s in data["services"] for t in s["targets"]
                if t["location"] is None]
     text = " ".join(f"{_dot(c)} {escape(label)}" for c, label in items)
@@ -146,18 +158,21 @@ def _service(s: dict[str, Any]) -> str:
     names = escape(", ".join(s["dns_names"])) or "&ndash;"
     head = (f"<h2 id='service-{escape(s['name'])}'>{escape(s['name'])}</h2><p class=meta>zone "
             f"{escape(s['zone'])} &middot; DNS {names} &middot; HTTP "
-            f"{escape(s['http_prefix'] or '-')} &middot; {s['answers']:,} answers since start</p>")
+            f"{escape(s['http_prefix'] or '-')} &middot; {_count(s['answers'], 'answer')} "
+            "since start</p>")
     cols = ("", "target", "state", "override", "country", "TTFB ms", "wait ms", "charged ms",
             "share", "answers", "last success", "last error")
     rows = "".join(_row(s["name"], t) for t in s["targets"])
-    return head + "<table><tr>" + "".join(f"<th>{c}</th>" for c in cols) + "</tr>" + rows + \
-        "</table>"
+    return head + "<div class=wrap><table><tr>" + "".join(f"<th>{c}</th>" for c in cols) + \
+        "</tr>" + rows + "</table></div>"
 
 
 def _row(service: str, t: dict[str, Any]) -> str:
     cells = [
         _dot(t["colour"]), f"<b>{escape(t['id'])}</b>" + "".join(
-            f"<br><small>{escape(rule)}</small>" for rule in t["rules"]),
+            f"<br><small>{escape(rule)}</small>" for rule in t["rules"])
+        + (f"<br><small class=url>checks {escape(t['health_url'])}</small>"
+           if t.get("health_url") else ""),
         escape(_state(t)), escape(t["admin"]),
         escape(t["country"] or "-"), _num(t["ttfb_ms"]), _num(t["wait_ms"]),
         _num(t["latency_ms"]), f"{t['share'] * 100:.1f}%", f"{t['answers']:,}",
@@ -167,7 +182,8 @@ def _row(service: str, t: dict[str, Any]) -> str:
     tds = "".join(f"<td class=num>{c}</td>" if c[:1].isdigit() or c == "&ndash;" else
                   f"<td>{c}</td>" for c in cells)
     when = f" ({_ago(t['last_failure'])})" if t["last_failure"] else ""
-    tds += f"<td class=err>{escape(error) + when if error else '&ndash;'}</td>"
+    tds += (f"<td class=err>{escape(error)}{when}</td>" if error
+            else "<td class=none>&ndash;</td>")
     return f"<tr id='target-{escape(service)}-{escape(t['id'])}'>{tds}</tr>"
 
 
@@ -178,6 +194,10 @@ def _state(t: dict[str, Any]) -> str:
     text = t["state"] if t["enabled"] else "disabled"
     admin = OVERRIDDEN.get(t["admin"])
     return f"{text}, {admin} by the operator" if admin else text
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _dot(colour: str) -> str:
