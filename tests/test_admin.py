@@ -183,3 +183,46 @@ def test_default_state_file_follows_systemd():
     assert default_path(lambda _: None) is None
     assert str(default_path({"STATE_DIRECTORY": "/var/lib/mirror-router"}.get)) == \
         "/var/lib/mirror-router/state.toml"
+
+
+def test_a_scheduled_drain_starts_and_ends_on_time(router, state):
+    """admin set tyo drain --from T --until T+3s: Japan moves off Tokyo at T and back at
+    T+3s (each within the poll and a loaded machine's room), /status lists the window
+    while it is coming and while it holds, admin show says which, and it is gone after."""
+    start = int(time.time()) + 3
+    window = (f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(start))}",
+              f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(start + 3))}")
+    done = admin(state, "set", "tyo", "drain", "--from", window[0], "--until", window[1],
+                 zones=router.zones)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"tyo: drain from {window[0]} until {window[1]} in {state}"
+    assert "(coming)" in admin(state, "show").stdout
+    wait_until(lambda: json.loads(request(router.http_port, "/status.json").body)["windows"],
+               3, what="the window on /status")
+    assert japan(router) == TOKYO  # not yet
+    wait_until(lambda: japan(router) == BEIJING, start + 2.0 - time.time(), interval=0.02,
+               what="the drain to start")
+    began = time.time() - start
+    assert "(now)" in admin(state, "show").stdout
+    page = request(router.http_port, "/status").body.decode()
+    assert "Maintenance windows: tyo drain" in page and "(now)" in page
+    wait_until(lambda: japan(router) == TOKYO, start + 3 + 2.0 - time.time(), interval=0.02,
+               what="the drain to end")
+    ended = time.time() - (start + 3)
+    assert -0.05 <= began <= 2.0 and -0.05 <= ended <= 2.0, (began, ended)
+    started, finished = router.wait_for("window_started"), router.wait_for("window_ended")
+    assert started["target"] == "tyo" and 0 <= started["late_s"] <= 1.0
+    assert finished["target"] == "tyo" and 0 <= finished["late_s"] <= 1.0
+    assert json.loads(request(router.http_port, "/status.json").body)["windows"] == []
+
+
+@pytest.mark.parametrize(("args", "reason"), [
+    (("--from", "+1h"), "needs both --from and --until"),
+    (("--from", "+2h", "--until", "+1h"), "is not after --from"),
+    (("--from", "2026-13-01T00:00Z", "--until", "+1h"), "is not a date"),
+])
+def test_a_bad_window_is_refused_with_the_reason(tmp_path, args, reason):
+    state = tmp_path / "state.toml"
+    done = admin(state, "set", "tyo", "drain", *args)
+    assert done.returncode == 1 and reason in done.stderr, done.stderr
+    assert not state.exists()

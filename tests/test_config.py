@@ -608,7 +608,11 @@ def test_invalid_zone_reports_key_and_reason(tmp_path, edits, append, key, reaso
     (problem,) = problems
     assert reason in problem.reason
     assert problem.file == str(path)
-    assert str(problem) == f"{path}: {key}: {problem.reason}"
+    assert str(problem) == f"{path}:{problem.line}: {key}: {problem.reason}"
+    # the line is where the key is written, or (missing) the table that lacks it
+    written = path.read_text().splitlines()[problem.line - 1]
+    names = [part.split("[")[0] for part in key.split(".")[-2:]]
+    assert any(n in written for n in names) or written.lstrip().startswith("["), (written, key)
 
 
 @pytest.mark.parametrize(("literal", "prefix"), [('"/"', "/"), ('"/dl"', "/dl/"),
@@ -821,8 +825,7 @@ def test_check_prints_every_problem_and_fails(tmp_path):
     write(tmp_path, VALID, "c.toml")
     with pytest.raises(ConfigError) as info:
         load(tmp_path)
-    expected = [f"{p.file}: {p.key}: {p.reason}" if p.key else f"{p.file}: {p.reason}"
-                for p in info.value.problems]
+    expected = [str(p) for p in info.value.problems]
     assert len(expected) == 3
 
     result = run_check(tmp_path)
@@ -830,9 +833,13 @@ def test_check_prints_every_problem_and_fails(tmp_path):
     assert "ok" not in result.stdout
     stderr = result.stderr.splitlines()
     assert stderr[:3] == expected
-    assert f"{tmp_path / 'a.toml'}: services.dl.ttl: must be an integer, not a string" in stderr
-    assert (f"{tmp_path / 'a.toml'}: {TARGET}.location.lat: must be between -90 and 90, not 91"
-            in stderr)
+    text = (tmp_path / "a.toml").read_text().splitlines()
+    ttl, lat = (1 + next(i for i, x in enumerate(text) if x.startswith(w))
+                for w in ('ttl = "abc"', "location = { lat = 91"))
+    assert f"{tmp_path / 'a.toml'}:{ttl}: services.dl.ttl: must be an integer, not a string" \
+        in stderr  # file:line: key: reason
+    assert (f"{tmp_path / 'a.toml'}:{lat}: {TARGET}.location.lat: must be between -90 and 90, "
+            "not 91" in stderr)
     assert stderr[-1] == "3 problem(s) found"
 
 

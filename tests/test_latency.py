@@ -204,4 +204,5 @@ def test_server_tls_ca_is_relative_to_the_settings_file(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_server(path)
     (problem,) = info.value.problems
-    assert (problem.key, problem.reason) == ("server.tls_ca", "'missing.pem': no such file")
+    assert (problem.key, problem.reason) == (  # where it was looked for
+        "server.tls_ca", f"'missing.pem': no such file ({tmp_path / 'missing.pem'})")

@@ -115,3 +115,32 @@ def test_a_drained_target_is_not_served_even_as_unverified():
              admin=lambda t: lookup({"tyo": Override.DRAIN}, svc.name, t))
     assert [(c.target.id, c.standing) for c in d.ranked] == [("bj", Standing.UNVERIFIED)]
     assert d.excluded[0].excluded is Exclusion.DRAINED
+
+
+def test_windows_round_trip_and_hold_only_inside():
+    from router.core.overrides import Window, in_force, next_change, parse_state
+    w = Window("fra", Override.DRAIN, 1_800_000_000.0, 1_800_007_200.0)
+    text = render({"tyo": Override.UP}, (w,))
+    assert 'from = "2027-01-15T08:00:00Z"' in text
+    assert parse_state(text, "s") == ({"tyo": Override.UP}, (w,))
+    base = {"fra": Override.UP}
+    assert in_force(base, (w,), w.start - 1) == {"fra": Override.UP}
+    assert in_force(base, (w,), w.start) == {"fra": Override.DRAIN}  # the window wins
+    assert in_force(base, (w,), w.end) == {"fra": Override.UP}
+    assert next_change((w,), 0) == w.start and next_change((w,), w.start) == w.end
+    assert next_change((w,), w.end) is None
+
+
+@pytest.mark.parametrize(("window", "reason"), [
+    ('target = "fra"\nstate = "drain"\nfrom = "+1h"\nuntil = "+2h"', "give a UTC time"),
+    ('target = "fra"\nstate = "auto"\nfrom = "2027-01-01T00:00Z"\nuntil = "2027-01-02T00:00Z"',
+     "drain, down or up"),
+    ('target = "fra"\nstate = "drain"\nfrom = "2027-01-02T00:00Z"\nuntil = "2027-01-01T00:00Z"',
+     "until after from"),
+    ('target = "fra"\nstate = "drain"', "needs target, state, from and until"),
+])
+def test_bad_windows_name_the_entry_and_the_reason(window, reason):
+    with pytest.raises(ConfigError) as info:
+        parse(f"[targets]\n\n[[windows]]\n{window}\n", "state.toml")
+    (problem,) = info.value.problems
+    assert problem.key == "windows[#1]" and reason in problem.reason

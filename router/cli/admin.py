@@ -1,6 +1,7 @@
 """``mirror-router admin``: read and change the operator's overrides in the state file.
 
     mirror-router admin [--state FILE] [--zones DIR | --any-id] set ID|SERVICE/ID STATE
+                        [--from TIME --until TIME]
     mirror-router admin [--state FILE] show
     mirror-router admin --fleet URL [--fleet-name NAME] set ID|SERVICE/ID STATE
     mirror-router admin --fleet URL [--fleet-name NAME] show
@@ -29,8 +30,8 @@ from pathlib import Path
 
 from router.cli import args as common
 from router.core.config import ConfigError, FleetConfig
-from router.core.overrides import Override, changed, unknown
-from router.core.values import Invalid, selector
+from router.core.overrides import Override, Window, changed, unknown
+from router.core.values import Invalid, moment, selector, stamp
 from router.core.zonefile import load
 from router.watch import statefile
 from router.watch.store import Link, StoreDown, read_all, set_override
@@ -44,7 +45,12 @@ def add_parser(sub: common.Subparsers[argparse.ArgumentParser]) -> None:
     _options(set_, False)  # options before or after the action, as users type them
     set_.add_argument("target", metavar="ID|SERVICE/ID")
     set_.add_argument("value", choices=[a.value for a in Override], metavar="STATE",
-                      help="drain | down | up | auto")
+                      help="drain | down | up | auto (auto also drops its windows)")
+    set_.add_argument("--from", dest="start", metavar="TIME",
+                      help="only from TIME (2026-12-08T02:00Z, UTC; now; +2h): a window, "
+                           "e.g. a scheduled maintenance's drain")
+    set_.add_argument("--until", dest="end", metavar="TIME",
+                      help="... until TIME (with --from: the window's end)")
     set_.set_defaults(func=_set)
     show = actions.add_parser("show", help="print the overrides in force in the file")
     _options(show, False)
@@ -94,18 +100,46 @@ def _set(args: argparse.Namespace) -> int:
         if strays:
             return _fail(f"{key}: no such target in {args.zones} (--any-id accepts it)")
     state = Override(args.value)
+    try:
+        window = _window(args, key, state)
+    except Invalid as e:
+        return _fail(e.reason)
     if args.fleet:
+        if window is not None:
+            return _fail("windows live in each node's state file (--state), not in the "
+                         "fleet's store: set them on every node")
         return asyncio.run(_set_fleet(args, key, state))
     try:
         with statefile.locked(args.state):
-            before = statefile.read(args.state)
-            statefile.write(args.state, changed(before, key, state))
+            before, windows = statefile.read_state(args.state)
+            if window is not None:
+                statefile.write(args.state, before, (*windows, window))
+            else:
+                statefile.write(args.state, changed(before, key, state), tuple(
+                    w for w in windows if not (state is Override.AUTO and w.selector == key)))
     except ConfigError as e:
         return _fail("\n".join(str(p) for p in e.problems) + "\nnot changed: fix the file first")
     except OSError as e:
         return _fail(f"{args.state}: {e}")
-    print(f"{key}: {state} (was {before.get(key, Override.AUTO)}) in {args.state}")
+    print(f"{key}: {state} from {stamp(window.start)} until {stamp(window.end)} in "
+          f"{args.state}" if window is not None else
+          f"{key}: {state} (was {before.get(key, Override.AUTO)}) in {args.state}")
     return 0
+
+
+def _window(args: argparse.Namespace, key: str, state: Override) -> Window | None:
+    """``--from``/``--until`` as a window (None: neither given)."""
+    if args.start is None and args.end is None:
+        return None
+    if args.start is None or args.end is None:
+        raise Invalid("a window needs both --from and --until")
+    now = time.time()
+    start, end = moment(args.start, now), moment(args.end, now)
+    if state is Override.AUTO:
+        raise Invalid("a window sets drain, down or up (auto is what holds outside it)")
+    if end <= max(start, now):
+        raise Invalid(f"--until {stamp(end)} is not after --from {stamp(start)} and now")
+    return Window(key, state, start, end)
 
 
 def _link(args: argparse.Namespace) -> Link:
@@ -152,11 +186,16 @@ def _show(args: argparse.Namespace) -> int:
               "decide everywhere); admin set makes it")
         return 0
     try:
-        overrides = statefile.read(args.state)
+        overrides, windows = statefile.read_state(args.state)
     except ConfigError as e:
         return _fail("\n".join(str(p) for p in e.problems))
-    if not overrides:
+    now = time.time()
+    windows = tuple(w for w in windows if w.end > now)
+    if not overrides and not windows:
         print(f"no overrides in {args.state}: health checks decide everywhere")
     for key, state in sorted(overrides.items()):
         print(f"{key}\t{state}")
+    for w in sorted(windows, key=lambda w: w.start):
+        when = "now" if w.holds(now) else "coming"
+        print(f"{w.selector}\t{w.state}\tfrom {stamp(w.start)} until {stamp(w.end)} ({when})")
     return 0

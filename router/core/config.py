@@ -329,9 +329,12 @@ class Problem:
     file: str
     key: str
     reason: str
+    # where the key is written (or its table), when known; not part of what the problem is
+    line: int | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
-        where = f"{self.file}: {self.key}" if self.key else self.file
+        file = f"{self.file}:{self.line}" if self.line is not None else self.file
+        where = f"{file}: {self.key}" if self.key else file
         return f"{where}: {self.reason}"
 
 

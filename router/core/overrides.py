@@ -7,20 +7,25 @@ Overrides live in a small TOML state file, after gdnsd's ``admin_state``::
     "downloads/fra" = "down"   # target "fra" in service "downloads" only
 
 A ``service/id`` entry wins over a plain ``id`` entry. ``auto`` (or no entry) lets the
-health checks decide. ``mirror-router admin`` edits the file; ``serve --state FILE``
-watches it (``router.watch.statefile``). This module only turns text into overrides and back.
+health checks decide. A ``[[windows]]`` entry (``target``, ``state``, ``from``, ``until``,
+UTC) holds only inside its window, as a scheduled maintenance's drain does, and wins over
+the plain entry while it holds (``in_force``). ``mirror-router admin`` edits the file;
+``serve --state FILE`` watches it (``router.watch.statefile``). This module only turns
+text into overrides and back.
 """
 
 from __future__ import annotations
 
 import tomllib
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 
 from router.core import values as v
 from router.core.config import Config, ConfigError, Problem
 
 TABLE = "targets"
+WINDOWS = "windows"
 
 
 class Override(StrEnum):
@@ -34,8 +39,31 @@ class Override(StrEnum):
 
 Overrides = Mapping[str, Override]  # selector ("id" or "service/id") → state, never AUTO
 
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A scheduled override: ``state`` for ``selector`` from ``start`` until ``end``
+    (epoch seconds), e.g. a drain for a maintenance. It wins over the plain entry."""
+
+    selector: str
+    state: Override
+    start: float
+    end: float
+
+    def holds(self, now: float) -> bool:
+        return self.start <= now < self.end
+
+
+Windows = tuple[Window, ...]
+
+
 def parse(text: str, source: str) -> dict[str, Override]:
     """The state file's text → overrides; raise ``ConfigError`` naming file, key, reason."""
+    return parse_state(text, source)[0]
+
+
+def parse_state(text: str, source: str) -> tuple[dict[str, Override], Windows]:
+    """The state file's text → its overrides and its windows (``[[windows]]``)."""
     problems: list[Problem] = []
     try:
         data = tomllib.loads(text)
@@ -46,7 +74,7 @@ def parse(text: str, source: str) -> dict[str, Override]:
         # An empty or truncated file must never clear every override by accident.
         problems.append(Problem(source, TABLE, "is required (a [targets] table, maybe empty)"))
         table = {}
-    problems += [Problem(source, k, "unknown key") for k in data if k != TABLE]
+    problems += [Problem(source, k, "unknown key") for k in data if k not in (TABLE, WINDOWS)]
     found: dict[str, Override] = {}
     for key, value in table.items():
         try:
@@ -54,18 +82,67 @@ def parse(text: str, source: str) -> dict[str, Override]:
             found[v.selector(key)] = state
         except v.Invalid as e:
             problems.append(Problem(source, f"{TABLE}.{key}", e.reason))
+    windows = _windows(data.get(WINDOWS, []), source, problems)
     if problems:
         raise ConfigError(problems)
-    return {k: s for k, s in found.items() if s is not Override.AUTO}
+    return {k: s for k, s in found.items() if s is not Override.AUTO}, windows
 
 
-def render(overrides: Overrides) -> str:
-    """Overrides → the state file's text (what ``parse`` reads back)."""
+def _windows(value: object, source: str, problems: list[Problem]) -> Windows:
+    try:
+        items = v.list_of_tables(value)
+    except v.Invalid as e:
+        problems.append(Problem(source, WINDOWS, e.reason))
+        return ()
+    found = []
+    for i, item in enumerate(items):
+        key = f"{WINDOWS}[#{i + 1}]"
+        try:
+            if set(item) != {"target", "state", "from", "until"}:
+                raise v.Invalid("needs target, state, from and until, and nothing else")
+            state = v.choice(Override)(item["state"])
+            start, end = (_utc(item[k]) for k in ("from", "until"))
+            if state is Override.AUTO or end <= start:
+                raise v.Invalid("state must be drain, down or up, and until after from")
+            found.append(Window(v.selector(item["target"]), state, start, end))
+        except v.Invalid as e:
+            problems.append(Problem(source, key, e.reason))
+    return tuple(found)
+
+
+def _utc(value: object) -> float:
+    """A time written in the file: UTC, absolute (``2026-12-08T02:00:00Z``)."""
+    text = v.string(value)
+    if text.startswith(("+", "now")):
+        raise v.Invalid(f"{text!r}: give a UTC time (2026-12-08T02:00:00Z) in the file")
+    return v.moment(text, 0.0)
+
+
+def render(overrides: Overrides, windows: Windows = ()) -> str:
+    """Overrides and windows → the state file's text (what ``parse_state`` reads back)."""
     lines = ["# mirror-router operator overrides: drain | down | up (auto = no entry).",
-             "# Edit with: mirror-router admin --state FILE set ID|SERVICE/ID STATE", "",
-             f"[{TABLE}]"]
+             "# Edit with: mirror-router admin --state FILE set ID|SERVICE/ID STATE "
+             "[--from TIME --until TIME]", "", f"[{TABLE}]"]
     lines += [f'"{k}" = "{s}"' for k, s in sorted(overrides.items()) if s is not Override.AUTO]
+    for w in sorted(windows, key=lambda w: (w.start, w.selector)):
+        lines += ["", f"[[{WINDOWS}]]", f'target = "{w.selector}"', f'state = "{w.state}"',
+                  f'from = "{v.stamp(w.start)}"', f'until = "{v.stamp(w.end)}"']
     return "\n".join(lines) + "\n"
+
+
+def in_force(overrides: Overrides, windows: Windows, now: float) -> dict[str, Override]:
+    """The overrides at ``now``: the plain entries, then every window that holds."""
+    out = dict(overrides)
+    for w in sorted(windows, key=lambda w: w.start):
+        if w.holds(now):
+            out[w.selector] = w.state
+    return out
+
+
+def next_change(windows: Windows, now: float) -> float | None:
+    """When a window next starts or ends after ``now`` (None: none will)."""
+    coming = [t for w in windows for t in (w.start, w.end) if t > now]
+    return min(coming) if coming else None
 
 
 def changed(overrides: Overrides, key: str, state: Override) -> dict[str, Override]:

@@ -22,6 +22,7 @@ from router.core.config import Config
 from router.core.fleet import View
 from router.core.geo import Locator
 from router.core.health import Board
+from router.core.overrides import Windows
 from router.core.stats import Stats
 
 
@@ -33,6 +34,9 @@ class StateView(Protocol):
 
     @property
     def error(self) -> str | None: ...
+
+    @property
+    def windows(self) -> Windows: ...  # scheduled overrides, coming or in force
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -48,6 +49,7 @@ from router.core.config import (
 )
 from router.core.earth import Point
 from router.core.ip import IPNetwork
+from router.core.keylines import line_of
 from router.core.rdata import rdata, record_type
 from router.core.urls import join
 
@@ -74,9 +76,11 @@ def load(path: str | Path) -> Config:
     return Config(tuple(zones))
 
 
-def _read_toml(path: Path, problems: list[Problem]) -> dict[str, Any] | None:
+def _read_toml(path: Path, problems: list[Problem]) -> tuple[dict[str, Any], str] | None:
+    """The document and its text (``_with_lines`` finds keys in it)."""
     try:
-        return tomllib.loads(reading.read_text(path, "zone file"))
+        text = reading.read_text(path, "zone file")
+        return tomllib.loads(text), text
     except (OSError, UnicodeDecodeError) as e:
         problems.append(Problem(str(path), "", f"cannot read: {e}"))
     except tomllib.TOMLDecodeError as e:
@@ -85,14 +89,24 @@ def _read_toml(path: Path, problems: list[Problem]) -> dict[str, Any] | None:
 
 
 def _load_file(path: Path, problems: list[Problem]) -> Zone | None:
-    data = _read_toml(path, problems)
-    if data is None:
+    read = _read_toml(path, problems)
+    if read is None:
         return None
     before = len(problems)
-    doc = _Table(data, "", str(path), problems)
+    doc = _Table(read[0], "", str(path), problems)
     zone = _build_zone(doc, path)
     doc.finish()
+    _with_lines(problems, before, str(path), read[1])
     return zone if len(problems) == before else None
+
+
+def _with_lines(problems: list[Problem], since: int, file: str, text: str) -> None:
+    """The problems found in ``file`` since ``since``, each with the line its key is
+    written on (or its table's, for a key that is missing)."""
+    for i in range(since, len(problems)):
+        p = problems[i]
+        if p.file == file and p.key and p.line is None:
+            problems[i] = replace(p, line=line_of(text, p.key))
 
 
 def _check_across_files(zones: list[Zone], problems: list[Problem]) -> None:
@@ -113,9 +127,10 @@ def _check_across_files(zones: list[Zone], problems: list[Problem]) -> None:
 def load_server(path: str | Path) -> ServerConfig:
     """Read a server settings file; raise ``ConfigError`` naming file, key and reason."""
     problems: list[Problem] = []
-    data = _read_toml(Path(path), problems)
-    if data is None:
+    read = _read_toml(Path(path), problems)
+    if read is None:
         raise ConfigError(problems)
+    data = read[0]
     doc = _Table(data, "", str(path), problems)
     server = doc.table("server", required="fleet" not in data)
     fleet = _fleet(doc.table("fleet"), Path(path).parent)
@@ -138,6 +153,7 @@ def load_server(path: str | Path) -> ServerConfig:
         )
         server.finish()
     doc.finish()
+    _with_lines(problems, 0, str(path), read[1])
     if problems:
         raise ConfigError(problems)
     return settings

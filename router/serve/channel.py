@@ -18,6 +18,7 @@ from router.core.availability import Event
 from router.core.config import Config
 from router.core.fleet import View
 from router.core.health import Snapshot
+from router.core.overrides import Windows
 from router.core.runtime import Reload
 from router.core.stats import Stats
 from router.serve.settings import Addresses, Settings
@@ -84,6 +85,7 @@ class StateNews:
 
     path: Path
     error: str | None
+    windows: Windows = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -286,7 +286,7 @@ class Supervisor(Lifecycle):
                 sent = self.board.snapshot
                 await self._to_all(lambda _slot: self._snapshot_message())
             file = self.monitor.state if self.monitor else None
-            news = None if file is None else ch.StateNews(file.path, file.error)
+            news = None if file is None else ch.StateNews(file.path, file.error, file.windows)
             if news is not None and news != state:
                 state = news
                 await self._to_all(_constant(news))

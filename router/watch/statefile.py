@@ -24,7 +24,17 @@ import structlog
 from router.core import reading
 from router.core.config import Config, ConfigError, Problem
 from router.core.health import Board
-from router.core.overrides import Override, Overrides, parse, render, unknown
+from router.core.overrides import (
+    Override,
+    Overrides,
+    Windows,
+    in_force,
+    next_change,
+    parse_state,
+    render,
+    unknown,
+)
+from router.core.values import stamp
 from router.watch.files import off_loop, write_whole
 from router.watch.tasks import cancel
 
@@ -54,13 +64,18 @@ def _signature(path: Path) -> Signature | None:
 
 def read(path: Path) -> dict[str, Override]:
     """The overrides in ``path`` (none if it does not exist); ``ConfigError`` if bad."""
+    return read_state(path)[0]
+
+
+def read_state(path: Path) -> tuple[dict[str, Override], Windows]:
+    """The overrides and windows in ``path`` (none if it does not exist)."""
     try:
         text = reading.read_text(path, "state file")
     except FileNotFoundError:
-        return {}
+        return {}, ()
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError([Problem(str(path), "", f"cannot read: {e}")]) from None
-    return parse(text, str(path))
+    return parse_state(text, str(path))
 
 
 @contextlib.contextmanager
@@ -74,9 +89,11 @@ def locked(path: Path) -> Iterator[None]:
         yield
 
 
-def write(path: Path, overrides: Overrides) -> None:
-    """Replace ``path`` whole (a complete copy renamed over it)."""
-    write_whole(path, render(overrides))
+def write(path: Path, overrides: Overrides, windows: Windows = ()) -> None:
+    """Replace ``path`` whole (a complete copy renamed over it); windows that have ended
+    are left out."""
+    now = time.time()
+    write_whole(path, render(overrides, tuple(w for w in windows if w.end > now)))
 
 
 class StateFile:
@@ -91,6 +108,9 @@ class StateFile:
         self._seen: Signature | None = None
         self._applied: Signature | None = None
         self._task: asyncio.Task[None] | None = None
+        self.base: dict[str, Override] = {}  # the file's plain entries
+        self.windows: Windows = ()  # and its scheduled ones
+        self._next: float | None = None  # when a window starts or ends next
 
     async def load_now(self) -> None:
         """Read the file at once (at start-up)."""
@@ -98,11 +118,30 @@ class StateFile:
         await self._apply(self._seen)
 
     async def poll(self) -> None:
-        """Apply the file once it has changed and then stood still for one poll."""
+        """Apply the file once it has changed and then stood still for one poll, and the
+        windows that start or end (on time, within a poll)."""
         signature = _signature(self.path)
         if signature != self._applied and signature == self._seen:
             await self._apply(signature)
         self._seen = signature
+        if self._next is not None and time.time() >= self._next:
+            self._enforce(time.time())
+
+    def _enforce(self, now: float) -> None:
+        """The file's overrides as they stand at ``now`` (its windows in or out)."""
+        before = dict(self.board.local_overrides)
+        overrides = in_force(self.base, self.windows, now)
+        self._next = next_change(self.windows, now)
+        if overrides != before:
+            self.board.set_overrides(overrides)
+            for w in self.windows:
+                if w.start <= now < w.end and before.get(w.selector) != w.state:
+                    log.info("window_started", target=w.selector, state=str(w.state),
+                             until=stamp(w.end), late_s=round(now - w.start, 3))
+                elif now >= w.end and overrides.get(w.selector) != w.state \
+                        and before.get(w.selector) == w.state:
+                    log.info("window_ended", target=w.selector, state=str(w.state),
+                             late_s=round(now - w.end, 3))
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._watch(), name="state file")
@@ -124,7 +163,7 @@ class StateFile:
         try:  # off the loop, bounded: a FIFO or a dead mount stops nothing but this read
             text = await off_loop(lambda: reading.read_text(path, "state file"),
                                   READ_TIMEOUT, str(path))
-            overrides = parse(text, str(path))
+            base, windows = parse_state(text, str(path))
         except TimeoutError as e:
             self._keep(str(e))
             return
@@ -134,11 +173,17 @@ class StateFile:
         except ConfigError as e:
             self._keep("; ".join(str(p) for p in e.problems))
             return
+        self.base, self.windows = base, windows
+        now = time.time()
+        overrides = in_force(base, windows, now)
+        self._next = next_change(windows, now)
         changed = self.board.set_overrides(overrides)
-        self.error, self.loaded_at = None, time.time()
+        self.error, self.loaded_at = None, now
         log.info("state_loaded", file=str(self.path), changed=changed,
-                 overrides={k: str(s) for k, s in sorted(overrides.items())})
-        strays = unknown(overrides, self.config())
+                 overrides={k: str(s) for k, s in sorted(overrides.items())},
+                 windows=[f"{w.selector} {w.state} {stamp(w.start)}..{stamp(w.end)}"
+                          for w in windows if w.end > now])
+        strays = unknown([*overrides, *(w.selector for w in windows)], self.config())
         if strays:
             log.warning("state_unknown_targets", file=str(self.path), selectors=strays)
 

@@ -48,6 +48,10 @@ def overview(runtime: Runtime, client: Location | None = None,
         "asn_db": runtime.asn_db.facts(now) if runtime.asn_db is not None else None,
         "state_file": None if state is None else {
             "path": str(state.path), "ok": state.error is None, "error": state.error},
+        "windows": [] if state is None else [
+            {"target": w.selector, "state": str(w.state), "from": stamp(w.start),
+             "until": stamp(w.end), "now": w.holds(now)}
+            for w in sorted(state.windows, key=lambda w: w.start) if w.end > now],
         "client": _client(client, address, runtime),
         "fleet": None if (fleet := runtime.fleet()) is None else document(fleet, now),
         "dnssec": [_signing(s, now) for s in runtime.signing()],

@@ -69,6 +69,11 @@ def _header(data: dict[str, Any]) -> str:
                  + (" <span class=bad>(over 60 days: update it)</span>" if asn["asn_db_stale"]
                     else ""))
     note += "</p>"
+    if data.get("windows"):
+        note += "<p class=meta>Maintenance windows: " + "; ".join(
+            f"{escape(w['target'])} {escape(w['state'])} {escape(w['from'])} until "
+            f"{escape(w['until'])}" + (" <b>(now)</b>" if w["now"] else "")
+            for w in data["windows"]) + "</p>"
     ready = "ready" if data["ready"] else "<span class=bad>starting</span>"
     probing = "" if data["probing"] else " &middot; <b>not probing</b> (--no-probe)"
     return (f"<h1>mirror-router status</h1><p class=meta>version {escape(data['version'])} "
