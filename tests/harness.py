@@ -437,9 +437,10 @@ class RedisServer:
     """A real ``redis-server`` on a loopback port, no persistence, for fleet tests. It can
     be killed (by its PID) and started again on the same port (empty: no persistence)."""
 
-    def __init__(self, folder: Path, password: str | None = None) -> None:
+    def __init__(self, folder: Path, password: str | None = None,
+                 replica_of: int | None = None) -> None:
         import socket
-        self.folder, self.password = folder, password
+        self.folder, self.password, self.replica_of = folder, password, replica_of
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = int(s.getsockname()[1])
@@ -455,7 +456,8 @@ class RedisServer:
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.folder), "--protected-mode", "no",
              "--loglevel", "warning",
-             *(("--requirepass", self.password) if self.password else ())],
+             *(("--requirepass", self.password) if self.password else ()),
+             *(("--replicaof", "127.0.0.1", str(self.replica_of)) if self.replica_of else ())],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -478,6 +480,43 @@ class RedisServer:
 
     def close(self) -> None:
         self.kill()
+
+
+class SentinelServer:
+    """A real ``redis-sentinel`` on a loopback port, watching ``service`` at ``primary``
+    (quorum 1: the only sentinel decides), quick to fail over for tests."""
+
+    def __init__(self, folder: Path, primary: int, service: str = "mirrors") -> None:
+        import socket
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.service = service
+        conf = folder / f"sentinel-{self.port}.conf"
+        conf.write_text(f"port {self.port}\nbind 127.0.0.1\nprotected-mode no\n"
+                        f"dir {folder}\nsentinel monitor {service} 127.0.0.1 {primary} 1\n"
+                        f"sentinel down-after-milliseconds {service} 1000\n"
+                        f"sentinel failover-timeout {service} 5000\n")
+        self.proc = subprocess.Popen(["redis-sentinel", str(conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: self.primary() == primary, 20, what="the sentinel to see the primary")
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.port}/{self.service}"
+
+    def primary(self) -> int | None:
+        import redis
+        try:
+            found = redis.Redis(port=self.port, socket_timeout=2).execute_command(
+                "SENTINEL", "get-master-addr-by-name", self.service)
+        except Exception:
+            return None
+        return int(found[1]) if found else None
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
 
 
 # ---------------------------------------------------------------- Go module proxies

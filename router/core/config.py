@@ -19,6 +19,7 @@ from router.core.catalog import CatalogFile, CatalogSpec, FileChecks, subject
 from router.core.earth import Point
 from router.core.ip import IPAddress, IPNetwork
 from router.core.rdata import RData
+from router.core.retries import RetryPolicy
 from router.core.urls import mirror_url
 from router.errors import RouterError
 
@@ -181,6 +182,9 @@ class Service:
     routes: tuple[Route, ...] = ()  # rules per client network (router.core.audience)
     corrupt_after: int = 2  # corrupt files that make the whole target corrupt for the service
     checks: FileChecks = field(default_factory=FileChecks)  # how availability is learned
+    # clients that come back for the same file avoid that mirror (router.core.retries);
+    # None: off (retry_window, retry_threshold or avoid_for turns it on)
+    retries: RetryPolicy | None = None
     source: str = ""
 
     def checked(self, path: str) -> CatalogFile | None:

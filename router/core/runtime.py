@@ -23,6 +23,7 @@ from router.core.fleet import View
 from router.core.geo import Locator
 from router.core.health import Board
 from router.core.overrides import Windows
+from router.core.retries import Retries
 from router.core.stats import Stats
 
 
@@ -144,6 +145,7 @@ class Runtime:
         self.config_loaded = self.started  # when the config in force was read
         self.last_reload: Reload | None = None  # None: not reloaded since start
         self.stats = Stats()
+        self.retries = Retries(self.stats.clients)  # clients that came back, what they avoid
         self.peers: tuple[Stats, ...] = ()  # --workers: the other processes' counts
 
     @property

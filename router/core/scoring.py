@@ -81,6 +81,7 @@ class Exclusion(Enum):
     CORRUPT_TARGET = "corrupt: several of its copies did not match their digests"
     DOWN = "health check failing"
     UNVERIFIED = "not yet known to have this file"
+    AVOIDED = "avoided for this client network: its clients came back for the same file"
 
 
 class Standing(Enum):
@@ -291,17 +292,18 @@ class Whom(NamedTuple):
 def line_up(service: Service, whom: Whom, health: HealthView, want: Want, *,
             files: FileView | None = None, latency: LatencyView = no_latency,
             admin: OverrideView = no_overrides, addresses: HealthView | None = None,
-            barred: Collection[str] = ()) -> Lineup:
+            barred: Collection[str] = (), avoided: Collection[str] = ()) -> Lineup:
     """``service``'s targets for a client ``whom``: who is excluded and why, who
     takes part, and every entrant's cost terms (``files``: each target's availability of
     the file asked for; ``addresses``: the health of each address checked on its own,
-    by ``health.address_id``; ``barred``: targets corrupt for the service)."""
+    by ``health.address_id``; ``barred``: targets corrupt for the service; ``avoided``:
+    targets the client's network avoids, ``core.retries``)."""
     entrants = [_entrant(t, service, whom, health(t.id), want,
                          files(t.id) if files else None, admin(t.id), latency(t.id),
                          family_down(t, want, addresses))
-                if t.id not in barred else
+                if t.id not in barred and t.id not in avoided else
                 Entrant(t, health(t.id), admin(t.id), None, latency(t.id),
-                        Exclusion.CORRUPT_TARGET, 0.0)
+                        Exclusion.CORRUPT_TARGET if t.id in barred else Exclusion.AVOIDED, 0.0)
                 for t in service.targets]
     usable = [e for e in entrants if e.excluded is None]
     # Nothing known to have the file, not even an origin: the unchecked healthy targets.

@@ -72,6 +72,7 @@ class Stats:
     dns_rrl: Counter[str] = field(default_factory=Counter)  # dropped, slipped
     dnstap: Counter[str] = field(default_factory=Counter)  # answers sent, dropped
     probes: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # ok fail unknown
+    clients: Counter[str] = field(default_factory=Counter)  # retries, avoidances (retries)
     phases: dict[tuple[str, str, str], Histogram] = field(default_factory=dict)
     # (cache, figure) -> value, copied from the caches by ``Runtime.sample()``: hits,
     # misses, stale, evictions (each since the cache was made) and size

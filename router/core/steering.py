@@ -144,15 +144,22 @@ def whom(client: Location, scope: Scope = EVERYONE) -> Whom:
 
 def decide(snapshot: Snapshot, service: Service, client: Location, want: Want, *,
            files: FileView | None = None, barred: Collection[str] = (),
-           scope: Scope = EVERYONE) -> Decision:
+           scope: Scope = EVERYONE, avoided: Collection[str] = ()) -> Decision:
     """``rank()`` with all that one health snapshot knows: status, latency, overrides
-    (``barred``: targets corrupt for the service, from the availability ledger)."""
+    (``barred``: targets corrupt for the service, from the availability ledger;
+    ``avoided``: the targets the client's network avoids, unless that leaves none)."""
+    if avoided:
+        made = decision(lined_up(snapshot, service, whom(client, scope), want, files=files,
+                                 barred=barred, avoided=avoided), client)
+        if made.ranked:
+            return made
     return decision(lined_up(snapshot, service, whom(client, scope), want, files=files,
                              barred=barred), client)
 
 
 def lined_up(snapshot: Snapshot, service: Service, client: Whom, want: Want, *,
-             files: FileView | None = None, barred: Collection[str] = ()) -> Lineup:
+             files: FileView | None = None, barred: Collection[str] = (),
+             avoided: Collection[str] = ()) -> Lineup:
     """``scoring.line_up()`` with all that one health snapshot knows: what a face keeps
     per (service, generation, kind of client) to rank the clients of a new place from."""
     name = service.name
@@ -160,7 +167,7 @@ def lined_up(snapshot: Snapshot, service: Service, client: Whom, want: Want, *,
     return line_up(service, client, view, want, files=files,
                    latency=snapshot.latency(name), admin=snapshot.overrides(name),
                    addresses=view if service.health.kind is Kind.ADDRESSES else None,
-                   barred=barred)
+                   barred=barred, avoided=avoided)
 
 
 def kept_lineup(lineups: Memo[tuple[object, ...], Lineup], base: tuple[object, ...],

@@ -13,8 +13,8 @@ import re
 import time
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from typing import Any, NamedTuple, TypeVar
+from urllib.parse import unquote, urlsplit
 
 from router.core.ip import IPAddress, IPNetwork
 from router.errors import RouterError
@@ -246,7 +246,40 @@ def fetch_url(v: Any) -> str:
     return text
 
 
-STORE_SCHEMES = ("redis", "rediss", "unix")
+STORE_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
+
+
+class Sentinels(NamedTuple):
+    """A ``redis+sentinel://`` store: the sentinels to ask, the service they watch, the
+    database and the password of the redis servers (what redis-py's Sentinel takes)."""
+
+    hosts: tuple[tuple[str, int], ...]
+    service: str
+    db: int
+    password: str | None
+
+
+def sentinels(url: str) -> Sentinels | None:
+    """``redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB]`` (None for
+    any other store URL); raise ``Invalid`` naming what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme != "redis+sentinel":
+        return None
+    auth, _, hostlist = parts.netloc.rpartition("@")
+    password = unquote(auth.partition(":")[2]) if auth else None
+    hosts = []
+    for item in hostlist.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise Invalid(f"{redact(url)!r}: {item!r} is not HOST:PORT (a sentinel; its "
+                          "default port is 26379)")
+        hosts.append((host.strip("[]"), int(port)))
+    path = [p for p in parts.path.split("/") if p]
+    if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+        raise Invalid(f"{redact(url)!r}: the path must be /SERVICE or /SERVICE/DB (the name "
+                      "the sentinels monitor)")
+    return Sentinels(tuple(hosts), path[0], int(path[1]) if len(path) == 2 else 0,
+                     password or None)
 
 
 def store_url(v: Any) -> str:
@@ -255,7 +288,10 @@ def store_url(v: Any) -> str:
     text = string(v)
     parts = urlsplit(text)
     if parts.scheme not in STORE_SCHEMES:
-        raise Invalid(f"{redact(text)!r} is not a redis://, rediss:// or unix:// URL")
+        raise Invalid(f"{redact(text)!r} is not a redis://, rediss://, unix:// or "
+                      "redis+sentinel:// URL")
+    if sentinels(text) is not None:
+        return text
     if parts.scheme == "unix" and not parts.path:
         raise Invalid(f"{redact(text)!r} names no socket path")
     if parts.scheme != "unix" and not parts.hostname:

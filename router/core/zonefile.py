@@ -51,6 +51,7 @@ from router.core.earth import Point
 from router.core.ip import IPNetwork
 from router.core.keylines import line_of
 from router.core.rdata import rdata, record_type
+from router.core.retries import RetryPolicy
 from router.core.urls import join
 
 # ---------------------------------------------------------------- loading
@@ -537,7 +538,18 @@ def _http_keys(s: _Table) -> dict[str, Any]:
         "verify": _build_verify(s.table("verify")),
         "corrupt_after": s.get("corrupt_after", v.integer(1, 1000), 2),
         "checks": _build_file_checks(s),
+        "retries": _build_retries(s),
     }
+
+
+def _build_retries(s: _Table) -> RetryPolicy | None:
+    """``retry_window``, ``retry_threshold``, ``avoid_for``: any of them turns it on."""
+    if not any(k in s.data for k in ("retry_window", "retry_threshold", "avoid_for")):
+        return None
+    d = RetryPolicy()
+    return RetryPolicy(window=s.get("retry_window", v.duration(1, 3600), d.window),
+                       threshold=s.get("retry_threshold", v.integer(1, 100), d.threshold),
+                       avoid_for=s.get("avoid_for", v.duration(1, 7 * 86400), d.avoid_for))
 
 
 def _build_health(h: _Table | None) -> HealthCheck | None:
@@ -747,7 +759,8 @@ def _check_http(service: Service, s: _Table, ids: list[str]) -> None:
         s.report(s.key("verify"), "needs a catalog (digests) or immutable paths (checked "
                  "against an origin's copy) to verify against")
     for key in ("catalog", "immutable", "mutable", "origin", "missing_status",
-                "allow_downgrade", "verify", "corrupt_after"):
+                "allow_downgrade", "verify", "corrupt_after", "retry_window",
+                "retry_threshold", "avoid_for"):
         if key in s.data and not service.http_prefix:
             s.report(s.key(key), "needs http_prefix: only the HTTP redirector reads it")
     for key in _FILE_CHECK_KEYS:

@@ -27,6 +27,7 @@ from router.core.config import Config, Service
 from router.core.geo import Location
 from router.core.ip import IPAddress, IPNetwork
 from router.core.memo import Memo, Recall
+from router.core.retries import network_of
 from router.core.runtime import Runtime
 from router.core.scoring import Lineup
 from router.core.steering import (
@@ -155,17 +156,22 @@ class Redirector:
             raise NotRouted(raw_path)
         if not runtime.ready:
             raise Unavailable("starting: the first probe round is not done", 1)
+        if route.service.retries is not None:
+            avoid = self._came_back(request, route, raw_path, counted=not raw_query)
+            if avoid:
+                return await self._asked(request, route, raw_query, avoid)
         if raw_query or route.checked is not None or route.service.catalog is not None:
             return await self._asked(request, route, raw_query)
         # the common case: a path of a service with no files to check, no query
         return self._redirect(request, route, self._remembered(
             request, route.service, route.guarded and self._secure(request)), "")
 
-    async def _asked(self, request: web.Request, route: paths.Route, raw_query: str
-                     ) -> web.StreamResponse:
+    async def _asked(self, request: web.Request, route: paths.Route, raw_query: str,
+                     avoid: frozenset[str] = frozenset()) -> web.StreamResponse:
         """A request with a query, or for a file a catalog lists or the service declares
-        immutable: the listing, a Metalink, a ``.sha256``, the mirror list, or the redirect
-        once the file's availability checks have settled."""
+        immutable, or from a network that avoids some mirrors (``avoid``, decided afresh):
+        the listing, a Metalink, a ``.sha256``, the mirror list, or the redirect once the
+        file's availability checks have settled."""
         runtime, service = self.runtime, route.service
         catalog = runtime.ledger.catalog(service.name) if service.catalog else None
         query: Mapping[str, str] = request.query if raw_query else EMPTY  # parsed if any
@@ -176,10 +182,12 @@ class Redirector:
         if item.form is downloads.Form.SHA256 and item.file is not None:
             return downloads.sha256(item.file)
         if "mirrorlist" in query:  # this client's own figures: decided afresh
-            entry = await self._decide(request, item.route, item.file, remember=False)
+            entry = await self._decide(request, item.route, item.file, remember=False,
+                                       avoid=avoid)
             return _mirrorlist(request, self.described(
                 request.path, item, entry.decision, self.client(request)[0]))
-        entry = await self._decide(request, item.route, item.file)
+        entry = await self._decide(request, item.route, item.file, remember=not avoid,
+                                   avoid=avoid)
         if paths.refused(entry.decision, item.listed):  # an immutable or changing path
             raise Missing(item.route.rest, service.missing_status)
         if item.form is downloads.Form.METALINK:
@@ -197,6 +205,8 @@ class Redirector:
             raise Unavailable("no mirror can serve this now",
                               max(1, math.ceil(route.service.health.interval)))
         self.runtime.stats.http_chosen[found.counted] += 1
+        if route.service.retries is not None and request.method == "GET":
+            self._sent(request, route, found.target.id)
         if self.telling:
             request[TARGET] = found.target.id
         headers = (*found.headers, *more) if more else found.headers
@@ -245,7 +255,8 @@ class Redirector:
                                self.decisions.shared(key, made, time.monotonic()))
 
     async def _decide(self, request: web.Request, route: paths.Route,
-                      file: CatalogFile | None, remember: bool = True) -> Entry:
+                      file: CatalogFile | None, remember: bool = True,
+                      avoid: frozenset[str] = frozenset()) -> Entry:
         """The decision for a file; for a listed one, after the availability checks settle.
 
         Remembered as ``_remembered()`` says (not with ``remember=False``); a hit on a
@@ -265,13 +276,14 @@ class Redirector:
                 inventory.check_due(service, file)
             return entry
         made, remember = await self._settled(service, client, file, remember,
-                                             Want.SECURE_URL if secure else Want.URL)
+                                             Want.SECURE_URL if secure else Want.URL, avoid)
         if not remember:
             return Entry(made, now)
         return self.recall.put(key, place, made.hashed, self.decisions.shared(key, made, now))
 
     async def _settled(self, service: Service, client: Location, file: CatalogFile | None,
-                       remember: bool, want: Want) -> tuple[Decision, bool]:
+                       remember: bool, want: Want, avoid: frozenset[str] = frozenset()
+                       ) -> tuple[Decision, bool]:
         """A decision made afresh; for a listed file, once the availability checks settle.
         Not to be remembered while checks that could change it are still out."""
         runtime, inventory = self.runtime, self.inventory
@@ -280,12 +292,39 @@ class Redirector:
             files = runtime.ledger.view(service, file) if file is not None else None
             return steer(runtime.board.snapshot, service, client, want, files=files,
                          barred=runtime.ledger.barred(service.name),
-                         scope=scope(self.rules, service, client))
+                         scope=scope(self.rules, service, client), avoided=avoid)
 
         if file is None or inventory is None:
             return decide(), remember
         made = await inventory.settle(service, file, decide)
         return made, remember and not worth_waiting_for(made)
+
+    def _came_back(self, request: web.Request, route: paths.Route, path: str,
+                   counted: bool) -> frozenset[str]:
+        """The mirrors the client's network avoids now (``core.retries``), after counting
+        this request (a GET of a file, ``counted``) as a retry if it is one."""
+        address = self.client(request)[0]
+        if address is None:
+            return frozenset()
+        value = ipaddress.ip_address(address)
+        network, now = network_of(int(value), value.version), time.monotonic()
+        retries, service = self.runtime.retries, route.service
+        assert service.retries is not None
+        if counted and request.method == "GET":
+            avoided = retries.asked(service.name, value.packed, network, path, now,
+                                    service.retries)
+            if avoided is not None:
+                log.info("client_avoids", service=service.name, target=avoided,
+                         network=f"{ipaddress.ip_address(network[:-1])}/{network[-1]}",
+                         path=path, seconds=service.retries.avoid_for)
+        return retries.avoided(service.name, network, now)
+
+    def _sent(self, request: web.Request, route: paths.Route, target: str) -> None:
+        address = self.client(request)[0]
+        if address is not None:
+            self.runtime.retries.sent(route.service.name, ipaddress.ip_address(address).packed,
+                                      request.raw_path.partition("?")[0], target,
+                                      time.monotonic())
 
     def _lineup(self, service: Service, client: Location, key: Key) -> Lineup:
         """The targets lined up for clients of ``client``'s country (no file asked for),
@@ -311,8 +350,9 @@ class Redirector:
     async def explain(self, path: str, host: str | None, address: IPAddress,
                       secure: bool = False) -> dict[str, Any]:
         """What a GET of ``path`` from ``address`` is answered now, decided as ``handle``
-        decides it (health, latency, overrides, the fleet's verdicts, the catalog and the
-        per-file checks, settled as a request waits for them), and not remembered."""
+        decides it (health, latency, overrides, the fleet's verdicts, the catalog, the
+        per-file checks, settled as a request waits for them, and the mirrors the
+        address's network avoids), and not remembered."""
         if self._stale():
             self.follow()
         route = self.routes.match(paths.clean(path), host)
@@ -323,7 +363,9 @@ class Redirector:
         item = downloads.asked(route, catalog, "")
         client = self.placer.locate(address)
         want = Want.SECURE_URL if route.guarded and secure else Want.URL
-        made, _ = await self._settled(service, client, item.file, False, want)
+        avoid = frozenset() if service.retries is None else self.runtime.retries.avoided(
+            service.name, network_of(int(address), address.version), time.monotonic())
+        made, _ = await self._settled(service, client, item.file, False, want, avoid)
         return self.described(path, item, made, str(address))
 
     def client(self, request: web.Request) -> tuple[str | None, Location]:

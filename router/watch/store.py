@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import redis.asyncio as redis
 import structlog
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
@@ -33,7 +34,7 @@ from router.core import fleet as f
 from router.core.config import FleetConfig
 from router.core.health import Key
 from router.core.overrides import Override
-from router.core.values import redact
+from router.core.values import Sentinels, redact, sentinels
 from router.errors import RouterError
 
 log = structlog.get_logger("router.fleet")
@@ -52,13 +53,36 @@ def connect(config: FleetConfig, timeout: float = TIMEOUT) -> redis.Redis:
     """A client for the fleet's store: short timeouts, no retries of its own (the
     caller's ``Link`` backs off), bytes in and out. At most ``CONNECTIONS`` at once; a
     caller beyond them waits (``timeout`` at most) for one to be free, rather than fail:
-    a burst of file checks is not a lost store."""
+    a burst of file checks is not a lost store. Behind Redis Sentinel
+    (``redis+sentinel://``), each new connection asks the sentinels for the primary, so
+    after a failover the next try reaches the new one."""
+    options: dict[str, Any] = {
+        "socket_timeout": timeout, "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0), "retry_on_timeout": False, "health_check_interval": 0,
+        "client_name": f"mirror-router:{config.node}",
+        **({"password": config.password} if config.password is not None else {})}
+    found = sentinels(config.store)
+    if found is not None:
+        return _sentinel(found, options, timeout)
     pool = redis.BlockingConnectionPool.from_url(
-        config.store, max_connections=CONNECTIONS, timeout=timeout, socket_timeout=timeout,
-        socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0), retry_on_timeout=False,
-        health_check_interval=0, client_name=f"mirror-router:{config.node}",
-        **({"password": config.password} if config.password is not None else {}))
+        config.store, max_connections=CONNECTIONS, timeout=timeout, **options)
     return redis.Redis.from_pool(pool)  # the client closes the pool with itself
+
+
+class _SentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):
+    """The primary's connections, found through the sentinels, at most ``CONNECTIONS``
+    and waited for (as ``BlockingConnectionPool``) rather than refused when all are out."""
+
+
+def _sentinel(found: Sentinels, options: dict[str, Any], timeout: float) -> redis.Redis:
+    password = options.pop("password", None) or found.password
+    manager = Sentinel(list(found.hosts), socket_timeout=timeout,
+                       sentinel_kwargs={"socket_timeout": timeout,
+                                        "socket_connect_timeout": timeout})
+    client: redis.Redis = manager.master_for(
+        found.service, connection_pool_class=_SentinelPool, db=found.db, password=password,
+        max_connections=CONNECTIONS, timeout=timeout, **options)
+    return client
 
 
 class Keys:

@@ -163,6 +163,13 @@ class RouterCollector(Collector):
             for key, n in sorted(counts.items()):
                 chosen.add_metric([*key, face], n)
         yield chosen
+        for name, text in (("retries", "requests counted as a client coming back for the "
+                            "same file (retry_window)"),
+                           ("avoidances", "mirrors a client network began to avoid after "
+                            "retry_threshold retries")):
+            counter = _counter(f"client_{name}", text, [])
+            counter.add_metric([], stats.clients[name])
+            yield counter
         probes = _counter("probes", "health checks done", [*TARGET, "result"])
         for (service, target, verdict), n in sorted(stats.probes.items()):
             probes.add_metric([service, target, verdict], n)

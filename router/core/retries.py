@@ -1,0 +1,104 @@
+"""Clients that come back: a client network that asks again for the same file soon after
+it was sent to a mirror, with no request for another file in between, was failed by that
+mirror (blocked, unreachable from there, a broken copy). After ``threshold`` such retries
+from one network to one mirror, the mirror is avoided for that network, and only it, for
+``avoid_for`` seconds (openSUSE/MirrorCache#606: a client stuck on a mirror that blocks
+its address). Pure; bounded (``Memo``); both faces read ``avoided()``.
+
+A client network is the address's /24 (IPv4) or /48 (IPv6), as ECS sends it: an HTTP
+client and the DNS queries its resolver makes for it share one (``network_of``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from router.core.memo import Memo
+
+V4, V6 = 24, 48  # the prefix a client network is
+SIZE = 65536  # client networks remembered at most (each table)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """``retry_window``, ``retry_threshold`` and ``avoid_for`` (a service's keys)."""
+
+    window: float = 30.0
+    threshold: int = 2
+    avoid_for: float = 600.0
+
+
+def network_of(value: int, version: int, prefix: int | None = None) -> bytes:
+    """The client network of an address (or of an ECS source of ``prefix`` bits): its
+    first address, packed, masked to /24 or /48 (a shorter source: to its own length)."""
+    width = 32 if version == 4 else 128
+    bits = min(V4 if version == 4 else V6, width if prefix is None else prefix)
+    first = value >> (width - bits) << (width - bits)
+    return first.to_bytes(width // 8, "big") + bytes((bits,))
+
+
+@dataclass(slots=True)
+class _Last:
+    path: str
+    target: str
+    at: float
+    count: int  # retries in a row to ``target``
+
+
+class Retries:
+    """What each client was last sent, and which mirrors each client network avoids.
+
+    A retry is one client's (one address's): many hosts behind one network fetching the
+    same file (a CI farm) are not retries of each other. What a retry teaches is the
+    network's: the mirror is avoided for every client of it."""
+
+    def __init__(self, counts: Counter[str] | None = None, size: int = SIZE) -> None:
+        self.last: Memo[tuple[str, bytes], _Last] = Memo(size)  # (service, address)
+        # (service, network) -> target -> until when it is avoided
+        self.avoiding: Memo[tuple[str, bytes], dict[str, float]] = Memo(size)
+        # "retries" counted and "avoidances" begun (Stats.clients: /metrics)
+        self.counts: Counter[str] = Counter() if counts is None else counts
+
+    def asked(self, service: str, address: bytes, network: bytes, path: str, now: float,
+              policy: RetryPolicy) -> str | None:
+        """A GET of ``path`` from ``address`` (of ``network``): a retry of the mirror it
+        was last sent to when that was for the same path within the window. Returns the
+        mirror this retry makes the network avoid (None: none)."""
+        last = self.last.get((service, address))
+        if last is None or last.path != path or now - last.at > policy.window:
+            return None
+        self.counts["retries"] += 1
+        last.count += 1
+        if last.count < policy.threshold:
+            return None
+        last.count = 0
+        self.counts["avoidances"] += 1
+        avoided = self.avoiding.get((service, network)) or {}
+        avoided[last.target] = now + policy.avoid_for
+        self.avoiding.put((service, network), avoided)
+        return last.target
+
+    def sent(self, service: str, address: bytes, path: str, target: str, now: float) -> None:
+        """``address`` was sent to ``target`` for ``path``: a retry counts from now."""
+        last = self.last.get((service, address))
+        if last is not None and last.path == path and last.target == target:
+            last.at = now
+            return
+        self.last.put((service, address), _Last(path, target, now, 0))
+
+    def avoided(self, service: str, network: bytes, now: float) -> frozenset[str]:
+        """The mirrors ``network`` avoids now (an avoidance over is forgotten)."""
+        if not self.avoiding:
+            return frozenset()
+        found = self.avoiding.get((service, network))
+        if not found:
+            return frozenset()
+        live = {t: until for t, until in found.items() if until > now}
+        if len(live) != len(found):
+            self.avoiding.put((service, network), live)
+        return frozenset(live)
+
+    def caches(self) -> dict[str, dict[str, int]]:
+        return {"client_last_sent": self.last.counters(),
+                "client_avoidances": self.avoiding.counters()}
