@@ -121,6 +121,9 @@ def _http_args(p: argparse.ArgumentParser) -> None:
                         "caps it at net.core.somaxconn)")
     p.add_argument("--access-log", action="store_true",
                    help="one log line per HTTP request (off by default, for speed)")
+    p.add_argument("--beacon", action="store_true",
+                   help="take POST /report from clients (their failed downloads move their "
+                        "own network off a mirror; off by default)")
 
 
 def settings(args: argparse.Namespace, file: ServerConfig) -> Settings:
@@ -153,6 +156,7 @@ def settings(args: argparse.Namespace, file: ServerConfig) -> Settings:
                                    else file.dnstap_sample)),
         backlog=args.backlog,
         access_log=args.access_log or file.access_log,
+        beacon=args.beacon or file.beacon,
         nsid=args.nsid or file.nsid,
         rrl=file.rrl,
         workers=max(1, args.workers),

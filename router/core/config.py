@@ -390,6 +390,7 @@ class ServerConfig:
 
     trusted_proxies: tuple[IPNetwork, ...] = ()
     access_log: bool = False
+    beacon: bool = False  # POST /report (serve --beacon)
     tls_ca: Path | None = None  # extra CA certificates the prober trusts (PEM)
     tls_cert: Path | None = None  # the HTTPS listeners' certificate chain (PEM)
     tls_key: Path | None = None  # ... and its private key (PEM)

@@ -18,6 +18,7 @@ from router.core.memo import Memo
 
 V4, V6 = 24, 48  # the prefix a client network is
 SIZE = 65536  # client networks remembered at most (each table)
+SAMPLES = 101  # reported throughputs kept per mirror (the beacon)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,9 @@ class Retries:
         self.last: Memo[tuple[str, bytes], _Last] = Memo(size)  # (service, address)
         # (service, network) -> target -> until when it is avoided
         self.avoiding: Memo[tuple[str, bytes], dict[str, float]] = Memo(size)
+        self.reports: Memo[tuple[str, bytes, str], int] = Memo(size)  # failures reported
+        # (service, target) -> the last SAMPLES reported throughputs (bytes a second)
+        self.speeds: dict[tuple[str, str], list[float]] = {}
         # "retries" counted and "avoidances" begun (Stats.clients: /metrics)
         self.counts: Counter[str] = Counter() if counts is None else counts
 
@@ -73,10 +77,7 @@ class Retries:
         if last.count < policy.threshold:
             return None
         last.count = 0
-        self.counts["avoidances"] += 1
-        avoided = self.avoiding.get((service, network)) or {}
-        avoided[last.target] = now + policy.avoid_for
-        self.avoiding.put((service, network), avoided)
+        self._avoid(service, network, last.target, now + policy.avoid_for)
         return last.target
 
     def sent(self, service: str, address: bytes, path: str, target: str, now: float) -> None:
@@ -86,6 +87,37 @@ class Retries:
             last.at = now
             return
         self.last.put((service, address), _Last(path, target, now, 0))
+
+    def failed(self, service: str, network: bytes, target: str, now: float,
+               policy: RetryPolicy) -> bool:
+        """A client of ``network`` reported a failed download from ``target`` (the
+        beacon): counted as a retry of it; at the threshold the network avoids it.
+        Whether this report began an avoidance."""
+        key = (service, network, target)
+        count = (self.reports.get(key) or 0) + 1
+        if count < policy.threshold:
+            self.reports.put(key, count)
+            return False
+        self.reports.pop(key)
+        self._avoid(service, network, target, now + policy.avoid_for)
+        return True
+
+    def throughput(self, service: str, target: str, size: int, seconds: float) -> None:
+        """A client's download from ``target``: its bytes a second, the last ``SAMPLES``
+        kept for a median (``median_throughput``)."""
+        samples = self.speeds.setdefault((service, target), [])
+        samples.append(size / seconds)
+        del samples[:-SAMPLES]
+
+    def median_throughput(self, service: str, target: str) -> float | None:
+        samples = sorted(self.speeds.get((service, target), ()))
+        return samples[len(samples) // 2] if samples else None
+
+    def _avoid(self, service: str, network: bytes, target: str, until: float) -> None:
+        self.counts["avoidances"] += 1
+        avoided = self.avoiding.get((service, network)) or {}
+        avoided[target] = until
+        self.avoiding.put((service, network), avoided)
 
     def avoided(self, service: str, network: bytes, now: float) -> frozenset[str]:
         """The mirrors ``network`` avoids now (an avoidance over is forgotten)."""

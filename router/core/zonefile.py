@@ -140,6 +140,7 @@ def load_server(path: str | Path) -> ServerConfig:
         settings = ServerConfig(
             trusted_proxies=server.get("trusted_proxies", v.list_of(v.network), ()),
             access_log=server.get("access_log", v.boolean, False),
+            beacon=server.get("beacon", v.boolean, False),
             tls_ca=server.get("tls_ca", _readable_file(Path(path).parent), None),
             tls_cert=server.get("tls_cert", _readable_file(Path(path).parent), None),
             tls_key=server.get("tls_key", _readable_file(Path(path).parent), None),

@@ -32,7 +32,7 @@ from router.core.runtime import Runtime
 from router.core.stats import Stats
 from router.core.steering import FileChecker
 from router.errors import RouterError
-from router.http import downloads, explain, redirect
+from router.http import beacon, downloads, explain, redirect
 from router.http.keys import CLIENT, PRIVATE, RUNTIME, TARGET, VIEWERS
 from router.http.routes import PathError
 from router.http.status import handlers as status
@@ -51,6 +51,7 @@ access = structlog.get_logger("router.http.access")
 class HttpSettings:
     trusted_proxies: tuple[IPNetwork, ...] = ()
     access_log: bool = False
+    beacon: bool = False  # POST /report (router.http.beacon)
 
 
 
@@ -155,6 +156,9 @@ def create_app(runtime: Runtime, settings: HttpSettings | None = None, *,
     redirector = app[REDIRECTOR] = redirect.Redirector(
         runtime, settings.trusted_proxies, inventory, access_log=settings.access_log)
     app[VIEWERS] = redirector
+    if settings.beacon:  # before the redirector's catch-all route takes every path
+        beacon.install(app)
+        app.router.add_post("/report", counted(runtime.stats, beacon.report))
     pages = _admin_routes(app) if admin else {}
     # [\s\S]: the decoded path may hold newlines (from %0a); the checks see them.
     _add(app, {**pages, r"/{path:[\s\S]*}": redirector.handle})

@@ -306,7 +306,7 @@ class Server(Lifecycle):
     async def _start_http(self, runtime: Runtime, sockets: Sockets) -> dict[str, list[str]]:
         """The public app on the HTTP sockets; with admin sockets, the pages go there."""
         s = self.settings
-        public = create_app(runtime, HttpSettings(s.trusted_proxies, s.access_log),
+        public = create_app(runtime, HttpSettings(s.trusted_proxies, s.access_log, s.beacon),
                             inventory=self.inventory, admin=not sockets.admin)
         tls = self.certificate.context if self.certificate is not None else None
         limit = s.http_max or budget(self.nofile, s.tcp_max * len(sockets.dns))

@@ -69,6 +69,7 @@ class Settings:
     decision_log_sample: float = 0.0  # steered DNS answers logged with their reason
     backlog: int = BACKLOG  # of every TCP listener
     access_log: bool = False
+    beacon: bool = False  # POST /report (router.http.beacon)
     nsid: str | None = None  # this node's name in NSID and id.server (off when None)
     rrl: RrlConfig | None = None  # response rate limiting (off when None)
     workers: int = 1  # processes answering: each applies 1/workers of the RRL rates

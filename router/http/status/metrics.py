@@ -166,10 +166,15 @@ class RouterCollector(Collector):
         for name, text in (("retries", "requests counted as a client coming back for the "
                             "same file (retry_window)"),
                            ("avoidances", "mirrors a client network began to avoid after "
-                            "retry_threshold retries")):
+                            "retry_threshold retries or failure reports")):
             counter = _counter(f"client_{name}", text, [])
             counter.add_metric([], stats.clients[name])
             yield counter
+        reports = _counter("client_reports", "POST /report bodies (serve --beacon), by "
+                           "outcome", ["outcome"])
+        for outcome in ("ok", "failed", "bad", "limited"):
+            reports.add_metric([outcome], stats.clients[f"reports_{outcome}"])
+        yield reports
         probes = _counter("probes", "health checks done", [*TARGET, "result"])
         for (service, target, verdict), n in sorted(stats.probes.items()):
             probes.add_metric([service, target, verdict], n)

@@ -25,6 +25,7 @@ from router.core.fleet import document
 from router.core.geo import Location
 from router.core.health import Effective, Health, Snapshot, Status, address_id, effective
 from router.core.overrides import Override
+from router.core.retries import Retries
 from router.core.runtime import Runtime, Signing
 from router.core.stats import Stats
 from router.core.values import stamp
@@ -56,7 +57,7 @@ def overview(runtime: Runtime, client: Location | None = None,
         "fleet": None if (fleet := runtime.fleet()) is None else document(fleet, now),
         "dnssec": [_signing(s, now) for s in runtime.signing()],
         "pid": os.getpid(),  # which process answered (--workers: each knows its own files)
-        "services": [_service(s, snap, totals, runtime.ledger)
+        "services": [_service(s, snap, totals, runtime.ledger, runtime.retries)
                      for s in runtime.config.services],
     }
 
@@ -122,7 +123,8 @@ def _client(client: Location | None, address: str | None, runtime: Runtime
             "rules": sorted(f"{r.service}: {r.basis}" for r in client.matched)}
 
 
-def _service(service: Service, snap: Snapshot, stats: Stats, ledger: Ledger) -> dict[str, Any]:
+def _service(service: Service, snap: Snapshot, stats: Stats, ledger: Ledger,
+             retries: Retries) -> dict[str, Any]:
     total = sum(stats.answers((service.name, t.id)) for t in service.targets)
     admin = snap.overrides(service.name)
     barred = ledger.barred(service.name)
@@ -133,7 +135,10 @@ def _service(service: Service, snap: Snapshot, stats: Stats, ledger: Ledger) -> 
              "corrupt_files": {name: {"expected_sha256": c.expected, "got_sha256": c.got,
                                       "at": c.at}
                                for name, c in ledger.corrupt(service.name, t.id).items()},
-             "addresses": _addresses(service, t, snap)} for t in service.targets]
+             "addresses": _addresses(service, t, snap),
+             # what clients reported (the beacon): the median of their downloads' speeds
+             "client_bytes_per_second": retries.median_throughput(service.name, t.id)}
+            for t in service.targets]
     for row in rows:
         if row["corrupt"]:
             row["colour"] = "red"
