@@ -99,6 +99,9 @@ class Redirector:
         self.decisions = DecisionCache()  # per client network, see router.http.decisions
         self.places: Memo[tuple[object, ...], Entry] = Memo(65536)  # per client place
         self.recall = Recall(self.decisions, self.places)
+        # decisions for networks that avoid mirrors (core.retries), by (key, avoided)
+        self.avoided: Memo[tuple[Key, frozenset[str]], Entry] = Memo(4096)
+        self.addresses: Memo[str, tuple[bytes, bytes]] = Memo(RECENT)  # packed, network
         self.warned = False  # forwarding headers from an untrusted peer (logged once)
         self.config: Config = runtime.config  # what routes and decisions were made from
         self.locator = runtime.locator  # what client locations were found with
@@ -115,7 +118,9 @@ class Redirector:
                 "http_places": self.places.counters(),
                 "http_lineups": self.lineups.counters(),
                 "http_peers": self.proxies.peers.counters(),
-                "http_routes": self.routes.resolved.counters()}
+                "http_routes": self.routes.resolved.counters(),
+                "http_avoided": self.avoided.counters(),
+                "http_addresses": self.addresses.counters()}
 
     def _stale(self) -> bool:
         """Whether the runtime has a config or database this redirector did not follow."""
@@ -128,6 +133,7 @@ class Redirector:
         decide afresh, as far as each changed. A new config keeps the decisions of the
         services it did not change; a new database forgets every client and decision."""
         runtime = self.runtime
+        self.avoided.clear()  # few, and made afresh in a request each
         if runtime.locator is not self.locator or runtime.asn_db is not self.asn_db:
             self.locator, self.asn_db = runtime.locator, runtime.asn_db
             self.clients.clear()
@@ -186,8 +192,7 @@ class Redirector:
                                        avoid=avoid)
             return _mirrorlist(request, self.described(
                 request.path, item, entry.decision, self.client(request)[0]))
-        entry = await self._decide(request, item.route, item.file, remember=not avoid,
-                                   avoid=avoid)
+        entry = await self._decide(request, item.route, item.file, avoid=avoid)
         if paths.refused(entry.decision, item.listed):  # an immutable or changing path
             raise Missing(item.route.rest, service.missing_status)
         if item.form is downloads.Form.METALINK:
@@ -264,10 +269,13 @@ class Redirector:
         """
         service, inventory = route.service, self.inventory
         secure = route.guarded and self._secure(request)
-        if file is None and remember:
+        if file is None and remember and not avoid:
             return self._remembered(request, service, secure)
         client = self.client(request)[1]
         key, place = self._keys(service, client, file, secure)
+        want = Want.SECURE_URL if secure else Want.URL
+        if avoid:
+            return await self._avoiding(service, client, file, (key, avoid), remember, want)
         now = time.monotonic()
         entry = self.recall.get(key, place) if remember else None
         if entry is not None:
@@ -275,11 +283,21 @@ class Redirector:
                 entry.stamp = now
                 inventory.check_due(service, file)
             return entry
-        made, remember = await self._settled(service, client, file, remember,
-                                             Want.SECURE_URL if secure else Want.URL, avoid)
+        made, remember = await self._settled(service, client, file, remember, want)
         if not remember:
             return Entry(made, now)
         return self.recall.put(key, place, made.hashed, self.decisions.shared(key, made, now))
+
+    async def _avoiding(self, service: Service, client: Location, file: CatalogFile | None,
+                        key: tuple[Key, frozenset[str]], remember: bool, want: Want) -> Entry:
+        """The decision for a network that avoids some mirrors: kept per (network, what
+        it avoids), apart from the shared caches (its outcome is its own)."""
+        found = self.avoided.get(key) if remember else None
+        if found is not None:
+            return found
+        made, keep = await self._settled(service, client, file, remember, want, key[1])
+        entry = Entry(made, time.monotonic())
+        return self.avoided.put(key, entry) if keep else entry
 
     async def _settled(self, service: Service, client: Location, file: CatalogFile | None,
                        remember: bool, want: Want, avoid: frozenset[str] = frozenset()
@@ -306,12 +324,12 @@ class Redirector:
         address = self.client(request)[0]
         if address is None:
             return frozenset()
-        value = ipaddress.ip_address(address)
-        network, now = network_of(int(value), value.version), time.monotonic()
+        packed, network = self._network(address)
+        now = time.monotonic()
         retries, service = self.runtime.retries, route.service
         assert service.retries is not None
         if counted and request.method == "GET":
-            avoided = retries.asked(service.name, value.packed, network, path, now,
+            avoided = retries.asked(service.name, packed, network, path, now,
                                     service.retries)
             if avoided is not None:
                 log.info("client_avoids", service=service.name, target=avoided,
@@ -322,9 +340,18 @@ class Redirector:
     def _sent(self, request: web.Request, route: paths.Route, target: str) -> None:
         address = self.client(request)[0]
         if address is not None:
-            self.runtime.retries.sent(route.service.name, ipaddress.ip_address(address).packed,
+            self.runtime.retries.sent(route.service.name, self._network(address)[0],
                                       request.raw_path.partition("?")[0], target,
                                       time.monotonic())
+
+    def _network(self, address: str) -> tuple[bytes, bytes]:
+        """A client address's packed form and its client network (``core.retries``)."""
+        found = self.addresses.get(address)
+        if found is None:
+            value = ipaddress.ip_address(address)
+            found = self.addresses.put(address, (value.packed,
+                                                 network_of(int(value), value.version)))
+        return found
 
     def _lineup(self, service: Service, client: Location, key: Key) -> Lineup:
         """The targets lined up for clients of ``client``'s country (no file asked for),
