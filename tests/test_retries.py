@@ -26,16 +26,17 @@ def test_a_retry_is_the_same_path_from_the_same_address_within_the_window():
     net = network_of(0x01001001, 4)
     assert net == bytes([1, 0, 16, 0, 24])
     assert network_of(int("20010db8000100020000000000000001", 16), 6)[-1] == 48
-    me, other = b"\x01\x00\x10\x01", b"\x01\x00\x10\x02"
-    assert retries.asked("s", me, net, "/f", 0, policy) is None  # never sent anything
+    me, other = "1.0.16.1", "1.0.16.2"
+    assert retries.asked("s", me, "/f", 0, policy) is None  # never sent anything
     retries.sent("s", me, "/f", "tyo", 0)
-    assert retries.asked("s", other, net, "/f", 1, policy) is None  # a neighbour: not a retry
-    assert retries.asked("s", me, net, "/g", 1, policy) is None  # another file
+    assert retries.asked("s", other, "/f", 1, policy) is None  # a neighbour: not a retry
+    assert retries.asked("s", me, "/g", 1, policy) is None  # another file
     retries.sent("s", me, "/g", "tyo", 1)
-    assert retries.asked("s", me, net, "/g", 40, policy) is None  # after the window
+    assert retries.asked("s", me, "/g", 40, policy) is None  # after the window
     retries.sent("s", me, "/g", "tyo", 40)
-    assert retries.asked("s", me, net, "/g", 41, policy) is None  # the first retry
-    assert retries.asked("s", me, net, "/g", 42, policy) == "tyo"  # the second: avoided
+    assert retries.asked("s", me, "/g", 41, policy) is None  # the first retry
+    assert retries.asked("s", me, "/g", 42, policy) == "tyo"  # the second: avoid it
+    retries.avoid("s", net, "tyo", 42 + 600)
     assert retries.avoided("s", net, 43) == {"tyo"}
     assert retries.avoided("s", network_of(0x01001401, 4), 43) == frozenset()
     assert retries.avoided("s", net, 42 + 600) == frozenset()  # over

@@ -39,12 +39,10 @@ def network_of(value: int, version: int, prefix: int | None = None) -> bytes:
     return first.to_bytes(width // 8, "big") + bytes((bits,))
 
 
-@dataclass(slots=True)
-class _Last:
-    path: str
-    target: str
-    at: float
-    count: int  # retries in a row to ``target``
+# What an address was last sent: (path, target, when, retries in a row to it). A plain
+# tuple of strings and numbers, which the collector stops tracking: the table holds tens
+# of thousands, and a class instance each would make every full collection walk them.
+_Last = tuple[str, str, float, int]
 
 
 class Retries:
@@ -55,38 +53,39 @@ class Retries:
     network's: the mirror is avoided for every client of it."""
 
     def __init__(self, counts: Counter[str] | None = None, size: int = SIZE) -> None:
-        self.last: Memo[tuple[str, bytes], _Last] = Memo(size)  # (service, address)
+        self.last: Memo[tuple[str, str], _Last] = Memo(size)  # (service, address as text)
         # (service, network) -> target -> until when it is avoided
         self.avoiding: Memo[tuple[str, bytes], dict[str, float]] = Memo(size)
         self.reports: Memo[tuple[str, bytes, str], int] = Memo(size)  # failures reported
         # (service, target) -> the last SAMPLES reported throughputs (bytes a second)
         self.speeds: dict[tuple[str, str], list[float]] = {}
+        self.latest = 0.0  # when the last avoidance ends
         # "retries" counted and "avoidances" begun (Stats.clients: /metrics)
         self.counts: Counter[str] = Counter() if counts is None else counts
 
-    def asked(self, service: str, address: bytes, network: bytes, path: str, now: float,
+    def asked(self, service: str, address: str, path: str, now: float,
               policy: RetryPolicy) -> str | None:
-        """A GET of ``path`` from ``address`` (of ``network``): a retry of the mirror it
-        was last sent to when that was for the same path within the window. Returns the
-        mirror this retry makes the network avoid (None: none)."""
-        last = self.last.get((service, address))
-        if last is None or last.path != path or now - last.at > policy.window:
+        """A GET of ``path`` from ``address``: a retry of the mirror it was last sent to
+        when that was for the same path within the window. Returns the mirror its network
+        must now avoid (``avoid()``; None: none): the threshold was reached."""
+        key = (service, address)
+        last = self.last.get(key)
+        if last is None or last[0] != path or now - last[2] > policy.window:
             return None
         self.counts["retries"] += 1
-        last.count += 1
-        if last.count < policy.threshold:
+        count = last[3] + 1
+        if count < policy.threshold:
+            self.last.put(key, (path, last[1], last[2], count))
             return None
-        last.count = 0
-        self._avoid(service, network, last.target, now + policy.avoid_for)
-        return last.target
+        self.last.put(key, (path, last[1], last[2], 0))
+        return last[1]
 
-    def sent(self, service: str, address: bytes, path: str, target: str, now: float) -> None:
+    def sent(self, service: str, address: str, path: str, target: str, now: float) -> None:
         """``address`` was sent to ``target`` for ``path``: a retry counts from now."""
-        last = self.last.get((service, address))
-        if last is not None and last.path == path and last.target == target:
-            last.at = now
-            return
-        self.last.put((service, address), _Last(path, target, now, 0))
+        key = (service, address)
+        last = self.last.get(key)
+        count = last[3] if last is not None and last[0] == path and last[1] == target else 0
+        self.last.put(key, (path, target, now, count))
 
     def failed(self, service: str, network: bytes, target: str, now: float,
                policy: RetryPolicy) -> bool:
@@ -99,7 +98,7 @@ class Retries:
             self.reports.put(key, count)
             return False
         self.reports.pop(key)
-        self._avoid(service, network, target, now + policy.avoid_for)
+        self.avoid(service, network, target, now + policy.avoid_for)
         return True
 
     def throughput(self, service: str, target: str, size: int, seconds: float) -> None:
@@ -113,7 +112,9 @@ class Retries:
         samples = sorted(self.speeds.get((service, target), ()))
         return samples[len(samples) // 2] if samples else None
 
-    def _avoid(self, service: str, network: bytes, target: str, until: float) -> None:
+    def avoid(self, service: str, network: bytes, target: str, until: float) -> None:
+        """``network`` avoids ``target`` of ``service`` until ``until``."""
+        self.latest = max(self.latest, until)
         self.counts["avoidances"] += 1
         avoided = self.avoiding.get((service, network)) or {}
         avoided[target] = until
@@ -122,6 +123,9 @@ class Retries:
     def avoided(self, service: str, network: bytes, now: float) -> frozenset[str]:
         """The mirrors ``network`` avoids now (an avoidance over is forgotten)."""
         if not self.avoiding:
+            return frozenset()
+        if now >= self.latest:  # every avoidance is over: forget them all at once
+            self.avoiding.clear()
             return frozenset()
         found = self.avoiding.get((service, network))
         if not found:

@@ -101,7 +101,7 @@ class Redirector:
         self.recall = Recall(self.decisions, self.places)
         # decisions for networks that avoid mirrors (core.retries), by (key, avoided)
         self.avoided: Memo[tuple[Key, frozenset[str]], Entry] = Memo(4096)
-        self.addresses: Memo[str, tuple[bytes, bytes]] = Memo(RECENT)  # packed, network
+        self.addresses: Memo[str, bytes] = Memo(RECENT)  # an address's client network
         self.warned = False  # forwarding headers from an untrusted peer (logged once)
         self.config: Config = runtime.config  # what routes and decisions were made from
         self.locator = runtime.locator  # what client locations were found with
@@ -324,33 +324,35 @@ class Redirector:
         address = self.client(request)[0]
         if address is None:
             return frozenset()
-        packed, network = self._network(address)
         now = time.monotonic()
         retries, service = self.runtime.retries, route.service
-        assert service.retries is not None
+        policy = service.retries
+        assert policy is not None
         if counted and request.method == "GET":
-            avoided = retries.asked(service.name, packed, network, path, now,
-                                    service.retries)
+            avoided = retries.asked(service.name, address, path, now, policy)
             if avoided is not None:
+                network = self._network(address)
+                retries.avoid(service.name, network, avoided, now + policy.avoid_for)
                 log.info("client_avoids", service=service.name, target=avoided,
                          network=f"{ipaddress.ip_address(network[:-1])}/{network[-1]}",
-                         path=path, seconds=service.retries.avoid_for)
-        return retries.avoided(service.name, network, now)
+                         path=path, seconds=policy.avoid_for)
+        if not retries.avoiding:  # nobody avoids anything: no network to find
+            return frozenset()
+        return retries.avoided(service.name, self._network(address), now)
 
     def _sent(self, request: web.Request, route: paths.Route, target: str) -> None:
         address = self.client(request)[0]
         if address is not None:
-            self.runtime.retries.sent(route.service.name, self._network(address)[0],
+            self.runtime.retries.sent(route.service.name, address,
                                       request.raw_path.partition("?")[0], target,
                                       time.monotonic())
 
-    def _network(self, address: str) -> tuple[bytes, bytes]:
-        """A client address's packed form and its client network (``core.retries``)."""
+    def _network(self, address: str) -> bytes:
+        """A client address's client network (``core.retries``)."""
         found = self.addresses.get(address)
         if found is None:
             value = ipaddress.ip_address(address)
-            found = self.addresses.put(address, (value.packed,
-                                                 network_of(int(value), value.version)))
+            found = self.addresses.put(address, network_of(int(value), value.version))
         return found
 
     def _lineup(self, service: Service, client: Location, key: Key) -> Lineup:
