@@ -11,6 +11,7 @@ client and the DNS queries its resolver makes for it share one (``network_of``).
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from dataclasses import dataclass
 
@@ -19,6 +20,14 @@ from router.core.memo import Memo
 V4, V6 = 24, 48  # the prefix a client network is
 SIZE = 65536  # client networks remembered at most (each table)
 SAMPLES = 101  # reported throughputs kept per mirror (the beacon)
+
+
+def shown(network: bytes) -> str:
+    """A client network as logs show it: ``1.0.16.0/24``."""
+    address = network[:-1]
+    if len(address) == 4:
+        return f"{'.'.join(str(b) for b in address)}/{network[-1]}"
+    return f"{ipaddress.IPv6Address(address)}/{network[-1]}"
 
 
 @dataclass(frozen=True, slots=True)

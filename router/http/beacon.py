@@ -21,7 +21,7 @@ from aiohttp import web
 
 from router.core.config import Config
 from router.core.memo import Memo
-from router.core.retries import RetryPolicy, network_of
+from router.core.retries import RetryPolicy, network_of, shown
 from router.errors import RouterError
 from router.http import routes as paths
 from router.http.keys import RUNTIME, VIEWERS
@@ -74,7 +74,7 @@ async def report(request: web.Request) -> web.Response:
         found = runtime.config.service(service)
         policy = (found.retries if found is not None else None) or RetryPolicy()
         if runtime.retries.failed(service, network, target, now, policy):
-            log.info("client_avoids", service=service, target=target, network=_shown(network),
+            log.info("client_avoids", service=service, target=target, network=shown(network),
                      reported=True, seconds=policy.avoid_for)
     return web.Response(status=204)
 
@@ -121,10 +121,6 @@ def _subject(app: web.Application, body: dict[str, Any]) -> tuple[str, str]:
     if route is None or route.service.target(body["target"]) is None:
         raise BadReport("file and target name no mirror of a service here")
     return route.service.name, body["target"]
-
-
-def _shown(network: bytes) -> str:
-    return f"{ipaddress.ip_address(network[:-1])}/{network[-1]}"
 
 
 def _answer(status: int, text: str, headers: dict[str, str] | None = None) -> web.Response:

@@ -27,7 +27,7 @@ from router.core.config import Config, Service
 from router.core.geo import Location
 from router.core.ip import IPAddress, IPNetwork
 from router.core.memo import Memo, Recall
-from router.core.retries import network_of
+from router.core.retries import network_of, shown
 from router.core.runtime import Runtime
 from router.core.scoring import Lineup
 from router.core.steering import (
@@ -334,7 +334,7 @@ class Redirector:
                 network = self._network(address)
                 retries.avoid(service.name, network, avoided, now + policy.avoid_for)
                 log.info("client_avoids", service=service.name, target=avoided,
-                         network=f"{ipaddress.ip_address(network[:-1])}/{network[-1]}",
+                         network=shown(network),
                          path=path, seconds=policy.avoid_for)
         if not retries.avoiding:  # nobody avoids anything: no network to find
             return frozenset()
