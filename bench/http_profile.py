@@ -1,6 +1,6 @@
 """Where a redirect's time goes, without sockets: cProfile over ``Redirector.handle``.
 
-    .venv/bin/python bench/http_profile.py [--requests 50000] [--top N] [--rules]
+    .venv/bin/python bench/http_profile.py [--requests 50000] [--top N] [--rules] [--retries]
 
 Builds the bench zone (conf/mirror-router) and asks its redirector, in this process,
 for ``/dl/go1.22.5.linux-amd64.tar.gz`` through aiohttp's mocked requests, from a
@@ -12,7 +12,10 @@ trusted proxy (127.0.0.1) with X-Forwarded-For:
   GeoIP record decoded.
 
 With --rules, the zone has bench/http and bench/dns's 10,000 rule prefixes and an ASN
-database (``benchlib.with_rules``), and what the rules cost alone is printed first. For
+database (``benchlib.with_rules``), and what the rules cost alone is printed first. With
+--retries, its service watches for clients that come back (``retry_window = "30s"``,
+``retry_threshold = 2``): the one client then retries, by definition, and soon avoids
+every mirror; the new clients never come back, which is the cost of watching. For
 each it prints the time per request (without the profiler; aiohttp's request and response
 objects included, its parser and the socket not) and the share of each stage in the
 profiled time (with --top N, also the N costliest functions). bench/http has the served
@@ -64,8 +67,12 @@ STAGES: Stages = {  # (file suffix, function): what the summary calls it; calls 
 }
 
 
-def redirector(rules: bool = False) -> Redirector:
+def redirector(rules: bool = False, retries: bool = False) -> Redirector:
     folder = unprobed_zone()
+    if retries:
+        zone = next(folder.glob("*.toml"))
+        zone.write_text(zone.read_text().replace(
+            "[services.go]\n", '[services.go]\nretry_window = "30s"\nretry_threshold = 2\n', 1))
     asn = AsnDb(with_rules(folder, "http://127.0.0.1:9")[1]) if rules else None
     runtime = Runtime(load(folder), Locator(), Board(), asn_db=asn)
     runtime.ready = True
@@ -102,13 +109,14 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=50_000)
     p.add_argument("--top", type=int, default=0, help="also the N costliest functions")
     p.add_argument("--rules", action="store_true", help="10,000 rule prefixes, an ASN db")
+    p.add_argument("--retries", action="store_true", help="watch for clients that come back")
     args = p.parse_args()
     loop = asyncio.new_event_loop()
     clients = [str(ipaddress.IPv4Address(net + 1)) for net in subnets(args.requests)]
 
     def served(addresses: list[str]) -> Callable[[], Callable[[], None]]:
         def make() -> Callable[[], None]:
-            handle = redirector(args.rules).handle
+            handle = redirector(args.rules, args.retries).handle
             requests = [request(a) for a in addresses]  # made before the clock starts
 
             async def all_of_them() -> None:

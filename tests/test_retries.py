@@ -36,10 +36,11 @@ def test_a_retry_is_the_same_path_from_the_same_address_within_the_window():
     retries.sent("s", me, "/g", "tyo", 40)
     assert retries.asked("s", me, "/g", 41, policy) is None  # the first retry
     assert retries.asked("s", me, "/g", 42, policy) == "tyo"  # the second: avoid it
-    retries.avoid("s", net, "tyo", 42 + 600)
+    assert retries.avoid("s", net, "tyo", 42 + 600, 42)  # new
+    assert not retries.avoid("s", net, "tyo", 50 + 600, 50)  # made longer: not counted
     assert retries.avoided("s", net, 43) == {"tyo"}
     assert retries.avoided("s", network_of(0x01001401, 4), 43) == frozenset()
-    assert retries.avoided("s", net, 42 + 600) == frozenset()  # over
+    assert retries.avoided("s", net, 50 + 600) == frozenset()  # over
     assert retries.counts == {"retries": 2, "avoidances": 1}
 
 

@@ -100,15 +100,14 @@ class Retries:
                policy: RetryPolicy) -> bool:
         """A client of ``network`` reported a failed download from ``target`` (the
         beacon): counted as a retry of it; at the threshold the network avoids it.
-        Whether this report began an avoidance."""
+        Whether this report began an avoidance (not one in force made longer)."""
         key = (service, network, target)
         count = (self.reports.get(key) or 0) + 1
         if count < policy.threshold:
             self.reports.put(key, count)
             return False
         self.reports.pop(key)
-        self.avoid(service, network, target, now + policy.avoid_for)
-        return True
+        return self.avoid(service, network, target, now + policy.avoid_for, now)
 
     def throughput(self, service: str, target: str, size: int, seconds: float) -> None:
         """A client's download from ``target``: its bytes a second, the last ``SAMPLES``
@@ -121,13 +120,18 @@ class Retries:
         samples = sorted(self.speeds.get((service, target), ()))
         return samples[len(samples) // 2] if samples else None
 
-    def avoid(self, service: str, network: bytes, target: str, until: float) -> None:
-        """``network`` avoids ``target`` of ``service`` until ``until``."""
+    def avoid(self, service: str, network: bytes, target: str, until: float,
+              now: float) -> bool:
+        """``network`` avoids ``target`` of ``service`` until ``until``: whether that is
+        new (an avoidance in force is only made longer, neither counted nor logged)."""
         self.latest = max(self.latest, until)
-        self.counts["avoidances"] += 1
         avoided = self.avoiding.get((service, network)) or {}
+        new = avoided.get(target, 0.0) <= now
+        if new:
+            self.counts["avoidances"] += 1
         avoided[target] = until
         self.avoiding.put((service, network), avoided)
+        return new
 
     def avoided(self, service: str, network: bytes, now: float) -> frozenset[str]:
         """The mirrors ``network`` avoids now (an avoidance over is forgotten)."""

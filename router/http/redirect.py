@@ -330,12 +330,11 @@ class Redirector:
         assert policy is not None
         if counted and request.method == "GET":
             avoided = retries.asked(service.name, address, path, now, policy)
-            if avoided is not None:
-                network = self._network(address)
-                retries.avoid(service.name, network, avoided, now + policy.avoid_for)
+            network = self._network(address) if avoided is not None else b""
+            if avoided is not None and retries.avoid(service.name, network, avoided,
+                                                     now + policy.avoid_for, now):
                 log.info("client_avoids", service=service.name, target=avoided,
-                         network=shown(network),
-                         path=path, seconds=policy.avoid_for)
+                         network=shown(network), path=path, seconds=policy.avoid_for)
         if not retries.avoiding:  # nobody avoids anything: no network to find
             return frozenset()
         return retries.avoided(service.name, self._network(address), now)
