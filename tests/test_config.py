@@ -900,16 +900,7 @@ def test_a_relative_zones_folder_that_is_missing_is_named_whole(tmp_path):
         "default ./zones)" in done.stderr
 
 
-@pytest.mark.parametrize(("health", "url", "want"), [
-    ('{ path = "/health" }', "https://m.example/golang/", "https://m.example/golang/health"),
-    ('{ url = "/health" }', "https://m.example:8443/golang/", "https://m.example:8443/health"),
-    ('{ url = "https://status.example/ok" }', "https://m.example/golang/",
-     "https://status.example/ok"),
-])
-def test_health_path_joins_the_url_and_health_url_overrides_it(tmp_path, health, url, want):
-    """health.path under url ".../golang/" probes /golang/health, which surprised a user:
-    health.url is the absolute override (from the host's root, or a whole URL)."""
-    zone = f'''
+HEALTH_ZONE = """
 [zone]
 origin = "h.example.com"
 nameservers = ["ns1.example.net"]
@@ -921,26 +912,26 @@ health = {health}
 id = "m"
 url = "{url}"
 location = "anycast"
-'''
-    (tmp_path / "h.toml").write_text(zone)
+"""
+
+
+@pytest.mark.parametrize(("health", "url", "want"), [
+    ('{ path = "/health" }', "https://m.example/golang/", "https://m.example/golang/health"),
+    ('{ url = "/health" }', "https://m.example:8443/golang/", "https://m.example:8443/health"),
+    ('{ url = "https://status.example/ok" }', "https://m.example/golang/",
+     "https://status.example/ok"),
+])
+def test_health_path_joins_the_url_and_health_url_overrides_it(tmp_path, health, url, want):
+    """health.path under url ".../golang/" probes /golang/health, which surprised a user:
+    health.url is the absolute override (from the host's root, or a whole URL)."""
+    (tmp_path / "h.toml").write_text(HEALTH_ZONE.format(health=health, url=url))
     (target,) = load(tmp_path).service("s").targets
     assert target.health_url == want
 
 
 def test_health_path_and_url_together_are_refused(tmp_path):
-    (tmp_path / "h.toml").write_text('''
-[zone]
-origin = "h.example.com"
-nameservers = ["ns1.example.net"]
-hostmaster = "hostmaster@example.com"
-[services.s]
-http_prefix = "/"
-health = { path = "/a", url = "/b" }
-[[services.s.targets]]
-id = "m"
-url = "https://m.example/"
-location = "anycast"
-''')
+    (tmp_path / "h.toml").write_text(HEALTH_ZONE.format(
+        health='{ path = "/a", url = "/b" }', url="https://m.example/"))
     with pytest.raises(ConfigError) as e:
         load(tmp_path)
     assert "services.s.health.url" in str(e.value) and "not both" in str(e.value)

@@ -30,7 +30,7 @@ from router.core.runtime import signing_line
 from router.core.steering import Decision, Want, describe_answer, rank
 from router.dns import dnssec
 from router.http import downloads
-from router.http.routes import PathError, Routes, clean, describe_redirect
+from router.http.routes import PathError, Routes, clean
 from router.watch import statefile
 
 
@@ -120,11 +120,11 @@ def _decided_offline(args: argparse.Namespace) -> dict[str, Any] | None:
         return None
     if args.name.startswith("/"):
         return _path_offline(args, config, client)
-    service = config.service_for_name(args.name) or config.service(args.name)
-    if service is None:
+    named = config.named(args.name)
+    if named is None:
         print(f"{args.name}: not a steered name or a service in {args.zones}", file=sys.stderr)
         return None
-    zone = next(z for z in config.zones if service in z.services)
+    zone, service = named
     want = Want.IPV6 if args.type == "AAAA" else Want.IPV4
     return {"name": args.name, "type": args.type, "client_address": str(args.client),
             **describe_answer(_rank(args, service, client, want), want),
@@ -136,7 +136,7 @@ def _signing(zone: Zone) -> str:
     if not zone.signed:
         return signing_line(zone.origin, None)
     phase = dnssec.phase(dnssec.zone_keys(zone), time.time(), zone.ttl)  # checked at load
-    return signing_line(zone.origin, [f"{k.name}, key tag {k.tag}" for k in phase.signing])
+    return signing_line(zone.origin, [(k.name, k.tag) for k in phase.signing])
 
 
 def _assumed_up(_target: str) -> Status:
@@ -173,10 +173,8 @@ def _path_offline(args: argparse.Namespace, config: Config, client: Location
         print(f"{args.name}: not in the catalog of service {route.service.name} (the "
               f"redirector answers 404)", file=sys.stderr)
         return None
-    data = describe_redirect(args.name, item.route, _rank(args, route.service, client, Want.URL),
-                             item.listed)
-    data["client_address"] = str(args.client)
-    data["file"] = downloads.facts(item.file) if item.listed and item.file else None
+    data = downloads.described(args.name, item, _rank(args, route.service, client, Want.URL),
+                               str(args.client))
     data["known"] = known
     return data
 
@@ -255,7 +253,8 @@ def _header(data: dict[str, Any]) -> list[str]:
         lines.append("  GeoIP has no coordinates: measured from the service's default_location")
     if data.get("file"):
         f = data["file"]
-        lines.append(f"  file:    {f['name']}  {f['version'] or ''}  {f['size']:,} bytes  "
+        size = "size not listed" if f["size"] is None else f"{f['size']:,} bytes"
+        lines.append(f"  file:    {f['name']}  {f['version'] or ''}  {size}  "
                      f"sha256 {f['sha256'] or '-'}")
     s = data["settings"]
     return [*lines, f"  service: {data['service']}  spread {s['spread']:g}  cross_border_km "

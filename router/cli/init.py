@@ -25,7 +25,8 @@ from router.core import values as v
 from router.errors import RouterError
 
 SHARE = "share/mirror-router"  # where the wheel puts the unit, the example zone, ...
-COUNTRIES = Path(__file__).resolve().parent.parent / "core" / "countries.txt"
+CHECKOUT = Path(__file__).resolve().parents[2]  # a source checkout's root (or site-packages)
+COUNTRIES = CHECKOUT / "router" / "core" / "countries.txt"
 
 
 class InitError(RouterError):
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
 def unit() -> str:
     """The shipped unit, its paths made this installation's (the script, the README)."""
     found = [p for p in (Path(sys.prefix) / SHARE / "mirror-router.service",
-                         COUNTRIES.parent.parent.parent / "systemd" / "mirror-router.service")
+                         CHECKOUT / "systemd" / "mirror-router.service")
              if p.is_file()]
     if not found:
         raise InitError(f"no mirror-router.service under {Path(sys.prefix) / SHARE}")

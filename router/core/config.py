@@ -293,6 +293,13 @@ class Config:
     def service(self, name: str) -> Service | None:
         return next((s for s in self.services if s.name == name), None)
 
+    def named(self, name: str) -> tuple[Zone, Service] | None:
+        """The service a steered DNS name or a service's name means, and its zone."""
+        service = self.service_for_name(name) or self.service(name)
+        if service is None:
+            return None
+        return next(z for z in self.zones if service in z.services), service
+
     def service_for_name(self, name: str) -> Service | None:
         """The service that steers a DNS name (any case, trailing dot optional)."""
         wanted = v.fqdn(name)

@@ -3,10 +3,12 @@ it was sent to a mirror, with no request for another file in between, was failed
 mirror (blocked, unreachable from there, a broken copy). After ``threshold`` such retries
 from one network to one mirror, the mirror is avoided for that network, and only it, for
 ``avoid_for`` seconds (openSUSE/MirrorCache#606: a client stuck on a mirror that blocks
-its address). Pure; bounded (``Memo``); both faces read ``avoided()``.
+its address). Pure; bounded (``Memo``, each table in /metrics); the redirector counts
+retries and reads ``avoided()``, the beacon reports failures (the DNS face does not
+apply avoidances yet: its answer cache sits before steering).
 
-A client network is the address's /24 (IPv4) or /48 (IPv6), as ECS sends it: an HTTP
-client and the DNS queries its resolver makes for it share one (``network_of``).
+A client network is the address's /24 (IPv4) or /48 (IPv6), as ECS sends it
+(``network_of``).
 """
 
 from __future__ import annotations
@@ -39,11 +41,11 @@ class RetryPolicy:
     avoid_for: float = 600.0
 
 
-def network_of(value: int, version: int, prefix: int | None = None) -> bytes:
-    """The client network of an address (or of an ECS source of ``prefix`` bits): its
-    first address, packed, masked to /24 or /48 (a shorter source: to its own length)."""
+def network_of(value: int, version: int) -> bytes:
+    """The client network of an address: its first address, packed, masked to /24 or
+    /48, and the prefix length."""
     width = 32 if version == 4 else 128
-    bits = min(V4 if version == 4 else V6, width if prefix is None else prefix)
+    bits = V4 if version == 4 else V6
     first = value >> (width - bits) << (width - bits)
     return first.to_bytes(width // 8, "big") + bytes((bits,))
 
@@ -150,4 +152,5 @@ class Retries:
 
     def caches(self) -> dict[str, dict[str, int]]:
         return {"client_last_sent": self.last.counters(),
-                "client_avoidances": self.avoiding.counters()}
+                "client_avoidances": self.avoiding.counters(),
+                "client_failure_reports": self.reports.counters()}

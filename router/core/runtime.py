@@ -50,14 +50,17 @@ class SigningKey:
     created: float  # when the key was made
     state: str  # planned, published, ready, active, signing-unpublished, retired, removed
     events: Mapping[str, float]  # its timing: publish, ready, activate, retire, remove
+    signs: bool = False  # it signs answers now (``dnssec.phase``)
 
 
-def signing_line(zone: str, keys: Sequence[str] | None) -> str:
-    """Whether DO queries to ``zone`` get signed answers, and from which ``keys`` (None:
-    the zone is unsigned): what ``explain`` says, offline or from the running router."""
+def signing_line(zone: str, keys: Sequence[tuple[str, int]] | None) -> str:
+    """Whether DO queries to ``zone`` get signed answers, and from which keys, each
+    (algorithm, key tag) (None: the zone is unsigned): what ``explain`` says, offline or
+    from the running router."""
     if keys is None:
         return f"zone {zone} is unsigned"
-    return f"zone {zone} is signed: DO queries get RRSIGs ({'; '.join(keys)})"
+    names = "; ".join(f"{algorithm}, key tag {tag}" for algorithm, tag in keys)
+    return f"zone {zone} is signed: DO queries get RRSIGs ({names})"
 
 
 @dataclass(frozen=True, slots=True)

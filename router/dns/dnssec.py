@@ -498,8 +498,9 @@ def under_way(keys: Iterable[Key], now: float) -> bool:
 
 def signing(origin: str, signer: Signer, now: float) -> Signing:
     """What /status and /metrics show of a signed zone at ``now``."""
+    signs = phase(signer.keys, now, signer.ttl).signing
     keys = tuple(SigningKey(str(k.path), k.name, k.tag, k.created, state(k, now, signer.ttl),
-                            key_events(k, signer.ttl)) for k in signer.keys)
+                            key_events(k, signer.ttl), k in signs) for k in signer.keys)
     when, event, key = next_event(signer.keys, now, signer.ttl)
     return Signing(origin, keys, None if key is None else (when, event, key.tag),
                    signer.cache.misses, signer.cache.hits)

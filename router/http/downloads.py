@@ -23,7 +23,7 @@ from router.core.steering import Decision
 from router.core.urls import quoted
 from router.errors import RouterError
 from router.http import metalink
-from router.http.routes import Route
+from router.http.routes import Route, describe_redirect
 
 SHA256_SUFFIX = ".sha256"
 
@@ -70,6 +70,18 @@ def facts(file: CatalogFile) -> dict[str, Any]:
     """What the catalog says of a file, as ``?mirrorlist`` and ``explain`` show it."""
     return {"name": file.name, "version": file.version, "size": file.size,
             "sha256": file.sha256}
+
+
+def described(path: str, item: Asked, decision: Decision, address: str | None
+              ) -> dict[str, Any]:
+    """A path's decision as plain data: the one shape of ``?mirrorlist=json``, the admin
+    listener's ``/explain`` and ``explain --json`` (the redirector adds what each mirror
+    is known to have of the file; offline nothing is known)."""
+    data = describe_redirect(path, item.route, decision, item.listed)
+    data["client_address"] = address
+    if item.file is not None:
+        data["file"] = facts(item.file)
+    return data
 
 
 def listing(catalog: Catalog, include_all: bool) -> web.Response:

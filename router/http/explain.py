@@ -56,19 +56,16 @@ async def explain(request: web.Request) -> web.Response:
 def _by_name(runtime: Runtime, name: str, kind: str, address: IPAddress
              ) -> dict[str, Any] | None:
     """The DNS answer for ``name`` now: placed as the DNS face places an ECS address."""
-    config = runtime.config
-    service = config.service_for_name(name) or config.service(name)
-    if service is None:
+    named = runtime.config.named(name)
+    if named is None:
         return None
+    zone, service = named
     client = Placer(runtime.locator, runtime.rules, runtime.asn_db).locate(address)
     want = Want.IPV6 if kind == "AAAA" else Want.IPV4
     snapshot = runtime.board.snapshot
     made = decide(snapshot, service, client, want, scope=scope(runtime.rules, service, client))
-    zone = next(z for z in config.zones if service in z.services)
     signing = next((s for s in runtime.signing() if s.zone == zone.origin), None)
-    keys = None if signing is None else [
-        f"{k.algorithm}, key tag {k.tag}" for k in signing.keys
-        if k.state in ("active", "signing-unpublished")]
+    keys = None if signing is None else [(k.algorithm, k.tag) for k in signing.keys if k.signs]
     return {"name": name, "type": kind, "client_address": str(address),
             **describe_answer(made, want, snapshot), "dnssec": signing_line(zone.origin, keys)}
 

@@ -330,12 +330,17 @@ class Redirector:
         assert policy is not None
         if counted and request.method == "GET":
             avoided = retries.asked(service.name, address, path, now, policy)
-            network = self._network(address) if avoided is not None else b""
-            if avoided is not None and retries.avoid(service.name, network, avoided,
-                                                     now + policy.avoid_for, now):
-                log.info("client_avoids", service=service.name, target=avoided,
-                         network=shown(network), path=path, seconds=policy.avoid_for)
-        if not retries.avoiding:  # nobody avoids anything: no network to find
+            if avoided is not None:
+                network = self._network(address)
+                if retries.avoid(service.name, network, avoided, now + policy.avoid_for, now):
+                    log.info("client_avoids", service=service.name, target=avoided,
+                             network=shown(network), path=path, seconds=policy.avoid_for)
+        return self._avoided(service, address, now)
+
+    def _avoided(self, service: Service, address: str, now: float) -> frozenset[str]:
+        """The mirrors of ``service`` the network of ``address`` avoids now."""
+        retries = self.runtime.retries
+        if service.retries is None or not retries.avoiding:  # no network to find
             return frozenset()
         return retries.avoided(service.name, self._network(address), now)
 
@@ -369,8 +374,7 @@ class Redirector:
         """A path's decision as plain data, with each mirror's knowledge of the file: the
         one shape of ``?mirrorlist=json``, the admin listener's ``/explain`` and
         ``explain --json``."""
-        data = paths.describe_redirect(path, item.route, decision, item.listed)
-        data["client_address"] = address
+        data = downloads.described(path, item, decision, address)
         if item.file is not None:
             _add_availability(self.runtime, item.route, data, item.file)
         return data
@@ -391,8 +395,7 @@ class Redirector:
         item = downloads.asked(route, catalog, "")
         client = self.placer.locate(address)
         want = Want.SECURE_URL if route.guarded and secure else Want.URL
-        avoid = frozenset() if service.retries is None else self.runtime.retries.avoided(
-            service.name, network_of(int(address), address.version), time.monotonic())
+        avoid = self._avoided(service, str(address), time.monotonic())
         made, _ = await self._settled(service, client, item.file, False, want, avoid)
         return self.described(path, item, made, str(address))
 
@@ -439,9 +442,8 @@ def _mirrorlist(request: web.Request, data: dict[str, Any]) -> web.Response:
 
 
 def _add_availability(runtime: Runtime, route: paths.Route, data: dict[str, Any],
-                      file: CatalogFile | None) -> None:
-    """Per mirror, the file's availability and the mirror's freshness; the file's facts."""
+                      file: CatalogFile) -> None:
+    """Per mirror, the file's availability and the mirror's freshness."""
     service = route.service
     for row in data["candidates"]:
         row.update(runtime.ledger.describe(service, row["id"], file))
-    data["file"] = None if file is None else downloads.facts(file)

@@ -275,12 +275,13 @@ class Server(Lifecycle):
         return [dnssec.signing(z.zone.origin, s, now) for z in zones if (s := z.signer) is not None]
 
     def caches(self) -> dict[str, Mapping[str, int]]:
-        """Every bounded table of this process: GeoIP's, the DNS face's (the authority in
-        force: a reload starts new ones, and new counts), the listeners', the
-        redirector's."""
+        """Every bounded table of this process: GeoIP's, the clients that come back
+        (``core.retries``), the DNS face's (the authority in force: a reload starts new
+        ones, and new counts), the listeners', the redirector's."""
         found: dict[str, Mapping[str, int]] = {}
         if self.runtime is not None:
             found.update(self.runtime.locator.caches())
+            found.update(self.runtime.retries.caches())
         if self.dispatch is not None:
             found.update(self.dispatch.authority.caches())
         if self.dns:

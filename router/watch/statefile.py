@@ -124,8 +124,9 @@ class StateFile:
         if signature != self._applied and signature == self._seen:
             await self._apply(signature)
         self._seen = signature
-        if self._next is not None and time.time() >= self._next:
-            self._enforce(time.time())
+        now = time.time()
+        if self._next is not None and now >= self._next:
+            self._enforce(now)
 
     def _enforce(self, now: float) -> None:
         """The file's overrides as they stand at ``now`` (its windows in or out)."""
@@ -135,7 +136,7 @@ class StateFile:
         if overrides != before:
             self.board.set_overrides(overrides)
             for w in self.windows:
-                if w.start <= now < w.end and before.get(w.selector) != w.state:
+                if w.holds(now) and before.get(w.selector) != w.state:
                     log.info("window_started", target=w.selector, state=str(w.state),
                              until=stamp(w.end), late_s=round(now - w.start, 3))
                 elif now >= w.end and overrides.get(w.selector) != w.state \
