@@ -234,6 +234,30 @@ def store_url() -> str:
     return _STORE[0][1]
 
 
+_PEERS: list[subprocess.Popen[bytes]] = []
+
+
+def regional_fleet(zones: Path, run: Path) -> list[str]:
+    """A fleet in two regions for a ``regions`` bench server: a peer node in region AS
+    (its own process on the same zones and store; the last run's is stopped first) and
+    the arguments that make the server the fleet's node in EU. With live nodes in two
+    regions, every new client is mapped to the nearer region and judged by its verdicts."""
+    import atexit
+    for old in _PEERS:
+        old.kill()
+        old.wait()
+    _PEERS.clear()
+    config = run / "regions.toml"
+    config.write_text(f'[fleet]\nstore = "{store_url()}"\nname = "{run.name}"\n')
+    peer = subprocess.Popen([sys.executable, "-m", "router", "serve", "--zones", str(zones),
+                             "--no-http", "--dns", "127.0.0.1:0", "--config", str(config),
+                             "--node", "peer", "--region", "AS"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    atexit.register(peer.kill)
+    _PEERS.append(peer)
+    return ["--config", str(config), "--node", "bench", "--region", "EU"]
+
+
 def children(pid: int) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
                          text=True, check=False).stdout

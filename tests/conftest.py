@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Mirror, MirrorFarm, RouterProcess, five_city_zone
+from tests.harness import Mirror, MirrorFarm, RedisServer, RouterProcess, five_city_zone
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +37,11 @@ def write_zone(folder: Path, text: str, name: str = "test.example.com.toml") -> 
     path = folder / name
     path.write_text(text)
     return folder
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Iterator[RedisServer]:
+    """A real ``redis-server`` on a loopback port, no persistence: a fleet's store."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.close()

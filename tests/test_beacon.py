@@ -110,3 +110,38 @@ def test_without_beacon_there_is_no_report_path(tmp_path, city_mirrors):
         assert post(r, good(False), "1.0.16.1") == 405
     finally:
         assert r.stop() == 0
+
+
+def speed(target: str, megabytes_per_second: float) -> bytes:
+    return json.dumps({"file": "/go.tar.gz", "target": target, "ok": True, "seconds": 1.0,
+                       "bytes": int(megabytes_per_second * 1_000_000)}).encode()
+
+
+def test_reported_speeds_are_charged_only_with_throughput_size_and_many_networks(
+        tmp_path, city_mirrors):
+    """With throughput_size, Tokyo reported slow (1 MB/s against Beijing's 100 MB/s) by
+    five networks costs it Japan's clients (100 s against 1 s for 100 MB, at km_per_ms
+    1: 99,000 km); four networks are not enough, nor is one network reporting 40 times."""
+    zones = write_zone(tmp_path / "zones", five_city_zone(
+        city_mirrors, km_per_ms=1, downloads_keys='throughput_size = "100MB"'))
+    router = RouterProcess(zones, "--trusted-proxy", "127.0.0.1/32", "--beacon")
+    tyo, bj = (city_mirrors[t].base.rsplit(":", 1)[1] for t in ("tyo", "bj"))
+    try:
+        for _ in range(25):  # one network, many times: it counts once
+            assert post(router, speed("tyo", 1), "1.0.30.1") == 204
+        for i in range(1, 4):
+            assert post(router, speed("tyo", 1), f"1.0.{30 + i}.1") == 204
+        for i in range(5):
+            assert post(router, speed("bj", 100), f"1.0.{40 + i}.1") == 204
+        assert sent_to(router, "1.0.16.1", "/a.tar.gz") == tyo  # four networks: not yet
+        assert post(router, speed("tyo", 1), "1.0.34.1") == 204  # the fifth
+        assert sent_to(router, "1.0.16.1", "/b.tar.gz") == bj
+        listing = json.loads(request(router.http_port, "/b.tar.gz?mirrorlist=json",
+                                     xff("1.0.16.1")).body)
+        row = next(c for c in listing["candidates"] if c["id"] == "tyo")
+        assert row["latency_km"] >= 98_000, row
+        status = json.loads(request(router.http_port, "/status.json").body)
+        tokyo = next(t for t in status["services"][0]["targets"] if t["id"] == "tyo")
+        assert tokyo["client_bytes_per_second"] == 1_000_000
+    finally:
+        router.stop()

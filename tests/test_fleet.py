@@ -8,13 +8,14 @@ a fleet-wide drain; garbage in the store; the store killed under load and restar
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import dns.edns
@@ -175,20 +176,14 @@ def test_node_without_a_fleet_is_refused(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
 def fleet_zones(tmp_path_factory, city_mirrors) -> Path:
     return write_zone(tmp_path_factory.mktemp("fleet-zones"), five_city_zone(city_mirrors))
 
 
-def start_node(zones: Path, store: RedisServer, name: str, state: Path) -> RouterProcess:
+def start_node(zones: Path, store: RedisServer, name: str, state: Path, *more: str
+               ) -> RouterProcess:
     return RouterProcess(zones, "--fleet", store.url, "--node", name, "--state", str(state),
-                         "--config", str(_server_file(state.parent)))
+                         "--config", str(_server_file(state.parent)), *more)
 
 
 def _server_file(folder: Path) -> Path:
@@ -197,19 +192,28 @@ def _server_file(folder: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def nodes(fleet_zones, store, tmp_path_factory) -> Iterator[dict[str, RouterProcess]]:
-    states = tmp_path_factory.mktemp("states")
+@contextlib.contextmanager
+def three_nodes(zones: Path, store: RedisServer, states: Path,
+                more: Mapping[str, tuple[str, ...]]) -> Iterator[dict[str, RouterProcess]]:
+    """Nodes n1, n2 and n3 (``more``: each one's further arguments), once each sees all
+    three live; stopped after."""
     started: dict[str, RouterProcess] = {}
     try:
         for name in ("n1", "n2", "n3"):
-            started[name] = start_node(fleet_zones, store, name, states / f"{name}.toml")
+            started[name] = start_node(zones, store, name, states / f"{name}.toml",
+                                       *more.get(name, ()))
         wait_until(lambda: all(len(fleet_of(n)["nodes"]) == 3 for n in started.values()), 15,
                    what="every node to see three live nodes")
         yield started
     finally:
         for node in started.values():
             node.stop()
+
+
+@pytest.fixture(scope="module")
+def nodes(fleet_zones, store, tmp_path_factory) -> Iterator[dict[str, RouterProcess]]:
+    with three_nodes(fleet_zones, store, tmp_path_factory.mktemp("states"), {}) as started:
+        yield started
 
 
 def status(node: RouterProcess) -> dict:

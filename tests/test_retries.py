@@ -5,15 +5,18 @@ loopback mirrors and a real server; clients in Tokyo behind a trusted proxy."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
 import sys
 
+import dns.edns
 import pytest
 
 from router.core.retries import Retries, RetryPolicy, network_of
 from tests.conftest import write_zone
 from tests.harness import ROOT, RouterProcess, five_city_zone, wait_until
+from tests.test_dns import ask
 from tests.test_http import request, xff
 from tests.test_observability import scrape, value
 
@@ -101,3 +104,47 @@ def test_explain_server_shows_the_avoidance(router):
     assert out.returncode == 0, out.stderr
     row = next(c for c in json.loads(out.stdout)["candidates"] if c["id"] == "tyo")
     assert row["exclusion"] == "avoided" and "came back" in row["reason"]
+
+
+def test_dns_clients_of_the_network_get_the_same_avoidance(router):
+    """A network that avoids Tokyo over HTTP is answered without it over DNS too (ECS
+    /24, scope /24, never from the answer cache); other networks keep Tokyo."""
+    tokyo, beijing = "192.0.2.2", "192.0.2.1"
+
+    def answer(subnet: str) -> tuple[str, int]:
+        msg = ask(router, "test.example.com.", "A", ecs=(subnet, 24))
+        scope = next(o.scopelen for o in msg.options if isinstance(o, dns.edns.ECSOption))
+        return msg.answer[0][0].address, scope
+
+    for _ in range(2):  # the second from the answer cache (and its byte-for-byte table)
+        assert answer("1.0.21.0")[0] == tokyo
+    for _ in range(3):
+        sent_to(router, "1.0.21.5", "/z.tar.gz")
+    for _ in range(2):
+        assert answer("1.0.21.0") == (beijing, 24)
+    assert answer("1.0.20.0")[0] == tokyo
+    wait_until(lambda: answer("1.0.21.0")[0] == tokyo, 10, interval=0.2,
+               what="Tokyo to be answered again after avoid_for")
+
+
+def test_workers_share_what_a_network_avoids(tmp_path, city_mirrors):
+    """With --workers 2, an avoidance one worker begins (three requests on one kept-alive
+    connection: one worker) holds on both: 40 DNS queries, each from a new socket, and
+    so spread over the workers by the kernel, all answer without Tokyo."""
+    zones = write_zone(tmp_path / "zones", five_city_zone(
+        city_mirrors, downloads_keys=KEYS.replace('"3s"', '"60s"')))
+    router = RouterProcess(zones, "--trusted-proxy", "127.0.0.1/32", "--workers", "2")
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", router.http_port, timeout=5)
+        for _ in range(3):
+            conn.request("GET", "/q.tar.gz", headers=xff("1.0.24.5"))
+            conn.getresponse().read()
+        conn.close()
+        router.wait_for("client_avoids")
+
+        def answered() -> set[str]:
+            return {ask(router, "test.example.com.", "A", ecs=("1.0.24.0", 24)).answer[0][0]
+                    .address for _ in range(40)}
+        wait_until(lambda: answered() == {"192.0.2.1"}, 10, what="both workers to avoid Tokyo")
+    finally:
+        router.stop()

@@ -453,7 +453,7 @@ def test_describe_lists_every_candidate_with_reasons() -> None:
     assert data["service"] == "downloads"
     assert data["client"] == {"network": "203.0.113.0/24", "country": "JP", "continent": None,
                               "city": None, "lat": 35.68, "lon": 139.69, "asn": None,
-                              "rules": []}
+                              "rules": [], "region": None}
     assert data["measured_from"] == {"lat": 35.68, "lon": 139.69}
     assert data["default_location_used"] is False
     assert data["degraded"] is False
@@ -485,7 +485,7 @@ def test_describe_unlocated_client_without_default() -> None:
     assert data["default_location_used"] is False
     assert data["client"] == {"network": "203.0.113.0/24", "country": None, "continent": None,
                               "city": None, "lat": None, "lon": None, "asn": None,
-                              "rules": []}
+                              "rules": [], "region": None}
     assert rows_of(decision)[0]["distance_km"] is None
 
 

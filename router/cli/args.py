@@ -9,12 +9,13 @@ import sys
 from pathlib import Path
 
 from router import log
-from router.core import values
+from router.core import regions, values
 from router.core.asn import AsnDb
 from router.core.audience import Placer, Rules, asn_problems
 from router.core.config import Config, ConfigError
 from router.core.geo import Locator
 from router.core.ip import HostPort, IPNetwork
+from router.core.regions import Region
 from router.core.zonefile import load
 from router.dns import dnssec
 
@@ -90,6 +91,26 @@ def identifier(text: str) -> str:
         return values.identifier(text)
     except values.Invalid as e:
         raise argparse.ArgumentTypeError(e.reason) from None
+
+
+def region(text: str) -> Region:
+    """A continent code, or ``NAME:LAT:LON``."""
+    name, *place = text.split(":")
+    try:
+        if not place:
+            return regions.region(name)
+        if len(place) != 2:
+            raise values.Invalid(f"{text!r}: give a continent code or NAME:LAT:LON")
+        return regions.region({"name": name, "lat": _float(place[0]), "lon": _float(place[1])})
+    except values.Invalid as e:
+        raise argparse.ArgumentTypeError(e.reason) from None
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise values.Invalid(f"{text!r} is not a number") from None
 
 
 def fleet_args(p: argparse.ArgumentParser, required: bool = False,

@@ -249,6 +249,8 @@ def _header(data: dict[str, Any]) -> list[str]:
              + (f"  AS{c['asn']}" if c["asn"] is not None else "")]
     if c["rules"]:
         lines.append(f"  rules:   {'; '.join(c['rules'])}")
+    if c.get("region"):
+        lines.append(f"  region:  {c['region']} (health as that region's fleet nodes see it)")
     if data["default_location_used"]:
         lines.append("  GeoIP has no coordinates: measured from the service's default_location")
     if data.get("file"):

@@ -80,29 +80,36 @@ def describe(reading: Reading, name: str, where: str) -> dict[str, Any]:
     live = tuple(sorted(reading.heartbeats))
     first = reading.heartbeats[live[0]] if live else None
     count, quorum = (first.observers, first.quorum) if first else (3, None)
+    per_region = first.per_region if first else 2
+    places = {n: b.region for n, b in reading.heartbeats.items()}
     targets = f.survey(reading.observations, sorted(reading.observations), live=live,
-                       count=count, quorum=quorum, now=reading.now)
+                       count=count, quorum=quorum, now=reading.now, places=places,
+                       per_region=per_region)
     view = f.View(where, name, "", True, reading.now, None, 0.0, live, targets,
-                  reading.overrides)
+                  reading.overrides, places)
     return {**f.document(view, reading.now), "observers": count, "quorum": quorum,
+            "observers_per_region": per_region,
             "heartbeats": {n: round(reading.now - b.at, 1)
                            for n, b in reading.heartbeats.items()},
             "ignored": [{"key": k, "error": e} for k, e in reading.bad]}
 
 
 def render(doc: dict[str, Any]) -> str:
+    regional = len(set(doc["regions"].values())) > 1
+    each = f"{doc['observers_per_region']} observers per target per region" if regional \
+        else f"{doc['observers']} observers per target"
     lines = [f"fleet {doc['fleet']} at {doc['store']}: {len(doc['nodes'])} live node(s), "
-             f"{doc['observers']} observers per target, quorum "
-             f"{doc['quorum'] or 'a majority'}",
-             "nodes: " + (", ".join(f"{n} ({doc['heartbeats'][n]}s ago)" for n in doc["nodes"])
-                          or "none")]
+             f"{each}, quorum {doc['quorum'] or 'a majority'}",
+             "nodes: " + (", ".join(f"{n} ({_region(doc, n)}{doc['heartbeats'][n]}s ago)"
+                                    for n in doc["nodes"]) or "none")]
     for t in doc["targets"]:
-        v = t["verdict"]
-        said = "no verdict (too few fresh observations: nodes check it themselves)" \
-            if v is None else f"{v['status']} ({v['down']} of {v['votes']} say down, " \
-                              f"{v['needed']} needed), latency {v['latency_ms']} ms"
-        lines.append(f"{t['service']}/{t['target']}: {said}; observers "
-                     f"{', '.join(t['observers']) or 'none'}")
+        if not t["regions"]:
+            lines.append(f"{t['service']}/{t['target']}: {_said(t['verdict'])}; observers "
+                         f"{', '.join(t['observers']) or 'none'}")
+        else:
+            lines.append(f"{t['service']}/{t['target']}:")
+            lines += [f"  from {r['region']}: {_said(r['verdict'])}; observers "
+                      f"{', '.join(r['observers']) or 'none'}" for r in t["regions"]]
         for o in t["observations"]:
             stale = "" if o["counted"] else " (stale: not counted)"
             lines.append(f"    {o['node']}: {o['status']}, {o['latency_ms']} ms, "
@@ -111,3 +118,15 @@ def render(doc: dict[str, Any]) -> str:
         lines.append(f"override {key}: {o['state']} by {o['by']}")
     lines += [f"ignored: {i['key']}: {i['error']}" for i in doc["ignored"]]
     return "\n".join(lines)
+
+
+def _region(doc: dict[str, Any], node: str) -> str:
+    region = doc["regions"].get(node, "all")
+    return "" if region == "all" else f"{region}, "
+
+
+def _said(v: dict[str, Any] | None) -> str:
+    if v is None:
+        return "no verdict (too few fresh observations: nodes check it themselves)"
+    return (f"{v['status']} ({v['down']} of {v['votes']} say down, {v['needed']} needed), "
+            f"latency {v['latency_ms']} ms")

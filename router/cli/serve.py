@@ -38,6 +38,10 @@ def add_parser(sub: common.Subparsers[argparse.ArgumentParser]) -> None:
                         "in --config)")
     p.add_argument("--node", type=common.identifier, metavar="NAME",
                    help="this node's name in the fleet, unique (default: the host name)")
+    p.add_argument("--region", type=common.region, metavar="REGION",
+                   help="where this node looks from: a continent code (AF AS EU NA OC SA) or "
+                        "NAME:LAT:LON; each region's nodes judge the mirrors for the clients "
+                        "nearest them (default: [fleet] region, else one region for all)")
     common.logging(p)
     p.set_defaults(func=run)
 
@@ -172,13 +176,15 @@ def fleet(args: argparse.Namespace, file: ServerConfig) -> FleetConfig | None:
     """``--fleet`` and ``--node`` over the file's ``[fleet]``."""
     base = file.fleet
     if args.fleet is None and base is None:
-        if args.node is not None:
-            raise ConfigError([Problem("--node", "", "needs --fleet URL (or [fleet] in "
-                                       "--config): a node of which fleet?")])
+        for given, what in ((args.node, "--node"), (args.region, "--region")):
+            if given is not None:
+                raise ConfigError([Problem(what, "", "needs --fleet URL (or [fleet] in "
+                                           "--config): a node of which fleet?")])
         return None
     store = args.fleet or (base.store if base else "")
     config = replace(base, store=store) if base else FleetConfig(store=store)
-    return replace(config, node=args.node) if args.node else config
+    config = replace(config, node=args.node) if args.node else config
+    return replace(config, region=args.region) if args.region else config
 
 
 def run(args: argparse.Namespace) -> int:

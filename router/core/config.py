@@ -19,6 +19,7 @@ from router.core.catalog import CatalogFile, CatalogSpec, FileChecks, subject
 from router.core.earth import Point
 from router.core.ip import IPAddress, IPNetwork
 from router.core.rdata import RData
+from router.core.regions import EVERYWHERE, Region
 from router.core.retries import RetryPolicy
 from router.core.urls import mirror_url
 from router.errors import RouterError
@@ -155,6 +156,9 @@ class Service:
     cross_border_km: float = 0.0
     anycast_km: float = DEFAULT_ANYCAST_KM
     km_per_ms: float = DEFAULT_KM_PER_MS  # the price of a millisecond of server wait, in km
+    # a download whose time at the speed clients report (the beacon) is charged like the
+    # wait (router.core.speeds); None: reported speeds are shown, never charged
+    throughput_size: int | None = None
     default_location: Point | None = None
     on_all_down: OnAllDown = OnAllDown.ALL
     fallback: tuple[str, ...] = ()
@@ -381,6 +385,8 @@ class FleetConfig:
     node: str = field(default_factory=lambda: default_node())  # unique in the fleet
     observers: int = 3  # nodes that probe each target (all of them when fewer are live)
     quorum: int | None = None  # "down" votes that take a target down (None: a majority)
+    region: Region = EVERYWHERE  # where this node looks from (core.regions)
+    observers_per_region: int = 2  # with live nodes in two regions or more: per region
     password_file: Path | None = None  # the store's password, read at load (a credential)
     password: str | None = field(default=None, repr=False)
 

@@ -27,8 +27,11 @@ from typing import Any
 
 from router.core import values as v
 from router.core.availability import Availability, Outcome
-from router.core.health import Health, Key, Status
+from router.core.earth import Point
+from router.core.health import Centres, Health, Key, Status
 from router.core.overrides import Override
+from router.core.regions import ALL, CENTRES, EVERYWHERE, Region
+from router.core.retries import V4, V6, Avoidance
 
 HEARTBEAT_TTL = 3.0  # seconds a node counts as live after its last heartbeat
 TICK = 0.25  # seconds between a node's rounds with the store (overrides apply within 1 s)
@@ -57,6 +60,8 @@ class Heartbeat:
     instance: str  # random per process: tells two nodes given the same name apart
     observers: int
     quorum: int | None
+    region: Region = EVERYWHERE
+    per_region: int = 2  # its observers_per_region
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +143,11 @@ def dump(value: Heartbeat | Observation | OverrideRecord) -> str:
     """A value as the store keeps it: compact JSON."""
     fields: dict[str, Any]
     if isinstance(value, Heartbeat):
+        place = value.region.point
         fields = {"node": value.node, "at": value.at, "instance": value.instance,
-                  "observers": value.observers, "quorum": value.quorum}
+                  "observers": value.observers, "quorum": value.quorum,
+                  "region": value.region.name, "per_region": value.per_region,
+                  "place": None if place is None else [place.lat, place.lon]}
     elif isinstance(value, Observation):
         fields = {"status": value.status.value, "latency_ms": value.latency_ms,
                   "at": value.at, "ttl": value.ttl, "error": value.error}
@@ -182,9 +190,28 @@ def _name(value: Any, what: str) -> str:
 def load_heartbeat(raw: bytes | str) -> Heartbeat:
     data = _object(raw)
     quorum = _field(data, "quorum", int, optional=True)
+    per_region = _field(data, "per_region", int, optional=True)
     return Heartbeat(_name(data.get("node"), "node"), float(_field(data, "at", (int, float))),
                      str(_field(data, "instance", str))[:64],
-                     int(_field(data, "observers", int)), quorum)
+                     int(_field(data, "observers", int)), quorum, _region(data),
+                     2 if per_region is None else per_region)
+
+
+def _region(data: Mapping[str, Any]) -> Region:
+    """A heartbeat's region (absent: a node of before regions, in ``all``)."""
+    name = _field(data, "region", str, optional=True)
+    if name is None or name == ALL:
+        return EVERYWHERE
+    name = _name(name, "region")
+    place = data.get("place")
+    if name in CENTRES:
+        return Region(name, CENTRES[name])
+    if not (isinstance(place, list) and len(place) == 2
+            and all(isinstance(x, int | float) and not isinstance(x, bool)
+                    and math.isfinite(x) for x in place)
+            and -90 <= place[0] <= 90 and -180 <= place[1] <= 180):
+        raise BadValue(f"place: {place!r} is not [lat, lon]")
+    return Region(name, Point(float(place[0]), float(place[1])))
 
 
 _STATUSES = {s.value: s for s in (Status.UP, Status.SUSPECT, Status.DOWN)}
@@ -217,6 +244,29 @@ def load_override(raw: bytes | str) -> OverrideRecord:
                           float(_field(data, "at", (int, float))))
 
 
+def dump_avoidance(news: Avoidance, node: str, now: float) -> str:
+    """An avoidance as the fleet's stream keeps it: until when on the store's clock
+    (``now``), and which node began it."""
+    return json.dumps({"service": news.service, "network": news.network.hex(),
+                       "target": news.target, "until": round(now + news.seconds, 3),
+                       "node": node}, separators=(",", ":"))
+
+
+def load_avoidance(raw: bytes | str, now: float) -> tuple[str, Avoidance]:
+    """The node that began it and the avoidance (``seconds`` from ``now``, the store's
+    clock: 0 or less when it is over)."""
+    data = _object(raw)
+    try:
+        network = bytes.fromhex(str(_field(data, "network", str)))
+    except ValueError:
+        raise BadValue(f"network: {data.get('network')!r} is not hex") from None
+    if (len(network), network[-1:]) not in ((5, bytes((V4,))), (17, bytes((V6,)))):
+        raise BadValue(f"network: {network.hex()} is not a /{V4} or a /{V6}")
+    return _name(data.get("node"), "node"), Avoidance(
+        _name(data.get("service"), "service"), network, _name(data.get("target"), "target"),
+        float(_field(data, "until", (int, float))) - now)
+
+
 _AVAILABILITY = {a.value: a for a in (Availability.PRESENT, Availability.MISSING,
                                       Availability.WRONG_SIZE)}
 
@@ -241,14 +291,25 @@ def load_file(raw: bytes | str) -> tuple[Outcome, float]:
 
 
 @dataclass(frozen=True, slots=True)
+class RegionView:
+    """One target as one region's observers see it."""
+
+    region: str
+    observers: tuple[str, ...]  # chosen for it among the region's live nodes
+    verdict: Verdict | None  # None: too few fresh observations there
+
+
+@dataclass(frozen=True, slots=True)
 class TargetView:
     """One target as this node sees the fleet's view of it."""
 
     key: Key
-    observers: tuple[str, ...]  # chosen for it among the live nodes
+    observers: tuple[str, ...]  # chosen for it among the live nodes (of every region)
     observations: tuple[Observation, ...]  # as read, fresh or not
-    verdict: Verdict | None  # None: too few fresh observations, this node looks itself
+    verdict: Verdict | None  # this node's region's; None: too few fresh observations,
+    # this node looks itself
     probing: bool  # this node checks it (an observer, or for want of a verdict)
+    regions: tuple[RegionView, ...] = ()  # with live nodes in two regions or more
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +326,7 @@ class View:
     live: tuple[str, ...]
     targets: tuple[TargetView, ...] = ()
     overrides: Mapping[str, OverrideRecord] | None = None
+    places: Mapping[str, Region] | None = None  # each live node's region
 
     def age(self, observation: Observation, now: float) -> float:
         """How old an observation is, ``now`` on this node's clock."""
@@ -276,20 +338,74 @@ def observation_ttl(interval: float, timeout: float) -> float:
     return 2 * interval + timeout + HEARTBEAT_TTL
 
 
+def grouped(live: Iterable[str], places: Mapping[str, Region] | None) -> dict[str, list[str]]:
+    """The live nodes by region (a node whose region is not known: ``all``)."""
+    regions: dict[str, list[str]] = {}
+    for node in sorted(live):
+        regions.setdefault(str((places or {}).get(node, EVERYWHERE)), []).append(node)
+    return regions
+
+
+def centres(places: Mapping[str, Region] | None) -> Centres:
+    """The regions clients are mapped to: those of the live nodes with a place, when
+    there are two regions or more (none: one region judges for everyone)."""
+    regions = {r.name: r.point for r in (places or {}).values()}
+    if len(regions) < 2:
+        return ()
+    return tuple(sorted((name, point) for name, point in regions.items() if point is not None))
+
+
 def survey(observations: Mapping[Key, Mapping[str, Observation]], keys: Iterable[Key], *,
            live: tuple[str, ...], count: int, quorum: int | None, now: float,
-           me: str | None = None, connected: bool = True) -> tuple[TargetView, ...]:
+           me: str | None = None, connected: bool = True,
+           places: Mapping[str, Region] | None = None, per_region: int = 2
+           ) -> tuple[TargetView, ...]:
     """Each target's observers and verdict (``now`` on the store's clock). Without the
-    store (``connected`` false) there are neither, and ``me`` checks every target."""
+    store (``connected`` false) there are neither, and ``me`` checks every target.
+
+    With live nodes in two regions or more (``places``), each region has its own
+    ``per_region`` observers (rendezvous within the region) and its own verdict; the
+    target's ``verdict`` is then that of ``me``'s region."""
+    regions = grouped(live, places) if connected else {}
+    if len(regions) < 2:
+        return tuple(_one(key, observations.get(key, {}), live, count, quorum, now, me,
+                          connected) for key in keys)
+    mine = str((places or {}).get(me or "", EVERYWHERE))
+    need = None if quorum is None else min(quorum, per_region)
     views = []
     for key in keys:
         seen = observations.get(key, {})
-        chosen = observers(key, live, count) if connected else ()
-        verdict = agree(seen.values(), live=live, now=now, expected=len(chosen),
-                        quorum=quorum) if connected else None
+        each = tuple(_regional(key, seen, region, tuple(nodes), per_region, need, now)
+                     for region, nodes in sorted(regions.items()))
+        own = next((r for r in each if r.region == mine), None)
+        chosen = tuple(n for r in each for n in r.observers)
+        verdict = own.verdict if own is not None else None
         views.append(TargetView(key, chosen, tuple(o for _n, o in sorted(seen.items())),
-                                verdict, me in chosen or verdict is None))
+                                verdict, me in chosen or verdict is None, each))
     return tuple(views)
+
+
+def _one(key: Key, seen: Mapping[str, Observation], live: tuple[str, ...], count: int,
+         quorum: int | None, now: float, me: str | None, connected: bool) -> TargetView:
+    chosen = observers(key, live, count) if connected else ()
+    verdict = agree(seen.values(), live=live, now=now, expected=len(chosen),
+                    quorum=quorum) if connected else None
+    return TargetView(key, chosen, tuple(o for _n, o in sorted(seen.items())), verdict,
+                      me in chosen or verdict is None)
+
+
+def _regional(key: Key, seen: Mapping[str, Observation], region: str, nodes: tuple[str, ...],
+              count: int, quorum: int | None, now: float) -> RegionView:
+    chosen = observers(key, nodes, count)
+    mine = [o for node, o in seen.items() if node in nodes]
+    return RegionView(region, chosen, agree(mine, live=nodes, now=now, expected=len(chosen),
+                                            quorum=quorum))
+
+
+def _verdict(verdict: Verdict | None) -> dict[str, Any] | None:
+    return None if verdict is None else {
+        "status": verdict.status.value, "latency_ms": verdict.latency_ms,
+        "votes": verdict.votes, "down": verdict.down, "needed": verdict.needed}
 
 
 def document(view: View, now: float) -> dict[str, Any]:
@@ -297,16 +413,18 @@ def document(view: View, now: float) -> dict[str, Any]:
     on this node's clock."""
     store_now = now + view.skew
     live = set(view.live)
+    places = view.places or {}
     return {
         "fleet": view.name, "store": view.store, "node": view.node,
         "connected": view.connected, "since": view.since, "error": view.error,
         "nodes": list(view.live),
+        "regions": {n: str(places.get(n, EVERYWHERE)) for n in view.live},
         "targets": [{
             "service": t.key[0], "target": t.key[1], "observers": list(t.observers),
             "probing": t.probing,
-            "verdict": None if t.verdict is None else {
-                "status": t.verdict.status.value, "latency_ms": t.verdict.latency_ms,
-                "votes": t.verdict.votes, "down": t.verdict.down, "needed": t.verdict.needed},
+            "verdict": _verdict(t.verdict),
+            "regions": [{"region": r.region, "observers": list(r.observers),
+                         "verdict": _verdict(r.verdict)} for r in t.regions],
             "observations": [{
                 "node": o.node, "status": o.status.value, "latency_ms": o.latency_ms,
                 "age": round(o.age(store_now), 1), "error": o.error,

@@ -27,7 +27,9 @@ from types import MappingProxyType
 from typing import Any
 
 from router.core.config import HealthCheck
+from router.core.earth import Point
 from router.core.overrides import Override, Overrides, lookup
+from router.core.regions import ALL, nearest
 
 EWMA_ALPHA = 0.5  # weight of the newest sample: a trend shows within two or three probes
 LATENCY_STEP_MS = 10  # steering sees the wait EWMA in steps of this many milliseconds
@@ -199,16 +201,40 @@ def address_id(target: str, address: object) -> str:
     return f"{target}@{address}"
 
 
+Centres = tuple[tuple[str, Point], ...]  # (region, its centre): where clients are judged from
+Regional = Mapping[str, Mapping[Key, Health]]  # region → the targets its verdicts differ on
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """A frozen view of every target's health at one moment."""
+    """A frozen view of every target's health at one moment. In a fleet with nodes in
+    several regions, also as each region sees it (``seen``): ``from_point()`` gives a
+    client's."""
 
     health: Mapping[Key, Health] = field(default_factory=lambda: MappingProxyType({}))
     generation: int = 0
     admin: Overrides = field(default_factory=lambda: MappingProxyType({}))
+    centres: Centres = ()  # the regions clients are mapped to (none: one region)
+    # region → this snapshot as seen from there
+    seen: Mapping[str, Snapshot] = field(default_factory=lambda: MappingProxyType({}))
+    region: str | None = None  # the region this one is seen from (None: this node's)
+    # milliseconds charged on top of the wait: a reference download's time at the
+    # speed the clients of this region report (``core.speeds``)
+    charges: Mapping[Key, int] = field(default_factory=lambda: MappingProxyType({}))
 
     def get(self, service: str, target: str) -> Health:
         return self.health.get((service, target), _UNKNOWN)
+
+    def region_of(self, point: Point | None) -> str | None:
+        """The region a client at ``point`` is judged from (None: one region, or no
+        point: this node's)."""
+        return nearest(point, self.centres) if self.centres and point is not None else None
+
+    def from_point(self, point: Point | None) -> Snapshot:
+        """This snapshot as the region nearest ``point`` sees it (itself, with one region)."""
+        if not self.centres or point is None:
+            return self
+        return self.seen.get(nearest(point, self.centres) or "", self)
 
     def view(self, service: str) -> Callable[[str], Status]:
         """The ``target id → status`` function that steering reads for one service."""
@@ -216,9 +242,17 @@ class Snapshot:
         return lambda target: health.get((service, target), _UNKNOWN).status
 
     def latency(self, service: str) -> Callable[[str], int | None]:
-        """``target id → published wait in ms`` (None: no figure yet), for steering."""
-        health = self.health
-        return lambda target: health.get((service, target), _UNKNOWN).latency_ms
+        """``target id → published wait in ms`` (None: no figure yet), plus what the
+        clients' reported speed charges, for steering."""
+        health, charges = self.health, self.charges
+        if not charges:
+            return lambda target: health.get((service, target), _UNKNOWN).latency_ms
+
+        def charged(target: str) -> int | None:
+            wait = health.get((service, target), _UNKNOWN).latency_ms
+            extra = charges.get((service, target))
+            return wait if extra is None else extra + (wait or 0)
+        return charged
 
     def overrides(self, service: str) -> Callable[[str], Override]:
         """``target id → the operator's override``, for steering."""
@@ -227,11 +261,21 @@ class Snapshot:
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         """Picklable (the mappings are read-only views): for ``--workers``' channel."""
-        return _snapshot, (dict(self.health), self.generation, dict(self.admin))
+        return _snapshot, (dict(self.health), self.generation, dict(self.admin),
+                           self.centres, {r: (dict(s.health), dict(s.charges))
+                                          for r, s in self.seen.items()}, dict(self.charges))
 
 
-def _snapshot(health: dict[Key, Health], generation: int, admin: dict[str, Override]) -> Snapshot:
-    return Snapshot(MappingProxyType(health), generation, MappingProxyType(admin))
+def _snapshot(health: dict[Key, Health], generation: int, admin: dict[str, Override],
+              centres: Centres = (),
+              seen: dict[str, tuple[dict[Key, Health], dict[Key, int]]] | None = None,
+              charges: dict[Key, int] | None = None) -> Snapshot:
+    frozen = MappingProxyType(admin)
+    views = MappingProxyType({r: Snapshot(MappingProxyType(h), generation, frozen, region=r,
+                                          charges=MappingProxyType(c))
+                              for r, (h, c) in (seen or {}).items()})
+    return Snapshot(MappingProxyType(health), generation, frozen, centres, views,
+                    charges=MappingProxyType(charges or {}))
 
 
 _UNKNOWN = Health()
@@ -276,6 +320,9 @@ class Board:
         self._admin: Overrides = MappingProxyType({})  # in force: the two below, merged
         self._local: Overrides = MappingProxyType({})
         self._fleet: Overrides = MappingProxyType({})
+        self._centres: Centres = ()
+        self._regional: Regional = {}
+        self._charges: dict[str, dict[Key, int]] = {}  # region ("all": this node's) → ms
         self.snapshot = Snapshot()
 
     def record(self, key: Key, result: Result, check: HealthCheck) -> tuple[Health, Health]:
@@ -321,6 +368,28 @@ class Board:
         self._publish(changed=True)
         return True
 
+    def set_regional(self, centres: Centres, regional: Regional) -> None:
+        """The fleet's verdicts per region (``core.fleet``): each region's targets whose
+        verdict there is its own, and the regions clients are mapped to. A new generation
+        only when what steering reads from any region changes."""
+        if centres == self._centres and _served_figures(regional) == \
+                _served_figures(self._regional):
+            self._regional = regional  # the same decisions: no new generation
+            return
+        self._centres, self._regional = centres, regional
+        self._publish(changed=True)
+
+    def charge(self, region: str, key: Key, ms: int) -> None:
+        """Charge ``key`` ``ms`` for the clients of ``region`` (``all``: those judged
+        by this node's view): a new generation when that changes."""
+        found = self._charges.setdefault(region, {})
+        if found.get(key) != ms:
+            found[key] = ms
+            self._publish(changed=True)
+
+    def charged(self, region: str, key: Key) -> int | None:
+        return self._charges.get(region, {}).get(key)
+
     @property
     def local_overrides(self) -> Overrides:
         return self._local
@@ -346,4 +415,25 @@ class Board:
 
     def _publish(self, changed: bool) -> None:
         generation = self.snapshot.generation + (1 if changed else 0)
-        self.snapshot = Snapshot(MappingProxyType(dict(self._state)), generation, self._admin)
+        charges = self._charges
+        seen = {region: Snapshot(MappingProxyType(self._seen_from(overlay)), generation,
+                                 self._admin, region=region,
+                                 charges=MappingProxyType(dict(charges.get(region, {}))))
+                for region, overlay in self._regional.items()} if self._centres else {}
+        self.snapshot = Snapshot(MappingProxyType(dict(self._state)), generation, self._admin,
+                                 self._centres, MappingProxyType(seen),
+                                 charges=MappingProxyType(dict(charges.get(ALL, {}))))
+
+    def _seen_from(self, overlay: Mapping[Key, Health]) -> dict[Key, Health]:
+        """Every target's health with a region's own verdicts over this node's (a
+        target checked address by address rolled up from the region's figures)."""
+        merged = {**self._state, **overlay}
+        for group in {self._group[k] for k in overlay if k in self._group}:
+            merged[group] = rolled_up([merged.get(m, _UNKNOWN) for m in self._members[group]])
+        return merged
+
+
+def _served_figures(regional: Regional) -> dict[str, dict[Key, tuple[Status, int | None]]]:
+    """What steering reads of each region's verdicts: the served status and latency."""
+    return {region: {k: (_served(h.status), h.latency_ms) for k, h in overlay.items()}
+            for region, overlay in regional.items()}

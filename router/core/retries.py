@@ -4,8 +4,9 @@ mirror (blocked, unreachable from there, a broken copy). After ``threshold`` suc
 from one network to one mirror, the mirror is avoided for that network, and only it, for
 ``avoid_for`` seconds (openSUSE/MirrorCache#606: a client stuck on a mirror that blocks
 its address). Pure; bounded (``Memo``, each table in /metrics); the redirector counts
-retries and reads ``avoided()``, the beacon reports failures (the DNS face does not
-apply avoidances yet: its answer cache sits before steering).
+retries and reads ``avoided()``, the beacon reports failures, and the DNS face gives the
+same network the same avoidance: its answer cache asks ``avoids()`` first, while any
+avoidance is in force (``live``), and never keeps such an answer.
 
 A client network is the address's /24 (IPv4) or /48 (IPv6), as ECS sends it
 (``network_of``).
@@ -15,13 +16,14 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from router.core.ip import IPAddress
 from router.core.memo import Memo
 
 V4, V6 = 24, 48  # the prefix a client network is
 SIZE = 65536  # client networks remembered at most (each table)
-SAMPLES = 101  # reported throughputs kept per mirror (the beacon)
 
 
 def shown(network: bytes) -> str:
@@ -39,6 +41,36 @@ class RetryPolicy:
     window: float = 30.0
     threshold: int = 2
     avoid_for: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Avoidance:
+    """A client network that began to avoid a mirror: what one process tells the others
+    (``--workers``' channel) and one node the fleet (the store), so every face of every
+    process gives that network the same answer."""
+
+    service: str
+    network: bytes  # ``network_of``
+    target: str
+    seconds: float  # how long it holds, from when it is told
+
+
+def network_of_ecs(value: bytes) -> bytes | None:
+    """The client network an ECS option's value (family, source, scope, address) names:
+    None when its source prefix is shorter than a client network's (it names many)."""
+    family, source = int.from_bytes(value[:2], "big"), value[2]
+    version, width = (4, 4) if family == 1 else (6, 16)
+    if source < (V4 if version == 4 else V6):
+        return None
+    return network_of(int.from_bytes(value[4:4 + width].ljust(width, b"\0"), "big"), version)
+
+
+def network_asking(ecs: bytes, sender: IPAddress) -> bytes | None:
+    """The client network of a DNS query: its ECS option's (``ecs``, its value; b"" or
+    a source prefix of 0: none), else its sender's."""
+    if ecs and ecs[2]:
+        return network_of_ecs(ecs)
+    return network_of(int(sender), sender.version)
 
 
 def network_of(value: int, version: int) -> bytes:
@@ -68,9 +100,13 @@ class Retries:
         # (service, network) -> target -> until when it is avoided
         self.avoiding: Memo[tuple[str, bytes], dict[str, float]] = Memo(size)
         self.reports: Memo[tuple[str, bytes, str], int] = Memo(size)  # failures reported
-        # (service, target) -> the last SAMPLES reported throughputs (bytes a second)
-        self.speeds: dict[tuple[str, str], list[float]] = {}
+        # network -> until when it avoids some mirror (of any service): the DNS face's
+        # question before its answer cache
+        self.networks: Memo[bytes, float] = Memo(size)
         self.latest = 0.0  # when the last avoidance ends
+        self.live = False  # an avoidance may be in force (the DNS face reads only this)
+        # told of each avoidance this process begins: the other processes, the fleet
+        self.journal: Callable[[Avoidance], None] | None = None
         # "retries" counted and "avoidances" begun (Stats.clients: /metrics)
         self.counts: Counter[str] = Counter() if counts is None else counts
 
@@ -111,27 +147,26 @@ class Retries:
         self.reports.pop(key)
         return self.avoid(service, network, target, now + policy.avoid_for, now)
 
-    def throughput(self, service: str, target: str, size: int, seconds: float) -> None:
-        """A client's download from ``target``: its bytes a second, the last ``SAMPLES``
-        kept for a median (``median_throughput``)."""
-        samples = self.speeds.setdefault((service, target), [])
-        samples.append(size / seconds)
-        del samples[:-SAMPLES]
-
-    def median_throughput(self, service: str, target: str) -> float | None:
-        samples = sorted(self.speeds.get((service, target), ()))
-        return samples[len(samples) // 2] if samples else None
+    def learn(self, news: Avoidance, now: float) -> None:
+        """An avoidance another process or node began (told on to no one)."""
+        self.avoid(news.service, news.network, news.target, now + news.seconds, now,
+                   told=True)
 
     def avoid(self, service: str, network: bytes, target: str, until: float,
-              now: float) -> bool:
+              now: float, told: bool = False) -> bool:
         """``network`` avoids ``target`` of ``service`` until ``until``: whether that is
-        new (an avoidance in force is only made longer, neither counted nor logged)."""
+        new (an avoidance in force is only made longer, neither counted nor logged, nor
+        told to the ``journal``; nor one it was ``told`` of)."""
         self.latest = max(self.latest, until)
+        self.live = True
+        self.networks.put(network, max(until, self.networks.get(network) or 0.0))
         avoided = self.avoiding.get((service, network)) or {}
         new = avoided.get(target, 0.0) <= now
-        if new:
+        if new and not told:
             self.counts["avoidances"] += 1
-        avoided[target] = until
+            if self.journal is not None:
+                self.journal(Avoidance(service, network, target, until - now))
+        avoided[target] = max(until, avoided.get(target, 0.0))
         self.avoiding.put((service, network), avoided)
         return new
 
@@ -140,7 +175,7 @@ class Retries:
         if not self.avoiding:
             return frozenset()
         if now >= self.latest:  # every avoidance is over: forget them all at once
-            self.avoiding.clear()
+            self._forget()
             return frozenset()
         found = self.avoiding.get((service, network))
         if not found:
@@ -150,7 +185,21 @@ class Retries:
             self.avoiding.put((service, network), live)
         return frozenset(live)
 
+    def avoids(self, network: bytes, now: float) -> bool:
+        """Whether ``network`` avoids some mirror now (of any service)."""
+        if now >= self.latest:
+            self._forget()
+            return False
+        until = self.networks.get(network)
+        return until is not None and until > now
+
+    def _forget(self) -> None:
+        self.avoiding.clear()
+        self.networks.clear()
+        self.live = False
+
     def caches(self) -> dict[str, dict[str, int]]:
         return {"client_last_sent": self.last.counters(),
                 "client_avoidances": self.avoiding.counters(),
+                "client_avoiding_networks": self.networks.counters(),
                 "client_failure_reports": self.reports.counters()}

@@ -24,6 +24,7 @@ from router.core.geo import Locator
 from router.core.health import Board
 from router.core.overrides import Windows
 from router.core.retries import Retries
+from router.core.speeds import Speeds
 from router.core.stats import Stats
 
 
@@ -149,6 +150,7 @@ class Runtime:
         self.last_reload: Reload | None = None  # None: not reloaded since start
         self.stats = Stats()
         self.retries = Retries(self.stats.clients)  # clients that came back, what they avoid
+        self.speeds = Speeds()  # what clients reported of their downloads' speed
         self.peers: tuple[Stats, ...] = ()  # --workers: the other processes' counts
 
     @property

@@ -30,7 +30,7 @@ DNS, HTTP and ``explain`` all call ``rank()`` (or ``lined_up()`` then
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from router.core import audience, scoring
@@ -65,7 +65,7 @@ from router.core.scoring import (
 __all__ = ["FORCED", "Candidate", "Decision", "Exclusion", "FileChecker", "HealthView",
            "LatencyView", "OverrideView", "Standing", "Want", "answer_addresses", "decide",
            "describe", "kept_lineup",
-           "lined_up", "rank", "worth_waiting_for"]
+           "lined_up", "rank", "seen_for", "worth_waiting_for"]
 
 FORCED = "; forced up by the operator"  # added to the reason of a target served despite health
 
@@ -110,6 +110,7 @@ class Decision:
     # The order hashed on the client's network (near-equal targets spread): without it,
     # every network at the same place (point, country) gets this same ranking.
     hashed: bool = False
+    region: str | None = None  # the fleet region whose verdicts it read (None: this node's)
 
     def chosen(self, count: int | None = None) -> tuple[Target, ...]:
         n = self.service.answers if count is None else count
@@ -148,13 +149,23 @@ def decide(snapshot: Snapshot, service: Service, client: Location, want: Want, *
     """``rank()`` with all that one health snapshot knows: status, latency, overrides
     (``barred``: targets corrupt for the service, from the availability ledger;
     ``avoided``: the targets the client's network avoids, unless that leaves none)."""
+    local = seen_for(snapshot, service, client)
+    made = None
     if avoided:
-        made = decision(lined_up(snapshot, service, whom(client, scope), want, files=files,
+        made = decision(lined_up(local, service, whom(client, scope), want, files=files,
                                  barred=barred, avoided=avoided), client)
-        if made.ranked:
-            return made
-    return decision(lined_up(snapshot, service, whom(client, scope), want, files=files,
-                             barred=barred), client)
+    if made is None or not made.ranked:
+        made = decision(lined_up(local, service, whom(client, scope), want, files=files,
+                                 barred=barred), client)
+    return made if local.region is None else replace(made, region=local.region)
+
+
+def seen_for(snapshot: Snapshot, service: Service, client: Location) -> Snapshot:
+    """``snapshot`` as the fleet region ``client`` is judged from sees it: the one
+    nearest the client (or the service's ``default_location``); itself with one region."""
+    if not snapshot.centres:
+        return snapshot
+    return snapshot.from_point(client.point or service.default_location)
 
 
 def lined_up(snapshot: Snapshot, service: Service, client: Whom, want: Want, *,
@@ -177,11 +188,13 @@ def kept_lineup(lineups: Memo[tuple[object, ...], Lineup], base: tuple[object, .
     where they matter, and what its rules do) under ``base`` (what else a face keys on:
     the service, generations, want), from ``lineups``, or made (the client's ``rules``
     read only then) and kept: both faces rank a new place from one."""
-    at = (*base, *kind(service, client.country, client.continent), client.effect)
+    local = seen_for(snapshot, service, client)
+    at = (*base, local.region, *kind(service, client.country, client.continent),
+          client.effect)
     found = lineups.get(at)
     if found is None:
         who = whom(client, audience.scope(rules, service, client))
-        found = lineups.put(at, lined_up(snapshot, service, who, want, barred=barred))
+        found = lineups.put(at, lined_up(local, service, who, want, barred=barred))
     return found
 
 
@@ -290,6 +303,7 @@ def describe(decision: Decision) -> dict[str, Any]:
             "lat": client.point.lat if client.point else None,
             "lon": client.point.lon if client.point else None,
             "asn": client.asn,
+            "region": decision.region,
             "rules": sorted(r.basis for r in client.matched if r.service == service.name),
         },
         "measured_from": {"lat": origin.lat, "lon": origin.lon} if origin else None,
@@ -306,6 +320,8 @@ def describe_answer(decision: Decision, want: Want, snapshot: Snapshot | None = 
     live ``snapshot``, as ``answer_addresses()`` leaves them: the server's answer)."""
     data = describe(decision)
     version, service = (6 if want is Want.IPV6 else 4), decision.service
+    if snapshot is not None:
+        snapshot = seen_for(snapshot, service, decision.client)
     data["answer"] = [str(a) for t in decision.chosen() for a in (
         t.addresses_of(version) if snapshot is None
         else answer_addresses(snapshot, service, t, version))]

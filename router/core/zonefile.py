@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from router.core import reading
+from router.core import reading, regions
 from router.core import values as v
 from router.core.catalog import CatalogFormat, CatalogSpec, FileChecks
 from router.core.config import (
@@ -209,6 +209,8 @@ def _fleet(t: _Table | None, base: Path) -> FleetConfig | None:
         node=t.get("node", v.identifier, None) or default_node(),
         observers=t.get("observers", v.integer(1, 64), 3),
         quorum=t.get("quorum", v.integer(1, 64), None),
+        region=t.get("region", regions.region, regions.EVERYWHERE),
+        observers_per_region=t.get("observers_per_region", v.integer(1, 64), 2),
     )
     if fleet.quorum is not None and fleet.quorum > fleet.observers:
         t.report(t.key("quorum"), f"{fleet.quorum} is more than observers ({fleet.observers}): "
@@ -509,6 +511,7 @@ def _build_service(name: str, s: _Table, origin: str, source: str) -> Service | 
         cross_border_km=s.get("cross_border_km", v.number(0, 40000), 0.0),
         anycast_km=s.get("anycast_km", v.number(0, 40000), DEFAULT_ANYCAST_KM),
         km_per_ms=s.get("km_per_ms", v.number(0, 40000), DEFAULT_KM_PER_MS),
+        throughput_size=s.get("throughput_size", v.size(1, 2**50), None),
         default_location=_read_point(s, "default_location"),
         # Default: the fallback targets when the service names any, else fail open.
         on_all_down=s.get("on_all_down", v.choice(OnAllDown),

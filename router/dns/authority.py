@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from router.core import values
+from router.core import audience, values
 from router.core.asn import AsnDb
 from router.core.audience import Placer, Rules
 from router.core.config import Config, Service, Target
@@ -33,9 +33,17 @@ from router.core.geo import Location, Locator
 from router.core.health import Snapshot
 from router.core.ip import IPAddress
 from router.core.memo import Memo, Recall
+from router.core.retries import Retries, network_asking
 from router.core.scoring import Lineup
 from router.core.stats import DROPPED, QTYPES, Stats
-from router.core.steering import Want, answer_addresses, decision, kept_lineup
+from router.core.steering import (
+    Want,
+    answer_addresses,
+    decide,
+    decision,
+    kept_lineup,
+    seen_for,
+)
 from router.dns import dnssec, wire
 from router.dns.cache import DEFAULT_SIZE, AnswerCache
 from router.dns.clients import Clients, Located
@@ -69,7 +77,8 @@ class Authority:
                  cookies: Secrets | None = None, rrl: Limiter | None = None,
                  clock: Callable[[], float] = time.time, asn_db: AsnDb | None = None,
                  rules: Rules | None = None, decision_sample: float = 0.0,
-                 key_states: dict[str, dict[int, str]] | None = None) -> None:
+                 key_states: dict[str, dict[int, str]] | None = None,
+                 retries: Retries | None = None) -> None:
         self.rrl = rrl  # response rate limiting over UDP, when on
         self.decision_sample = decision_sample  # steered answers logged (--decision-log-sample)
         self.table = table
@@ -77,16 +86,15 @@ class Authority:
         self.clock = clock  # the server cookies' timestamps
         self.nsid = nsid.encode() if nsid else b""  # this node's name (RFC 5001), or none
         self.chaos = txt(self.nsid) if nsid else ()  # ... as TXT RDATA, for id.server
-        self.locator = locator
-        self.health = health
-        self.payload = payload
+        self.locator, self.health, self.payload = locator, health, payload
         self.stats = stats if stats is not None else Stats()
         # who each target may serve (the zones' network and AS rules), clients placed so
         self.rules = rules or Rules(Config(tuple(z.zone for z in table.zones)), asn_db)
         self.clients = Clients(Placer(locator, self.rules),
                                cache_size or DEFAULT_SIZE)  # who asked, located
+        self.retries = retries  # clients that came back (core.retries): what they avoid
         self.cache = AnswerCache(self.clients, health, payload, self.stats,
-                                 cache_size) if cache_size > 0 else None
+                                 cache_size, retries) if cache_size > 0 else None
         # Signed answers carry their signatures' window and their keys: the cache is
         # emptied when a new window begins (once a week), so no reply outlives its RRSIGs'
         # validity, and when a key event comes (a rollover's step).
@@ -368,7 +376,12 @@ class Authority:
         if asker.located is None:  # the cache did not know the question as steered
             asker.located = self.clients.locate(q, asker.peer)
         client, scope = asker.located
-        ttl, chosen, why = self._choose(service, client, want)
+        avoid, network = self._avoided(service, q, asker.peer)
+        if avoid:  # this client network's own answer (its scope), never kept
+            ttl, chosen, why = self._choose_avoiding(service, client, want, avoid)
+            scope, reply.personal = max(scope, network[-1]), True
+        else:
+            ttl, chosen, why = self._choose(service, client, want)
         if self.decision_sample and random.random() < self.decision_sample:
             log.info("dns_decision", service=service.name, qtype=want.value,
                      client=str(client.network), country=client.country,
@@ -380,7 +393,7 @@ class Authority:
         for key in reply.chosen:
             self.stats.dns_chosen[key] += 1
         version, rtype = (6, Type.AAAA) if want is Want.IPV6 else (4, Type.A)
-        snapshot = self.health()
+        snapshot = seen_for(self.health(), service, client)
         return [Record(owner, rtype, Class.IN, ttl, (address.packed,)) for target in chosen
                 for address in answer_addresses(snapshot, service, target, version)]
 
@@ -399,6 +412,26 @@ class Authority:
             found = self.decisions.put(key, place, made.hashed,
                                        (made.ttl, tuple(made.chosen()), why))
         return found
+
+    def _avoided(self, service: Service, q: Query, peer: IPAddress
+                 ) -> tuple[frozenset[str], bytes]:
+        """The mirrors of ``service`` the query's client network (its ECS subnet, else its
+        sender) avoids now, as the HTTP face's clients that came back taught it, and that
+        network."""
+        retries = self.retries
+        if retries is None or not retries.live or service.retries is None:
+            return frozenset(), b""
+        network = network_asking(q.ecs_value, peer)
+        if network is None:
+            return frozenset(), b""
+        return retries.avoided(service.name, network, time.monotonic()), network
+
+    def _choose_avoiding(self, service: Service, client: Location, want: Want,
+                         avoid: frozenset[str]) -> Chosen:
+        made = decide(self.health(), service, client, want, avoided=avoid,
+                      scope=audience.scope(self.rules, service, client))
+        why = made.ranked[0].reason if made.ranked else "no target can serve"
+        return made.ttl, tuple(made.chosen()), why
 
     def _refer(self, zone: ZoneData, cut: Name, reply: Reply) -> None:
         ns = zone.nodes[cut].rrsets[Type.NS]

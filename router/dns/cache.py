@@ -35,6 +35,7 @@ second pass on. The steered questions are bounded by the zones (names x types x 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -43,6 +44,7 @@ from router.core.health import Key as TargetKey
 from router.core.health import Snapshot
 from router.core.ip import IPAddress
 from router.core.memo import Sweep
+from router.core.retries import Retries, network_asking
 from router.core.stats import Stats
 from router.dns import wire
 from router.dns.clients import Clients, Located, Subnet
@@ -70,8 +72,10 @@ class AnswerCache:
     """Encoded answers for one ``Authority``. Counters are plain attributes, for metrics."""
 
     def __init__(self, clients: Clients, health: Callable[[], Snapshot], server_payload: int,
-                 stats: Stats, size: int = DEFAULT_SIZE) -> None:
+                 stats: Stats, size: int = DEFAULT_SIZE, retries: Retries | None = None
+                 ) -> None:
         self.clients = clients
+        self.retries = retries  # clients that came back: their networks' answers are their own
         self.health = health
         self.server_payload = server_payload
         self.stats = stats
@@ -112,10 +116,22 @@ class AnswerCache:
             if found is None:
                 return None
         rest, known, ecs, end = found
-        if known.generation < 0 or known.generation == self.health().generation:
+        if known.generation < 0:
+            return data[:2] + rest, known, ecs, end
+        if known.generation == self.health().generation:
+            retries = self.retries
+            if retries is not None and retries.live and self.avoids(ecs, peer):
+                return None
             return data[:2] + rest, known, ecs, end
         del table[key]  # stale: the keyed lookup says so
         return None
+
+    def avoids(self, ecs: bytes, peer: IPAddress) -> bool:
+        """Whether the client network of a query (its ECS option's value, else its
+        sender) avoids some mirror now (``core.retries``): its steered answer is its own."""
+        assert self.retries is not None
+        network = network_asking(ecs, peer)
+        return network is not None and self.retries.avoids(network, time.monotonic())
 
     def answer(self, query: Query, peer: IPAddress, tcp: bool) -> bytes | Located | None:
         """The reply to ``query`` from the cache; on a miss, where its client is when the
@@ -130,6 +146,10 @@ class AnswerCache:
         else:
             located = subnet.located or (self.clients.sender(peer), 0)
             key, tail = (steered, located[0].key), subnet.echo
+            retries = self.retries
+            if retries is not None and retries.live and self.avoids(query.ecs_value, peer):
+                self.misses += 1
+                return located
         entry = self._answers.get(key)
         if entry is None:
             self.misses += 1
@@ -173,6 +193,8 @@ class AnswerCache:
         """Keep ``out``, the whole reply to ``query`` (``reply``, written); ``counted`` as
         the strict path counted it. A steered reply is kept for the client network it
         was decided for (``reply.network``)."""
+        if reply.personal:
+            return  # one client network's own: never served to another
         subnet = self.clients.subnet(query)
         if reply.steered:
             key: Key = (self.steered.setdefault(query.base, query.base), reply.network)

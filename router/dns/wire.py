@@ -321,6 +321,7 @@ class Reply:
     scope: int = 0  # ECS SCOPE PREFIX-LENGTH to echo (0: the answer fits every client)
     steered: bool = False  # the answer depends on where the client is
     network: bytes = b""  # ... the client's network it was decided for (``Location.key``)
+    personal: bool = False  # ... for one client network alone (its avoidances): never kept
     chosen: tuple[tuple[str, str], ...] = ()  # (service, target) of each steered choice
 
 

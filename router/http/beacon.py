@@ -4,8 +4,11 @@
 
 The trust model: a report is believed only about the reporter's own network. A failure
 counts toward that network avoiding that mirror (``core.retries``, as a retry does), and
-never changes what any other network gets; a success's throughput is a figure shown on
-``/status`` and ``/metrics``, never a reason to rank. Reports are rate-limited per client
+never changes what any other network gets. A success's throughput is a figure shown on
+``/status`` (``core.speeds``: one figure per network, a median over many); only a
+service that sets ``throughput_size`` charges it in ranking, for the clients of the
+reporter's region, once ``MIN_NETWORKS`` networks have reported: the operator's choice
+to let many networks' reports move what others get. Reports are rate-limited per client
 network (``PER_MINUTE``); a bad body gets 400 and changes nothing.
 """
 
@@ -21,7 +24,9 @@ from aiohttp import web
 
 from router.core.config import Config
 from router.core.memo import Memo
+from router.core.regions import ALL
 from router.core.retries import RetryPolicy, network_of, shown
+from router.core.speeds import SpeedReport, heard
 from router.errors import RouterError
 from router.http import routes as paths
 from router.http.keys import RUNTIME, VIEWERS
@@ -68,7 +73,7 @@ async def report(request: web.Request) -> web.Response:
         return _answer(400, str(e))
     if body["ok"]:
         counts["reports_ok"] += 1
-        runtime.retries.throughput(service, target, body["bytes"], float(body["seconds"]))
+        _speed(request, network, service, target, body["bytes"] / float(body["seconds"]))
     else:
         counts["reports_failed"] += 1
         found = runtime.config.service(service)
@@ -77,6 +82,25 @@ async def report(request: web.Request) -> web.Response:
             log.info("client_avoids", service=service, target=target, network=shown(network),
                      reported=True, seconds=policy.avoid_for)
     return web.Response(status=204)
+
+
+def _speed(request: web.Request, network: bytes, name: str, target: str,
+           bytes_per_second: float) -> None:
+    """A download's speed, kept for the client's region (``core.speeds``): charged here,
+    or, in a worker, by the supervisor, which every worker's reports reach."""
+    runtime = request.app[RUNTIME]
+    service = runtime.config.service(name)
+    if service is None:
+        return
+    client = request.app[VIEWERS].client(request)[1]
+    region = runtime.board.snapshot.region_of(client.point or service.default_location)
+    report = SpeedReport(name, region or ALL, target, network, bytes_per_second)
+    speeds = runtime.speeds
+    if speeds.journal is not None:
+        speeds.add(report)
+        speeds.journal(report)
+    else:
+        heard(speeds, runtime.board, service, report)
 
 
 def _limited(seen: Memo[bytes, list[float]], network: bytes, now: float) -> bool:

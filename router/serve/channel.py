@@ -19,7 +19,9 @@ from router.core.config import Config
 from router.core.fleet import View
 from router.core.health import Snapshot
 from router.core.overrides import Windows
+from router.core.retries import Avoidance
 from router.core.runtime import Reload
+from router.core.speeds import SpeedReport
 from router.core.stats import Stats
 from router.serve.settings import Addresses, Settings
 
@@ -129,10 +131,26 @@ class LedgerNews:
     event: Event
 
 
+@dataclass(frozen=True, slots=True)
+class AvoidanceNews:
+    """A client network one process (or, through the supervisor, another node) began to
+    avoid a mirror for (``core.retries``), for every other one."""
+
+    news: Avoidance
+
+
+@dataclass(frozen=True, slots=True)
+class SpeedNews:
+    """A download's speed a client reported to one worker (``core.speeds``): the
+    supervisor charges it, every other worker shows it."""
+
+    report: SpeedReport
+
+
 Message = (Hello | NewSnapshot | PeerCounts | StateNews | FleetNews | Stage | Commit
-           | ReloadNews | Ready | Staged | Counts | LedgerNews)
+           | ReloadNews | Ready | Staged | Counts | LedgerNews | AvoidanceNews | SpeedNews)
 MESSAGES = (Hello, NewSnapshot, PeerCounts, StateNews, FleetNews, Stage, Commit, ReloadNews,
-            Ready, Staged, Counts, LedgerNews)
+            Ready, Staged, Counts, LedgerNews, AvoidanceNews, SpeedNews)
 
 
 def encode(message: Message) -> bytes:

@@ -291,7 +291,11 @@ class Server(Lifecycle):
         return found
 
     def _monitor(self, runtime: Runtime) -> Source:
-        return monitor(self.settings, runtime.board, runtime.stats, lambda: runtime.config)
+        made = monitor(self.settings, runtime.board, runtime.stats, lambda: runtime.config)
+        retries = runtime.retries  # the avoidances this node begins and learns (a fleet)
+        retries.journal = made.tell
+        made.learned = lambda news: retries.learn(news, time.monotonic())
+        return made
 
     def _authority(self, config: Config,
                    key_states: dict[str, dict[int, str]] | None = None) -> Authority:
@@ -302,7 +306,7 @@ class Server(Lifecycle):
                          cache_size=self.settings.dns_cache, nsid=self.settings.nsid,
                          cookies=self.cookies, rrl=self.rrl, rules=self.runtime.rules,
                          decision_sample=self.settings.decision_log_sample,
-                         key_states=key_states)
+                         key_states=key_states, retries=self.runtime.retries)
 
     async def _start_http(self, runtime: Runtime, sockets: Sockets) -> dict[str, list[str]]:
         """The public app on the HTTP sockets; with admin sockets, the pages go there."""

@@ -46,6 +46,7 @@ from router.core.config import Config
 from router.core.fleet import View
 from router.core.health import Board, Key, Snapshot
 from router.core.runtime import Reload
+from router.core.speeds import Speeds, heard
 from router.core.stats import Stats
 from router.serve import channel as ch
 from router.serve import notify
@@ -95,6 +96,7 @@ class Supervisor(Lifecycle):
         self.staging = asyncio.Event()  # a Staged arrived
         self.monitor: Monitor | None = None
         self.ledger = Ledger()  # catalogs and file results, the whole machine's
+        self.speeds = Speeds()  # what clients reported to every worker (core.speeds)
         self.ledger.journal = lambda event: self._post_all(ch.LedgerNews(event))
         self.inventory = inventory(settings, self.ledger, owns=self._verifies) \
             if settings.probe else None
@@ -109,6 +111,7 @@ class Supervisor(Lifecycle):
         self.claims = claim(self.addresses)
         first = self._bind()  # resolves any port 0, for every later worker too
         self.monitor = monitor(self.settings, self.board, self.stats, self._config)
+        self.monitor.learned = lambda news: self._post_all(ch.AvoidanceNews(news))
         for slot in self.slots:
             await self._spawn(slot, first if slot.index == 0 else None)
         await first_round(self.monitor, self.inventory, config)
@@ -246,9 +249,16 @@ class Supervisor(Lifecycle):
                 slot.stats = stats
             case ch.LedgerNews(event):  # one worker's file check: tell the others
                 self.ledger.apply(event, self._config())
-                for other in self.slots:
-                    if other is not slot and other.channel is not None:
-                        other.channel.post(message)
+                self._post_others(slot, message)
+            case ch.AvoidanceNews(news):  # the others, and the fleet
+                self._post_others(slot, message)
+                if self.monitor is not None:
+                    self.monitor.tell(news)
+            case ch.SpeedNews(report):  # charged here (snapshots carry it), shown by all
+                self._post_others(slot, message)
+                service = self._config().service(report.service)
+                if service is not None:
+                    heard(self.speeds, self.board, service, report)
             case ch.Staged(serial):
                 if serial in self.staged:
                     self.staged[serial].add(slot.index)
@@ -302,6 +312,11 @@ class Supervisor(Lifecycle):
             await asyncio.sleep(STATS_EVERY)
             await self._to_all(lambda slot: ch.PeerCounts((
                 self.stats, self.retired, *(s.stats for s in self.slots if s is not slot))))
+
+    def _post_others(self, slot: Slot, message: Message) -> None:
+        for other in self.slots:
+            if other is not slot and other.channel is not None:
+                other.channel.post(message)
 
     def _post_all(self, message: Message) -> None:
         for slot in self.slots:

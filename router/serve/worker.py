@@ -56,6 +56,9 @@ class Feed:
         self._tasks: list[asyncio.Task[None]] = []
         # What this worker's own file checks learn, every other process learns too.
         runtime.ledger.journal = lambda event: channel.post(ch.LedgerNews(event))
+        # ... and which mirrors the client networks it served came back to avoid
+        runtime.retries.journal = lambda news: channel.post(ch.AvoidanceNews(news))
+        runtime.speeds.journal = lambda report: channel.post(ch.SpeedNews(report))
 
     async def start(self) -> None:
         """Wait for the supervisor's first snapshot (its first probe round)."""
@@ -95,6 +98,10 @@ class Feed:
                 self._first.set()
             case ch.LedgerNews(event):
                 runtime.ledger.apply(event, runtime.config)
+            case ch.AvoidanceNews(news):
+                runtime.retries.learn(news, time.monotonic())
+            case ch.SpeedNews(report):
+                runtime.speeds.add(report)
             case ch.Stage(serial):
                 self.staged = message
                 self.channel.post(ch.Staged(serial))

@@ -37,6 +37,8 @@ from router.core.checks import groups, probes
 from router.core.config import Config, FleetConfig
 from router.core.health import Board, Health, Key
 from router.core.memo import Memo
+from router.core.regions import Region
+from router.core.retries import Avoidance
 from router.core.values import Invalid, selector
 from router.watch import store as st
 from router.watch.files import off_loop, write_whole
@@ -47,6 +49,9 @@ log = structlog.get_logger("router.fleet")
 
 Select = Callable[[set[Key] | None], None]
 BAD_VALUES = 1024  # bad store values reported once each (more are reported again)
+OUTBOX = 1024  # avoidances waiting for the store at most (the oldest dropped)
+STREAM = 10_000  # avoidances the store's stream keeps (about)
+READ = 1000  # ... read at most in one round
 
 
 class Fleet:
@@ -65,6 +70,7 @@ class Fleet:
         self.epoch: str | None = None  # the store's data set: a new one means it was reset
         self.skew = 0.0
         self.live: tuple[str, ...] = ()
+        self.places: dict[str, Region] = {}  # each live node's region
         self.observations: dict[Key, dict[str, f.Observation]] = {}
         self.overrides: dict[str, f.OverrideRecord] = {}  # the fleet's, last good
         self.targets: tuple[f.TargetView, ...] = ()
@@ -75,6 +81,16 @@ class Fleet:
         self._reseed = False
         self._beaten = False  # a heartbeat of this process is in the store
         self._task: asyncio.Task[None] | None = None
+        # client networks' avoidances (core.retries): this node's for the store, the
+        # others' handed to ``learned``; read from the stream after ``_stream``
+        self.outbox: list[Avoidance] = []
+        self.learned: Callable[[Avoidance], None] | None = None
+        self._stream = b"0"
+
+    def tell(self, news: Avoidance) -> None:
+        """An avoidance this node began: for the other nodes, at the next round."""
+        self.outbox.append(news)
+        del self.outbox[:-OUTBOX]
 
     async def start(self) -> None:
         """Load the cached overrides, take a first round (bounded), then keep going."""
@@ -125,8 +141,13 @@ class Fleet:
         pipe.hgetall(keys.overrides)
         for service, target in targets:
             pipe.hgetall(keys.observations(service, target))
+        told = self._avoidances(pipe)
         began = time.time()
-        out = await link.call(pipe)
+        try:
+            out = await link.call(pipe)
+        except StoreDown:
+            self.outbox = [*told, *self.outbox][-OUTBOX:]  # told once it is back
+            raise
         for reason in st.refused(out):  # keys of the wrong type, put there by hand
             self._report(f"{keys.prefix}*", "", f"the store refused a command: {reason}")
         self._read_clock(out[0], began)
@@ -136,14 +157,27 @@ class Fleet:
         await self._read_live(st.value(out[0], set[bytes]()))
         if (overrides := st.value(out[1], None)) is not None:  # refused: keep what we had
             self._read_overrides(overrides)
-        self._read_observations(targets, [st.value(o, {}) for o in out[2:]])
+        self._read_observations(targets, [st.value(o, {}) for o in out[2:2 + len(targets)]])
+        self._read_avoidances(st.value(out[-1], None))
         self._written.update({k: obs for k, (obs, _ttl) in writes.items()})
         if self._reseed:
             await self._seed()
 
+    def _avoidances(self, pipe: Any) -> list[Avoidance]:
+        """This node's new avoidances added to the stream, and the others' read after
+        the last read; the avoidances told (put back if the exchange fails)."""
+        told, self.outbox = self.outbox, []
+        for news in told:
+            value = f.dump_avoidance(news, self.config.node, self._store_now())
+            pipe.xadd(self.link.keys.avoidances, {"v": value}, maxlen=STREAM, approximate=True)
+        pipe.xread({self.link.keys.avoidances: self._stream}, count=READ)
+        return told
+
     def _heartbeat(self) -> f.Heartbeat:
-        return f.Heartbeat(self.config.node, time.time() + self.skew, self.instance,
-                           self.config.observers, self.config.quorum)
+        config = self.config
+        return f.Heartbeat(config.node, time.time() + self.skew, self.instance,
+                           config.observers, config.quorum, config.region,
+                           config.observers_per_region)
 
     def _read_clock(self, stamp: Any, began: float) -> None:
         """The store's clock (TIME) less ours, so every node stamps on one clock."""
@@ -179,13 +213,14 @@ class Fleet:
         names = sorted(m.decode(errors="replace") for m in members)
         keys, link = self.link.keys, self.link
         if not names:
-            self.live = ()
+            self.live, self.places = (), {}
             return
         pipe = link.client.pipeline(transaction=False)
         pipe.mget([keys.node(n) for n in names])
         beats = st.value((await link.call(pipe))[0], [None] * len(names))
         live: list[str] = []
         dead: list[str] = []
+        places: dict[str, Region] = {}
         for name, raw in zip(names, beats, strict=True):
             if raw is None:
                 dead.append(name)
@@ -199,22 +234,27 @@ class Fleet:
                 self._report(keys.node(name), raw, f"names node {beat.node!r}")
                 continue
             live.append(name)
+            places[name] = beat.region
             self._compare(beat)
         if dead:  # a node that comes back adds itself again
             pipe = link.client.pipeline(transaction=False)
             pipe.srem(keys.nodes, *dead)
             await link.call(pipe)
         self.live = tuple(sorted(set(live)))
+        self.places = places
 
     def _compare(self, beat: f.Heartbeat) -> None:
         """Nodes that count votes differently do not agree: say so, once per node."""
-        mine = (self.config.observers, self.config.quorum)
-        if (beat.observers, beat.quorum) != mine and \
-                self._bad_once("settings", f"{beat.node} {beat.observers} {beat.quorum}"):
+        config = self.config
+        mine = (config.observers, config.quorum, config.observers_per_region)
+        theirs = (beat.observers, beat.quorum, beat.per_region)
+        if theirs != mine and self._bad_once("settings", f"{beat.node} {theirs}"):
             log.warning("fleet_settings_differ", node=beat.node, observers=beat.observers,
-                        quorum=beat.quorum, ours={"observers": mine[0], "quorum": mine[1]},
+                        quorum=beat.quorum, observers_per_region=beat.per_region,
+                        ours={"observers": mine[0], "quorum": mine[1],
+                              "observers_per_region": mine[2]},
                         effect="the nodes may reach different verdicts; give every node "
-                               "the same [fleet] observers and quorum")
+                               "the same [fleet] observers, quorum and observers_per_region")
 
     def _read_overrides(self, raw: Mapping[bytes, bytes]) -> None:
         if self._reseed:  # the store lost them: ours stand, and are written back
@@ -244,6 +284,25 @@ class Fleet:
                 except f.BadValue as e:
                     self._report(f"{self.link.keys.observations(*key)} {node}", value, str(e))
             self.observations[key] = seen
+
+    def _store_now(self) -> float:
+        return time.time() + self.skew
+
+    def _read_avoidances(self, found: Any) -> None:
+        """The other nodes' avoidances since the last read, handed to ``learned``."""
+        if not found:
+            return
+        now, me = self._store_now(), self.config.node
+        for entry_id, fields in found[0][1]:
+            self._stream = entry_id
+            raw = fields.get(b"v", b"")
+            try:
+                node, news = f.load_avoidance(raw, now)
+            except f.BadValue as e:
+                self._report(f"{self.link.keys.avoidances} {entry_id!r}", raw, str(e))
+                continue
+            if node != me and news.seconds > 0 and self.learned is not None:
+                self.learned(news)
 
     def _observations_to_write(self, config: Config) -> dict[Key, tuple[f.Observation, float]]:
         """This node's observations that are new since they were last written."""
@@ -281,7 +340,9 @@ class Fleet:
         self.board.set_groups(grouped)
         self.targets = f.survey(self.observations, sorted(checked), live=self.live,
                                 count=self.config.observers, quorum=self.config.quorum,
-                                now=now + self.skew, me=self.config.node, connected=connected)
+                                now=now + self.skew, me=self.config.node, connected=connected,
+                                places=self.places,
+                                per_region=self.config.observers_per_region)
         for view in self.targets:
             health, verdict = self.own.snapshot.get(*view.key), view.verdict
             if verdict is not None:
@@ -294,7 +355,21 @@ class Fleet:
             if key not in checked and key not in grouped:  # never checked: as it is
                 self._put(key, health)
         self.board.retain({*self.own.snapshot.health, *checked, *grouped})
+        self._regional(now if connected else None)
         self._choose({v.key for v in self.targets if v.probing} if connected else None, now)
+
+    def _regional(self, now: float | None) -> None:
+        """Each region's own verdicts, for the clients mapped to it (none with one
+        region, or the store away: every client is judged by this node's board)."""
+        centres = f.centres(self.places) if now is not None else ()
+        mapped = {name for name, _point in centres}
+        overlays: dict[str, dict[Key, Health]] = {name: {} for name in mapped}
+        for view in self.targets if centres else ():
+            before = self.board.snapshot.get(*view.key)
+            for region in view.regions:
+                if region.region in mapped and region.verdict is not None:
+                    overlays[region.region][view.key] = region.verdict.health(before, now or 0)
+        self.board.set_regional(centres, overlays)
 
     def verifies(self, key: Key) -> bool:
         """Whether this node is the one that verifies ``key``'s copies: the first of its
@@ -380,7 +455,7 @@ class Fleet:
         since = time.time() - (time.monotonic() - link.since)
         return f.View(link.where, self.config.name, self.config.node, link.connected,
                       round(since, 3), link.last_error, self.skew, self.live, self.targets,
-                      dict(self.overrides))
+                      dict(self.overrides), dict(self.places))
 
     def _report(self, where: str, raw: bytes | str, reason: str) -> None:
         text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw

@@ -16,6 +16,7 @@ import structlog
 from router.core.config import Config, FleetConfig
 from router.core.fleet import View
 from router.core.health import Board, Key, Status
+from router.core.retries import Avoidance
 from router.core.stats import Stats
 from router.watch.fleet import Fleet, cache_path
 from router.watch.prober import Prober, log_change
@@ -41,6 +42,8 @@ class Monitor:
         # fleet's observations are made of; alone, straight to the one steering reads
         self.own = Board() if fleet is not None else board
         self._cache = cache_path(state, fleet.name) if fleet is not None else None
+        # the other nodes' avoidances (core.retries), handed to whoever serves
+        self.learned: Callable[[Avoidance], None] | None = None
 
     def verifies(self, key: Key) -> bool:
         """Whether this node verifies ``key``'s copies (in a fleet: one node each)."""
@@ -69,7 +72,17 @@ class Monitor:
             self.fleet = Fleet(self.fleet_config, self.board, self.own, self.config,
                                prober.select if prober else lambda _keys: None,
                                cache=self._cache, probing=prober is not None)
+            self.fleet.learned = self._learned
             await self.fleet.start()
+
+    def tell(self, news: Avoidance) -> None:
+        """An avoidance this node began: for the fleet (alone: for no one)."""
+        if self.fleet is not None:
+            self.fleet.tell(news)
+
+    def _learned(self, news: Avoidance) -> None:
+        if self.learned is not None:
+            self.learned(news)
 
     def fleet_view(self) -> View | None:
         return self.fleet.view() if self.fleet is not None else None

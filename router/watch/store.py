@@ -92,6 +92,7 @@ class Keys:
         self.prefix = f"{name}:"
         self.nodes = f"{name}:nodes"
         self.overrides = f"{name}:overrides"
+        self.avoidances = f"{name}:avoidances"  # a stream: client networks' avoidances
 
     def node(self, node: str) -> str:
         return f"{self.prefix}node:{node}"

@@ -25,8 +25,8 @@ from router.core.fleet import document
 from router.core.geo import Location
 from router.core.health import Effective, Health, Snapshot, Status, address_id, effective
 from router.core.overrides import Override
-from router.core.retries import Retries
 from router.core.runtime import Runtime, Signing
+from router.core.speeds import Speeds
 from router.core.stats import Stats
 from router.core.values import stamp
 
@@ -57,7 +57,7 @@ def overview(runtime: Runtime, client: Location | None = None,
         "fleet": None if (fleet := runtime.fleet()) is None else document(fleet, now),
         "dnssec": [_signing(s, now) for s in runtime.signing()],
         "pid": os.getpid(),  # which process answered (--workers: each knows its own files)
-        "services": [_service(s, snap, totals, runtime.ledger, runtime.retries)
+        "services": [_service(s, snap, totals, runtime.ledger, runtime.speeds)
                      for s in runtime.config.services],
     }
 
@@ -124,7 +124,7 @@ def _client(client: Location | None, address: str | None, runtime: Runtime
 
 
 def _service(service: Service, snap: Snapshot, stats: Stats, ledger: Ledger,
-             retries: Retries) -> dict[str, Any]:
+             speeds: Speeds) -> dict[str, Any]:
     total = sum(stats.answers((service.name, t.id)) for t in service.targets)
     admin = snap.overrides(service.name)
     barred = ledger.barred(service.name)
@@ -137,7 +137,7 @@ def _service(service: Service, snap: Snapshot, stats: Stats, ledger: Ledger,
                                for name, c in ledger.corrupt(service.name, t.id).items()},
              "addresses": _addresses(service, t, snap),
              # what clients reported (the beacon): the median of their downloads' speeds
-             "client_bytes_per_second": retries.median_throughput(service.name, t.id)}
+             "client_bytes_per_second": speeds.median(service.name, None, t.id)}
             for t in service.targets]
     for row in rows:
         if row["corrupt"]:

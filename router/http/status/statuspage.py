@@ -110,15 +110,29 @@ def _fleet(fleet: dict[str, Any] | None) -> str:
              f"node's own checks and the last overrides it knew ({escape(fleet['error'] or '')})")
     rows = "".join(
         f"<tr><td>{escape(t['service'])}/{escape(t['target'])}</td>"
-        f"<td>{escape(_verdict(t['verdict']))}</td>"
+        f"<td>{_verdicts(t)}</td>"
         f"<td>{escape(', '.join(t['observers']))}</td><td>{'yes' if t['probing'] else ''}</td>"
         f"<td>{escape('; '.join(_seen(o) for o in t['observations']))}</td></tr>"
         for t in fleet["targets"])
+    live = ", ".join(_node(fleet, n) for n in fleet["nodes"])
     return (f"<h2>Fleet {escape(fleet['fleet'])}</h2><p class=meta>node "
             f"<b>{escape(fleet['node'])}</b> &middot; store {escape(fleet['store'])} {store}"
-            f" &middot; live nodes: {escape(', '.join(fleet['nodes']) or 'none')}</p>"
+            f" &middot; live nodes: {escape(live or 'none')}</p>"
             "<div class=wrap><table><tr><th>target</th><th>verdict</th><th>observers</th>"
             f"<th>checked here</th><th>observations</th></tr>{rows}</table></div>")
+
+
+def _node(fleet: dict[str, Any], node: str) -> str:
+    region = fleet.get("regions", {}).get(node, "all")
+    return node if region == "all" else f"{node} ({region})"
+
+
+def _verdicts(t: dict[str, Any]) -> str:
+    """The verdict, or with nodes in several regions, each region's."""
+    if not t.get("regions"):
+        return escape(_verdict(t["verdict"]))
+    return "<br>".join(f"{escape(r['region'])}: {escape(_verdict(r['verdict']))}"
+                       for r in t["regions"])
 
 
 def _verdict(v: dict[str, Any] | None) -> str:
