@@ -239,7 +239,8 @@ _PEERS: list[subprocess.Popen[bytes]] = []
 
 def regional_fleet(zones: Path, run: Path) -> list[str]:
     """A fleet in two regions for a ``regions`` bench server: a peer node in region AS
-    (its own process on the same zones and store; the last run's is stopped first) and
+    (its own process on the same zones and store, ``--no-probe``: it only beats, so it
+    takes no CPU from the server's side to speak of; the last run's is stopped first) and
     the arguments that make the server the fleet's node in EU. With live nodes in two
     regions, every new client is mapped to the nearer region and judged by its verdicts."""
     import atexit
@@ -251,7 +252,7 @@ def regional_fleet(zones: Path, run: Path) -> list[str]:
     config.write_text(f'[fleet]\nstore = "{store_url()}"\nname = "{run.name}"\n')
     peer = subprocess.Popen([sys.executable, "-m", "router", "serve", "--zones", str(zones),
                              "--no-http", "--dns", "127.0.0.1:0", "--config", str(config),
-                             "--node", "peer", "--region", "AS"],
+                             "--node", "peer", "--region", "AS", "--no-probe"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     atexit.register(peer.kill)
     _PEERS.append(peer)

@@ -28,6 +28,7 @@ from typing import Any
 
 from router.core.config import HealthCheck
 from router.core.earth import Point
+from router.core.memo import Memo
 from router.core.overrides import Override, Overrides, lookup
 from router.core.regions import ALL, nearest
 
@@ -192,6 +193,7 @@ def quantize(seconds: float | None, published: int | None) -> int | None:
 
 
 Key = tuple[str, str]  # (service name, target id)
+PLACES = 65536  # client points whose region a snapshot remembers
 
 
 def address_id(target: str, address: object) -> str:
@@ -221,6 +223,9 @@ class Snapshot:
     # milliseconds charged on top of the wait: a reference download's time at the
     # speed the clients of this region report (``core.speeds``)
     charges: Mapping[Key, int] = field(default_factory=lambda: MappingProxyType({}))
+    # point → the view it is judged by (with regions): a new place pays one search
+    places: Memo[Point, Snapshot] = field(default_factory=lambda: Memo(PLACES), compare=False,
+                                          repr=False)
 
     def get(self, service: str, target: str) -> Health:
         return self.health.get((service, target), _UNKNOWN)
@@ -234,7 +239,11 @@ class Snapshot:
         """This snapshot as the region nearest ``point`` sees it (itself, with one region)."""
         if not self.centres or point is None:
             return self
-        return self.seen.get(nearest(point, self.centres) or "", self)
+        places = self.places
+        found = places.fresh.get(point) or places.from_aged(point)
+        if found is None:
+            found = places.put(point, self.seen.get(nearest(point, self.centres) or "", self))
+        return found
 
     def view(self, service: str) -> Callable[[str], Status]:
         """The ``target id → status`` function that steering reads for one service."""

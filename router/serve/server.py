@@ -276,12 +276,14 @@ class Server(Lifecycle):
 
     def caches(self) -> dict[str, Mapping[str, int]]:
         """Every bounded table of this process: GeoIP's, the clients that come back
-        (``core.retries``), the DNS face's (the authority in force: a reload starts new
-        ones, and new counts), the listeners', the redirector's."""
+        (``core.retries``), the places whose fleet region the snapshot in force knows
+        (a new snapshot starts anew), the DNS face's (the authority in force: a reload
+        starts new ones, and new counts), the listeners', the redirector's."""
         found: dict[str, Mapping[str, int]] = {}
         if self.runtime is not None:
             found.update(self.runtime.locator.caches())
             found.update(self.runtime.retries.caches())
+            found["region_places"] = self.runtime.board.snapshot.places.counters()
         if self.dispatch is not None:
             found.update(self.dispatch.authority.caches())
         if self.dns:
