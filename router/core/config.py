@@ -15,6 +15,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from router.core import values as v
+from router.core.capacity import Capacity
 from router.core.catalog import CatalogFile, CatalogSpec, FileChecks, subject
 from router.core.earth import Point
 from router.core.ip import IPAddress, IPNetwork
@@ -67,6 +68,9 @@ class HealthCheck:
     # After a failed check, the next ones come this soon (until `fall` or a pass), so a
     # dead mirror is out in about fall x suspect_interval; None: min(1 s, interval).
     suspect_interval: float | None = None
+    # A target back from down (or from a drain) takes a share of its clients that grows
+    # from 0 to all over this long (router.core.capacity); 0: at once.
+    slow_start: float = 0.0
 
     def passes(self, status: int) -> bool:
         return any(lo <= status <= hi for lo, hi in self.expect_status)
@@ -107,6 +111,9 @@ class Target:
     networks: tuple[IPNetwork, ...] = ()
     asns: frozenset[int] = frozenset()
     enabled: bool = True
+    capacity: Capacity | None = None  # what it can take (router.core.capacity); None: no limit
+    load_url: str | None = None  # where its own load figure is read (watch/loads)
+    load_metric: str | None = None  # ... the Prometheus metric in it (None: a plain number)
 
     @property
     def anycast(self) -> bool:

@@ -156,9 +156,9 @@ def dump(value: Heartbeat | Observation | OverrideRecord) -> str:
     return json.dumps(fields, separators=(",", ":"))
 
 
-def _object(raw: bytes | str) -> dict[str, Any]:
-    if len(raw) > MAX_VALUE:
-        raise BadValue(f"longer than {MAX_VALUE} bytes")
+def _object(raw: bytes | str, limit: int = MAX_VALUE) -> dict[str, Any]:
+    if len(raw) > limit:
+        raise BadValue(f"longer than {limit} bytes")
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
@@ -265,6 +265,32 @@ def load_avoidance(raw: bytes | str, now: float) -> tuple[str, Avoidance]:
     return _name(data.get("node"), "node"), Avoidance(
         _name(data.get("service"), "service"), network, _name(data.get("target"), "target"),
         float(_field(data, "until", (int, float))) - now)
+
+
+def dump_rates(rates: Mapping[Key, tuple[float, float]], now: float) -> str:
+    """A node's rates sent to each target, (bytes, requests) a second, and when."""
+    return json.dumps({"at": round(now, 3), "rates": {
+        f"{s}/{t}": [round(b, 1), round(r, 3)] for (s, t), (b, r) in sorted(rates.items())
+        if b or r}}, separators=(",", ":"))
+
+
+def load_rates(raw: bytes | str, now: float) -> dict[Key, tuple[float, float]]:
+    """A node's rates (none when older than ``HEARTBEAT_TTL``: a node gone quiet)."""
+    data = _object(raw, MAX_VALUE * 64)  # a figure pair per target
+    at = float(_field(data, "at", (int, float)))
+    rates = data.get("rates")
+    if not isinstance(rates, dict):
+        raise BadValue("rates: an object is expected")
+    out: dict[Key, tuple[float, float]] = {}
+    for name, pair in rates.items():
+        service, _, target = str(name).partition("/")
+        if not (isinstance(pair, list) and len(pair) == 2 and all(
+                isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+                and x >= 0 for x in pair)):
+            raise BadValue(f"rates: {name}: [bytes, requests] a second is expected")
+        out[(_name(service, "service"), _name(target, "target"))] = (float(pair[0]),
+                                                                   float(pair[1]))
+    return out if now - at <= HEARTBEAT_TTL else {}
 
 
 _AVAILABILITY = {a.value: a for a in (Availability.PRESENT, Availability.MISSING,

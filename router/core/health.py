@@ -26,6 +26,7 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Any
 
+from router.core.capacity import Pressure
 from router.core.config import HealthCheck
 from router.core.earth import Point
 from router.core.memo import Memo
@@ -223,6 +224,8 @@ class Snapshot:
     # milliseconds charged on top of the wait: a reference download's time at the
     # speed the clients of this region report (``core.speeds``)
     charges: Mapping[Key, int] = field(default_factory=lambda: MappingProxyType({}))
+    # what each target with a capacity or in slow start keeps (router.core.capacity)
+    pressures: Mapping[Key, Pressure] = field(default_factory=lambda: MappingProxyType({}))
     # point → the view it is judged by (with regions): a new place pays one search
     places: Memo[Point, Snapshot] = field(default_factory=lambda: Memo(PLACES), compare=False,
                                           repr=False)
@@ -244,6 +247,10 @@ class Snapshot:
         if found is None:
             found = places.put(point, self.seen.get(nearest(point, self.centres) or "", self))
         return found
+
+    def kept(self, service: str) -> dict[str, Pressure]:
+        """The targets of ``service`` that keep only some of their client networks."""
+        return {t: p for (s, t), p in self.pressures.items() if s == service and p.keep < 1}
 
     def view(self, service: str) -> Callable[[str], Status]:
         """The ``target id → status`` function that steering reads for one service."""
@@ -272,19 +279,21 @@ class Snapshot:
         """Picklable (the mappings are read-only views): for ``--workers``' channel."""
         return _snapshot, (dict(self.health), self.generation, dict(self.admin),
                            self.centres, {r: (dict(s.health), dict(s.charges))
-                                          for r, s in self.seen.items()}, dict(self.charges))
+                                          for r, s in self.seen.items()}, dict(self.charges),
+                           dict(self.pressures))
 
 
 def _snapshot(health: dict[Key, Health], generation: int, admin: dict[str, Override],
               centres: Centres = (),
               seen: dict[str, tuple[dict[Key, Health], dict[Key, int]]] | None = None,
-              charges: dict[Key, int] | None = None) -> Snapshot:
-    frozen = MappingProxyType(admin)
+              charges: dict[Key, int] | None = None,
+              pressures: dict[Key, Pressure] | None = None) -> Snapshot:
+    frozen, pressed = MappingProxyType(admin), MappingProxyType(pressures or {})
     views = MappingProxyType({r: Snapshot(MappingProxyType(h), generation, frozen, region=r,
-                                          charges=MappingProxyType(c))
+                                          charges=MappingProxyType(c), pressures=pressed)
                               for r, (h, c) in (seen or {}).items()})
     return Snapshot(MappingProxyType(health), generation, frozen, centres, views,
-                    charges=MappingProxyType(charges or {}))
+                    charges=MappingProxyType(charges or {}), pressures=pressed)
 
 
 _UNKNOWN = Health()
@@ -332,6 +341,7 @@ class Board:
         self._centres: Centres = ()
         self._regional: Regional = {}
         self._charges: dict[str, dict[Key, int]] = {}  # region ("all": this node's) → ms
+        self._pressures: Mapping[Key, Pressure] = MappingProxyType({})
         self.snapshot = Snapshot()
 
     def record(self, key: Key, result: Result, check: HealthCheck) -> tuple[Health, Health]:
@@ -396,6 +406,16 @@ class Board:
             found[key] = ms
             self._publish(changed=True)
 
+    def set_pressures(self, pressures: Mapping[Key, Pressure]) -> None:
+        """What each target keeps (``core.capacity``): a new generation only when a
+        ``keep`` changes (a load figure alone is shown, and decides nothing)."""
+        before = {k: p.keep for k, p in self._pressures.items() if p.keep < 1}
+        after = {k: p.keep for k, p in pressures.items() if p.keep < 1}
+        if dict(pressures) == dict(self._pressures):
+            return
+        self._pressures = MappingProxyType(dict(pressures))
+        self._publish(changed=before != after)
+
     def charged(self, region: str, key: Key) -> int | None:
         return self._charges.get(region, {}).get(key)
 
@@ -425,13 +445,16 @@ class Board:
     def _publish(self, changed: bool) -> None:
         generation = self.snapshot.generation + (1 if changed else 0)
         charges = self._charges
+        pressures = self._pressures
         seen = {region: Snapshot(MappingProxyType(self._seen_from(overlay)), generation,
                                  self._admin, region=region,
-                                 charges=MappingProxyType(dict(charges.get(region, {}))))
+                                 charges=MappingProxyType(dict(charges.get(region, {}))),
+                                 pressures=pressures)
                 for region, overlay in self._regional.items()} if self._centres else {}
         self.snapshot = Snapshot(MappingProxyType(dict(self._state)), generation, self._admin,
                                  self._centres, MappingProxyType(seen),
-                                 charges=MappingProxyType(dict(charges.get(ALL, {}))))
+                                 charges=MappingProxyType(dict(charges.get(ALL, {}))),
+                                 pressures=pressures)
 
     def _seen_from(self, overlay: Mapping[Key, Health]) -> dict[Key, Health]:
         """Every target's health with a region's own verdicts over this node's (a

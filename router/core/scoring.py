@@ -31,12 +31,13 @@ import bisect
 import hashlib
 import math
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import NamedTuple
 
 from router.core.audience import EVERYONE, Scope
 from router.core.availability import Availability, FileView
+from router.core.capacity import Pressure, share
 from router.core.config import OnAllDown, Service, Target
 from router.core.earth import Point, distance_km
 from router.core.health import Effective, Status, address_id, effective
@@ -82,6 +83,8 @@ class Exclusion(Enum):
     DOWN = "health check failing"
     UNVERIFIED = "not yet known to have this file"
     AVOIDED = "avoided for this client network: its clients came back for the same file"
+    SHED = "shed for load: over its capacity, it keeps only some client networks"
+    RAMPING = "ramping up after recovery (slow_start): it keeps only some client networks"
 
 
 class Standing(Enum):
@@ -187,6 +190,9 @@ class Lineup:
     located: Mapping[str, Entrant] | None = None
     others: tuple[Entrant, ...] = ()
     top_weight: float = 1.0
+    # the targets that keep only some client networks (core.capacity): shed for load,
+    # or ramping up; a network one does not keep ranks as if it were not there
+    keep: Mapping[str, Pressure] = field(default_factory=dict)
 
     def origin(self, point: Point | None) -> Point | None:
         """Where distance is measured from for a client at ``point``: there, or (a client
@@ -201,7 +207,7 @@ class Lineup:
         one, the near-equal best and the ``head`` cheapest of the rest)."""
         service, origin = self.service, self.origin(point)
         if head is not None and self.located is not None and origin is not None:
-            return self._nearest(origin, head)
+            return self._nearest(origin, head + len(self.keep))
         out = []
         for e in self.taking_part:
             km = distance(e.target, service, origin)
@@ -238,7 +244,7 @@ class Lineup:
         usable takes part."""
         if self.standing is not None or not costed:
             return None
-        if len(self._heads(costed)[1]) > 1:
+        if len(self._heads(costed)[1]) > 1 or self.pressed(costed):
             return None
         return tuple(e.target.id for _, _, e in costed)
 
@@ -246,7 +252,12 @@ class Lineup:
         """The entrants taking part in order (``costed``: ``costs()`` for the client's
         point) for a client whose network is ``key``: routed ones in their route's
         order; then the near-equal best (of the preferred, if any) by weighted
-        rendezvous on ``key``; then by cost."""
+        rendezvous on ``key``; then by cost. A target that does not keep the network
+        (``keep``) is left out, unless that leaves none."""
+        if self.keep:
+            dropped = self.unkept(key)
+            kept = [c for c in costed if c[2].target.id not in dropped]
+            costed = kept or costed
         routed, near = self._heads(costed)
         placed = [(e, c, km, Standing.ROUTED) for c, km, e in routed]
         rest = costed[len(routed) + len(near):]
@@ -258,6 +269,16 @@ class Lineup:
             placed += [(e, c, km, Standing.SPREAD) for c, km, e in near]
         return placed + [(e, c, km, Standing.PREFERRED if e.tier == 1 else Standing.BY_COST)
                          for c, km, e in rest]
+
+    def unkept(self, key: bytes) -> dict[str, Pressure]:
+        """The targets that do not keep the client network ``key`` (``core.capacity``)."""
+        return {tid: p for tid, p in self.keep.items() if share(key, tid) >= p.keep}
+
+    def pressed(self, costed: list[Costed], head: int | None = None) -> bool:
+        """Whether the first ``head`` places may depend on the network through ``keep``."""
+        keep = self.keep
+        return bool(keep) and any(c[2].target.id in keep
+                                  for c in costed[:None if head is None else head + len(keep)])
 
     def _heads(self, costed: list[Costed]) -> tuple[list[Costed], list[Costed]]:
         """The routed entrants, and after them the near-equal best of the first tier
@@ -292,12 +313,14 @@ class Whom(NamedTuple):
 def line_up(service: Service, whom: Whom, health: HealthView, want: Want, *,
             files: FileView | None = None, latency: LatencyView = no_latency,
             admin: OverrideView = no_overrides, addresses: HealthView | None = None,
-            barred: Collection[str] = (), avoided: Collection[str] = ()) -> Lineup:
+            barred: Collection[str] = (), avoided: Collection[str] = (),
+            keep: Mapping[str, Pressure] | None = None) -> Lineup:
     """``service``'s targets for a client ``whom``: who is excluded and why, who
     takes part, and every entrant's cost terms (``files``: each target's availability of
     the file asked for; ``addresses``: the health of each address checked on its own,
     by ``health.address_id``; ``barred``: targets corrupt for the service; ``avoided``:
-    targets the client's network avoids, ``core.retries``)."""
+    targets the client's network avoids, ``core.retries``; ``keep``: the targets that
+    keep only some client networks, ``core.capacity``)."""
     entrants = [_entrant(t, service, whom, health(t.id), want,
                          files(t.id) if files else None, admin(t.id), latency(t.id),
                          family_down(t, want, addresses))
@@ -321,12 +344,21 @@ def line_up(service: Service, whom: Whom, health: HealthView, want: Want, *,
         priced = {e.target.id: _priced(e, fastest, service.km_per_ms) for e in entrants}
         entrants = list(priced.values())
         usable = [priced[e.target.id] for e in usable]
+    return _made(service, entrants, usable, standing, degraded, keep)
+
+
+def _made(service: Service, entrants: list[Entrant], usable: list[Entrant],
+          standing: Standing | None, degraded: bool, keep: Mapping[str, Pressure] | None
+          ) -> Lineup:
+    """The line-up, with a nearest-first index when many take part."""
+    kept = {e.target.id: keep[e.target.id] for e in usable if e.target.id in keep} \
+        if keep else {}
     if len(usable) < INDEXED:
-        return Lineup(service, tuple(entrants), tuple(usable), standing, degraded)
+        return Lineup(service, tuple(entrants), tuple(usable), standing, degraded, keep=kept)
     located = {e.target.id: e for e in usable if e.tier == 2 and e.target.location is not None}
     return Lineup(service, tuple(entrants), tuple(usable), standing, degraded, located,
                   tuple(e for e in usable if e.target.id not in located),
-                  max((e.target.weight for e in located.values()), default=100) / 100)
+                  max((e.target.weight for e in located.values()), default=100) / 100, kept)
 
 
 @dataclass(frozen=True, slots=True)

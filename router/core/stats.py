@@ -11,6 +11,8 @@ Where each counter is counted (keep it so when the paths change):
   sent back; qtypes outside ``QTYPES`` count as 0 too, so no client can make series.
 - ``dns_chosen[(service, target)]``: once per target in a steered DNS answer.
 - ``http_chosen[(service, target)]``: once per redirect (the ``Location`` target).
+- ``http_bytes[(service, target)]``: each redirect's file size, when the catalog lists it
+  (the load it is sent: ``core.load``).
 - ``http_responses[status]``: once per HTTP response, in ``http.app.counted`` (the
   wrapper of every handler).
 - ``errors[kind]``: unexpected exceptions caught at an edge (``dns``, ``http``).
@@ -66,6 +68,7 @@ class Stats:
     dns_queries: Counter[tuple[int, int]] = field(default_factory=Counter)
     dns_chosen: Counter[Key] = field(default_factory=Counter)
     http_chosen: Counter[Key] = field(default_factory=Counter)
+    http_bytes: Counter[Key] = field(default_factory=Counter)  # sizes of files redirected
     http_responses: Counter[int] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     dns_cookies: Counter[str] = field(default_factory=Counter)  # by cookies.Verdict value

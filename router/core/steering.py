@@ -36,6 +36,7 @@ from typing import Any, Protocol
 from router.core import audience, scoring
 from router.core.audience import EVERYONE, Rules, Scope
 from router.core.availability import Availability, FileView
+from router.core.capacity import Pressure
 from router.core.catalog import CatalogFile
 from router.core.config import Kind, Service, Target
 from router.core.earth import Point
@@ -86,9 +87,12 @@ class Candidate:
     latency_km: float = 0.0  # km_per_ms x (latency_ms - the fastest usable target's)
     admin: Override = Override.AUTO
     rule: str | None = None  # the network or AS rule that routed, preferred or excluded it
+    detail: str | None = None  # shed or ramping: "shed (load 95% of capacity)"
 
     @property
     def reason(self) -> str:
+        if self.detail is not None:
+            return self.detail
         if self.excluded is not None:
             return self.excluded.value
         text = self.standing.value if self.standing else ""
@@ -178,7 +182,7 @@ def lined_up(snapshot: Snapshot, service: Service, client: Whom, want: Want, *,
     return line_up(service, client, view, want, files=files,
                    latency=snapshot.latency(name), admin=snapshot.overrides(name),
                    addresses=view if service.health.kind is Kind.ADDRESSES else None,
-                   barred=barred, avoided=avoided)
+                   barred=barred, avoided=avoided, keep=snapshot.kept(name))
 
 
 def kept_lineup(lineups: Memo[tuple[object, ...], Lineup], base: tuple[object, ...],
@@ -222,20 +226,28 @@ def decision(lineup: Lineup, client: Location, costed: list[Costed] | None = Non
     if costed is None:
         costed = lineup.costs(client.point, head)
     placed = lineup.ranking(costed, client.key)
-    hashed = any(standing is Standing.SPREAD for *_, standing in placed)
+    hashed = any(standing is Standing.SPREAD for *_, standing in placed) \
+        or lineup.pressed(costed, head)
     if head is not None:
         placed = placed[:head]
     ranked = [_candidate(e, c, km, lineup.standing or standing) for e, c, km, standing in placed]
     chosen = {c.target.id for c in ranked}
+    dropped = lineup.unkept(client.key) if lineup.keep and head is None else {}
     excluded = () if head is not None else tuple(
-        _candidate(e, _cost(e, service, origin), _km(e, service, origin), None)
+        _candidate(e, _cost(e, service, origin), _km(e, service, origin), None,
+                   dropped.get(e.target.id))
         for e in lineup.entrants if e.target.id not in chosen)
     return Decision(service, client, origin, tuple(ranked), excluded, lineup.degraded,
                     _ttl(service, lineup.degraded), hashed)
 
 
 def _candidate(e: scoring.Entrant, cost: float, km: float | None,
-               standing: Standing | None) -> Candidate:
+               standing: Standing | None, pressed: Pressure | None = None) -> Candidate:
+    if pressed is not None and e.excluded is None and standing is None:
+        why = pressed.why()
+        return Candidate(e.target, e.status, km, e.border_km, cost,
+                         Exclusion.RAMPING if why.startswith("ramping") else Exclusion.SHED,
+                         None, e.file, e.latency_ms, e.latency_km, e.admin, e.rule, why)
     return Candidate(e.target, e.status, km, e.border_km, cost,
                      e.excluded if standing is None else None, standing, e.file,
                      e.latency_ms, e.latency_km, e.admin, e.rule)

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from router.core import reading, regions
 from router.core import values as v
+from router.core.capacity import Capacity
 from router.core.catalog import CatalogFormat, CatalogSpec, FileChecks
 from router.core.config import (
     DEFAULT_ANYCAST_KM,
@@ -571,6 +572,7 @@ def _build_health(h: _Table | None) -> HealthCheck | None:
         expect_status=h.get("expect_status", v.status_ranges, d.expect_status),
         expect_body=h.get("expect_body", v.nonempty_string(1024), d.expect_body),
         suspect_interval=h.get("suspect_interval", v.duration(0.05, 86400), None),
+        slow_start=h.get("slow_start", v.duration(0, 86400), 0.0),
     )
     if "url" in h.data and "path" in h.data:
         h.report(h.key("url"), "give path (joined to each target's url) or url (from the "
@@ -660,9 +662,53 @@ def _build_targets(s: _Table, health: HealthCheck | None, folder: Path) -> Itera
             networks=_networks(t, "networks", folder),
             asns=t.get("asns", v.asns, frozenset()),
             enabled=t.get("enabled", v.boolean, True),
+            capacity=_capacity(t.table("capacity")),
+            load_url=t.get("load_url", v.fetch_url, None),
+            load_metric=t.get("load_metric", _metric, None),
         )
+        if target.load_metric is not None and target.load_url is None:
+            t.report(t.key("load_metric"), "needs load_url: the page to read it from")
         t.finish()
         yield target
+
+
+def _capacity(c: _Table | None) -> Capacity | None:
+    """``capacity = { mbps = 1000, requests = 300, load = 500, high = "90%", low = "75%" }``."""
+    if c is None:
+        return None
+    d = Capacity()
+    found = Capacity(mbps=c.get("mbps", v.number(0.001, 1e9), None),
+                     requests=c.get("requests", v.number(0.001, 1e9), None),
+                     load=c.get("load", v.number(1e-9, 1e18), None),
+                     high=c.get("high", _fraction, d.high), low=c.get("low", _fraction, d.low))
+    if found.mbps is None and found.requests is None and found.load is None:
+        c.report(c.path, "give mbps, requests or load (the figure load_url reports)")
+    if found.low >= found.high:
+        c.report(c.key("low"), f"{found.low:g} is not below high ({found.high:g})")
+    c.finish()
+    return found
+
+
+def _fraction(value: Any) -> float:
+    """``0.9`` or ``"90%"``."""
+    if isinstance(value, str) and value.endswith("%"):
+        try:
+            value = float(value[:-1]) / 100
+        except ValueError:
+            raise v.Invalid(f"{value!r} is not a percentage") from None
+    return v.number(0.01, 1.0)(value)
+
+
+_METRIC = re.compile(r'[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^{}]*\})?')
+
+
+def _metric(value: Any) -> str:
+    """A Prometheus metric name, maybe with labels:
+    ``node_network_transmit_bytes_total{device="eth0"}``."""
+    text = v.string(value)
+    if not _METRIC.fullmatch(text):
+        raise v.Invalid(f"{text!r} is not a metric name with optional {{labels}}")
+    return text
 
 
 

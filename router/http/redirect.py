@@ -199,17 +199,22 @@ class Redirector:
             return downloads.metalink_response(item, entry.decision)
         passed = paths.check_query(raw_query) if service.pass_query and raw_query else ""
         return self._redirect(request, item.route, entry, passed,
-                              downloads.file_headers(item) if item.file is not None else ())
+                              downloads.file_headers(item) if item.file is not None else (),
+                              item.file.size if item.file is not None else None)
 
     def _redirect(self, request: web.Request, route: paths.Route, entry: Entry, query: str,
-                  more: Sequence[tuple[str, str]] = ()) -> web.Response:
+                  more: Sequence[tuple[str, str]] = (), size: int | None = None
+                  ) -> web.Response:
         """The 302 of ``entry``'s decision for ``route`` (and ``more`` headers: a listed
         file's ``Digest`` and ``describedby``), counted; 503 when no mirror can serve."""
         found = entry.redirect(route, query)
         if found is None:
             raise Unavailable("no mirror can serve this now",
                               max(1, math.ceil(route.service.health.interval)))
-        self.runtime.stats.http_chosen[found.counted] += 1
+        stats = self.runtime.stats
+        stats.http_chosen[found.counted] += 1
+        if size:
+            stats.http_bytes[found.counted] += size
         if route.service.retries is not None and request.method == "GET":
             self._sent(request, route, found.target.id)
         if self.telling:

@@ -110,7 +110,9 @@ class Supervisor(Lifecycle):
         config = self.config = await self.zones()
         self.claims = claim(self.addresses)
         first = self._bind()  # resolves any port 0, for every later worker too
-        self.monitor = monitor(self.settings, self.board, self.stats, self._config)
+        self.monitor = monitor(self.settings, self.board, self.stats, self._config,
+                               lambda: self.stats.merged(self.retired,
+                                                         *(s.stats for s in self.slots)))
         self.monitor.learned = lambda news: self._post_all(ch.AvoidanceNews(news))
         for slot in self.slots:
             await self._spawn(slot, first if slot.index == 0 else None)

@@ -36,6 +36,7 @@ from router.core import reading
 from router.core.checks import groups, probes
 from router.core.config import Config, FleetConfig
 from router.core.health import Board, Health, Key
+from router.core.load import Sent
 from router.core.memo import Memo
 from router.core.regions import Region
 from router.core.retries import Avoidance
@@ -86,6 +87,10 @@ class Fleet:
         self.outbox: list[Avoidance] = []
         self.learned: Callable[[Avoidance], None] | None = None
         self._stream = b"0"
+        # this node's rates sent to each target (core.load), and the other live nodes'
+        # summed, as last read
+        self.rates: Callable[[], Mapping[Key, Sent]] = dict
+        self._others: dict[Key, Sent] = {}
 
     def tell(self, news: Avoidance) -> None:
         """An avoidance this node began: for the other nodes, at the next round."""
@@ -141,7 +146,7 @@ class Fleet:
         pipe.hgetall(keys.overrides)
         for service, target in targets:
             pipe.hgetall(keys.observations(service, target))
-        told = self._avoidances(pipe)
+        told = self._shared(pipe)
         began = time.time()
         try:
             out = await link.call(pipe)
@@ -158,19 +163,24 @@ class Fleet:
         if (overrides := st.value(out[1], None)) is not None:  # refused: keep what we had
             self._read_overrides(overrides)
         self._read_observations(targets, [st.value(o, {}) for o in out[2:2 + len(targets)]])
-        self._read_avoidances(st.value(out[-1], None))
+        self._read_avoidances(st.value(out[-3], None))
+        self._read_rates(st.value(out[-1], {}))
         self._written.update({k: obs for k, (obs, _ttl) in writes.items()})
         if self._reseed:
             await self._seed()
 
-    def _avoidances(self, pipe: Any) -> list[Avoidance]:
+    def _shared(self, pipe: Any) -> list[Avoidance]:
         """This node's new avoidances added to the stream, and the others' read after
-        the last read; the avoidances told (put back if the exchange fails)."""
+        the last read; this node's rates written, every node's read. The avoidances told
+        (put back if the exchange fails)."""
         told, self.outbox = self.outbox, []
+        keys, node, now = self.link.keys, self.config.node, self._store_now()
         for news in told:
-            value = f.dump_avoidance(news, self.config.node, self._store_now())
-            pipe.xadd(self.link.keys.avoidances, {"v": value}, maxlen=STREAM, approximate=True)
-        pipe.xread({self.link.keys.avoidances: self._stream}, count=READ)
+            pipe.xadd(keys.avoidances, {"v": f.dump_avoidance(news, node, now)},
+                      maxlen=STREAM, approximate=True)
+        pipe.xread({keys.avoidances: self._stream}, count=READ)
+        pipe.hset(keys.loads, node, f.dump_rates(self.rates(), now))
+        pipe.hgetall(keys.loads)
         return told
 
     def _heartbeat(self) -> f.Heartbeat:
@@ -284,6 +294,27 @@ class Fleet:
                 except f.BadValue as e:
                     self._report(f"{self.link.keys.observations(*key)} {node}", value, str(e))
             self.observations[key] = seen
+
+    def others(self) -> dict[Key, Sent]:
+        """What the other live nodes send each target (a second), as last read."""
+        return self._others if self.link.connected else {}
+
+    def _read_rates(self, found: Mapping[bytes, bytes]) -> None:
+        now, live, me = self._store_now(), set(self.live), self.config.node
+        summed: dict[Key, Sent] = {}
+        for field, raw in found.items():
+            node = field.decode(errors="replace")
+            if node == me or node not in live:
+                continue
+            try:
+                rates = f.load_rates(raw, now)
+            except f.BadValue as e:
+                self._report(f"{self.link.keys.loads} {node}", raw, str(e))
+                continue
+            for key, (b, r) in rates.items():
+                mine = summed.get(key, (0.0, 0.0))
+                summed[key] = (mine[0] + b, mine[1] + r)
+        self._others = summed
 
     def _store_now(self) -> float:
         return time.time() + self.skew

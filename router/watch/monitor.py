@@ -8,7 +8,7 @@ so probe traffic does not multiply with the number of workers.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import structlog
@@ -16,9 +16,11 @@ import structlog
 from router.core.config import Config, FleetConfig
 from router.core.fleet import View
 from router.core.health import Board, Key, Status
+from router.core.load import Sent
 from router.core.retries import Avoidance
 from router.core.stats import Stats
 from router.watch.fleet import Fleet, cache_path
+from router.watch.loads import LoadWatch, sent
 from router.watch.prober import Prober, log_change
 from router.watch.statefile import StateFile
 
@@ -28,8 +30,12 @@ log = structlog.get_logger("router.watch.monitor")
 class Monitor:
     def __init__(self, board: Board, stats: Stats, config: Callable[[], Config], *,
                  probe: bool = True, state: Path | None = None,
-                 ca_file: Path | None = None, fleet: FleetConfig | None = None) -> None:
+                 ca_file: Path | None = None, fleet: FleetConfig | None = None,
+                 totals: Callable[[], Mapping[Key, Sent]] | None = None) -> None:
         self.board = board
+        # what was sent to each target (the supervisor's: every worker's, summed)
+        self.totals = totals or (lambda: sent(stats.http_chosen, stats.http_bytes))
+        self.loads: LoadWatch | None = None
         self.stats = stats
         self.config = config
         self.probe = probe
@@ -74,6 +80,14 @@ class Monitor:
                                cache=self._cache, probing=prober is not None)
             self.fleet.learned = self._learned
             await self.fleet.start()
+        fleet = self.fleet
+        self.loads = LoadWatch(self.board, self.config, self.totals,
+                               fleet.others if fleet is not None else None,
+                               node=self.fleet_config.node if self.fleet_config else None,
+                               reading=self.probe)
+        if fleet is not None:
+            fleet.rates = lambda: self.loads.loads.mine if self.loads else {}
+        self.loads.start()
 
     def tell(self, news: Avoidance) -> None:
         """An avoidance this node began: for the fleet (alone: for no one)."""
@@ -99,6 +113,8 @@ class Monitor:
             assume_up(self.own, config)
 
     async def close(self) -> None:
+        if self.loads is not None:
+            await self.loads.close()
         if self.fleet is not None:
             await self.fleet.close()
         if self.prober is not None:

@@ -93,6 +93,7 @@ class Keys:
         self.nodes = f"{name}:nodes"
         self.overrides = f"{name}:overrides"
         self.avoidances = f"{name}:avoidances"  # a stream: client networks' avoidances
+        self.loads = f"{name}:loads"  # node -> its rates sent to each target (core.load)
 
     def node(self, node: str) -> str:
         return f"{self.prefix}node:{node}"

@@ -35,6 +35,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from router import __version__
+from router.core.capacity import Load
 from router.core.health import Effective, Health, Key, Status, effective
 from router.core.overrides import Override
 from router.core.runtime import Runtime
@@ -155,6 +156,36 @@ class RouterCollector(Collector):
         yield corrupt
         yield bad_files
         yield from figures.values()
+        yield from self._pressures()
+
+    def _pressures(self) -> Iterator[Metric]:
+        """Each target's load, capacity and kept share (core.capacity), by kind."""
+        load = _gauge("target_load", "the load measured on the target, a second: mbps "
+                      "(from the redirects' file sizes), requests, or its load_url's figure",
+                      [*TARGET, "kind"])
+        capacity = _gauge("target_capacity", "what the target can take, a second, by kind",
+                          [*TARGET, "kind"])
+        shed = _gauge("target_shed_ratio", "the share of its client networks the target "
+                      "sheds for load (0: none)", TARGET)
+        keep = _gauge("target_keep_ratio", "the share of its client networks the target "
+                      "keeps: shed for load, or ramping up after recovery (slow_start)", TARGET)
+        pressures = self.runtime.board.snapshot.pressures
+        for service in self.runtime.config.services:
+            for t in service.targets:
+                key = [service.name, t.id]
+                p = pressures.get((service.name, t.id))
+                for kind, value in _kinds(p.load if p else None):
+                    load.add_metric([*key, kind], value)
+                c = t.capacity
+                limits = (("mbps", c.mbps), ("requests", c.requests), ("load", c.load)) \
+                    if c is not None else ()
+                for kind, limit in limits:
+                    if limit is not None:
+                        capacity.add_metric([*key, kind], limit)
+                if p is not None:
+                    shed.add_metric(key, p.shed)
+                    keep.add_metric(key, p.keep)
+        yield from (load, capacity, shed, keep)
 
     def _activity(self, stats: Stats) -> Iterator[Metric]:
         chosen = _counter("target_chosen", "answers (dns) and redirects (http) that chose "
@@ -296,6 +327,15 @@ def _figure(name: str, h: Health) -> float | None:
         "target_last_failure_timestamp_seconds": h.last_failure,
     }
     return values[name]
+
+
+def _kinds(load: Load | None) -> list[tuple[str, float]]:
+    if load is None:
+        return []
+    figures = (("mbps", None if load.bytes_per_second is None
+                else load.bytes_per_second * 8 / 1e6),
+               ("requests", load.requests_per_second), ("load", load.reported))
+    return [(kind, value) for kind, value in figures if value is not None]
 
 
 def _gauge(name: str, text: str, labels: list[str] | None = None,

@@ -19,6 +19,7 @@ from typing import Any
 from router import __version__
 from router.core.audience import target_rules
 from router.core.availability import Ledger
+from router.core.capacity import Pressure
 from router.core.checks import per_address
 from router.core.config import Service, Target
 from router.core.fleet import document
@@ -137,7 +138,8 @@ def _service(service: Service, snap: Snapshot, stats: Stats, ledger: Ledger,
                                for name, c in ledger.corrupt(service.name, t.id).items()},
              "addresses": _addresses(service, t, snap),
              # what clients reported (the beacon): the median of their downloads' speeds
-             "client_bytes_per_second": speeds.median(service.name, None, t.id)}
+             "client_bytes_per_second": speeds.median(service.name, None, t.id),
+             **_pressure(t, snap.pressures.get((service.name, t.id)))}
             for t in service.targets]
     for row in rows:
         if row["corrupt"]:
@@ -161,6 +163,26 @@ def _target(service: Service, tid: str, h: Health, admin: Override, answers: int
         "last_ok": h.last_ok, "last_failure": h.last_failure, "last_error": h.last_error,
         "checks": h.checks, "answers": answers, "rules": target_rules(t),
         "share": round(answers / total, 4) if total else 0.0,
+    }
+
+
+def _pressure(target: Target, p: Pressure | None) -> dict[str, Any]:
+    """Its load against its capacity, and what it keeps (``core.capacity``)."""
+    c, load = target.capacity, p.load if p is not None else None
+    return {
+        "capacity": None if c is None else {"mbps": c.mbps, "requests": c.requests,
+                                            "load": c.load, "high": c.high, "low": c.low},
+        "load": None if load is None else {
+            "mbps": None if load.bytes_per_second is None
+            else round(load.bytes_per_second * 8 / 1e6, 3),
+            "requests": None if load.requests_per_second is None
+            else round(load.requests_per_second, 3),
+            "load": load.reported},
+        "load_ratio": None if p is None or p.ratio is None else round(p.ratio, 4),
+        "shed": 0.0 if p is None else round(p.shed, 4),
+        "keep": 1.0 if p is None else p.keep,
+        "ramping": None if p is None else p.ramp,
+        "pressure": None if p is None or p.keep >= 1 else p.why(),
     }
 
 
