@@ -28,12 +28,14 @@ from tests.test_http import request, xff
 TOKYO, OSAKA = (35.68, 139.69), (34.69, 135.50)
 
 
-def networks(count: int, country: str | None = None) -> list[str]:
-    """An address in each of ``count`` IPv4 GeoIP networks (of ``country``) that have a
-    location: each a client network of its own."""
+def networks(count: int, country: str | None = None, every: int = 1) -> list[str]:
+    """An address in each of ``count`` IPv4 GeoIP networks (of ``country``; one in
+    ``every``) that have a location: each a client network of its own."""
     found: list[str] = []
     with maxminddb.open_database(str(embedded_database())) as db:
-        for network, record in db:
+        for n, (network, record) in enumerate(db):
+            if n % every:
+                continue
             if network.version != 4 or not isinstance(record, dict) \
                     or "location" not in record or network.prefixlen > 24:
                 continue

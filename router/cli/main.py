@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from router import __version__, log
-from router.cli import admin, check, dnssec, explain, fleet, init, probe, serve
+from router.cli import admin, check, dnssec, explain, fleet, init, probe, serve, simulate
 
-SUBCOMMANDS = (serve, check, explain, admin, probe, fleet, dnssec, init)
+SUBCOMMANDS = (serve, check, explain, admin, probe, fleet, dnssec, init, simulate)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,6 +31,8 @@ LIMITS = {  # the largest file of each kind read, in bytes
     "state file": 16 * MiB,
     "fleet cache": 64 * MiB,
     "database": 1024 * MiB,  # GeoLite2 City ~70 MB, DB-IP City Lite ~130 MB
+    "traffic file": 256 * MiB,  # simulate --traffic: a row per client network
+    "country list": 1 * MiB,
 }
 CHUNK = 1 * MiB
 

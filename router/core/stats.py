@@ -69,6 +69,7 @@ class Stats:
     dns_chosen: Counter[Key] = field(default_factory=Counter)
     http_chosen: Counter[Key] = field(default_factory=Counter)
     http_bytes: Counter[Key] = field(default_factory=Counter)  # sizes of files redirected
+    countries: Counter[str] = field(default_factory=Counter)  # redirects and DNS decisions
     http_responses: Counter[int] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     dns_cookies: Counter[str] = field(default_factory=Counter)  # by cookies.Verdict value

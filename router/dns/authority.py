@@ -392,6 +392,7 @@ class Authority:
         reply.chosen = tuple((service.name, target.id) for target in chosen)
         for key in reply.chosen:
             self.stats.dns_chosen[key] += 1
+        self.stats.countries[client.country or "--"] += 1
         version, rtype = (6, Type.AAAA) if want is Want.IPV6 else (4, Type.A)
         snapshot = seen_for(self.health(), service, client)
         return [Record(owner, rtype, Class.IN, ttl, (address.packed,)) for target in chosen

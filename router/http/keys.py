@@ -31,3 +31,4 @@ PRIVATE = web.AppKey("private", bool)
 # what a request learned on its way, for the access log (``--access-log``)
 CLIENT = web.RequestKey("client", str)  # the client's address, behind trusted proxies
 TARGET = web.RequestKey("target", str)  # the target the redirect chose
+COUNTRY = web.RequestKey("country", str)  # the client's country ("--": not known)

@@ -44,7 +44,7 @@ from router.http import downloads, pages
 from router.http import routes as paths
 from router.http.client import Proxies
 from router.http.decisions import DecisionCache, Entry, Key
-from router.http.keys import CLIENT, TARGET
+from router.http.keys import CLIENT, COUNTRY, TARGET
 
 log = structlog.get_logger("router.http")
 
@@ -213,6 +213,7 @@ class Redirector:
                               max(1, math.ceil(route.service.health.interval)))
         stats = self.runtime.stats
         stats.http_chosen[found.counted] += 1
+        stats.countries[request.get(COUNTRY, "--")] += 1
         if size:
             stats.http_bytes[found.counted] += size
         if route.service.retries is not None and request.method == "GET":
@@ -415,6 +416,7 @@ class Redirector:
             known = self.clients.put(key, self._find(request, forwarded_text, hops))
         if self.telling and known[0] is not None:
             request[CLIENT] = known[0]
+        request[COUNTRY] = known[1].country or "--"
         return known
 
     def _find(self, request: web.Request, forwarded_text: str | None,

@@ -60,6 +60,9 @@ def overview(runtime: Runtime, client: Location | None = None,
         "pid": os.getpid(),  # which process answered (--workers: each knows its own files)
         "services": [_service(s, snap, totals, runtime.ledger, runtime.speeds)
                      for s in runtime.config.services],
+        # redirects and DNS answers decided (not those from the answer cache), by the
+        # client's country: the live mix ``mirror-router simulate --traffic URL`` reads
+        "countries": dict(totals.countries.most_common()),
     }
 
 

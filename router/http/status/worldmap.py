@@ -91,8 +91,19 @@ def _candidates(x: float, y: float, text: str) -> list[Label]:
     return out
 
 
-def svg(markers: list[Marker], element_id: str = "map") -> str:
-    """The whole map: ocean, graticule, land, then the markers with their labels."""
+@dataclass(frozen=True, slots=True)
+class Arc:
+    """A flow drawn from clients to a target (``mirror-router simulate --svg``)."""
+
+    start: Point
+    end: Point
+    width: float  # in map units (degrees)
+    title: str
+
+
+def svg(markers: list[Marker], element_id: str = "map", arcs: list[Arc] | None = None) -> str:
+    """The whole map: ocean, graticule, land, the ``arcs``, then the markers with their
+    labels."""
     lines = "".join(f"M{x} 0V180" for x in range(30, 360, 30))
     lines += "".join(f"M0 {y}H360" for y in range(30, 180, 30))
     parts = [
@@ -102,10 +113,20 @@ def svg(markers: list[Marker], element_id: str = "map") -> str:
         f"<path d='{lines}' stroke='#bfd3ee' stroke-width='0.3' fill='none'/>",
         f"<path id='land' d='{land()}' fill='#e7e5e0' stroke='#a8a29e' stroke-width='0.25'/>",
     ]
+    parts += [_arc(a) for a in arcs or ()]
     parts += [_marker(m) for m in markers]
     parts += [_label(label, markers) for label in place(markers)]
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _arc(a: Arc) -> str:
+    """A curve bowed to one side, so that flows both ways between two places show."""
+    (x1, y1), (x2, y2) = project(a.start), project(a.end)
+    mx, my = (x1 + x2) / 2 - (y2 - y1) * 0.2, (y1 + y2) / 2 + (x2 - x1) * 0.2
+    return (f"<path class='flow' d='M{x1:.2f} {y1:.2f}Q{mx:.2f} {my:.2f} {x2:.2f} {y2:.2f}' "
+            f"fill='none' stroke='#7c3aed' stroke-opacity='0.55' stroke-linecap='round' "
+            f"stroke-width='{a.width:.2f}'><title>{escape(a.title)}</title></path>")
 
 
 def _marker(m: Marker) -> str:
