@@ -461,6 +461,16 @@ targets = ["fra"]
 """
 
 
+def with_capacities(zones: Path) -> None:
+    """Give every target of the rendered bench zone a capacity far above what a bench
+    sends (server "capacity"): the load is measured, pressures are published and read,
+    nothing is shed. What capacities cost when no mirror is full."""
+    zone = next(zones.glob("*.toml"))
+    zone.write_text(zone.read_text().replace(
+        "[[services.go.targets]]\n",
+        "[[services.go.targets]]\ncapacity = { mbps = 1e8, requests = 1e8 }\n"))
+
+
 def with_rules(zones: Path, health: str, prefixes: int = RULE_PREFIXES,
                rules: bool = True) -> list[str]:
     """Add rules to the rendered bench zone in ``zones``: a private target for half of

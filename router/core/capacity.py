@@ -9,22 +9,26 @@ adds the file's size, when the catalog lists it), from its own ``load_url``, and
 fleet from every node's (summed). ``ratio`` is the highest of load / capacity over the
 kinds it has both of.
 
-**Shedding with hysteresis** (``shed_next``): above ``high`` a target keeps a smaller
-fraction of its client networks, sized so its load lands between the watermarks; below
-``low`` it takes them back the same way; in between nothing moves, so a steady load
-never flaps. **Slow start** (``ramp``): a target back from down or from a drain keeps a
-fraction that grows from 0 to 1 over ``slow_start`` (a health key); a drain at a
-maintenance window's start goes the other way first (slow drain).
+**Shedding with hysteresis** (``shed_next``): above ``high`` a target keeps fewer of
+its client networks, sized so its load lands between the watermarks; below ``low`` it
+takes them back the same way; in between nothing moves, so a steady load never flaps.
+**Slow start** (``ramp``): a target back from down or from a drain keeps a fraction of
+its networks that grows from 0 to 1 over ``slow_start`` (a health key).
 
-Which networks a target keeps is one formula (``share``): a network is kept when its
-share of the target (rendezvous-style hashing of the target and the network, in [0, 1))
-is below the target's ``keep`` = min(ramp, 1 - shed). Raising keep only adds networks
-and lowering it only removes them, so a network is not flipped back and forth and
-resolvers' caches stay valid; a network a target does not keep is ranked as if the
-target were not there (``scoring.Lineup.ranking``): it goes to its next-best by cost,
-and the near-equal next ones are spread by the usual hashing, so a spill spreads.
-``keep`` is published in steps of ``STEP``, so the caches keyed on the health
-generation are not retired by every small move.
+Which networks a target keeps is one formula (``Pressure.keeps``). Each network has a
+``share`` of the target (rendezvous-style hashing of the target and the network, in
+[0, 1)). Ramping, a target keeps the networks whose share is below the ramp. Shedding,
+it keeps those whose ``priority`` is below its bar (``kept``): the share raised to a
+power that grows with the network's *regret* (what its next target costs more, in km),
+so the networks on the border with the next mirror go first and those far from any
+other last, as the capacity-constrained optimum moves them (``bench/steering``), and
+networks at one place go a few at a time. Raising a bar only adds networks and lowering
+it only removes them, so a network is not flipped back and forth and resolvers' caches
+stay valid. A network a target does not keep is ranked as if the target were not there
+(``scoring.Lineup.ranking``): it goes to its next-best by cost, and the near-equal next
+ones are spread by the usual hashing, so a spill spreads. The bars are published on a
+grid (``_step``), so the caches keyed on the health generation are not retired by every
+small move.
 """
 
 from __future__ import annotations
@@ -35,7 +39,10 @@ from dataclasses import dataclass
 
 TAU = 2.0  # seconds: the time constant of a decayed rate (95% of a step in 6 s)
 TICK = 1.0  # seconds between two looks at the loads
-STEP = 0.02  # keep fractions are published in steps of this
+STEP = 0.02  # a ramp moves in steps of this; a kept fraction this close to 1 is all
+GRID, LEVELS = 0.95, 400  # bars are published on the grid GRID ** n, n <= LEVELS
+STEEPEST = 8.0  # the highest power a share is raised to (see ``priority``)
+REGRET_KM = 500.0  # the scale of regrets: see ``priority``
 DAMPING = 0.8  # each move takes the kept fraction this much of the way to its goal
 
 
@@ -73,11 +80,28 @@ class Pressure:
     """What a target's load and recovery leave it: the networks whose ``share`` is below
     ``keep`` are its own."""
 
-    keep: float  # 0 to 1, in steps of STEP
+    keep: float  # 0 to 1, on the grid: min(kept, ramped), what /status shows
     shed: float = 0.0  # the fraction shed for load
     ratio: float | None = None  # load / capacity (None: unknown or no capacity)
     ramp: float | None = None  # slow start (or drain): the fraction it is at, else None
     load: Load | None = None  # as measured (for /status and /metrics)
+    kept: float = 1.0  # the bar a network's priority must be below (1 - shed, in steps)
+    ramped: float | None = None  # the bar its share must be below while ramping (in steps)
+
+    @property
+    def bars(self) -> tuple[float, float | None]:
+        """What steering reads: a change of these is a new decision for some network."""
+        return self.kept, self.ramped
+
+    def keeps(self, network: bytes, target: str, regret: float) -> bool:
+        """Whether the target keeps a client network whose next target costs ``regret``
+        km more."""
+        if self.ramped is None and self.kept >= 1:
+            return True
+        mine = share(network, target)
+        if self.ramped is not None and mine >= self.ramped:
+            return False
+        return self.kept >= 1 or priority(regret, mine) < self.kept
 
     def why(self) -> str:
         """Why a network is not kept: what ``explain`` and ``?mirrorlist`` say."""
@@ -135,10 +159,34 @@ def ramp(since: float | None, now: float, slow_start: float) -> float | None:
 
 def pressure(shed: float, ratio: float | None, ramped: float | None,
              load: Load | None = None) -> Pressure:
-    """A target's pressure: what it keeps, in steps of ``STEP`` (down, so a target over
+    """A target's pressure: what it keeps, on the grid (``_step``: down, so a target over
     capacity never keeps more than asked; a ramp's first step is 0)."""
-    keep = min(1.0 - shed, 1.0 if ramped is None else ramped)
-    return Pressure(round(math.floor(keep / STEP + 1e-9) * STEP, 6), shed, ratio, ramped, load)
+    kept = _step(1.0 - shed)
+    stepped = None if ramped is None else round(math.floor(ramped / STEP + 1e-9) * STEP, 6)
+    return Pressure(min(kept, 1.0 if stepped is None else stepped), shed, ratio, ramped, load,
+                    kept, stepped)
+
+
+def _step(fraction: float) -> float:
+    """``fraction`` down to the grid of published bars: 1 and ``GRID ** n`` (a bar near 0
+    moves the share of networks far from any other mirror in small steps too), 0 below
+    the finest."""
+    if fraction >= 1.0:
+        return 1.0
+    if fraction < GRID ** LEVELS:
+        return 0.0
+    return round(GRID ** math.ceil(math.log(fraction) / math.log(GRID) - 1e-9), 9)
+
+
+def priority(regret: float, mine: float) -> float:
+    """Where a network stands in a target's shedding, in [0, 1): its share raised to
+    ``k = 1 + regret / REGRET_KM`` (at most ``STEEPEST``). A target that keeps below a bar
+    ``b`` keeps a fraction ``b ** (1 / k)`` of the networks with that regret: all of
+    those with no next target near, ``b`` of those whose next is as good, and networks at
+    one place (one regret) are shed a few at a time, by their share."""
+    if regret == math.inf:
+        return 0.0
+    return float(mine ** min(STEEPEST, 1.0 + max(0.0, regret) / REGRET_KM))
 
 
 def share(network: bytes, target: str) -> float:

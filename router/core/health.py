@@ -409,8 +409,8 @@ class Board:
     def set_pressures(self, pressures: Mapping[Key, Pressure]) -> None:
         """What each target keeps (``core.capacity``): a new generation only when a
         ``keep`` changes (a load figure alone is shown, and decides nothing)."""
-        before = {k: p.keep for k, p in self._pressures.items() if p.keep < 1}
-        after = {k: p.keep for k, p in pressures.items() if p.keep < 1}
+        before = {k: p.bars for k, p in self._pressures.items() if p.keep < 1}
+        after = {k: p.bars for k, p in pressures.items() if p.keep < 1}
         if dict(pressures) == dict(self._pressures):
             return
         self._pressures = MappingProxyType(dict(pressures))

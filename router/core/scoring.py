@@ -37,7 +37,7 @@ from typing import NamedTuple
 
 from router.core.audience import EVERYONE, Scope
 from router.core.availability import Availability, FileView
-from router.core.capacity import Pressure, share
+from router.core.capacity import Pressure
 from router.core.config import OnAllDown, Service, Target
 from router.core.earth import Point, distance_km
 from router.core.health import Effective, Status, address_id, effective
@@ -255,7 +255,7 @@ class Lineup:
         rendezvous on ``key``; then by cost. A target that does not keep the network
         (``keep``) is left out, unless that leaves none."""
         if self.keep:
-            dropped = self.unkept(key)
+            dropped = self.unkept(key, costed)
             kept = [c for c in costed if c[2].target.id not in dropped]
             costed = kept or costed
         routed, near = self._heads(costed)
@@ -270,9 +270,17 @@ class Lineup:
         return placed + [(e, c, km, Standing.PREFERRED if e.tier == 1 else Standing.BY_COST)
                          for c, km, e in rest]
 
-    def unkept(self, key: bytes) -> dict[str, Pressure]:
-        """The targets that do not keep the client network ``key`` (``core.capacity``)."""
-        return {tid: p for tid, p in self.keep.items() if share(key, tid) >= p.keep}
+    def unkept(self, key: bytes, costed: list[Costed]) -> dict[str, Pressure]:
+        """The targets that do not keep the client network ``key`` (``core.capacity``):
+        each judged by its regret, what the next target in ``costed`` costs more."""
+        out = {}
+        for i, (c, _km, e) in enumerate(costed):
+            p = self.keep.get(e.target.id)
+            if p is not None:
+                regret = costed[i + 1][0] - c if i + 1 < len(costed) else math.inf
+                if not p.keeps(key, e.target.id, regret):
+                    out[e.target.id] = p
+        return out
 
     def pressed(self, costed: list[Costed], head: int | None = None) -> bool:
         """Whether the first ``head`` places may depend on the network through ``keep``."""

@@ -28,7 +28,7 @@ from router.core.geo import Location
 from router.core.health import Health, Key, Snapshot, Status
 from router.core.memo import Memo
 from router.core.overrides import Override
-from router.core.scoring import Lineup, Want
+from router.core.scoring import Costed, Lineup, Want
 from router.core.steering import decision, kept_lineup
 
 PER_COUNTRY = 64  # client networks a country's traffic is spread over
@@ -121,9 +121,15 @@ def _place(service: Service, snapshot: Snapshot, flows: list[Flow], rules: Rules
     base = (service.name, want, snapshot.generation)
     shares: dict[str, Share] = {t.id: Share() for t in service.targets}
     assigned: dict[bytes, str] = {}
+    # one place's costs per line-up (the line-up held, so its id is not reused)
+    costs: dict[tuple[int, Point | None], tuple[Lineup, list[Costed]]] = {}
     for flow in flows:
         lineup = kept_lineup(lineups, base, snapshot, service, flow.client, rules, want)
-        chosen = decision(lineup, flow.client, head=1).chosen(1)
+        at = (id(lineup), flow.client.point)
+        found = costs.get(at)
+        if found is None:
+            found = costs[at] = (lineup, lineup.costs(flow.client.point, 1))
+        chosen = decision(lineup, flow.client, list(found[1]), head=1).chosen(1)
         target = chosen[0].id if chosen else ""
         share = shares.setdefault(target, Share())
         share.networks += 1

@@ -232,7 +232,7 @@ def decision(lineup: Lineup, client: Location, costed: list[Costed] | None = Non
         placed = placed[:head]
     ranked = [_candidate(e, c, km, lineup.standing or standing) for e, c, km, standing in placed]
     chosen = {c.target.id for c in ranked}
-    dropped = lineup.unkept(client.key) if lineup.keep and head is None else {}
+    dropped = lineup.unkept(client.key, costed) if lineup.keep and head is None else {}
     excluded = () if head is not None else tuple(
         _candidate(e, _cost(e, service, origin), _km(e, service, origin), None,
                    dropped.get(e.target.id))

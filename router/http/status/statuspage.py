@@ -180,7 +180,7 @@ def _service(s: dict[str, Any]) -> str:
             f"{escape(s['http_prefix'] or '-')} &middot; {_count(s['answers'], 'answer')} "
             "since start</p>")
     cols = ("", "target", "state", "override", "country", "TTFB ms", "wait ms", "charged ms",
-            "share", "answers", "last success", "last error")
+            "share", "load", "answers", "last success", "last error")
     rows = "".join(_row(s["name"], t) for t in s["targets"])
     return head + "<div class=wrap><table><tr>" + "".join(f"<th>{c}</th>" for c in cols) + \
         "</tr>" + rows + "</table></div>"
@@ -194,7 +194,8 @@ def _row(service: str, t: dict[str, Any]) -> str:
            if t.get("health_url") else ""),
         escape(_state(t)), escape(t["admin"]),
         escape(t["country"] or "-"), _num(t["ttfb_ms"]), _num(t["wait_ms"]),
-        _num(t["latency_ms"]), f"{t['share'] * 100:.1f}%", f"{t['answers']:,}",
+        _num(t["latency_ms"]), f"{t['share'] * 100:.1f}%", escape(_load(t)),
+        f"{t['answers']:,}",
         _ago(t["last_ok"]),
     ]
     error = t["last_error"]
@@ -204,6 +205,19 @@ def _row(service: str, t: dict[str, Any]) -> str:
     tds += (f"<td class=err>{escape(error)}{when}</td>" if error
             else "<td class=none>&ndash;</td>")
     return f"<tr id='target-{escape(service)}-{escape(t['id'])}'>{tds}</tr>"
+
+
+def _load(t: dict[str, Any]) -> str:
+    """Its load against its capacity, and what it sheds or how far it has ramped."""
+    if t.get("capacity") is None and t.get("ramping") is None:
+        return "-"
+    ratio = t.get("load_ratio")
+    text = "load unknown" if ratio is None else f"{ratio:.0%} of capacity"
+    if t.get("capacity") is None:
+        text = ""
+    if t.get("pressure"):
+        text += ("; " if text else "") + f"{t['pressure']}, keeps {t['keep']:.0%}"
+    return text or "-"
 
 
 OVERRIDDEN = {"drain": "drained", "down": "marked down", "up": "forced up"}
