@@ -21,6 +21,7 @@ import pytest
 from router.core import capacity as cap
 from router.core.geo import embedded_database
 from router.core.load import BadFigure, figure
+from router.core.overrides import Override, Window, render
 from tests.conftest import write_zone
 from tests.harness import RouterProcess, wait_until
 from tests.test_http import request, xff
@@ -284,6 +285,42 @@ def test_slow_start_ramps_a_recovered_target_over_2000_networks(tmp_path, mirror
         assert kept_share(router, clients) == 1.0
     finally:
         mirrors["tyo"].health_status = 200
+        router.stop()
+
+
+def test_a_scheduled_drain_drains_slowly_from_the_windows_start(tmp_path, mirrors):
+    """With ``slow_start = "12s"``, a drain window from T: Tokyo keeps all its networks
+    before T, never drops them all at once at T (the drain and its first step are one
+    snapshot), keeps about half in the middle of the 12 s, says "draining (N%)", and
+    none at the end."""
+    zones = write_zone(tmp_path, zone(mirrors, 'anycast_km = 0.001', ', slow_start = "12s"',
+                                      'weight = 1000', fall=3)
+                       .replace('location = { lat = 35.68, lon = 139.69 }',
+                                'location = "anycast"'))
+    (tmp_path / "state").mkdir()
+    state, start = tmp_path / "state" / "state.toml", int(time.time()) + 4
+    state.write_text(render({}, (Window("tyo", Override.DRAIN, start, start + 600),)))
+    router = RouterProcess(zones, "--state", str(state))
+    clients = networks(1000)
+    try:
+        assert kept_share(router, clients[:100]) == 1.0  # not yet
+        first = []  # the share of 40 networks, polled across T
+        while time.time() < start + 1.5:
+            first.append((round(time.time() - start, 2), kept_share(router, clients[:40])))
+        assert any(t < 0 for t, _ in first) and any(t > 0.5 for t, _ in first), first
+        assert min(share for _, share in first) >= 0.7, first
+        wait_until(lambda: (status_of(router, "tyo")["ramping"] or 1) <= 0.5, 15,
+                   what="the drain half-way")
+        before = status_of(router, "tyo")
+        share = kept_share(router, clients)
+        after = status_of(router, "tyo")
+        assert before["pressure"].startswith("draining (") and before["admin"] == "drain"
+        assert after["keep"] - 0.05 <= share <= before["keep"] + 0.05, (before, share, after)
+        assert 0.25 <= share <= 0.6, share
+        wait_until(lambda: status_of(router, "tyo")["ramping"] is None, 15,
+                   what="the drain to end")
+        assert kept_share(router, clients[:200]) == 0.0
+    finally:
         router.stop()
 
 

@@ -383,6 +383,42 @@ def test_a_fleet_wide_drain_moves_every_node_within_a_second(nodes, store):
     print(f"fleet-wide drain applied on all three nodes {took:.2f} s after the write")
 
 
+def test_a_fleet_window_starts_and_ends_on_time_on_every_node(nodes, store):
+    """admin --fleet set tyo drain --from T --until T+3s: every node moves Japan off
+    Tokyo at T and back at T+3s, on the store's clock; admin --fleet show, fleet status
+    and /status list the window; ``auto`` drops it."""
+    start = int(time.time()) + 3
+    window = [time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) for t in (start, start + 3)]
+    done = cli("admin", "--fleet", store.url, "--any-id", "set", "tyo", "drain",
+               "--from", window[0], "--until", window[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"tyo: drain from {window[0]} until {window[1]} for fleet")
+    shown = cli("admin", "--fleet", store.url, "show").stdout
+    assert f"tyo\tdrain\tfrom {window[0]} until {window[1]} (coming)\tby " in shown, shown
+    node = next(iter(nodes.values()))
+    wait_until(lambda: [w["fleet"] for w in status(node)["windows"]] == [True], 3,
+               what="the fleet's window on /status")
+    assert all(japan(n) == TOKYO for n in nodes.values())  # not yet
+    wait_until(lambda: all(japan(n) == BEIJING for n in nodes.values()),
+               start + 2.0 - time.time(), interval=0.05, what="the drain to start everywhere")
+    began = time.time() - start
+    text = cli("fleet", "status", "--fleet", store.url).stdout
+    assert f"window tyo: drain from {window[0]} until {window[1]} (now)" in text, text
+    wait_until(lambda: all(japan(n) == TOKYO for n in nodes.values()),
+               start + 3 + 2.0 - time.time(), interval=0.05, what="the drain to end everywhere")
+    ended = time.time() - (start + 3)
+    assert -0.3 <= began <= 2.0 and -0.3 <= ended <= 2.0, (began, ended)
+    assert node.wait_for("window_started")["fleet"] is True
+    # a coming window, dropped by auto (with the ended one)
+    later = [time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) for t in (start + 600,
+                                                                          start + 900)]
+    assert cli("admin", "--fleet", store.url, "--any-id", "set", "tyo", "down",
+               "--from", later[0], "--until", later[1]).returncode == 0
+    assert len(store.client().hgetall("mirror-router:overrides")) == 1  # the ended one went
+    assert cli("admin", "--fleet", store.url, "--any-id", "set", "tyo", "auto").returncode == 0
+    assert store.client().hgetall("mirror-router:overrides") == {}
+
+
 def test_admin_refuses_an_unknown_id_and_an_unreachable_store(nodes, store, fleet_zones):
     typo = cli("admin", "--fleet", store.url, "--zones", str(fleet_zones), "set", "tyoo",
                "drain")

@@ -4,11 +4,13 @@
                         [--from TIME --until TIME]
     mirror-router admin [--state FILE] show
     mirror-router admin --fleet URL [--fleet-name NAME] set ID|SERVICE/ID STATE
+                        [--from TIME --until TIME]
     mirror-router admin --fleet URL [--fleet-name NAME] show
 
 With ``--fleet`` the override is the whole fleet's: written to the store, every live node
 applies it within a second (and keeps it across a restart while the store is away). A
-node's own state file still wins for its own entries.
+node's own state file still wins for its own entries. A window in the fleet starts and
+ends on the store's clock, the same moment on every node.
 
 A running ``serve --state FILE`` picks the change up within a second. The file is
 rewritten whole (a complete copy renamed over it), under a lock, and never when it holds
@@ -30,6 +32,7 @@ from pathlib import Path
 
 from router.cli import args as common
 from router.core.config import ConfigError, FleetConfig
+from router.core.fleet import field_selector
 from router.core.overrides import Override, Window, changed, unknown
 from router.core.values import Invalid, moment, selector, stamp
 from router.core.zonefile import load
@@ -105,10 +108,7 @@ def _set(args: argparse.Namespace) -> int:
     except Invalid as e:
         return _fail(e.reason)
     if args.fleet:
-        if window is not None:
-            return _fail("windows live in each node's state file (--state), not in the "
-                         "fleet's store: set them on every node")
-        return asyncio.run(_set_fleet(args, key, state))
+        return asyncio.run(_set_fleet(args, key, state, window))
     try:
         with statefile.locked(args.state):
             before, windows = statefile.read_state(args.state)
@@ -146,17 +146,23 @@ def _link(args: argparse.Namespace) -> Link:
     return Link(FleetConfig(store=args.fleet, name=args.fleet_name, node="admin"))
 
 
-async def _set_fleet(args: argparse.Namespace, key: str, state: Override) -> int:
+async def _set_fleet(args: argparse.Namespace, key: str, state: Override,
+                     window: Window | None) -> int:
     link = _link(args)
     try:
         before = (await read_all(link)).overrides.get(key)
-        await set_override(link, key, state, f"{getpass.getuser()}@{socket.gethostname()}")
+        await set_override(link, key, state, f"{getpass.getuser()}@{socket.gethostname()}",
+                           window)
     except StoreDown as e:
         return _fail(f"{link.where}: the store did not answer ({e}); nothing changed")
     finally:
         await link.close()
+    where = f"for fleet {args.fleet_name} at {link.where}"
+    if window is not None:
+        print(f"{key}: {state} from {stamp(window.start)} until {stamp(window.end)} {where}")
+        return 0
     was = before.state if before else Override.AUTO
-    print(f"{key}: {state} (was {was}) for fleet {args.fleet_name} at {link.where}")
+    print(f"{key}: {state} (was {was}) {where}")
     return 0
 
 
@@ -168,11 +174,16 @@ async def _show_fleet(args: argparse.Namespace) -> int:
         return _fail(f"{link.where}: the store did not answer ({e})")
     finally:
         await link.close()
-    if not reading.overrides:
+    now = reading.now
+    records = {k: r for k, r in reading.overrides.items() if r.end is None or r.end > now}
+    if not records:
         print(f"no overrides in fleet {args.fleet_name}: health checks decide everywhere")
-    for key, record in sorted(reading.overrides.items()):
+    for key, record in sorted(records.items(), key=lambda kv: (kv[1].start or 0.0, kv[0])):
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(record.at))
-        print(f"{key}\t{record.state}\tby {record.by}\tat {when} UTC")
+        window = "" if record.start is None or record.end is None else \
+            f"\tfrom {stamp(record.start)} until {stamp(record.end)} " \
+            f"({'now' if record.start <= now else 'coming'})"
+        print(f"{field_selector(key)}\t{record.state}{window}\tby {record.by}\tat {when} UTC")
     for where, reason in reading.bad:
         print(f"ignored: {where}: {reason}", file=sys.stderr)
     return 0

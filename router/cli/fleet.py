@@ -116,6 +116,8 @@ def render(doc: dict[str, Any]) -> str:
                          f"{o['age']}s ago{stale}" + (f": {o['error']}" if o["error"] else ""))
     for key, o in doc["overrides"].items():
         lines.append(f"override {key}: {o['state']} by {o['by']}")
+    lines += [f"window {w['target']}: {w['state']} from {w['from']} until {w['until']}"
+              + (" (now)" if w["now"] else "") for w in doc.get("windows", [])]
     lines += [f"ignored: {i['key']}: {i['error']}" for i in doc["ignored"]]
     return "\n".join(lines)
 

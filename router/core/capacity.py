@@ -13,7 +13,10 @@ kinds it has both of.
 its client networks, sized so its load lands between the watermarks; below ``low`` it
 takes them back the same way; in between nothing moves, so a steady load never flaps.
 **Slow start** (``ramp``): a target back from down or from a drain keeps a fraction of
-its networks that grows from 0 to 1 over ``slow_start`` (a health key).
+its networks that grows from 0 to 1 over ``slow_start`` (a health key). **Slow drain**,
+its reverse: a serving target the operator drains (by hand, in the fleet, or as a
+maintenance window starts) keeps a fraction that falls from 1 to 0 over ``slow_start``,
+and only then is out; ``down`` is at once.
 
 Which networks a target keeps is one formula (``Pressure.keeps``). Each network has a
 ``share`` of the target (rendezvous-style hashing of the target and the network, in
@@ -87,6 +90,19 @@ class Pressure:
     load: Load | None = None  # as measured (for /status and /metrics)
     kept: float = 1.0  # the bar a network's priority must be below (1 - shed, in steps)
     ramped: float | None = None  # the bar its share must be below while ramping (in steps)
+    draining: bool = False  # in a slow drain: ``ramp`` falls, and it serves though drained
+
+    @property
+    def pressing(self) -> bool:
+        """Whether steering must ask it about a network at all."""
+        return self.keep < 1 or self.draining
+
+    def steered(self) -> Pressure:
+        """What steering reads of it, and nothing that moves without deciding anything
+        (the load figures, the ratio finer than a percent, the ramp between its steps):
+        what a snapshot carries, so that a new figure is not a new snapshot."""
+        return Pressure(self.keep, self.shed, None if self.ratio is None else round(self.ratio, 2),
+                        self.ramped, None, self.kept, self.ramped, self.draining)
 
     @property
     def bars(self) -> tuple[float, float | None]:
@@ -106,7 +122,7 @@ class Pressure:
     def why(self) -> str:
         """Why a network is not kept: what ``explain`` and ``?mirrorlist`` say."""
         if self.ramp is not None and self.ramp <= 1 - self.shed:
-            return f"ramping ({self.ramp:.0%})"
+            return f"{'draining' if self.draining else 'ramping'} ({self.ramp:.0%})"
         load = "unknown" if self.ratio is None else f"{self.ratio:.0%} of capacity"
         return f"shed (load {load})"
 
@@ -157,14 +173,20 @@ def ramp(since: float | None, now: float, slow_start: float) -> float | None:
     return None if done >= 1 else max(0.0, done)
 
 
+def drain(since: float, now: float, slow_start: float) -> float | None:
+    """What a target drained since ``since`` still keeps in its slow drain (None: done)."""
+    left = 1.0 - (now - since) / slow_start if slow_start > 0 else 0.0
+    return left if left > 0 else None
+
+
 def pressure(shed: float, ratio: float | None, ramped: float | None,
-             load: Load | None = None) -> Pressure:
+             load: Load | None = None, draining: bool = False) -> Pressure:
     """A target's pressure: what it keeps, on the grid (``_step``: down, so a target over
     capacity never keeps more than asked; a ramp's first step is 0)."""
     kept = _step(1.0 - shed)
     stepped = None if ramped is None else round(math.floor(ramped / STEP + 1e-9) * STEP, 6)
     return Pressure(min(kept, 1.0 if stepped is None else stepped), shed, ratio, ramped, load,
-                    kept, stepped)
+                    kept, stepped, draining)
 
 
 def _step(fraction: float) -> float:

@@ -29,9 +29,10 @@ from router.core import values as v
 from router.core.availability import Availability, Outcome
 from router.core.earth import Point
 from router.core.health import Centres, Health, Key, Status
-from router.core.overrides import Override
+from router.core.overrides import Override, Window, Windows, in_force
 from router.core.regions import ALL, CENTRES, EVERYWHERE, Region
 from router.core.retries import V4, V6, Avoidance
+from router.core.values import stamp
 
 HEARTBEAT_TTL = 3.0  # seconds a node counts as live after its last heartbeat
 TICK = 0.25  # seconds between a node's rounds with the store (overrides apply within 1 s)
@@ -84,9 +85,36 @@ class Observation:
 
 @dataclass(frozen=True, slots=True)
 class OverrideRecord:
+    """A fleet-wide override; with ``start`` and ``end`` (UTC epoch seconds) a window,
+    kept under ``window_field`` (a selector may have one plain entry and windows)."""
+
     state: Override
     by: str  # who set it: user@host, or a node
     at: float  # the store's clock
+    start: float | None = None
+    end: float | None = None
+
+
+def window_field(window: Window) -> str:
+    """The store's field of a window: its selector, a space, and when it starts."""
+    return f"{window.selector} {stamp(window.start)}"
+
+
+def field_selector(name: str) -> str:
+    """The selector a field of the overrides names (a plain entry's, or a window's)."""
+    return name.split(" ", 1)[0]
+
+
+def in_force_now(records: Mapping[str, OverrideRecord], now: float) -> dict[str, Override]:
+    """The fleet's overrides at ``now`` (the store's clock): its plain entries, then each
+    window that holds (``core.overrides.in_force``)."""
+    return in_force({k: r.state for k, r in records.items() if r.start is None},
+                    windows_of(records), now)
+
+
+def windows_of(records: Mapping[str, OverrideRecord]) -> Windows:
+    return tuple(Window(field_selector(k), r.state, r.start, r.end)
+                 for k, r in records.items() if r.start is not None and r.end is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +181,8 @@ def dump(value: Heartbeat | Observation | OverrideRecord) -> str:
                   "at": value.at, "ttl": value.ttl, "error": value.error}
     else:
         fields = {"state": value.state.value, "by": value.by, "at": value.at}
+        if value.start is not None:
+            fields |= {"from": value.start, "until": value.end}
     return json.dumps(fields, separators=(",", ":"))
 
 
@@ -240,8 +270,15 @@ def load_override(raw: bytes | str) -> OverrideRecord:
         state = v.choice(Override)(data.get("state"))
     except v.Invalid as e:
         raise BadValue(f"state: {e.reason}") from None
+    start, end = (_field(data, k, (int, float), optional=True) for k in ("from", "until"))
+    if (start is None) != (end is None) or (start is not None and (
+            end <= start or state is Override.AUTO)):
+        raise BadValue("a window needs from and until (until after from) and a state of "
+                       "drain, down or up")
     return OverrideRecord(state, str(_field(data, "by", str))[:128],
-                          float(_field(data, "at", (int, float))))
+                          float(_field(data, "at", (int, float))),
+                          None if start is None else float(start),
+                          None if end is None else float(end))
 
 
 def dump_avoidance(news: Avoidance, node: str, now: float) -> str:
@@ -457,6 +494,10 @@ def document(view: View, now: float) -> dict[str, Any]:
                 "counted": o.fresh(store_now) and o.node in live} for o in t.observations],
         } for t in view.targets],
         "overrides": {k: {"state": r.state.value, "by": r.by, "at": r.at}
-                      for k, r in sorted((view.overrides or {}).items())},
+                      for k, r in sorted((view.overrides or {}).items()) if r.start is None},
+        "windows": [{"target": w.selector, "state": w.state.value, "from": stamp(w.start),
+                     "until": stamp(w.end), "now": w.holds(store_now)}
+                    for w in sorted(windows_of(view.overrides or {}), key=lambda w: w.start)
+                    if w.end > store_now],
     }
 

@@ -250,7 +250,7 @@ class Snapshot:
 
     def kept(self, service: str) -> dict[str, Pressure]:
         """The targets of ``service`` that keep only some of their client networks."""
-        return {t: p for (s, t), p in self.pressures.items() if s == service and p.keep < 1}
+        return {t: p for (s, t), p in self.pressures.items() if s == service and p.pressing}
 
     def view(self, service: str) -> Callable[[str], Status]:
         """The ``target id → status`` function that steering reads for one service."""
@@ -341,7 +341,11 @@ class Board:
         self._centres: Centres = ()
         self._regional: Regional = {}
         self._charges: dict[str, dict[Key, int]] = {}  # region ("all": this node's) → ms
-        self._pressures: Mapping[Key, Pressure] = MappingProxyType({})
+        self._pressures: Mapping[Key, Pressure] = MappingProxyType({})  # steering's
+        # every target's pressure as last measured, with its load figures: what /status
+        # and /metrics show (a worker's, handed on by its supervisor), never steered by
+        self.figures: Mapping[Key, Pressure] = MappingProxyType({})
+        self.on_overrides: Callable[[], None] | None = None  # before a new override shows
         self.snapshot = Snapshot()
 
     def record(self, key: Key, result: Result, check: HealthCheck) -> tuple[Health, Health]:
@@ -385,6 +389,8 @@ class Board:
             return False
         self._admin = MappingProxyType(merged)
         self._publish(changed=True)
+        if self.on_overrides is not None:  # the pressures follow at once (a slow drain)
+            self.on_overrides()
         return True
 
     def set_regional(self, centres: Centres, regional: Regional) -> None:
@@ -407,14 +413,18 @@ class Board:
             self._publish(changed=True)
 
     def set_pressures(self, pressures: Mapping[Key, Pressure]) -> None:
-        """What each target keeps (``core.capacity``): a new generation only when a
-        ``keep`` changes (a load figure alone is shown, and decides nothing)."""
-        before = {k: p.bars for k, p in self._pressures.items() if p.keep < 1}
-        after = {k: p.bars for k, p in pressures.items() if p.keep < 1}
-        if dict(pressures) == dict(self._pressures):
+        """What each target keeps (``core.capacity``). The snapshot carries only what
+        steering reads of the targets that keep fewer than all (``Pressure.steered``):
+        a new snapshot only when that changes, a new generation only when a bar does.
+        Every figure is kept in ``figures``, for /status and /metrics."""
+        if dict(pressures) != dict(self.figures):
+            self.figures = MappingProxyType(dict(pressures))
+        steered = {k: p.steered() for k, p in pressures.items() if p.pressing}
+        if steered == dict(self._pressures):
             return
-        self._pressures = MappingProxyType(dict(pressures))
-        self._publish(changed=before != after)
+        before = {k: (p.bars, p.draining) for k, p in self._pressures.items()}
+        self._pressures = MappingProxyType(steered)
+        self._publish(changed=before != {k: (p.bars, p.draining) for k, p in steered.items()})
 
     def charged(self, region: str, key: Key) -> int | None:
         return self._charges.get(region, {}).get(key)
@@ -422,6 +432,10 @@ class Board:
     @property
     def local_overrides(self) -> Overrides:
         return self._local
+
+    @property
+    def fleet_overrides(self) -> Overrides:
+        return self._fleet
 
     def assume(self, keys: Iterable[Key], status: Status, at: float) -> None:
         """Set targets that are never probed (no health URL, or --no-probe)."""

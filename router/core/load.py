@@ -10,7 +10,9 @@ steering reads ``keep`` from the snapshot.
 
 Slow start: a target seen unusable (down, drained, taken down) and then usable again
 ramps from 0 over its service's ``health.slow_start``. A target first seen usable (a
-start, a reload) does not ramp.
+start, a reload) does not ramp. Slow drain: a usable target the operator drains keeps
+serving a fraction that falls from 1 to 0 over the same ``slow_start``; drained back
+before it is done, it ramps up from where it was.
 """
 
 from __future__ import annotations
@@ -26,12 +28,13 @@ from router.core.capacity import (
     Load,
     Pressure,
     Rate,
+    drain,
     pressure,
     ramp,
     shed_next,
 )
 from router.core.config import Config
-from router.core.health import Effective, Key, Snapshot, effective
+from router.core.health import Effective, Key, Snapshot, Status, effective
 from router.core.overrides import lookup
 
 USABLE = (Effective.USABLE, Effective.FORCED)
@@ -48,6 +51,7 @@ class Loads:
     shed: dict[Key, float] = field(default_factory=dict)
     usable: dict[Key, bool] = field(default_factory=dict)
     back: dict[Key, float] = field(default_factory=dict)  # when it became usable again
+    drained: dict[Key, float] = field(default_factory=dict)  # when its slow drain began
     mine: dict[Key, Sent] = field(default_factory=dict)  # this node's rates, last step
     moved: dict[Key, float] = field(default_factory=dict)  # when its shed last moved
 
@@ -60,7 +64,7 @@ class Loads:
             slow = service.health.slow_start
             for target in service.targets:
                 key = (service.name, target.id)
-                self._recovery(key, snapshot, now)
+                self._recovery(key, snapshot, now, slow)
                 rate = self._rates(key, sent.get(key, (0.0, 0.0)), now)
                 capacity = target.capacity
                 if capacity is None and slow <= 0:
@@ -70,8 +74,10 @@ class Loads:
                     if service.http_prefix else Load(reported=reported.get(key))
                 ratio = load.ratio(capacity) if capacity is not None else None
                 shed = self._shed(key, ratio, capacity, now)
-                ramped = ramp(self.back.get(key), now, slow)
-                out[key] = pressure(shed, ratio, ramped, load)
+                began = self.drained.get(key)
+                left = None if began is None else drain(began, now, slow)
+                ramped = ramp(self.back.get(key), now, slow) if left is None else left
+                out[key] = pressure(shed, ratio, ramped, load, left is not None)
         self._forget(config)
         return out
 
@@ -91,11 +97,18 @@ class Loads:
         self.shed[key] = shed
         return shed
 
-    def _recovery(self, key: Key, snapshot: Snapshot, now: float) -> None:
-        state = effective(snapshot.get(*key).status, lookup(snapshot.admin, *key))
-        usable = state in USABLE
-        if usable and self.usable.get(key) is False:
-            self.back[key] = now
+    def _recovery(self, key: Key, snapshot: Snapshot, now: float, slow: float) -> None:
+        """Note when a target comes back (slow start) or a serving one is drained (slow
+        drain); a drain taken back half-way ramps up from where it was."""
+        status = snapshot.get(*key).status
+        state = effective(status, lookup(snapshot.admin, *key))
+        usable, before = state in USABLE, self.usable.get(key)
+        began = self.drained.pop(key, None) if state is not Effective.DRAINED else None
+        if usable and before is False:
+            left = None if began is None else drain(began, now, slow)
+            self.back[key] = now - slow * (left or 0.0)
+        if state is Effective.DRAINED and before and status is not Status.DOWN and slow > 0:
+            self.drained[key] = now
         self.usable[key] = usable
 
     def _rates(self, key: Key, total: Sent, now: float) -> Sent:
@@ -107,7 +120,7 @@ class Loads:
     def _forget(self, config: Config) -> None:
         """Targets that left the config (a reload)."""
         keys = {(s.name, t.id) for s in config.services for t in s.targets}
-        for table in (self.shed, self.usable, self.back, self.mine, self.moved):
+        for table in (self.shed, self.usable, self.back, self.mine, self.moved, self.drained):
             for key in [k for k in table if k not in keys]:
                 del table[key]
         for both in [k for k in self.rates if k[0] not in keys]:

@@ -139,6 +139,20 @@ def in_force(overrides: Overrides, windows: Windows, now: float) -> dict[str, Ov
     return out
 
 
+def moves(windows: Windows, before: Overrides, after: Overrides, now: float
+          ) -> list[tuple[str, Window]]:
+    """The windows that began or ended between two views of the overrides in force
+    (``before`` and ``after``, at ``now``): ``("started" | "ended", window)``, for the log."""
+    out = []
+    for w in windows:
+        if w.holds(now) and before.get(w.selector) != w.state:
+            out.append(("started", w))
+        elif now >= w.end and after.get(w.selector) != w.state \
+                and before.get(w.selector) == w.state:
+            out.append(("ended", w))
+    return out
+
+
 def next_change(windows: Windows, now: float) -> float | None:
     """When a window next starts or ends after ``now`` (None: none will)."""
     coming = [t for w in windows for t in (w.start, w.end) if t > now]

@@ -329,9 +329,10 @@ def line_up(service: Service, whom: Whom, health: HealthView, want: Want, *,
     by ``health.address_id``; ``barred``: targets corrupt for the service; ``avoided``:
     targets the client's network avoids, ``core.retries``; ``keep``: the targets that
     keep only some client networks, ``core.capacity``)."""
+    draining = {t for t, p in keep.items() if p.draining} if keep else set()
     entrants = [_entrant(t, service, whom, health(t.id), want,
                          files(t.id) if files else None, admin(t.id), latency(t.id),
-                         family_down(t, want, addresses))
+                         family_down(t, want, addresses), t.id in draining)
                 if t.id not in barred and t.id not in avoided else
                 Entrant(t, health(t.id), admin(t.id), None, latency(t.id),
                         Exclusion.CORRUPT_TARGET if t.id in barred else Exclusion.AVOIDED, 0.0)
@@ -405,10 +406,13 @@ def kind(service: Service, country: str | None, continent: str | None
 
 def _entrant(target: Target, service: Service, whom: Whom, status: Status,
              want: Want, file: Availability | None, admin: Override,
-             latency_ms: int | None, down: bool) -> Entrant:
+             latency_ms: int | None, down: bool, draining: bool = False) -> Entrant:
+    """``draining``: the operator's drain is in its slow drain, so it does not exclude
+    the target yet (what it keeps falls: ``core.capacity``)."""
     country, scope = whom.country, whom.scope
     crosses = country and target.country and country != target.country
-    excluded = exclusion(target, whom, status, want, file, admin, down)
+    excluded = exclusion(target, whom, status, want, file,
+                         Override.AUTO if draining and admin is Override.DRAIN else admin, down)
     tier, order, rule = 2, 0, None
     if scope.route is not None and target.id in scope.route[1]:
         tier, order, rule = 0, scope.route[1].index(target.id), scope.route[0]

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from router.core.availability import Event
+from router.core.capacity import Pressure
 from router.core.config import Config
 from router.core.fleet import View
-from router.core.health import Snapshot
+from router.core.health import Key, Snapshot
 from router.core.overrides import Windows
 from router.core.retries import Avoidance
 from router.core.runtime import Reload
@@ -91,6 +92,14 @@ class StateNews:
 
 
 @dataclass(frozen=True, slots=True)
+class LoadNews:
+    """Every target's load figures as last measured (``Board.figures``: for /status
+    and /metrics; what steering reads of them comes in the snapshot)."""
+
+    figures: dict[Key, Pressure]
+
+
+@dataclass(frozen=True, slots=True)
 class FleetNews:
     """The fleet as the supervisor sees it (for /status and /metrics)."""
 
@@ -147,10 +156,10 @@ class SpeedNews:
     report: SpeedReport
 
 
-Message = (Hello | NewSnapshot | PeerCounts | StateNews | FleetNews | Stage | Commit
+Message = (Hello | NewSnapshot | PeerCounts | StateNews | FleetNews | LoadNews | Stage | Commit
            | ReloadNews | Ready | Staged | Counts | LedgerNews | AvoidanceNews | SpeedNews)
-MESSAGES = (Hello, NewSnapshot, PeerCounts, StateNews, FleetNews, Stage, Commit, ReloadNews,
-            Ready, Staged, Counts, LedgerNews, AvoidanceNews, SpeedNews)
+MESSAGES = (Hello, NewSnapshot, PeerCounts, StateNews, FleetNews, LoadNews, Stage, Commit,
+            ReloadNews, Ready, Staged, Counts, LedgerNews, AvoidanceNews, SpeedNews)
 
 
 def encode(message: Message) -> bytes:

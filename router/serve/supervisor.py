@@ -293,10 +293,14 @@ class Supervisor(Lifecycle):
         sent: Snapshot | None = None
         state: ch.StateNews | None = None
         fleet = _FleetNews()
+        figures = self.board.figures
         while True:
             if self.board.snapshot is not sent:
                 sent = self.board.snapshot
                 await self._to_all(lambda _slot: self._snapshot_message())
+            if self.board.figures is not figures:  # at most once a tick (capacity.TICK)
+                figures = self.board.figures
+                await self._to_all(_constant(ch.LoadNews(dict(figures))))
             file = self.monitor.state if self.monitor else None
             news = None if file is None else ch.StateNews(file.path, file.error, file.windows)
             if news is not None and news != state:

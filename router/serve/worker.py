@@ -118,6 +118,8 @@ class Feed:
                 self.state = message
             case ch.FleetNews(view):
                 self.fleet = view
+            case ch.LoadNews(figures):
+                runtime.board.figures = figures
             case _:
                 log.warning("channel_unexpected", message=type(message).__name__)
 

@@ -43,6 +43,7 @@ from router.core.retries import Avoidance
 from router.core.values import Invalid, selector
 from router.watch import store as st
 from router.watch.files import off_loop, write_whole
+from router.watch.statefile import told
 from router.watch.store import Link, StoreDown
 from router.watch.tasks import cancel
 
@@ -125,6 +126,8 @@ class Fleet:
             except StoreDown:
                 self._written.clear()  # write everything again once it is back
         self._decide(config, time.time())
+        if any(r.start is not None for r in self.overrides.values()):
+            self._apply_overrides(save=False)  # a window starts or ends on time
 
     # ---------------------------------------------------------------- the exchange
 
@@ -273,7 +276,7 @@ class Fleet:
         for field, value in raw.items():
             selector = field.decode(errors="replace")
             try:
-                found[_selector(selector)] = f.load_override(value)
+                found[_field(selector)] = f.load_override(value)
             except f.BadValue as e:
                 self._report(f"{self.link.keys.overrides} {selector}", value, str(e))
                 if selector in self.overrides:  # a bad value never replaces a good one
@@ -435,11 +438,15 @@ class Fleet:
     # ---------------------------------------------------------------- overrides
 
     def _apply_overrides(self, save: bool) -> None:
-        changed = self.board.set_overrides({k: r.state for k, r in self.overrides.items()},
-                                           fleet=True)
-        if changed:
+        """The fleet's overrides in force now (its windows in or out, on the store's
+        clock) on the board; ``save``: the records changed, so the cache is rewritten."""
+        now = time.time() + self.skew
+        before = dict(self.board.fleet_overrides)
+        after = f.in_force_now(self.overrides, now)
+        if self.board.set_overrides(after, fleet=True) or save:
             log.info("fleet_overrides", overrides={k: str(r.state) for k, r in
                                                    sorted(self.overrides.items())})
+            told(f.windows_of(self.overrides), before, after, now, fleet=True)
         if save and self.cache is not None:
             asyncio.get_running_loop().create_task(self._save_cache())
 
@@ -467,7 +474,7 @@ class Fleet:
             data = json.loads(text)
             self.epoch = data.get("epoch") if isinstance(data.get("epoch"), str) else None
             found = data["overrides"]
-            self.overrides = {_selector(k): f.load_override(json.dumps(r))
+            self.overrides = {_field(k): f.load_override(json.dumps(r))
                               for k, r in found.items()}
         except FileNotFoundError:
             return
@@ -501,9 +508,11 @@ class Fleet:
         return True
 
 
-def _selector(text: str) -> str:
+def _field(text: str) -> str:
+    """A field of the overrides: a selector, or (a window) a selector and a time."""
+    name = f.field_selector(text)
     try:
-        return selector(text)
+        return selector(name) + text[len(name):]
     except Invalid as e:
         raise f.BadValue(e.reason) from None
 

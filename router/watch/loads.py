@@ -48,8 +48,12 @@ class LoadWatch:
     def start(self) -> None:
         self._session = aiohttp.ClientSession(headers={"User-Agent": self._agent})
         self._task = asyncio.create_task(self._loop(), name="loads")
+        # an override steps the pressures at once: a drain starts its slow drain in the
+        # same snapshot, never a moment of "drained" before it
+        self.board.on_overrides = lambda: self.step(time.monotonic())
 
     async def close(self) -> None:
+        self.board.on_overrides = None
         await cancel([self._task, *self._reading])
         if self._session is not None:
             await self._session.close()
@@ -74,9 +78,13 @@ class LoadWatch:
                     task = asyncio.create_task(self._read(key, target, service.health.timeout))
                     self._reading.add(task)
                     task.add_done_callback(self._reading.discard)
+        self.step(now, config)
+
+    def step(self, now: float, config: Config | None = None) -> None:
+        """Every target's pressure at ``now``, published on the board."""
         others = self.others() if self.others is not None else None
-        self.board.set_pressures(self.loads.step(config, self.board.snapshot, self.totals(),
-                                                 self.reported, now, others))
+        self.board.set_pressures(self.loads.step(config or self.config(), self.board.snapshot,
+                                                 self.totals(), self.reported, now, others))
 
     async def _read(self, key: Key, target: Target, timeout: float) -> None:
         assert target.load_url is not None and self._session is not None

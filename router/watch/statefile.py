@@ -29,6 +29,7 @@ from router.core.overrides import (
     Overrides,
     Windows,
     in_force,
+    moves,
     next_change,
     parse_state,
     render,
@@ -96,6 +97,15 @@ def write(path: Path, overrides: Overrides, windows: Windows = ()) -> None:
     write_whole(path, render(overrides, tuple(w for w in windows if w.end > now)))
 
 
+def told(windows: Windows, before: Overrides, after: Overrides, now: float,
+         fleet: bool = False) -> None:
+    """Log the windows that began or ended (``window_started``, ``window_ended``)."""
+    for move, w in moves(windows, before, after, now):
+        log.info(f"window_{move}", target=w.selector, state=str(w.state),
+                 until=stamp(w.end), late_s=round(now - (w.start if move == "started"
+                                                         else w.end), 3), fleet=fleet)
+
+
 class StateFile:
     """Applies the file's overrides to the board; keeps the last good ones on error."""
 
@@ -135,14 +145,7 @@ class StateFile:
         self._next = next_change(self.windows, now)
         if overrides != before:
             self.board.set_overrides(overrides)
-            for w in self.windows:
-                if w.holds(now) and before.get(w.selector) != w.state:
-                    log.info("window_started", target=w.selector, state=str(w.state),
-                             until=stamp(w.end), late_s=round(now - w.start, 3))
-                elif now >= w.end and overrides.get(w.selector) != w.state \
-                        and before.get(w.selector) == w.state:
-                    log.info("window_ended", target=w.selector, state=str(w.state),
-                             late_s=round(now - w.end, 3))
+            told(self.windows, before, overrides, now)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._watch(), name="state file")

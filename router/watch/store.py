@@ -18,6 +18,7 @@ next try and the one log line per change of state. Values are JSON, read strictl
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from redis.exceptions import RedisError
 from router.core import fleet as f
 from router.core.config import FleetConfig
 from router.core.health import Key
-from router.core.overrides import Override
+from router.core.overrides import Override, Window
 from router.core.values import Sentinels, redact, sentinels
 from router.errors import RouterError
 
@@ -255,15 +256,32 @@ def _load(reading: Reading, where: str, raw: bytes | None,
         return None
 
 
-async def set_override(link: Link, selector: str, state: Override, by: str) -> None:
-    """Write one fleet-wide override (``auto`` deletes the entry), on the store's clock."""
+async def set_override(link: Link, selector: str, state: Override, by: str,
+                       window: Window | None = None) -> None:
+    """Write one fleet-wide override on the store's clock: a plain one (``auto`` deletes
+    it and the selector's windows), or a ``window``. Windows that have ended go."""
     pipe = link.client.pipeline(transaction=False)
     pipe.time()
-    stamp = (await link.call(pipe))[0]
+    pipe.hgetall(link.keys.overrides)
+    stamp, fields = await link.call(pipe)
+    now = round(stamp[0] + stamp[1] / 1e6, 3)
+    gone = []
+    for name, raw in value(fields, dict[bytes, bytes]()).items():
+        text = name.decode(errors="replace")
+        with contextlib.suppress(f.BadValue):
+            record = f.load_override(raw)
+            if (record.end is not None and record.end <= now) or (
+                    state is Override.AUTO and record.start is not None
+                    and f.field_selector(text) == selector):
+                gone.append(name)
     pipe = link.client.pipeline(transaction=False)
-    if state is Override.AUTO:
+    if gone:
+        pipe.hdel(link.keys.overrides, *gone)
+    if window is not None:
+        record = f.OverrideRecord(state, by, now, window.start, window.end)
+        pipe.hset(link.keys.overrides, f.window_field(window), f.dump(record))
+    elif state is Override.AUTO:
         pipe.hdel(link.keys.overrides, selector)
     else:
-        record = f.OverrideRecord(state, by, round(stamp[0] + stamp[1] / 1e6, 3))
-        pipe.hset(link.keys.overrides, selector, f.dump(record))
+        pipe.hset(link.keys.overrides, selector, f.dump(f.OverrideRecord(state, by, now)))
     await link.call(pipe)

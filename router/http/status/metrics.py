@@ -169,7 +169,7 @@ class RouterCollector(Collector):
                       "sheds for load (0: none)", TARGET)
         keep = _gauge("target_keep_ratio", "the share of its client networks the target "
                       "keeps: shed for load, or ramping up after recovery (slow_start)", TARGET)
-        pressures = self.runtime.board.snapshot.pressures
+        pressures = self.runtime.board.figures
         for service in self.runtime.config.services:
             for t in service.targets:
                 key = [service.name, t.id]

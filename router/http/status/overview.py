@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from router import __version__
@@ -24,7 +25,15 @@ from router.core.checks import per_address
 from router.core.config import Service, Target
 from router.core.fleet import document
 from router.core.geo import Location
-from router.core.health import Effective, Health, Snapshot, Status, address_id, effective
+from router.core.health import (
+    Effective,
+    Health,
+    Key,
+    Snapshot,
+    Status,
+    address_id,
+    effective,
+)
 from router.core.overrides import Override
 from router.core.runtime import Runtime, Signing
 from router.core.speeds import Speeds
@@ -38,6 +47,7 @@ def overview(runtime: Runtime, client: Location | None = None,
     state = runtime.state
     totals = runtime.totals()
     now = time.time()
+    fleet = None if (view := runtime.fleet()) is None else document(view, now)
     return {
         "version": __version__,
         "now": now,
@@ -50,15 +60,18 @@ def overview(runtime: Runtime, client: Location | None = None,
         "asn_db": runtime.asn_db.facts(now) if runtime.asn_db is not None else None,
         "state_file": None if state is None else {
             "path": str(state.path), "ok": state.error is None, "error": state.error},
-        "windows": [] if state is None else [
+        # coming and current windows: the state file's, then the fleet's ("fleet": true)
+        "windows": ([] if state is None else [
             {"target": w.selector, "state": str(w.state), "from": stamp(w.start),
-             "until": stamp(w.end), "now": w.holds(now)}
-            for w in sorted(state.windows, key=lambda w: w.start) if w.end > now],
+             "until": stamp(w.end), "now": w.holds(now), "fleet": False}
+            for w in sorted(state.windows, key=lambda w: w.start) if w.end > now])
+        + ([] if fleet is None else [{**w, "fleet": True} for w in fleet["windows"]]),
         "client": _client(client, address, runtime),
-        "fleet": None if (fleet := runtime.fleet()) is None else document(fleet, now),
+        "fleet": fleet,
         "dnssec": [_signing(s, now) for s in runtime.signing()],
         "pid": os.getpid(),  # which process answered (--workers: each knows its own files)
-        "services": [_service(s, snap, totals, runtime.ledger, runtime.speeds)
+        "services": [_service(s, snap, totals, runtime.ledger, runtime.speeds,
+                              runtime.board.figures)
                      for s in runtime.config.services],
         # redirects and DNS answers decided (not those from the answer cache), by the
         # client's country: the live mix ``mirror-router simulate --traffic URL`` reads
@@ -128,7 +141,7 @@ def _client(client: Location | None, address: str | None, runtime: Runtime
 
 
 def _service(service: Service, snap: Snapshot, stats: Stats, ledger: Ledger,
-             speeds: Speeds) -> dict[str, Any]:
+             speeds: Speeds, figures: Mapping[Key, Pressure]) -> dict[str, Any]:
     total = sum(stats.answers((service.name, t.id)) for t in service.targets)
     admin = snap.overrides(service.name)
     barred = ledger.barred(service.name)
@@ -142,7 +155,7 @@ def _service(service: Service, snap: Snapshot, stats: Stats, ledger: Ledger,
              "addresses": _addresses(service, t, snap),
              # what clients reported (the beacon): the median of their downloads' speeds
              "client_bytes_per_second": speeds.median(service.name, None, t.id),
-             **_pressure(t, snap.pressures.get((service.name, t.id)))}
+             **_pressure(t, figures.get((service.name, t.id)))}
             for t in service.targets]
     for row in rows:
         if row["corrupt"]:

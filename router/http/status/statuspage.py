@@ -72,7 +72,8 @@ def _header(data: dict[str, Any]) -> str:
     if data.get("windows"):
         note += "<p class=meta>Maintenance windows: " + "; ".join(
             f"{escape(w['target'])} {escape(w['state'])} {escape(w['from'])} until "
-            f"{escape(w['until'])}" + (" <b>(now)</b>" if w["now"] else "")
+            f"{escape(w['until'])}" + (" (fleet)" if w.get("fleet") else "")
+            + (" <b>(now)</b>" if w["now"] else "")
             for w in data["windows"]) + "</p>"
     ready = "ready" if data["ready"] else "<span class=bad>starting</span>"
     probing = "" if data["probing"] else " &middot; <b>not probing</b> (--no-probe)"
