@@ -26,7 +26,7 @@ demo: $(BIN)/mirror-router
 test: $(BIN)/mirror-router
 	$(BIN)/ruff check router tests bench $(SCRIPTS) tools
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 lint: $(BIN)/mirror-router
 	$(BIN)/ruff check router tests bench $(SCRIPTS) tools
