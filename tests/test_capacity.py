@@ -223,6 +223,30 @@ def test_over_capacity_sheds_to_the_next_targets_spread_and_takes_them_back(tmp_
         router.stop()
 
 
+def test_a_file_no_catalog_lists_is_sized_by_one_head_and_counted(tmp_path, mirrors):
+    """No catalog: the first redirect of a path asks its mirror for the size (one HEAD, in
+    the background), and the redirects after it add that size to the target's load."""
+    PORTS.update({tid: int(m.base.rsplit(":", 1)[1]) for tid, m in mirrors.items()})
+    mirrors["tyo"].files["/dl/big.bin"] = b"x" * 1_000_000
+    zones = write_zone(tmp_path, zone(mirrors, tyo_keys="capacity = { mbps = 1000 }"))
+    router = RouterProcess(zones, "--trusted-proxy", "127.0.0.1/32")
+    japan = next(c for c in networks(50, "JP") if sent_to(router, c) == "tyo")
+    try:
+        for _ in range(3):
+            assert request(router.http_port, "/big.bin", xff(japan)).status == 302
+        wait_until(lambda: mirrors["tyo"].heads("/dl/big.bin") == 1, 10, what="one HEAD")
+
+        def mbps() -> float:
+            assert request(router.http_port, "/big.bin", xff(japan)).status == 302
+            return (status_of(router, "tyo")["load"] or {}).get("mbps") or 0.0
+        wait_until(lambda: mbps() > 1.0, 15, interval=0.05,
+                   what="the redirects' bytes in Tokyo's load")
+        assert mirrors["tyo"].heads("/dl/big.bin") == 1  # asked once, remembered
+    finally:
+        mirrors["tyo"].files.pop("/dl/big.bin", None)
+        router.stop()
+
+
 def test_spill_from_a_failed_target_spreads_over_the_near_equal_next(tmp_path, mirrors):
     PORTS.update({tid: int(m.base.rsplit(":", 1)[1]) for tid, m in mirrors.items()})
     zones = write_zone(tmp_path, zone(mirrors))

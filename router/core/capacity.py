@@ -5,9 +5,9 @@ A target may have a capacity (``capacity = { mbps = 1000, requests = 300 }``; ``
 the figure its ``load_url`` reports, when that is neither; ``high`` and ``low``: the
 watermarks, 90% and 75% by default). Its load is measured (``Rate``: a decayed rate
 that follows a change within about 5 s) from what the redirector sent it (each redirect
-adds the file's size, when the catalog lists it), from its own ``load_url``, and in a
-fleet from every node's (summed). ``ratio`` is the highest of load / capacity over the
-kinds it has both of.
+adds the file's size: the catalog's, or a HEAD's, ``watch.sizes``), from its own
+``load_url``, and in a fleet from every node's (summed). ``ratio`` is the highest of
+load / capacity over the kinds it has both of.
 
 **Shedding with hysteresis** (``shed_next``): above ``high`` a target keeps fewer of
 its client networks, sized so its load lands between the watermarks; below ``low`` it

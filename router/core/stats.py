@@ -12,7 +12,7 @@ Where each counter is counted (keep it so when the paths change):
 - ``dns_chosen[(service, target)]``: once per target in a steered DNS answer.
 - ``http_chosen[(service, target)]``: once per redirect (the ``Location`` target).
 - ``http_bytes[(service, target)]``: each redirect's file size, when the catalog lists it
-  (the load it is sent: ``core.load``).
+  or a HEAD told it (``watch.sizes``): the load it is sent (``core.load``).
 - ``http_responses[status]``: once per HTTP response, in ``http.app.counted`` (the
   wrapper of every handler).
 - ``errors[kind]``: unexpected exceptions caught at an edge (``dns``, ``http``).

@@ -279,6 +279,10 @@ class FileChecker(Protocol):
     def check_due(self, service: Service, file: CatalogFile) -> None:
         """Start, in the background, every check of ``file`` that has come due."""
 
+    def size_of(self, service: Service, path: str, url: str) -> int | None:
+        """The size of a file no catalog lists, once a HEAD of ``url`` told it (None:
+        not yet; the HEAD is started in the background)."""
+
 
 def worth_waiting_for(decision: Decision) -> tuple[str, ...]:
     """Targets not yet checked for the file that would rank first once known to have it.

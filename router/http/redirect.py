@@ -109,6 +109,7 @@ class Redirector:
         self.rules = runtime.rules  # who each target may serve, routes
         self.placer = Placer(self.locator, self.rules, self.asn_db, narrow=False)
         self.routes = paths.Routes(self.config)
+        self.sized = _sized(self.config)
 
     def caches(self) -> dict[str, dict[str, int]]:
         """Every bounded table of the redirector (for /metrics)."""
@@ -143,6 +144,7 @@ class Redirector:
         if runtime.config is not self.config:
             old, self.config = self.config, runtime.config
             self.routes = paths.Routes(self.config)
+            self.sized = _sized(self.config)
             same = {s.name for s in self.config.services if old.service(s.name) == s}
             self.decisions.keep_services(same)
             self.places.retain(lambda key: key[0] in same)
@@ -214,6 +216,8 @@ class Redirector:
         stats = self.runtime.stats
         stats.http_chosen[found.counted] += 1
         stats.countries[request.get(COUNTRY, "--")] += 1
+        if size is None and route.service.name in self.sized and self.inventory is not None:
+            size = self.inventory.size_of(route.service, route.rest, found.location)
         if size:
             stats.http_bytes[found.counted] += size
         if route.service.retries is not None and request.method == "GET":
@@ -454,3 +458,10 @@ def _add_availability(runtime: Runtime, route: paths.Route, data: dict[str, Any]
     service = route.service
     for row in data["candidates"]:
         row.update(runtime.ledger.describe(service, row["id"], file))
+
+
+def _sized(config: Config) -> frozenset[str]:
+    """The services whose load counts bytes (a target with a capacity in mbps): a file
+    no catalog lists has its size learned by a HEAD (``FileChecker.size_of``)."""
+    return frozenset(s.name for s in config.services
+                     if any(t.capacity is not None and t.capacity.mbps for t in s.targets))

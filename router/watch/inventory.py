@@ -39,6 +39,7 @@ from router.core.steering import Decision, worth_waiting_for
 from router.errors import RouterError
 from router.watch.check import tls_context, user_agent
 from router.watch.fleetfiles import FleetFiles
+from router.watch.sizes import Sizes
 from router.watch.tasks import cancel
 from router.watch.verifier import Owns, Verifier
 
@@ -108,6 +109,7 @@ class Inventory:
         # content verification (``verify``): where the catalogs are, once per machine
         self.verifier = Verifier(ledger, lambda: self._session, shared=shared, owns=owns) \
             if catalogs else None
+        self.sizes = Sizes(lambda: self._session)  # of files no catalog lists (load)
 
     async def start(self, config: Config) -> None:
         connector = aiohttp.TCPConnector(limit=256, ssl=tls_context(self.ca_file))
@@ -143,6 +145,7 @@ class Inventory:
     async def close(self) -> None:
         if self.verifier is not None:
             await self.verifier.close()
+        await self.sizes.close()
         await cancel([*(t for t, _spec in self._loops.values()), *self._inflight.values(),
                       *self._probes])
         self._loops.clear()
@@ -152,6 +155,10 @@ class Inventory:
             await self.shared.close()
 
     # ---------------------------------------------------------------- requests
+
+    def size_of(self, service: Service, path: str, url: str) -> int | None:
+        """A file's size no catalog lists, once a HEAD of ``url`` told it (``Sizes``)."""
+        return self.sizes.size_of(service, path, url)
 
     async def settle(self, service: Service, file: CatalogFile,
                      decide: Callable[[], Decision]) -> Decision:
