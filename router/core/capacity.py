@@ -19,19 +19,20 @@ maintenance window starts) keeps a fraction that falls from 1 to 0 over ``slow_s
 and only then is out; ``down`` is at once.
 
 Which networks a target keeps is one formula (``Pressure.keeps``). Each network has a
-``share`` of the target (rendezvous-style hashing of the target and the network, in
-[0, 1)). Ramping, a target keeps the networks whose share is below the ramp. Shedding,
-it keeps those whose ``priority`` is below its bar (``kept``): the share raised to a
-power that grows with the network's *regret* (what its next target costs more, in km),
-so the networks on the border with the next mirror go first and those far from any
-other last, as the capacity-constrained optimum moves them (``bench/steering``), and
-networks at one place go a few at a time. Raising a bar only adds networks and lowering
-it only removes them, so a network is not flipped back and forth and resolvers' caches
-stay valid. A network a target does not keep is ranked as if the target were not there
-(``scoring.Lineup.ranking``): it goes to its next-best by cost, and the near-equal next
-ones are spread by the usual hashing, so a spill spreads. The bars are published on a
-grid (``_step``), so the caches keyed on the health generation are not retired by every
-small move.
+``share`` of the target (rendezvous-style hashing of the target and the network, in [0,
+1)). Ramping, a target keeps the networks whose share is below the ramp. Shedding, it
+keeps those whose ``priority`` is below its bar (``kept``): the share raised to a power
+that grows with the network's *regret* (what the next target that is not itself pressed
+costs it more, in km: a network shed down a row of full mirrors is judged by where it
+can go), so the networks on the border with a mirror that has room go first and those
+far from any last, as the capacity-constrained optimum moves them (``bench/steering``),
+and networks at one place go a few at a time. Raising a bar only adds networks and
+lowering it only removes them, so a network is not flipped back and forth and resolvers'
+caches stay valid. A network a target does not keep is ranked as if the target were not
+there (``scoring.Lineup.ranking``): it goes to its next-best by cost, and the near-equal
+next ones are spread by the usual hashing, so a spill spreads. The bars are published on
+a grid (``_step``), so the caches keyed on the health generation are not retired by
+every small move.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ TICK = 1.0  # seconds between two looks at the loads
 STEP = 0.02  # a ramp moves in steps of this; a kept fraction this close to 1 is all
 GRID, LEVELS = 0.95, 400  # bars are published on the grid GRID ** n, n <= LEVELS
 STEEPEST = 8.0  # the highest power a share is raised to (see ``priority``)
-REGRET_KM = 500.0  # the scale of regrets: see ``priority``
+REGRET_KM = 1000.0  # the scale of regrets: see ``priority``
 DAMPING = 0.8  # each move takes the kept fraction this much of the way to its goal
 
 
@@ -110,8 +111,8 @@ class Pressure:
         return self.kept, self.ramped
 
     def keeps(self, network: bytes, target: str, regret: float) -> bool:
-        """Whether the target keeps a client network whose next target costs ``regret``
-        km more."""
+        """Whether the target keeps a client network whose next unpressed target costs
+        ``regret`` km more."""
         if self.ramped is None and self.kept >= 1:
             return True
         mine = share(network, target)

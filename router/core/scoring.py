@@ -272,14 +272,16 @@ class Lineup:
 
     def unkept(self, key: bytes, costed: list[Costed]) -> dict[str, Pressure]:
         """The targets that do not keep the client network ``key`` (``core.capacity``):
-        each judged by its regret, what the next target in ``costed`` costs more."""
+        each judged by its regret: what the next target in ``costed`` that is not
+        pressed (not in ``keep``) costs more, infinite when there is none."""
         out = {}
-        for i, (c, _km, e) in enumerate(costed):
+        free = math.inf  # the cost of the cheapest target after this one that is not pressed
+        for c, _km, e in reversed(costed):
             p = self.keep.get(e.target.id)
-            if p is not None:
-                regret = costed[i + 1][0] - c if i + 1 < len(costed) else math.inf
-                if not p.keeps(key, e.target.id, regret):
-                    out[e.target.id] = p
+            if p is None:
+                free = c
+            elif not p.keeps(key, e.target.id, free - c):
+                out[e.target.id] = p
         return out
 
     def pressed(self, costed: list[Costed], head: int | None = None) -> bool:
