@@ -248,6 +248,26 @@ def test_a_file_no_catalog_lists_is_sized_by_one_head_and_counted(tmp_path, mirr
         router.stop()
 
 
+def test_every_worker_shows_the_load_the_supervisor_measures(tmp_path, mirrors):
+    """With ``--workers 2``: the supervisor sums the workers' redirects, and whichever
+    worker answers /status.json shows the load (the figures are handed on beside the
+    snapshot, which carries only what steering reads)."""
+    PORTS.update({tid: int(m.base.rsplit(":", 1)[1]) for tid, m in mirrors.items()})
+    zones = write_zone(tmp_path, zone(mirrors, tyo_keys="capacity = { requests = 1000 }"))
+    router = RouterProcess(zones, "--workers", "2", "--trusted-proxy", "127.0.0.1/32")
+    try:
+        japan = next(c for c in networks(50, "JP") if sent_to(router, c) == "tyo")
+
+        def shown() -> set[float]:
+            for _ in range(10):
+                sent_to(router, japan)
+            return {(status_of(router, "tyo")["load"] or {}).get("requests") or 0.0
+                    for _ in range(6)}
+        wait_until(lambda: min(shown()) > 0, 15, what="the load on every worker's /status")
+    finally:
+        router.stop()
+
+
 def test_spill_from_a_failed_target_spreads_over_the_near_equal_next(tmp_path, mirrors):
     PORTS.update({tid: int(m.base.rsplit(":", 1)[1]) for tid, m in mirrors.items()})
     zones = write_zone(tmp_path, zone(mirrors))
