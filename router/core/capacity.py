@@ -106,9 +106,9 @@ class Pressure:
                         self.ramped, None, self.kept, self.ramped, self.draining)
 
     @property
-    def bars(self) -> tuple[float, float | None]:
+    def bars(self) -> tuple[float, float | None, bool]:
         """What steering reads: a change of these is a new decision for some network."""
-        return self.kept, self.ramped
+        return self.kept, self.ramped, self.draining
 
     def keeps(self, network: bytes, target: str, regret: float) -> bool:
         """Whether the target keeps a client network whose next unpressed target costs

@@ -29,7 +29,7 @@ from router.core import values as v
 from router.core.availability import Availability, Outcome
 from router.core.earth import Point
 from router.core.health import Centres, Health, Key, Status
-from router.core.overrides import Override, Window, Windows, in_force
+from router.core.overrides import Override, Window, Windows, in_force, listed
 from router.core.regions import ALL, CENTRES, EVERYWHERE, Region
 from router.core.retries import V4, V6, Avoidance
 from router.core.values import stamp
@@ -495,9 +495,6 @@ def document(view: View, now: float) -> dict[str, Any]:
         } for t in view.targets],
         "overrides": {k: {"state": r.state.value, "by": r.by, "at": r.at}
                       for k, r in sorted((view.overrides or {}).items()) if r.start is None},
-        "windows": [{"target": w.selector, "state": w.state.value, "from": stamp(w.start),
-                     "until": stamp(w.end), "now": w.holds(store_now)}
-                    for w in sorted(windows_of(view.overrides or {}), key=lambda w: w.start)
-                    if w.end > store_now],
+        "windows": listed(windows_of(view.overrides or {}), store_now),
     }
 

@@ -422,9 +422,9 @@ class Board:
         steered = {k: p.steered() for k, p in pressures.items() if p.pressing}
         if steered == dict(self._pressures):
             return
-        before = {k: (p.bars, p.draining) for k, p in self._pressures.items()}
+        before = {k: p.bars for k, p in self._pressures.items()}
         self._pressures = MappingProxyType(steered)
-        self._publish(changed=before != {k: (p.bars, p.draining) for k, p in steered.items()})
+        self._publish(changed=before != {k: p.bars for k, p in steered.items()})
 
     def charged(self, region: str, key: Key) -> int | None:
         return self._charges.get(region, {}).get(key)

@@ -20,6 +20,7 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from router.core import values as v
 from router.core.config import Config, ConfigError, Problem
@@ -151,6 +152,14 @@ def moves(windows: Windows, before: Overrides, after: Overrides, now: float
                 and before.get(w.selector) == w.state:
             out.append(("ended", w))
     return out
+
+
+def listed(windows: Windows, now: float) -> list[dict[str, Any]]:
+    """The windows not over at ``now``, soonest first, as /status and ``fleet status``
+    show them."""
+    return [{"target": w.selector, "state": w.state.value, "from": v.stamp(w.start),
+             "until": v.stamp(w.end), "now": w.holds(now)}
+            for w in sorted(windows, key=lambda w: w.start) if w.end > now]
 
 
 def next_change(windows: Windows, now: float) -> float | None:

@@ -34,7 +34,7 @@ from router.core.health import (
     address_id,
     effective,
 )
-from router.core.overrides import Override
+from router.core.overrides import Override, listed
 from router.core.runtime import Runtime, Signing
 from router.core.speeds import Speeds
 from router.core.stats import Stats
@@ -62,9 +62,7 @@ def overview(runtime: Runtime, client: Location | None = None,
             "path": str(state.path), "ok": state.error is None, "error": state.error},
         # coming and current windows: the state file's, then the fleet's ("fleet": true)
         "windows": ([] if state is None else [
-            {"target": w.selector, "state": str(w.state), "from": stamp(w.start),
-             "until": stamp(w.end), "now": w.holds(now), "fleet": False}
-            for w in sorted(state.windows, key=lambda w: w.start) if w.end > now])
+            {**w, "fleet": False} for w in listed(state.windows, now)])
         + ([] if fleet is None else [{**w, "fleet": True} for w in fleet["windows"]]),
         "client": _client(client, address, runtime),
         "fleet": fleet,
